@@ -1,0 +1,68 @@
+"""What a route can reach, as ``Annotated`` dependencies.
+
+``Gateway`` is the bundle ``create_app`` builds and hangs on ``app.state``;
+routes take it (and the caller's scope, and the checks that must run before a
+body is even parsed) through the aliases below.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.core import idempotency
+from app.core.clock import Clock
+from app.core.errors import InvalidIdempotencyKey, Unavailable
+from app.dispatch.dispatcher import Dispatcher
+from app.metrics import Metrics
+from app.settings import Settings
+from app.storage.sql import SqlJobStore
+
+#: The one scope of idempotency keys and jobs while auth is off.
+ANONYMOUS = ""
+
+
+@dataclass(slots=True)
+class Gateway:
+    settings: Settings
+    store: SqlJobStore
+    dispatcher: Dispatcher
+    metrics: Metrics
+    clock: Clock
+    rng: random.Random = field(default_factory=random.Random)
+    draining: bool = False
+    started: bool = False
+
+
+def get_gateway(request: Request) -> Gateway:
+    gateway: Gateway = request.app.state.gateway
+    return gateway
+
+
+GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+
+
+def get_caller() -> str:
+    return ANONYMOUS
+
+
+CallerDep = Annotated[str, Depends(get_caller)]
+
+
+def accepting(gateway: GatewayDep) -> None:
+    if gateway.draining or not gateway.started:
+        raise Unavailable("the gateway is shutting down; send the job again", retry_after_s=5)
+
+
+def idempotency_key(request: Request) -> str:
+    values = request.headers.getlist("idempotency-key")
+    if len(values) > 1:
+        raise InvalidIdempotencyKey("send exactly one Idempotency-Key header")
+    return idempotency.parse_key(values[0] if values else None)
+
+
+AcceptingDep = Annotated[None, Depends(accepting)]
+IdempotencyKeyDep = Annotated[str, Depends(idempotency_key)]

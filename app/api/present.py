@@ -1,0 +1,82 @@
+"""Records as the JSON the API promises (times as RFC 3339 UTC)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from app.api.schemas import MASK
+from app.storage.base import AttemptRecord, JobRecord, TargetRecord
+
+
+def rfc3339(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def job_json(job: JobRecord) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "idempotency_key": job.idempotency_key,
+        "target": job.target,
+        "state": job.state.value,
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "created_at": rfc3339(job.created_at),
+        "updated_at": rfc3339(job.updated_at),
+        "next_attempt_at": rfc3339(job.next_attempt_at),
+        "expires_at": rfc3339(job.expires_at),
+        "completed_at": rfc3339(job.completed_at),
+        "last_status_code": job.last_status_code,
+        "last_error": job.last_error,
+        "failure_reason": job.failure_reason.value if job.failure_reason else None,
+    }
+
+
+def attempt_json(attempt: AttemptRecord) -> dict[str, Any]:
+    return {
+        "n": attempt.n,
+        "started_at": rfc3339(attempt.started_at),
+        "finished_at": rfc3339(attempt.finished_at),
+        "duration_ms": attempt.duration_ms,
+        "status_code": attempt.status_code,
+        "outcome": attempt.outcome.value,
+        "error": attempt.error,
+        "response_excerpt": attempt.response_excerpt,
+    }
+
+
+def target_json(
+    target: TargetRecord, *, inflight: int, backlog: dict[str, int], now: float
+) -> dict[str, Any]:
+    spec = target.spec
+    paused = target.paused_until if target.paused_until and target.paused_until > now else None
+    return {
+        "name": spec.name,
+        "url": spec.url,
+        "timeout_s": spec.timeout_s,
+        "max_concurrency": spec.max_concurrency,
+        "rate_limit_per_s": spec.rate_limit_per_s,
+        "max_attempts": spec.max_attempts,
+        "backoff_initial_s": spec.backoff_initial_s,
+        "backoff_max_s": spec.backoff_max_s,
+        "max_retry_duration_s": spec.max_retry_duration_s,
+        "secret": MASK if spec.secret else None,
+        "headers": dict.fromkeys(spec.headers, MASK),
+        "enabled": spec.enabled,
+        "created_at": rfc3339(target.created_at),
+        "updated_at": rfc3339(target.updated_at),
+        "state": {
+            "breaker": "closed",
+            "breaker_reopens_at": None,
+            "paused_until": rfc3339(paused),
+            "concurrency_limit": spec.max_concurrency,
+            "inflight": inflight,
+            "backlog": {
+                state: backlog.get(state, 0)
+                for state in ("scheduled", "queued", "running", "retrying")
+            },
+            "disabled_reason": None if spec.enabled else target.disabled_reason,
+        },
+    }

@@ -1,0 +1,48 @@
+"""``/healthz`` (the process answers) and ``/readyz`` (it can do its job)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+from starlette.responses import Response
+
+from app.api.deps import GatewayDep
+from app.api.problems import problem
+from app.api.schemas import Health, Problem
+
+router = APIRouter(tags=["health"])
+
+PING_TIMEOUT_S = 2.0
+
+
+@router.get("/healthz", response_model=Health, summary="The process is alive")
+async def healthz() -> Health:
+    return Health(status="ok")
+
+
+@router.get(
+    "/readyz",
+    response_model=Health,
+    summary="Database reachable, dispatcher running, not draining",
+    responses={503: {"model": Problem, "content": {"application/problem+json": {}}}},
+)
+async def readyz(gateway: GatewayDep) -> Response | Health:
+    checks: dict[str, str] = {}
+    try:
+        async with asyncio.timeout(PING_TIMEOUT_S):
+            await gateway.store.ping()
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"unreachable: {type(exc).__name__}"
+    checks["dispatcher"] = "ok" if gateway.dispatcher.running else "stopped"
+    checks["lifecycle"] = (
+        "draining" if gateway.draining else ("ok" if gateway.started else "starting")
+    )
+    failing = {k: v for k, v in checks.items() if v != "ok"}
+    if failing:
+        detail = "; ".join(f"{k}: {v}" for k, v in failing.items())
+        return problem(
+            503, detail=f"not ready ({detail})", retry_after_s=5, extensions={"checks": checks}
+        )
+    return Health(status="ok", checks=checks)

@@ -1,0 +1,182 @@
+"""``/jobs``: intake, status, listing, cancel and retry."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+from app.api.deps import AcceptingDep, CallerDep, GatewayDep, IdempotencyKeyDep
+from app.api.present import attempt_json, job_json
+from app.api.schemas import AttemptOut, JobIn, JobOut, JobPageOut, Problem, StateName
+from app.core import idempotency
+from app.core.errors import NotFound
+from app.core.ids import uuid7
+from app.core.job import JobState
+from app.storage.base import JobRecord, NewJob
+from app.storage.sql import decode_cursor, encode_cursor
+
+router = APIRouter(tags=["jobs"])
+
+_PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
+_KEY_PARAMETER = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": True,
+    "description": '1 to 255 visible ASCII characters; "quoted" and bare forms are one key',
+    "schema": {"type": "string", "minLength": 1, "maxLength": 257},
+}
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(body), status_code=status, headers=headers, media_type="application/json"
+    )
+
+
+def _etag(job: JobRecord) -> str:
+    token = f"{job.id}|{job.state.value}|{job.attempts}|{job.updated_at!r}"
+    return '"' + hashlib.blake2b(token.encode(), digest_size=12).hexdigest() + '"'
+
+
+@router.post(
+    "/jobs",
+    status_code=202,
+    response_model=JobOut,
+    summary="Accept a job for delivery",
+    openapi_extra={"parameters": [_KEY_PARAMETER]},
+    responses={
+        400: _PROBLEM,
+        409: _PROBLEM,
+        413: _PROBLEM,
+        422: _PROBLEM,
+        429: _PROBLEM,
+        503: _PROBLEM,
+    },
+)
+async def create_job(
+    body: JobIn,
+    gateway: GatewayDep,
+    caller: CallerDep,
+    key: IdempotencyKeyDep,
+    _accepting: AcceptingDep,
+) -> Response:
+    now = gateway.clock.now()
+    if body.run_at is not None:
+        next_attempt_at = max(now, body.run_at.timestamp())
+    else:
+        next_attempt_at = now + body.delay_s
+    payload = orjson.dumps(body.payload)
+    enqueued = await gateway.store.enqueue(
+        NewJob(
+            id=uuid7(int(now * 1000)),
+            caller=caller,
+            idempotency_key=key,
+            fingerprint=idempotency.fingerprint(body.target, body.model_dump(mode="json")),
+            target=body.target,
+            payload=payload,
+            headers=body.headers or None,
+            max_attempts=body.max_attempts,
+            next_attempt_at=next_attempt_at,
+            expires_at=body.expires_at.timestamp() if body.expires_at else None,
+            created_at=now,
+        )
+    )
+    job = enqueued.job
+    headers = {"Location": f"/jobs/{job.id}"}
+    if enqueued.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    else:
+        gateway.metrics.jobs_accepted.labels(target=job.target).inc()
+        if job.state is JobState.QUEUED:
+            gateway.dispatcher.wake()
+    return _json(job_json(job), 202, headers)
+
+
+@router.get(
+    "/jobs",
+    response_model=JobPageOut,
+    summary="List jobs, newest first",
+    responses={400: _PROBLEM, 422: _PROBLEM},
+)
+async def list_jobs(
+    gateway: GatewayDep,
+    caller: CallerDep,
+    state: Annotated[StateName | None, Query()] = None,
+    target: Annotated[str | None, Query(max_length=63)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=128)] = None,
+) -> Response:
+    before = decode_cursor(cursor) if cursor else None
+    jobs = await gateway.store.list_jobs(
+        caller,
+        state=JobState(state) if state else None,
+        target=target,
+        limit=limit + 1,
+        before_id=before,
+    )
+    page, more = jobs[:limit], len(jobs) > limit
+    return _json(
+        {
+            "items": [job_json(job) for job in page],
+            "next_cursor": encode_cursor(page[-1].id) if more else None,
+        }
+    )
+
+
+@router.get(
+    "/jobs/{job_id}",
+    response_model=JobOut,
+    summary="A job's current state",
+    responses={304: {"description": "Not modified (If-None-Match)"}, 404: _PROBLEM},
+)
+async def get_job(
+    job_id: str, request: Request, gateway: GatewayDep, caller: CallerDep
+) -> Response:
+    job = await gateway.store.get_job(caller, job_id)
+    if job is None:
+        raise NotFound(f"no job '{job_id}'")
+    etag = _etag(job)
+    if etag in {t.strip() for t in request.headers.get("if-none-match", "").split(",")}:
+        return Response(status_code=304, headers={"ETag": etag})
+    return _json(job_json(job), headers={"ETag": etag})
+
+
+@router.get(
+    "/jobs/{job_id}/attempts",
+    response_model=list[AttemptOut],
+    summary="Every attempt made for a job",
+    responses={404: _PROBLEM},
+)
+async def list_attempts(job_id: str, gateway: GatewayDep, caller: CallerDep) -> Response:
+    attempts = await gateway.store.list_attempts(caller, job_id)
+    if attempts is None:
+        raise NotFound(f"no job '{job_id}'")
+    return _json([attempt_json(a) for a in attempts])
+
+
+@router.post(
+    "/jobs/{job_id}/cancel",
+    response_model=JobOut,
+    summary="Cancel a job that has not finished",
+    responses={404: _PROBLEM, 409: _PROBLEM},
+)
+async def cancel_job(job_id: str, gateway: GatewayDep, caller: CallerDep) -> Response:
+    job = await gateway.store.cancel(caller, job_id, gateway.clock.now())
+    return _json(job_json(job))
+
+
+@router.post(
+    "/jobs/{job_id}/retry",
+    status_code=202,
+    response_model=JobOut,
+    summary="Queue a failed or cancelled job again, attempts reset",
+    responses={404: _PROBLEM, 409: _PROBLEM, 429: _PROBLEM},
+)
+async def retry_job(job_id: str, gateway: GatewayDep, caller: CallerDep) -> Response:
+    job = await gateway.store.retry(caller, job_id, gateway.clock.now())
+    gateway.dispatcher.wake()
+    return _json(job_json(job), 202, {"Location": f"/jobs/{job.id}"})

@@ -1,0 +1,109 @@
+"""``/targets``: registering, reading and removing webhook targets."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Path
+from starlette.responses import Response
+
+from app.api.deps import GatewayDep
+from app.api.present import target_json
+from app.api.schemas import NAME_PATTERN, Problem, TargetIn, TargetOut
+from app.core.errors import NotFound, Unprocessable
+from app.net import check_target_url
+from app.storage.base import TargetRecord, TargetSpec
+
+router = APIRouter(tags=["targets"])
+
+_PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
+NamePath = Annotated[str, Path(pattern=NAME_PATTERN, description="^[a-z0-9][a-z0-9._-]{0,62}$")]
+
+
+def spec_from(name: str, body: TargetIn) -> TargetSpec:
+    if body.name is not None and body.name != name:
+        raise Unprocessable(
+            f"the body names target '{body.name}' but the path names '{name}'",
+            extensions={
+                "errors": [
+                    {
+                        "loc": ["body", "name"],
+                        "msg": "must equal the path's name",
+                        "type": "value_error",
+                    }
+                ]
+            },
+        )
+    return TargetSpec(
+        name=name,
+        url=body.url,
+        timeout_s=body.timeout_s,
+        max_concurrency=body.max_concurrency,
+        rate_limit_per_s=body.rate_limit_per_s,
+        max_attempts=body.max_attempts,
+        backoff_initial_s=body.backoff_initial_s,
+        backoff_max_s=body.backoff_max_s,
+        max_retry_duration_s=body.max_retry_duration_s,
+        secret=body.secret,
+        headers=dict(body.headers),
+        enabled=body.enabled,
+    )
+
+
+async def _present(gateway: GatewayDep, targets: list[TargetRecord]) -> list[dict[str, object]]:
+    backlog = await gateway.store.backlog_by_target()
+    inflight = gateway.dispatcher.inflight
+    now = gateway.clock.now()
+    return [
+        target_json(t, inflight=inflight.get(t.name, 0), backlog=backlog.get(t.name, {}), now=now)
+        for t in targets
+    ]
+
+
+def _json(body: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+@router.put(
+    "/targets/{name}",
+    response_model=TargetOut,
+    summary="Create or replace a target",
+    responses={201: {"model": TargetOut, "description": "Created"}, 422: _PROBLEM},
+)
+async def put_target(name: NamePath, body: TargetIn, gateway: GatewayDep) -> Response:
+    spec = spec_from(name, body)
+    await check_target_url(spec.url, allow_private=gateway.settings.allow_private_targets)
+    record, created = await gateway.store.put_target(spec, gateway.clock.now())
+    gateway.dispatcher.targets_changed()
+    return _json((await _present(gateway, [record]))[0], 201 if created else 200)
+
+
+@router.get("/targets", response_model=list[TargetOut], summary="Every target")
+async def list_targets(gateway: GatewayDep) -> Response:
+    return _json(await _present(gateway, await gateway.store.list_targets()))
+
+
+@router.get(
+    "/targets/{name}",
+    response_model=TargetOut,
+    summary="One target, with its live state",
+    responses={404: _PROBLEM},
+)
+async def get_target(name: NamePath, gateway: GatewayDep) -> Response:
+    record = await gateway.store.get_target(name)
+    if record is None:
+        raise NotFound(f"no target named '{name}'")
+    return _json((await _present(gateway, [record]))[0])
+
+
+@router.delete(
+    "/targets/{name}",
+    status_code=204,
+    summary="Remove a target that has no unfinished jobs",
+    responses={404: _PROBLEM, 409: _PROBLEM},
+)
+async def delete_target(name: NamePath, gateway: GatewayDep) -> Response:
+    await gateway.store.delete_target(name)
+    gateway.dispatcher.targets_changed()
+    return Response(status_code=204)

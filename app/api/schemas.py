@@ -1,0 +1,207 @@
+"""Request and response bodies of the HTTP API (they define ``openapi.yaml``)."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    field_validator,
+    model_validator,
+)
+
+from app.core.headers import header_problems
+from app.core.signing import decode_secret
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+MAX_DELAY_S = 365 * 86400
+MASK = "********"
+
+StateName = Literal[
+    "scheduled", "queued", "running", "retrying", "succeeded", "failed", "cancelled"
+]
+
+
+def _check_headers(value: dict[str, str]) -> dict[str, str]:
+    problems = header_problems(value)
+    if problems:
+        raise ValueError("; ".join(problems))
+    return value
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise ValueError("give a time zone (RFC 3339, e.g. 2026-01-01T00:00:00Z)")
+    return value
+
+
+class TargetIn(BaseModel):
+    """A webhook target's configuration (``PUT /targets/{name}``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, description="Optional; must equal the path's name")
+    url: str = Field(max_length=2048, description="http or https URL the jobs are POSTed to")
+    timeout_s: float = Field(default=10.0, ge=0.1, le=300)
+    max_concurrency: int = Field(default=16, ge=1, le=10_000)
+    rate_limit_per_s: float | None = Field(default=None, gt=0, le=1_000_000)
+    max_attempts: int = Field(default=10, ge=1, le=1000)
+    backoff_initial_s: float = Field(default=1.0, gt=0, le=86400)
+    backoff_max_s: float = Field(default=600.0, gt=0, le=7 * 86400)
+    max_retry_duration_s: float = Field(default=86400.0, gt=0, le=30 * 86400)
+    secret: str | None = Field(
+        default=None, max_length=512, description="whsec_… (base64, ≥ 24 bytes); write-only"
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Static headers added to each delivery; write-only"
+    )
+    enabled: bool = True
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, value: str | None) -> str | None:
+        if value is not None:
+            decode_secret(value)
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        return _check_headers(value)
+
+    @model_validator(mode="after")
+    def _backoff(self) -> TargetIn:
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ValueError("backoff_max_s must be at least backoff_initial_s")
+        return self
+
+
+class TargetState(BaseModel):
+    breaker: Literal["closed", "open", "half_open"]
+    breaker_reopens_at: datetime | None
+    paused_until: datetime | None
+    concurrency_limit: int
+    inflight: int
+    backlog: dict[str, int]
+    disabled_reason: str | None
+
+
+class TargetOut(BaseModel):
+    name: str
+    url: str
+    timeout_s: float
+    max_concurrency: int
+    rate_limit_per_s: float | None
+    max_attempts: int
+    backoff_initial_s: float
+    backoff_max_s: float
+    max_retry_duration_s: float
+    secret: str | None = Field(description=f"'{MASK}' when a secret is set")
+    headers: dict[str, str] = Field(description=f"names only; values read '{MASK}'")
+    enabled: bool
+    created_at: datetime
+    updated_at: datetime
+    state: TargetState
+
+
+class JobIn(BaseModel):
+    """A job to deliver (``POST /jobs``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: str = Field(pattern=NAME_PATTERN, description="A registered target's name")
+    payload: JsonValue = Field(description="Any JSON value; delivered as compact JSON")
+    delay_s: float = Field(default=0, ge=0, le=MAX_DELAY_S)
+    run_at: datetime | None = Field(default=None, description="RFC 3339; instead of delay_s")
+    max_attempts: int | None = Field(default=None, ge=1, le=1000)
+    expires_at: datetime | None = Field(default=None, description="RFC 3339")
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("delay_s")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("delay_s must be a finite number")
+        return value
+
+    @field_validator("run_at", "expires_at")
+    @classmethod
+    def _tz(cls, value: datetime | None) -> datetime | None:
+        return _aware(value)
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        return _check_headers(value)
+
+    @model_validator(mode="after")
+    def _schedule(self) -> JobIn:
+        if self.run_at is not None and self.delay_s:
+            raise ValueError("give delay_s or run_at, not both")
+        if self.run_at is not None and self.run_at.timestamp() > _now() + MAX_DELAY_S:
+            raise ValueError("run_at is more than a year away")
+        if self.expires_at is not None and self.expires_at.timestamp() <= _now():
+            raise ValueError("expires_at is in the past")
+        return self
+
+
+def _now() -> float:
+    return datetime.now(UTC).timestamp()
+
+
+class JobOut(BaseModel):
+    id: str
+    idempotency_key: str
+    target: str
+    state: StateName
+    attempts: int
+    max_attempts: int
+    created_at: datetime
+    updated_at: datetime
+    next_attempt_at: datetime | None
+    expires_at: datetime
+    completed_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    failure_reason: (
+        Literal["permanent_status", "attempts_exhausted", "expired", "target_gone"] | None
+    )
+
+
+class JobPageOut(BaseModel):
+    items: list[JobOut]
+    next_cursor: str | None
+
+
+class AttemptOut(BaseModel):
+    n: int
+    started_at: datetime
+    finished_at: datetime
+    duration_ms: float
+    status_code: int | None
+    outcome: Literal["success", "retryable", "permanent", "throttled", "interrupted"]
+    error: str | None
+    response_excerpt: str | None
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] = Field(default_factory=dict)

@@ -1,0 +1,94 @@
+"""The ``csjd`` command: ``serve`` (API and dispatcher) and ``migrate``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from pydantic import ValidationError
+
+from app import __version__
+from app.settings import Settings
+
+log = logging.getLogger("csjd")
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        print(f"csjd: invalid configuration:\n{exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def serve(host: str, port: int) -> int:
+    import uvicorn
+
+    from app import logs
+    from app.main import create_app
+    from app.storage.sqlite import DatabaseInUse, DatabaseLock
+
+    settings = _settings()
+    logs.configure(settings.log_format)
+    probe = DatabaseLock(settings.database_url)
+    try:
+        probe.acquire()
+    except DatabaseInUse as exc:
+        log.error("database_in_use", extra={"detail": str(exc)})
+        print(f"csjd: {exc}", file=sys.stderr)
+        return 1
+    probe.release()
+    if not settings.api_keys and not settings.api_keys_file:
+        log.warning(
+            "auth_disabled",
+            extra={"detail": "CSJD_API_KEYS is not set: every caller is trusted"},
+        )
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=int(settings.shutdown_delay_s + settings.drain_timeout_s) + 5,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else 1
+
+
+def migrate() -> int:
+    from app import logs
+    from app.storage.migrate import upgrade
+    from app.storage.sqlite import DatabaseInUse, DatabaseLock
+
+    settings = _settings()
+    logs.configure(settings.log_format)
+    lock = DatabaseLock(settings.database_url)
+    try:
+        lock.acquire()
+    except DatabaseInUse as exc:
+        print(f"csjd: {exc}", file=sys.stderr)
+        return 1
+    try:
+        upgrade(settings.database_url)
+    finally:
+        lock.release()
+    log.info("migrated", extra={"database": settings.database_url.split("://", 1)[0]})
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="csjd", description="csjd, the HTTP job gateway")
+    parser.add_argument("--version", action="version", version=f"csjd {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_cmd = commands.add_parser("serve", help="run the gateway (API and dispatcher)")
+    serve_cmd.add_argument("--host", default="127.0.0.1")
+    serve_cmd.add_argument("--port", type=int, default=8080)
+    commands.add_parser("migrate", help="apply the database migrations and exit")
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return serve(args.host, args.port)
+    return migrate()

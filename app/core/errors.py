@@ -1,0 +1,127 @@
+"""The one exception tree of csjd, and how each error reads as a problem.
+
+Every error a caller can cause is a ``CsjdError``; each subclass knows the RFC
+9457 problem it becomes (``type``, ``title``, ``status``), so the HTTP edge
+translates them without a lookup table::
+
+    CsjdError
+    ├── BadRequest (400)            malformed JSON, missing or malformed key
+    │   └── InvalidIdempotencyKey
+    ├── Unauthorized (401)
+    ├── NotFound (404)              unknown job or target
+    ├── Conflict (409)              illegal transition, target still in use
+    │   └── KeyInFlight             same key while the first is being stored
+    ├── PayloadTooLarge (413)
+    ├── Unprocessable (422)         invalid field, unknown target, refused URL
+    │   └── IdempotencyKeyReused    same key, different request
+    ├── BacklogFull (429)           storing would exceed CSJD_MAX_BACKLOG
+    └── Unavailable (503)           draining, database unreachable
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+PROBLEM_BASE = "https://csjd.dev/problems/"
+
+
+class CsjdError(Exception):
+    """Base of every error csjd reports to a caller."""
+
+    status: ClassVar[int] = 500
+    slug: ClassVar[str] = "internal"
+    title: ClassVar[str] = "Internal error"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        retry_after_s: int | None = None,
+        extensions: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.retry_after_s = retry_after_s
+        self.extensions = extensions or {}
+
+    @property
+    def type(self) -> str:
+        return PROBLEM_BASE + self.slug
+
+
+class BadRequest(CsjdError):
+    status = 400
+    slug = "bad-request"
+    title = "Bad request"
+
+
+class MalformedJson(BadRequest):
+    slug = "malformed-json"
+    title = "Malformed JSON"
+
+
+class InvalidIdempotencyKey(BadRequest):
+    slug = "invalid-idempotency-key"
+    title = "Missing or malformed Idempotency-Key"
+
+
+class Unauthorized(CsjdError):
+    status = 401
+    slug = "unauthorized"
+    title = "Unauthorized"
+
+
+class NotFound(CsjdError):
+    status = 404
+    slug = "not-found"
+    title = "Not found"
+
+
+class Conflict(CsjdError):
+    status = 409
+    slug = "conflict"
+    title = "Conflict"
+
+
+class KeyInFlight(Conflict):
+    slug = "idempotency-key-in-flight"
+    title = "A request with this Idempotency-Key is still being stored"
+
+
+class PayloadTooLarge(CsjdError):
+    status = 413
+    slug = "payload-too-large"
+    title = "Request body too large"
+
+
+class Unprocessable(CsjdError):
+    status = 422
+    slug = "validation"
+    title = "Invalid request"
+
+
+class UnknownTarget(Unprocessable):
+    slug = "unknown-target"
+    title = "Unknown target"
+
+
+class RefusedUrl(Unprocessable):
+    slug = "refused-url"
+    title = "Target URL refused"
+
+
+class IdempotencyKeyReused(Unprocessable):
+    slug = "idempotency-key-reused"
+    title = "Idempotency-Key reused with a different request"
+
+
+class BacklogFull(CsjdError):
+    status = 429
+    slug = "backlog-full"
+    title = "Backlog full"
+
+
+class Unavailable(CsjdError):
+    status = 503
+    slug = "unavailable"
+    title = "Service unavailable"

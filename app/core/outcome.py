@@ -1,0 +1,105 @@
+"""The delivery outcome table: what one answer (or failure) from a target means.
+
+Classification is pure: an HTTP status and its ``Retry-After`` header, or a
+transport failure kind, become an ``Outcome`` with whether the attempt counts.
+What happens to the job afterwards is ``app.core.retry.decide``'s business.
+"""
+
+from __future__ import annotations
+
+import email.utils
+from dataclasses import dataclass
+from enum import StrEnum
+
+RETRY_AFTER_MIN_S = 1.0
+RETRY_AFTER_MAX_S = 3600.0
+
+
+class Outcome(StrEnum):
+    SUCCESS = "success"
+    RETRYABLE = "retryable"
+    PERMANENT = "permanent"
+    THROTTLED = "throttled"
+    INTERRUPTED = "interrupted"
+
+
+class FailureKind(StrEnum):
+    """Why no HTTP answer came back."""
+
+    TIMEOUT = "timeout"
+    CONNECT = "connect"
+    DNS = "dns"
+    PROTOCOL = "protocol"
+    REFUSED_ADDRESS = "refused_address"
+    INTERNAL = "internal"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Classified:
+    outcome: Outcome
+    counted: bool
+    error: str | None = None
+    status_code: int | None = None
+    #: the target answered 410 Gone: it is to be disabled.
+    gone: bool = False
+    #: seconds the target asked us to wait, already clamped; None to back off.
+    retry_after_s: float | None = None
+    #: the attempt ran out of time (halves the adaptive limit later on).
+    timed_out: bool = False
+
+
+_RETRYABLE_4XX = frozenset({408, 425})
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (delta-seconds or HTTP-date)."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    if value.isdigit():
+        seconds = float(int(value))
+    else:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - now
+    return min(RETRY_AFTER_MAX_S, max(RETRY_AFTER_MIN_S, seconds))
+
+
+def classify_response(status: int, retry_after: str | None, now: float) -> Classified:
+    if 200 <= status < 300:
+        return Classified(outcome=Outcome.SUCCESS, counted=True, status_code=status)
+    error = f"HTTP {status}"
+    delay = parse_retry_after(retry_after, now)
+    if status == 429 or (status == 503 and delay is not None):
+        return Classified(
+            outcome=Outcome.THROTTLED,
+            counted=False,
+            status_code=status,
+            error=error,
+            retry_after_s=delay,
+        )
+    if status >= 500 or status in _RETRYABLE_4XX:
+        return Classified(outcome=Outcome.RETRYABLE, counted=True, status_code=status, error=error)
+    return Classified(
+        outcome=Outcome.PERMANENT,
+        counted=True,
+        status_code=status,
+        error=error,
+        gone=status == 410,
+    )
+
+
+def classify_failure(kind: FailureKind, message: str) -> Classified:
+    """A request that produced no answer: retryable, and counted."""
+    return Classified(
+        outcome=Outcome.RETRYABLE,
+        counted=True,
+        error=f"{kind.value}: {message}" if message else kind.value,
+        timed_out=kind is FailureKind.TIMEOUT,
+    )

@@ -1,0 +1,1 @@
+"""Dispatch: claiming due jobs and delivering them through the ``Sender`` seam."""

@@ -1,0 +1,361 @@
+"""The dispatcher: claims due jobs, delivers them, records what happened.
+
+One loop claims jobs in batches under a lease, only as many as there are free
+slots (``CSJD_MAX_INFLIGHT`` overall, ``max_concurrency`` per target), and
+starts one owned task per claimed job at once, so claimed-but-not-started work
+is bounded by the free slots. A delivery task builds the request, sends it
+through the ``Sender`` seam under the target's hard deadline, classifies the
+answer, asks ``app.core.retry.decide`` what follows, and writes that through
+the store, guarded by the lease. Nothing that happens inside one delivery can
+stop the loop: any exception ends that attempt as retryable, with the error.
+
+The loop sleeps until woken (a job was accepted, a slot freed, targets
+changed) or until the next scheduled job or pause comes due, at most a second.
+``stop`` stops claiming, lets in-flight deliveries finish for the drain
+timeout, then cancels the rest; those are put back ``queued``, not counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Mapping
+
+from app.core.clock import Clock
+from app.core.job import FailureReason, JobState
+from app.core.outcome import (
+    Classified,
+    FailureKind,
+    Outcome,
+    classify_failure,
+    classify_response,
+)
+from app.core.retry import Decision, Policy, Random, decide
+from app.core.signing import decode_secret, sign
+from app.dispatch.sender import USER_AGENT, Failure, Request, Response, Sender
+from app.metrics import Metrics
+from app.storage.base import AttemptRecord, ClaimRequest, Completion, JobRecord, TargetRecord
+from app.storage.sql import SqlJobStore
+
+log = logging.getLogger("csjd.dispatch")
+
+IDLE_POLL_S = 1.0
+LEASE_MARGIN_S = 30.0
+EXCERPT_CHARS = 2048
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: SqlJobStore,
+        sender: Sender,
+        *,
+        clock: Clock,
+        rng: Random,
+        metrics: Metrics,
+        max_inflight: int,
+    ) -> None:
+        self._store = store
+        self._sender = sender
+        self._clock = clock
+        self._rng = rng
+        self._metrics = metrics
+        self._max_inflight = max_inflight
+        self._targets: dict[str, TargetRecord] = {}
+        self._inflight: dict[str, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._targets_stale = True
+        self._claiming = True
+        self._loop_task: asyncio.Task[None] | None = None
+        self._rotation = 0
+        #: called with each finished job's id (status waiters listen here).
+        self.on_job_changed: Callable[[str], None] | None = None
+
+    # -- control -------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._refresh_targets()
+        self._loop_task = asyncio.create_task(self._run(), name="csjd-dispatcher")
+
+    @property
+    def running(self) -> bool:
+        return self._loop_task is not None and not self._loop_task.done()
+
+    @property
+    def inflight(self) -> dict[str, int]:
+        return dict(self._inflight)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def targets_changed(self) -> None:
+        self._targets_stale = True
+        self._wake.set()
+
+    def stop_claiming(self) -> None:
+        self._claiming = False
+        self._wake.set()
+
+    async def stop(self, drain_timeout_s: float) -> None:
+        """Stop claiming; give deliveries ``drain_timeout_s``; cancel and requeue the rest."""
+        self.stop_claiming()
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=drain_timeout_s)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+
+    # -- the loop -------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                claimed = await self._claim_round() if self._claiming else 0
+                if claimed:
+                    continue  # there may be more due work: claim again before sleeping
+                await self._sleep()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("dispatch_loop_error")
+                await asyncio.sleep(0.5)
+
+    async def _sleep(self) -> None:
+        timeout = IDLE_POLL_S
+        now = self._clock.now()
+        due = await self._store.next_due()
+        if due is not None:
+            timeout = min(timeout, max(0.0, due - now))
+        for target in self._targets.values():
+            if target.paused_until and target.paused_until > now:
+                timeout = min(timeout, target.paused_until - now)
+        if timeout > 0:
+            # asyncio.timeout, not wait_for: wait_for can swallow a cancellation
+            # that arrives as the event is set (Python 3.11)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+        self._wake.clear()
+
+    async def _refresh_targets(self) -> None:
+        self._targets_stale = False
+        self._targets = {t.name: t for t in await self._store.list_targets()}
+        for name, target in self._targets.items():
+            self._metrics.concurrency_limit.labels(target=name).set(target.spec.max_concurrency)
+            self._metrics.breaker_state.labels(target=name).set(0)
+
+    async def _claim_round(self) -> int:
+        if self._targets_stale:
+            await self._refresh_targets()
+        free = self._max_inflight - sum(self._inflight.values())
+        if free <= 0:
+            return 0
+        now = self._clock.now()
+        eligible = [
+            t
+            for t in self._targets.values()
+            if t.spec.enabled
+            and not (t.paused_until and t.paused_until > now)
+            and self._inflight.get(t.name, 0) < t.spec.max_concurrency
+        ]
+        if not eligible:
+            # scheduled jobs still come due while every target is busy
+            await self._store.claim([], now, {})
+            return 0
+        # rotate so that no target always goes first when slots are scarce
+        self._rotation = (self._rotation + 1) % len(eligible)
+        eligible = eligible[self._rotation :] + eligible[: self._rotation]
+        share = max(1, free // len(eligible))
+        requests: list[ClaimRequest] = []
+        for target in eligible:
+            room = target.spec.max_concurrency - self._inflight.get(target.name, 0)
+            limit = min(room, share, free)
+            if limit <= 0:
+                break
+            requests.append(ClaimRequest(target=target.name, limit=limit))
+            free -= limit
+        lease = {t.name: t.spec.timeout_s + LEASE_MARGIN_S for t in eligible}
+        jobs = await self._store.claim(requests, now, lease)
+        for job in jobs:
+            self._start(job, self._targets[job.target])
+        return len(jobs)
+
+    def _start(self, job: JobRecord, target: TargetRecord) -> None:
+        self._inflight[target.name] = self._inflight.get(target.name, 0) + 1
+        self._metrics.inflight.labels(target=target.name).inc()
+        task = asyncio.create_task(self._deliver(job, target), name=f"csjd-deliver-{job.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- one delivery -------------------------------------------------------------
+
+    async def _deliver(self, job: JobRecord, target: TargetRecord) -> None:
+        try:
+            await self._attempt(job, target)
+        finally:
+            self._inflight[target.name] -= 1
+            self._metrics.inflight.labels(target=target.name).dec()
+            self._wake.set()
+
+    async def _attempt(self, job: JobRecord, target: TargetRecord) -> None:
+        started = self._clock.now()
+        policy = Policy(
+            max_attempts=job.max_attempts,
+            backoff_initial_s=target.spec.backoff_initial_s,
+            backoff_max_s=target.spec.backoff_max_s,
+            expires_at=job.expires_at,
+        )
+        if job.expires_at <= started:
+            decision = Decision(
+                state=JobState.FAILED,
+                attempts=job.attempts,
+                next_attempt_at=None,
+                failure_reason=FailureReason.EXPIRED,
+            )
+            await self._record(job, decision, None, started)
+            return
+        t0 = time.perf_counter()
+        response: Response | None = None
+        try:
+            outcome = await self._send(job, target, started)
+            if isinstance(outcome, Response):
+                response = outcome
+                result = classify_response(
+                    outcome.status, outcome.headers.get("Retry-After"), self._clock.now()
+                )
+            else:
+                result = classify_failure(outcome.kind, outcome.message)
+        except asyncio.CancelledError:
+            # drain ran out: put the job back without counting the attempt
+            result = Classified(
+                outcome=Outcome.INTERRUPTED,
+                counted=False,
+                error="csjd stopped during the attempt (drain)",
+            )
+            await self._finish(job, target, policy, result, response, started, t0)
+            raise
+        except Exception as exc:
+            log.exception("delivery_error", extra={"job_id": job.id, "target": target.name})
+            result = classify_failure(FailureKind.INTERNAL, f"{type(exc).__name__}: {exc}")
+        await self._finish(job, target, policy, result, response, started, t0)
+
+    async def _send(self, job: JobRecord, target: TargetRecord, now: float) -> Response | Failure:
+        timestamp = int(now)
+        headers = {
+            "content-type": "application/json",
+            "user-agent": USER_AGENT,
+            "webhook-id": job.id,
+            "webhook-timestamp": str(timestamp),
+        }
+        if target.spec.secret:
+            key = decode_secret(target.spec.secret)
+            headers["webhook-signature"] = sign(key, job.id, timestamp, job.payload)
+        headers["idempotency-key"] = job.id
+        headers["csjd-attempt"] = str(job.deliveries)
+        _merge(headers, target.spec.headers)
+        _merge(headers, job.headers or {})
+        request = Request(
+            url=target.spec.url, body=job.payload, headers=headers, timeout_s=target.spec.timeout_s
+        )
+        # the sender has its own deadline; this one bounds the attempt even if it misbehaves
+        async with asyncio.timeout(target.spec.timeout_s + 1.0):
+            return await self._sender.send(request)
+
+    async def _finish(
+        self,
+        job: JobRecord,
+        target: TargetRecord,
+        policy: Policy,
+        result: Classified,
+        response: Response | None,
+        started: float,
+        t0: float,
+    ) -> None:
+        duration = time.perf_counter() - t0
+        now = self._clock.now()
+        decision = decide(policy, job.attempts, result, now, self._rng)
+        excerpt = None
+        if response is not None and response.body:
+            excerpt = response.body[:EXCERPT_CHARS].decode("utf-8", errors="replace")
+        attempt = AttemptRecord(
+            n=job.deliveries,
+            started_at=started,
+            finished_at=now,
+            duration_ms=round(duration * 1000, 3),
+            status_code=result.status_code,
+            outcome=result.outcome,
+            error=result.error,
+            response_excerpt=excerpt,
+        )
+        self._metrics.deliveries.labels(target=target.name, outcome=result.outcome.value).inc()
+        self._metrics.delivery_duration.labels(target=target.name).observe(duration)
+        log.info(
+            "delivery",
+            extra={
+                "job_id": job.id,
+                "target": target.name,
+                "attempt": job.deliveries,
+                "outcome": result.outcome.value,
+                "status_code": result.status_code,
+                "duration_ms": attempt.duration_ms,
+                "state": decision.state.value,
+                **({"error": result.error} if result.error and not response else {}),
+            },
+        )
+        await self._record(job, decision, attempt, now)
+
+    async def _record(
+        self, job: JobRecord, decision: Decision, attempt: AttemptRecord | None, now: float
+    ) -> None:
+        completion = Completion(
+            job_id=job.id,
+            target=job.target,
+            lease=job.deliveries,
+            decision=decision,
+            attempt=attempt,
+            now=now,
+        )
+        try:
+            written = await self._store.complete(completion)
+        except Exception:
+            # the lease brings the job back; nothing else to do from here
+            log.exception("completion_write_failed", extra={"job_id": job.id})
+            return
+        if not written:
+            log.warning("stale_attempt_ignored", extra={"job_id": job.id, "lease": job.deliveries})
+            return
+        self._apply_target_effects(job.target, decision)
+        if self.on_job_changed is not None:
+            self.on_job_changed(job.id)
+
+    def _apply_target_effects(self, name: str, decision: Decision) -> None:
+        target = self._targets.get(name)
+        if target is None:
+            return
+        if decision.pause_target_until is not None:
+            until = max(target.paused_until or 0.0, decision.pause_target_until)
+            target = dataclasses.replace(target, paused_until=until)
+        if decision.disable_target:
+            target = dataclasses.replace(
+                target, spec=dataclasses.replace(target.spec, enabled=False)
+            )
+            self._targets_stale = True
+        self._targets[name] = target
+
+
+def _merge(headers: dict[str, str], extra: Mapping[str, str]) -> None:
+    """Add ``extra`` headers; a later name replaces an earlier one whatever its case."""
+    for name, value in extra.items():
+        lower = name.lower()
+        for existing in [k for k in headers if k.lower() == lower]:
+            del headers[existing]
+        headers[name] = str(value)

@@ -1,0 +1,66 @@
+"""Housekeeping beside the dispatcher: expiry, retention and the state gauge.
+
+Every few seconds jobs whose ``expires_at`` passed while they waited are
+failed (``expired``), the ``csjd_jobs{state}`` gauge is refreshed, and once a
+minute terminal jobs older than ``CSJD_RETENTION_S`` are purged with their
+attempts (which also frees their idempotency keys).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from app.core.clock import Clock
+from app.metrics import Metrics
+from app.storage.sql import SqlJobStore
+
+log = logging.getLogger("csjd.maintenance")
+
+TICK_S = 5.0
+PURGE_EVERY_TICKS = 12
+
+
+class Maintenance:
+    def __init__(
+        self, store: SqlJobStore, *, clock: Clock, metrics: Metrics, retention_s: float
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._metrics = metrics
+        self._retention_s = retention_s
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.tick(purge=True)
+        self._task = asyncio.create_task(self._run(), name="csjd-maintenance")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def tick(self, *, purge: bool) -> None:
+        now = self._clock.now()
+        expired = await self._store.fail_expired(now)
+        if expired:
+            log.info("jobs_expired", extra={"count": expired})
+        if purge:
+            purged = await self._store.purge(now - self._retention_s)
+            if purged:
+                log.info("jobs_purged", extra={"count": purged})
+            await self._store.recount()
+        self._metrics.set_job_counts(await self._store.count_by_state())
+
+    async def _run(self) -> None:
+        ticks = 0
+        while True:
+            await asyncio.sleep(TICK_S)
+            ticks += 1
+            try:
+                await self.tick(purge=ticks % PURGE_EVERY_TICKS == 0)
+            except Exception:
+                log.exception("maintenance_failed")

@@ -1,0 +1,235 @@
+"""The composition root: ``create_app(settings)`` builds and wires everything.
+
+The lifespan takes the database lock, migrates, opens the store, upserts the
+targets file, rescues attempts a dead process left running, and only then
+starts dispatching and accepting. On the way out it stops accepting, drains
+the dispatcher, and closes the sender and the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+from fastapi import FastAPI
+from prometheus_fastapi_instrumentator import Instrumentator
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app import __version__
+from app.api import problems
+from app.api.deps import Gateway
+from app.api.routes import health, jobs, targets
+from app.api.schemas import TargetIn
+from app.core.clock import Clock, SystemClock
+from app.core.errors import CsjdError
+from app.dispatch.dispatcher import Dispatcher
+from app.dispatch.maintenance import Maintenance
+from app.dispatch.sender import AiohttpSender, Sender
+from app.metrics import Metrics
+from app.net import check_target_url
+from app.settings import Settings
+from app.storage.factory import build_store
+from app.storage.migrate import upgrade_async
+from app.storage.sql import SqlJobStore
+from app.storage.sqlite import DatabaseLock
+
+log = logging.getLogger("csjd")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class ConfigError(RuntimeError):
+    """The configuration cannot work; the message says why."""
+
+
+class RequestGuard:
+    """Checks request bodies before any route reads them.
+
+    Bodies over ``max_bytes`` get ``413``, whether declared by
+    ``Content-Length`` or streamed. A body sent without a content type is read
+    as JSON (what ``curl -d`` users mean); any other non-JSON type gets ``415``.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers", ()))
+        try:
+            declared = int(headers.get(b"content-length", b"0"))
+        except ValueError:
+            declared = 0
+        if declared > self.max_bytes:
+            await self._refuse(
+                413, f"the request body is larger than {self.max_bytes} bytes", scope, receive, send
+            )
+            return
+        media = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+        if media in (b"", b"application/x-www-form-urlencoded") and declared:
+            # curl -d sends a form type by default; the body is meant as JSON
+            scope = dict(scope)
+            scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"content-type"] + [
+                (b"content-type", b"application/json")
+            ]
+        elif media and media != b"application/json" and not media.endswith(b"+json"):
+            await self._refuse(415, "send the body as application/json", scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise StarletteHTTPException(
+                        413, detail=f"the request body is larger than {self.max_bytes} bytes"
+                    )
+            return message
+
+        await self.app(scope, limited, send)
+
+    @staticmethod
+    async def _refuse(status: int, detail: str, scope: Scope, receive: Receive, send: Send) -> None:
+        await problems.problem(status, detail=detail, instance=scope.get("path"))(
+            scope, receive, send
+        )
+
+
+async def load_targets_file(path: Path, store: SqlJobStore, settings: Settings, now: float) -> int:
+    try:
+        data = yaml.safe_load(await asyncio.to_thread(path.read_text))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"CSJD_TARGETS_FILE {path}: cannot read it: {exc}") from None
+    if data is None:
+        return 0
+    if not isinstance(data, list):
+        raise ConfigError(f"CSJD_TARGETS_FILE {path}: expected a list of targets")
+    from app.api.routes.targets import spec_from
+
+    specs = []
+    for i, item in enumerate(data):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise ConfigError(f"CSJD_TARGETS_FILE {path}: entry {i} needs a 'name'")
+        name = item["name"]
+        try:
+            body = TargetIn.model_validate(item)
+            spec = spec_from(name, body)
+            if not _valid_name(name):
+                raise ConfigError(f"CSJD_TARGETS_FILE {path}: '{name}' is not a valid name")
+            await check_target_url(spec.url, allow_private=settings.allow_private_targets)
+        except ValidationError as exc:
+            raise ConfigError(f"CSJD_TARGETS_FILE {path}: target '{name}': {exc}") from None
+        except CsjdError as exc:
+            raise ConfigError(f"CSJD_TARGETS_FILE {path}: target '{name}': {exc.detail}") from None
+        specs.append(spec)
+    for spec in specs:
+        await store.put_target(spec, now)
+    return len(specs)
+
+
+def _valid_name(name: str) -> bool:
+    import re
+
+    from app.api.schemas import NAME_PATTERN
+
+    return re.match(NAME_PATTERN, name) is not None
+
+
+def create_app(
+    settings: Settings,
+    *,
+    sender: Sender | None = None,
+    clock: Clock | None = None,
+    rng: random.Random | None = None,
+) -> FastAPI:
+    clock = clock or SystemClock()
+    rng = rng or random.Random()
+    metrics = Metrics()
+    store = build_store(settings)
+    sender = sender or AiohttpSender(max_connections=settings.max_inflight)
+    dispatcher = Dispatcher(
+        store,
+        sender,
+        clock=clock,
+        rng=rng.random,
+        metrics=metrics,
+        max_inflight=settings.max_inflight,
+    )
+    maintenance = Maintenance(store, clock=clock, metrics=metrics, retention_s=settings.retention_s)
+    gateway = Gateway(
+        settings=settings,
+        store=store,
+        dispatcher=dispatcher,
+        metrics=metrics,
+        clock=clock,
+        rng=rng,
+    )
+    lock = DatabaseLock(settings.database_url)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        lock.acquire()
+        try:
+            await upgrade_async(settings.database_url)
+            await store.open()
+            try:
+                if settings.targets_file is not None:
+                    count = await load_targets_file(
+                        settings.targets_file, store, settings, clock.now()
+                    )
+                    log.info("targets_loaded", extra={"count": count})
+                rescued = await store.rescue(clock.now(), rng.random)
+                if rescued:
+                    log.warning("attempts_rescued", extra={"count": rescued})
+                await maintenance.start()
+                await dispatcher.start()
+                gateway.started = True
+                log.info("gateway_started", extra={"version": __version__})
+                yield
+            finally:
+                gateway.draining = True
+                await dispatcher.stop(settings.drain_timeout_s)
+                await maintenance.stop()
+                await sender.close()
+                await store.close()
+        finally:
+            lock.release()
+        log.info("gateway_stopped")
+
+    app = FastAPI(
+        title="csjd",
+        version=__version__,
+        summary="A production-safe HTTP job gateway",
+        description=(
+            "POST jobs with an Idempotency-Key; csjd stores them durably and delivers "
+            "them to registered webhook targets with bounded, leased, retried dispatch."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.gateway = gateway
+    problems.install(app)
+    app.include_router(jobs.router)
+    app.include_router(targets.router)
+    app.include_router(health.router)
+    Instrumentator(
+        registry=metrics.registry,
+        excluded_handlers=["/metrics"],
+    ).instrument(app).expose(app, include_in_schema=False)
+    app.add_middleware(RequestGuard, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,59 @@
+"""Configuration: the contract's ``CSJD_*`` environment variables (and ``.env``).
+
+A ``Settings`` is built once by the entry point and handed to
+``create_app(settings)``; nothing reads the environment anywhere else.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIN_RETENTION_S = 86400
+
+
+class SqliteSynchronous(StrEnum):
+    FULL = "FULL"
+    NORMAL = "NORMAL"
+
+
+class LogFormat(StrEnum):
+    JSON = "json"
+    CONSOLE = "console"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CSJD_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    database_url: str = "sqlite+aiosqlite:///./csjd.db"
+    targets_file: Path | None = None
+    allow_private_targets: bool = False
+    max_inflight: int = Field(default=256, ge=1, le=100_000)
+    max_backlog: int = Field(default=1_000_000, ge=1)
+    shutdown_delay_s: float = Field(default=0.0, ge=0)
+    drain_timeout_s: float = Field(default=20.0, ge=0)
+    retention_s: int = Field(default=604_800, ge=MIN_RETENTION_S)
+    max_body_bytes: int = Field(default=262_144, ge=1024)
+    api_keys: str | None = None
+    api_keys_file: Path | None = None
+    sqlite_synchronous: SqliteSynchronous = SqliteSynchronous.FULL
+    log_format: LogFormat = LogFormat.JSON
+
+    @field_validator("sqlite_synchronous", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")

@@ -1,0 +1,1 @@
+"""Storage: the ``JobStore`` seam and the SQL implementation behind it."""

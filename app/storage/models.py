@@ -1,0 +1,124 @@
+"""The schema, defined once with SQLModel; alembic migrations follow it.
+
+Timestamps are stored as epoch seconds (floating point) on every backend so
+that SQLite and Postgres compare and index them the same way. Job payloads are
+stored as the exact compact JSON bytes that will be delivered.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, Column, ForeignKey, Index, LargeBinary, String, UniqueConstraint, text
+from sqlmodel import Field, SQLModel
+
+_WAITING = "state IN ('scheduled', 'retrying')"
+_UNFINISHED = "state IN ('scheduled', 'queued', 'retrying')"
+
+
+class TargetRow(SQLModel, table=True):
+    __tablename__ = "targets"
+
+    name: str = Field(sa_column=Column(String(63), primary_key=True))
+    url: str = Field(sa_column=Column(String(2048), nullable=False))
+    timeout_s: float
+    max_concurrency: int
+    rate_limit_per_s: float | None = None
+    max_attempts: int
+    backoff_initial_s: float
+    backoff_max_s: float
+    max_retry_duration_s: float
+    secret: str | None = Field(default=None, sa_column=Column(String(512), nullable=True))
+    headers: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    enabled: bool = True
+    disabled_reason: str | None = Field(default=None, sa_column=Column(String(512)))
+    paused_until: float | None = None
+    created_at: float
+    updated_at: float
+
+
+class JobRow(SQLModel, table=True):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        UniqueConstraint("caller", "idempotency_key", name="uq_jobs_caller_key"),
+        Index(
+            "ix_jobs_claim",
+            "target",
+            "next_attempt_at",
+            sqlite_where=text("state = 'queued'"),
+            postgresql_where=text("state = 'queued'"),
+        ),
+        Index(
+            "ix_jobs_waiting",
+            "next_attempt_at",
+            sqlite_where=text(_WAITING),
+            postgresql_where=text(_WAITING),
+        ),
+        Index(
+            "ix_jobs_expiry",
+            "expires_at",
+            sqlite_where=text(_UNFINISHED),
+            postgresql_where=text(_UNFINISHED),
+        ),
+        Index(
+            "ix_jobs_running",
+            "lease_expires_at",
+            sqlite_where=text("lease_expires_at IS NOT NULL"),
+            postgresql_where=text("lease_expires_at IS NOT NULL"),
+        ),
+        Index(
+            "ix_jobs_completed",
+            "completed_at",
+            sqlite_where=text("completed_at IS NOT NULL"),
+            postgresql_where=text("completed_at IS NOT NULL"),
+        ),
+        Index("ix_jobs_target_state", "target", "state"),
+        Index("ix_jobs_state", "state"),
+    )
+
+    id: str = Field(sa_column=Column(String(36), primary_key=True))
+    caller: str = Field(sa_column=Column(String(128), nullable=False))
+    idempotency_key: str = Field(sa_column=Column(String(255), nullable=False))
+    fingerprint: str = Field(sa_column=Column(String(64), nullable=False))
+    target: str = Field(sa_column=Column(String(63), nullable=False))
+    payload: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    headers: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    state: str = Field(sa_column=Column(String(16), nullable=False))
+    attempts: int = 0
+    #: requests sent so far; also the lease token a completion must present.
+    deliveries: int = 0
+    max_attempts: int
+    created_at: float
+    updated_at: float
+    next_attempt_at: float | None = None
+    expires_at: float
+    completed_at: float | None = None
+    claimed_at: float | None = None
+    lease_expires_at: float | None = None
+    last_status_code: int | None = None
+    last_error: str | None = Field(default=None, sa_column=Column(String(1024)))
+    failure_reason: str | None = Field(default=None, sa_column=Column(String(32)))
+
+
+class AttemptRow(SQLModel, table=True):
+    __tablename__ = "attempts"
+    __table_args__ = (Index("ix_attempts_job", "job_id", "n"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(
+        sa_column=Column(String(36), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False)
+    )
+    n: int
+    started_at: float
+    finished_at: float
+    duration_ms: float
+    status_code: int | None = None
+    outcome: str = Field(sa_column=Column(String(16), nullable=False))
+    error: str | None = Field(default=None, sa_column=Column(String(1024)))
+    response_excerpt: str | None = Field(default=None, sa_column=Column(String(2048)))
+
+
+metadata = SQLModel.metadata
+jobs = JobRow.__table__  # type: ignore[attr-defined]
+targets = TargetRow.__table__  # type: ignore[attr-defined]
+attempts = AttemptRow.__table__  # type: ignore[attr-defined]

@@ -1,0 +1,756 @@
+"""``SqlJobStore``: the ``JobStore`` over SQLAlchemy Core, for SQLite and Postgres.
+
+Writes go through one ``GroupCommitter`` (see ``group.py``); reads use their
+own pool. Hot-path statements are plain SQL with literal state names so that
+the partial indexes of ``models.py`` match them. Expected refusals (unknown
+target, reused key, full backlog) are returned by operations as values and
+raised afterwards, so they never roll back other callers' writes.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
+
+from sqlalchemy import RowMapping, insert, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from app.core import errors
+from app.core.job import ACTIVE, FailureReason, IllegalTransition, JobState
+from app.core.outcome import Classified, Outcome
+from app.core.retry import Policy, Random, decide
+from app.storage.base import (
+    AttemptRecord,
+    ClaimRequest,
+    Completion,
+    Enqueued,
+    JobRecord,
+    NewJob,
+    TargetRecord,
+    TargetSpec,
+)
+from app.storage.group import GroupCommitter, Tx
+from app.storage.models import attempts, jobs, targets
+
+T = TypeVar("T")
+
+_ACTIVE_SQL = "('scheduled', 'queued', 'running', 'retrying')"
+_COLUMNS = ", ".join(c.name for c in jobs.c)
+_ACTIVE_DELTA = "active_delta"
+
+# The (caller, idempotency_key) constraint, not a read, decides who made the job;
+# executed with many rows, SQLAlchemy sends them as multi-row INSERTs.
+_INSERT_SQLITE = (
+    sqlite.insert(jobs)
+    .on_conflict_do_nothing(index_elements=["caller", "idempotency_key"])
+    .returning(jobs.c.id)
+)
+_INSERT_PG = (
+    postgresql.insert(jobs)
+    .on_conflict_do_nothing(index_elements=["caller", "idempotency_key"])
+    .returning(jobs.c.id)
+)
+_PROMOTE = text(
+    "UPDATE jobs SET state = 'queued', updated_at = :now "
+    "WHERE state IN ('scheduled', 'retrying') AND next_attempt_at <= :now"
+)
+_CLAIM = text(
+    "UPDATE jobs SET state = 'running', deliveries = deliveries + 1, claimed_at = :now, "
+    "lease_expires_at = :lease_expires_at, updated_at = :now "
+    "WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND target = :target "
+    "ORDER BY next_attempt_at LIMIT :limit) "
+    f"RETURNING {_COLUMNS}"
+).columns(*jobs.c)
+_COMPLETE_RUNNING = text(
+    "UPDATE jobs SET state = :state, attempts = :attempts, next_attempt_at = :next_attempt_at, "
+    "completed_at = :completed_at, failure_reason = :failure_reason, "
+    "last_status_code = CASE WHEN :recorded = 1 THEN :status_code ELSE last_status_code END, "
+    "last_error = CASE WHEN :recorded = 1 THEN :error ELSE last_error END, "
+    "lease_expires_at = NULL, updated_at = :now "
+    "WHERE id = :id AND deliveries = :lease AND state = 'running'"
+)
+# A job cancelled while its attempt ran: record the attempt, keep it cancelled.
+_COMPLETE_CANCELLED = text(
+    "UPDATE jobs SET attempts = :attempts, "
+    "last_status_code = CASE WHEN :recorded = 1 THEN :status_code ELSE last_status_code END, "
+    "last_error = CASE WHEN :recorded = 1 THEN :error ELSE last_error END, "
+    "lease_expires_at = NULL, updated_at = :now "
+    "WHERE id = :id AND deliveries = :lease AND state = 'cancelled' "
+    "AND lease_expires_at IS NOT NULL"
+)
+_FAIL_EXPIRED = text(
+    "UPDATE jobs SET state = 'failed', failure_reason = 'expired', completed_at = :now, "
+    "next_attempt_at = NULL, updated_at = :now "
+    "WHERE state IN ('scheduled', 'queued', 'retrying') AND expires_at <= :now"
+)
+_NEXT_DUE = text("SELECT min(next_attempt_at) FROM jobs WHERE state IN ('scheduled', 'retrying')")
+_COUNT_ACTIVE = text(f"SELECT count(*) FROM jobs WHERE state IN {_ACTIVE_SQL}")
+_BACKLOG = text(
+    f"SELECT target, state, count(*) FROM jobs WHERE state IN {_ACTIVE_SQL} GROUP BY target, state"
+)
+_CANCEL = text(
+    "UPDATE jobs SET state = 'cancelled', completed_at = :now, next_attempt_at = NULL, "
+    "updated_at = :now "
+    f"WHERE id = :id AND caller = :caller AND state IN {_ACTIVE_SQL} "
+    f"RETURNING {_COLUMNS}"
+).columns(*jobs.c)
+_RETRY = text(
+    "UPDATE jobs SET state = 'queued', attempts = 0, failure_reason = NULL, "
+    "completed_at = NULL, next_attempt_at = :now, "
+    "expires_at = :now + (expires_at - created_at), lease_expires_at = NULL, "
+    "updated_at = :now "
+    "WHERE id = :id AND caller = :caller AND state IN ('failed', 'cancelled') "
+    f"RETURNING {_COLUMNS}"
+).columns(*jobs.c)
+_PURGE_ATTEMPTS = text(
+    "DELETE FROM attempts WHERE job_id IN (SELECT id FROM jobs "
+    "WHERE completed_at IS NOT NULL AND completed_at < :before "
+    "AND state IN ('succeeded', 'failed', 'cancelled') LIMIT :limit)"
+)
+_PURGE_JOBS = text(
+    "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs "
+    "WHERE completed_at IS NOT NULL AND completed_at < :before "
+    "AND state IN ('succeeded', 'failed', 'cancelled') LIMIT :limit)"
+)
+_STALE_RUNNING = text(
+    f"SELECT {_COLUMNS} FROM jobs WHERE lease_expires_at IS NOT NULL "
+    "AND state IN ('running', 'cancelled')"
+).columns(*jobs.c)
+
+PURGE_BATCH = 5000
+
+
+def job_record(row: RowMapping) -> JobRecord:
+    reason = row["failure_reason"]
+    return JobRecord(
+        id=row["id"],
+        caller=row["caller"],
+        idempotency_key=row["idempotency_key"],
+        target=row["target"],
+        state=JobState(row["state"]),
+        attempts=row["attempts"],
+        deliveries=row["deliveries"],
+        max_attempts=row["max_attempts"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        next_attempt_at=row["next_attempt_at"],
+        expires_at=row["expires_at"],
+        completed_at=row["completed_at"],
+        claimed_at=row["claimed_at"],
+        lease_expires_at=row["lease_expires_at"],
+        last_status_code=row["last_status_code"],
+        last_error=row["last_error"],
+        failure_reason=FailureReason(reason) if reason else None,
+        payload=bytes(row["payload"]),
+        headers=row["headers"],
+    )
+
+
+def target_record(row: RowMapping) -> TargetRecord:
+    spec = TargetSpec(
+        name=row["name"],
+        url=row["url"],
+        timeout_s=row["timeout_s"],
+        max_concurrency=row["max_concurrency"],
+        rate_limit_per_s=row["rate_limit_per_s"],
+        max_attempts=row["max_attempts"],
+        backoff_initial_s=row["backoff_initial_s"],
+        backoff_max_s=row["backoff_max_s"],
+        max_retry_duration_s=row["max_retry_duration_s"],
+        secret=row["secret"],
+        headers=dict(row["headers"] or {}),
+        enabled=bool(row["enabled"]),
+    )
+    return TargetRecord(
+        spec=spec,
+        disabled_reason=row["disabled_reason"],
+        paused_until=row["paused_until"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def attempt_record(row: RowMapping) -> AttemptRecord:
+    return AttemptRecord(
+        n=row["n"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        duration_ms=row["duration_ms"],
+        status_code=row["status_code"],
+        outcome=Outcome(row["outcome"]),
+        error=row["error"],
+        response_excerpt=row["response_excerpt"],
+    )
+
+
+def encode_cursor(job_id: str) -> str:
+    return base64.urlsafe_b64encode(job_id.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise errors.BadRequest("the cursor is not one this server gave out") from None
+    if len(raw) != 36:
+        raise errors.BadRequest("the cursor is not one this server gave out")
+    return raw
+
+
+def _raise_if_error(result: T | errors.CsjdError) -> T:
+    if isinstance(result, errors.CsjdError):
+        raise result
+    return result
+
+
+class SqlJobStore:
+    def __init__(self, writer: AsyncEngine, reader: AsyncEngine, *, max_backlog: int) -> None:
+        self._writer_engine = writer
+        self._reader = reader
+        self._writer = GroupCommitter(writer)
+        self._max_backlog = max_backlog
+        self._active = 0
+
+    @property
+    def committer(self) -> GroupCommitter:
+        return self._writer
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def open(self) -> None:
+        await self._writer.start()
+        self._active = await self._writer.run(self._count_active)
+
+    async def close(self) -> None:
+        await self._writer.stop()
+        await self._writer_engine.dispose()
+        await self._reader.dispose()
+
+    async def ping(self) -> None:
+        async with self._reader.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    @property
+    def active(self) -> int:
+        """Non-terminal jobs, as this process counts them."""
+        return self._active
+
+    async def recount(self) -> int:
+        self._active = await self._writer.run(self._count_active)
+        return self._active
+
+    async def _count_active(self, tx: Tx) -> int:
+        return int((await tx.conn.execute(_COUNT_ACTIVE)).scalar_one())
+
+    def _adjust_active(self, tx: Tx, delta: int) -> None:
+        if delta:
+            tx.batch[_ACTIVE_DELTA] = tx.batch.get(_ACTIVE_DELTA, 0) + delta
+
+            def apply() -> None:
+                self._active += delta
+
+            tx.after_commit.append(apply)
+
+    def _pending_active(self, tx: Tx) -> int:
+        return self._active + int(tx.batch.get(_ACTIVE_DELTA, 0))
+
+    # -- targets -----------------------------------------------------------
+
+    async def put_target(self, spec: TargetSpec, now: float) -> tuple[TargetRecord, bool]:
+        async def op(tx: Tx) -> tuple[TargetRecord, bool]:
+            current = (
+                (await tx.conn.execute(select(targets).where(targets.c.name == spec.name)))
+                .mappings()
+                .first()
+            )
+            values: dict[str, Any] = {
+                "url": spec.url,
+                "timeout_s": spec.timeout_s,
+                "max_concurrency": spec.max_concurrency,
+                "rate_limit_per_s": spec.rate_limit_per_s,
+                "max_attempts": spec.max_attempts,
+                "backoff_initial_s": spec.backoff_initial_s,
+                "backoff_max_s": spec.backoff_max_s,
+                "max_retry_duration_s": spec.max_retry_duration_s,
+                "secret": spec.secret,
+                "headers": dict(spec.headers),
+                "enabled": spec.enabled,
+                "disabled_reason": None if spec.enabled else "disabled by an operator",
+                "updated_at": now,
+            }
+            if current is None:
+                await tx.conn.execute(
+                    insert(targets).values(name=spec.name, created_at=now, **values)
+                )
+            else:
+                await tx.conn.execute(
+                    update(targets).where(targets.c.name == spec.name).values(**values)
+                )
+            row = (
+                (await tx.conn.execute(select(targets).where(targets.c.name == spec.name)))
+                .mappings()
+                .one()
+            )
+            return target_record(row), current is None
+
+        return await self._writer.run(op)
+
+    async def get_target(self, name: str) -> TargetRecord | None:
+        async with self._reader.connect() as conn:
+            row = (
+                (await conn.execute(select(targets).where(targets.c.name == name)))
+                .mappings()
+                .first()
+            )
+        return None if row is None else target_record(row)
+
+    async def list_targets(self) -> list[TargetRecord]:
+        async with self._reader.connect() as conn:
+            rows = (await conn.execute(select(targets).order_by(targets.c.name))).mappings()
+            return [target_record(row) for row in rows]
+
+    async def delete_target(self, name: str) -> None:
+        async def op(tx: Tx) -> errors.CsjdError | None:
+            busy = (
+                await tx.conn.execute(
+                    text(f"SELECT count(*) FROM jobs WHERE target = :t AND state IN {_ACTIVE_SQL}"),
+                    {"t": name},
+                )
+            ).scalar_one()
+            exists = (
+                await tx.conn.execute(select(targets.c.name).where(targets.c.name == name))
+            ).first()
+            if exists is None:
+                return errors.NotFound(f"no target named '{name}'")
+            if busy:
+                return errors.Conflict(
+                    f"target '{name}' still has {busy} unfinished jobs",
+                    extensions={"unfinished_jobs": busy},
+                )
+            await tx.conn.execute(targets.delete().where(targets.c.name == name))
+            return None
+
+        _raise_if_error(await self._writer.run(op))
+
+    async def backlog_by_target(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        async with self._reader.connect() as conn:
+            for target, state, count in await conn.execute(_BACKLOG):
+                out.setdefault(target, {})[state] = int(count)
+        return out
+
+    # -- intake --------------------------------------------------------------
+
+    async def enqueue(self, job: NewJob) -> Enqueued:
+        result = await self._writer.run_batched(self._enqueue_batch, job)
+        return _raise_if_error(result)  # type: ignore[no-any-return]
+
+    async def _enqueue_batch(
+        self, tx: Tx, batch: list[NewJob]
+    ) -> list[Enqueued | errors.CsjdError]:
+        results: list[Enqueued | errors.CsjdError | None] = [None] * len(batch)
+        rows: list[dict[str, Any]] = []
+        positions: list[int] = []
+        for i, job in enumerate(batch):
+            target = await self._target_in_batch(tx, job.target)
+            if target is None:
+                results[i] = errors.UnknownTarget(
+                    f"no target named '{job.target}'", extensions={"target": job.target}
+                )
+                continue
+            if self._pending_active(tx) + len(rows) + 1 > self._max_backlog:
+                results[i] = errors.BacklogFull(
+                    f"the backlog holds its maximum of {self._max_backlog} unfinished jobs",
+                    retry_after_s=5,
+                )
+                continue
+            rows.append(_row_values(job, target))
+            positions.append(i)
+        inserted: set[str] = set()
+        if rows:
+            statement = _INSERT_PG if tx.conn.dialect.name == "postgresql" else _INSERT_SQLITE
+            inserted = {row[0] for row in await tx.conn.execute(statement, rows)}
+            self._adjust_active(tx, len(inserted))
+        for values, i in zip(rows, positions, strict=True):
+            if values["id"] in inserted:
+                results[i] = Enqueued(job=_new_record(values), replayed=False)
+        # Everything not created may be a replay: a key already stored wins over
+        # any refusal, so a producer retrying a stored job always hears 202.
+        undecided = [i for i, r in enumerate(results) if not isinstance(r, Enqueued)]
+        if undecided:
+            existing = await self._rows_by_key(tx.conn, [batch[i] for i in undecided])
+            for i in undecided:
+                job = batch[i]
+                row = existing.get((job.caller, job.idempotency_key))
+                if row is None:
+                    # only a refusal, or a conflict with a writer not yet committed
+                    results[i] = results[i] or errors.KeyInFlight(
+                        "a request with this key is still being stored", retry_after_s=1
+                    )
+                elif row["fingerprint"] != job.fingerprint:
+                    results[i] = _key_reused(job, row)
+                else:
+                    results[i] = Enqueued(job=job_record(row), replayed=True)
+        return [r for r in results if r is not None]
+
+    async def _rows_by_key(
+        self, conn: AsyncConnection, batch: list[NewJob]
+    ) -> dict[tuple[str, str], RowMapping]:
+        by_caller: dict[str, set[str]] = {}
+        for job in batch:
+            by_caller.setdefault(job.caller, set()).add(job.idempotency_key)
+        found: dict[tuple[str, str], RowMapping] = {}
+        for caller, keys in by_caller.items():
+            rows = await conn.execute(
+                select(jobs).where(jobs.c.caller == caller, jobs.c.idempotency_key.in_(keys))
+            )
+            for row in rows.mappings():
+                found[(caller, row["idempotency_key"])] = row
+        return found
+
+    async def _target_in_batch(self, tx: Tx, name: str) -> TargetRecord | None:
+        cache: dict[str, TargetRecord | None] = tx.batch.setdefault("targets", {})
+        if name not in cache:
+            row = (
+                (await tx.conn.execute(select(targets).where(targets.c.name == name)))
+                .mappings()
+                .first()
+            )
+            cache[name] = None if row is None else target_record(row)
+        return cache[name]
+
+    # -- reads ----------------------------------------------------------------
+
+    async def get_job(self, caller: str, job_id: str) -> JobRecord | None:
+        async with self._reader.connect() as conn:
+            row = (
+                (
+                    await conn.execute(
+                        select(jobs).where(jobs.c.id == job_id, jobs.c.caller == caller)
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        return None if row is None else job_record(row)
+
+    async def list_jobs(
+        self,
+        caller: str,
+        *,
+        state: JobState | None,
+        target: str | None,
+        limit: int,
+        before_id: str | None,
+    ) -> list[JobRecord]:
+        query = select(jobs).where(jobs.c.caller == caller)
+        if state is not None:
+            query = query.where(jobs.c.state == state.value)
+        if target is not None:
+            query = query.where(jobs.c.target == target)
+        if before_id is not None:
+            query = query.where(jobs.c.id < before_id)
+        query = query.order_by(jobs.c.id.desc()).limit(limit)
+        async with self._reader.connect() as conn:
+            return [job_record(row) for row in (await conn.execute(query)).mappings()]
+
+    async def list_attempts(self, caller: str, job_id: str) -> list[AttemptRecord] | None:
+        async with self._reader.connect() as conn:
+            owner = (
+                await conn.execute(
+                    select(jobs.c.id).where(jobs.c.id == job_id, jobs.c.caller == caller)
+                )
+            ).first()
+            if owner is None:
+                return None
+            rows = (
+                await conn.execute(
+                    select(attempts)
+                    .where(attempts.c.job_id == job_id)
+                    .order_by(attempts.c.n, attempts.c.id)
+                )
+            ).mappings()
+            return [attempt_record(row) for row in rows]
+
+    async def count_by_state(self) -> dict[JobState, int]:
+        counts = dict.fromkeys(JobState, 0)
+        async with self._reader.connect() as conn:
+            for state, count in await conn.execute(
+                text("SELECT state, count(*) FROM jobs GROUP BY state")
+            ):
+                counts[JobState(state)] = int(count)
+        return counts
+
+    async def next_due(self) -> float | None:
+        async with self._reader.connect() as conn:
+            value = (await conn.execute(_NEXT_DUE)).scalar_one_or_none()
+        return None if value is None else float(value)
+
+    # -- operator commands ------------------------------------------------------
+
+    async def cancel(self, caller: str, job_id: str, now: float) -> JobRecord:
+        async def op(tx: Tx) -> JobRecord | errors.CsjdError:
+            row = (
+                (await tx.conn.execute(_CANCEL, {"id": job_id, "caller": caller, "now": now}))
+                .mappings()
+                .first()
+            )
+            if row is None:
+                return await self._why_not(tx.conn, caller, job_id, "cancel")
+            self._adjust_active(tx, -1)
+            return job_record(row)
+
+        return _raise_if_error(await self._writer.run(op))
+
+    async def retry(self, caller: str, job_id: str, now: float) -> JobRecord:
+        async def op(tx: Tx) -> JobRecord | errors.CsjdError:
+            current = (
+                await tx.conn.execute(
+                    select(jobs.c.target, jobs.c.state).where(
+                        jobs.c.id == job_id, jobs.c.caller == caller
+                    )
+                )
+            ).first()
+            if current is None:
+                return errors.NotFound(f"no job '{job_id}'")
+            if await self._target_in_batch(tx, current.target) is None:
+                return errors.Conflict(f"the job's target '{current.target}' no longer exists")
+            if self._pending_active(tx) + 1 > self._max_backlog:
+                return errors.BacklogFull(
+                    f"the backlog holds its maximum of {self._max_backlog} unfinished jobs",
+                    retry_after_s=5,
+                )
+            row = (
+                (await tx.conn.execute(_RETRY, {"id": job_id, "caller": caller, "now": now}))
+                .mappings()
+                .first()
+            )
+            if row is None:
+                return await self._why_not(tx.conn, caller, job_id, "operator_retry")
+            self._adjust_active(tx, +1)
+            return job_record(row)
+
+        return _raise_if_error(await self._writer.run(op))
+
+    async def _why_not(
+        self, conn: AsyncConnection, caller: str, job_id: str, event: str
+    ) -> errors.CsjdError:
+        state = (
+            await conn.execute(
+                select(jobs.c.state).where(jobs.c.id == job_id, jobs.c.caller == caller)
+            )
+        ).scalar_one_or_none()
+        if state is None:
+            return errors.NotFound(f"no job '{job_id}'")
+        verb = "cancelled" if event == "cancel" else "retried"
+        return IllegalTransition(f"a {state} job cannot be {verb}", extensions={"state": state})
+
+    # -- dispatch -----------------------------------------------------------------
+
+    async def claim(
+        self, requests: Sequence[ClaimRequest], now: float, lease_s: Mapping[str, float]
+    ) -> list[JobRecord]:
+        async def op(tx: Tx) -> list[JobRecord]:
+            await tx.conn.execute(_PROMOTE, {"now": now})
+            claimed: list[JobRecord] = []
+            for request in requests:
+                if request.limit <= 0:
+                    continue
+                rows = (
+                    await tx.conn.execute(
+                        _CLAIM,
+                        {
+                            "now": now,
+                            "target": request.target,
+                            "limit": request.limit,
+                            "lease_expires_at": now + lease_s[request.target],
+                        },
+                    )
+                ).mappings()
+                claimed.extend(job_record(row) for row in rows)
+            claimed.sort(key=lambda job: (job.next_attempt_at or 0.0, job.id))
+            return claimed
+
+        return await self._writer.run(op)
+
+    async def complete(self, completion: Completion) -> bool:
+        async def op(tx: Tx) -> bool:
+            return await self._complete(tx, completion)
+
+        return await self._writer.run(op)
+
+    async def _complete(self, tx: Tx, c: Completion) -> bool:
+        d = c.decision
+        params = {
+            "id": c.job_id,
+            "lease": c.lease,
+            "state": d.state.value,
+            "attempts": d.attempts,
+            "next_attempt_at": d.next_attempt_at,
+            "completed_at": c.now if d.state not in ACTIVE else None,
+            "failure_reason": d.failure_reason.value if d.failure_reason else None,
+            "status_code": c.attempt.status_code if c.attempt else None,
+            "error": c.attempt.error[:1024] if c.attempt and c.attempt.error else None,
+            "recorded": 1 if c.attempt else 0,
+            "now": c.now,
+        }
+        updated = (await tx.conn.execute(_COMPLETE_RUNNING, params)).rowcount
+        if updated:
+            if d.state not in ACTIVE:
+                self._adjust_active(tx, -1)
+        else:
+            updated = (await tx.conn.execute(_COMPLETE_CANCELLED, params)).rowcount
+            if not updated:
+                return False  # stale: another claim owns the job now
+        a = c.attempt
+        if a is None:
+            return True
+        await tx.conn.execute(
+            insert(attempts).values(
+                job_id=c.job_id,
+                n=a.n,
+                started_at=a.started_at,
+                finished_at=a.finished_at,
+                duration_ms=a.duration_ms,
+                status_code=a.status_code,
+                outcome=a.outcome.value,
+                error=a.error[:1024] if a.error else None,
+                response_excerpt=a.response_excerpt,
+            )
+        )
+        if d.pause_target_until is not None:
+            await tx.conn.execute(
+                text(
+                    "UPDATE targets SET paused_until = :until WHERE name = :name "
+                    "AND (paused_until IS NULL OR paused_until < :until)"
+                ),
+                {"until": d.pause_target_until, "name": c.target},
+            )
+        if d.disable_target:
+            await tx.conn.execute(
+                update(targets)
+                .where(targets.c.name == c.target)
+                .values(
+                    enabled=False,
+                    disabled_reason=f"the target answered {a.status_code} Gone",
+                    updated_at=c.now,
+                )
+            )
+        return True
+
+    async def fail_expired(self, now: float) -> int:
+        async def op(tx: Tx) -> int:
+            count = (await tx.conn.execute(_FAIL_EXPIRED, {"now": now})).rowcount
+            self._adjust_active(tx, -count)
+            return count
+
+        return await self._writer.run(op)
+
+    async def rescue(self, now: float, rng: Random) -> int:
+        """Bring back attempts a dead process left behind (counted, ``interrupted``)."""
+
+        async def op(tx: Tx) -> int:
+            rows = (await tx.conn.execute(_STALE_RUNNING)).mappings().all()
+            rescued = 0
+            for row in rows:
+                job = job_record(row)
+                target = await self._target_in_batch(tx, job.target)
+                policy = Policy(
+                    max_attempts=job.max_attempts,
+                    backoff_initial_s=target.spec.backoff_initial_s if target else 1.0,
+                    backoff_max_s=target.spec.backoff_max_s if target else 600.0,
+                    expires_at=job.expires_at,
+                )
+                error = "csjd stopped during the attempt; its lease was lost"
+                result = Classified(outcome=Outcome.INTERRUPTED, counted=True, error=error)
+                started = job.claimed_at or now
+                completion = Completion(
+                    job_id=job.id,
+                    target=job.target,
+                    lease=job.deliveries,
+                    decision=decide(policy, job.attempts, result, now, rng),
+                    attempt=AttemptRecord(
+                        n=job.deliveries,
+                        started_at=started,
+                        finished_at=now,
+                        duration_ms=max(0.0, (now - started) * 1000),
+                        status_code=None,
+                        outcome=Outcome.INTERRUPTED,
+                        error=error,
+                        response_excerpt=None,
+                    ),
+                    now=now,
+                )
+                rescued += await self._complete(tx, completion)
+            return rescued
+
+        return await self._writer.run(op)
+
+    async def purge(self, completed_before: float) -> int:
+        async def op(tx: Tx) -> int:
+            params = {"before": completed_before, "limit": PURGE_BATCH}
+            await tx.conn.execute(_PURGE_ATTEMPTS, params)
+            return (await tx.conn.execute(_PURGE_JOBS, params)).rowcount
+
+        total = 0
+        while (count := await self._writer.run(op)) > 0:
+            total += count
+            if count < PURGE_BATCH:
+                break
+        return total
+
+
+def _key_reused(job: NewJob, row: RowMapping) -> errors.CsjdError:
+    return errors.IdempotencyKeyReused(
+        f"Idempotency-Key '{job.idempotency_key}' was used for a different request "
+        f"(job {row['id']})",
+        extensions={"job_id": row["id"]},
+    )
+
+
+def _row_values(job: NewJob, target: TargetRecord) -> dict[str, Any]:
+    state = JobState.SCHEDULED if job.next_attempt_at > job.created_at else JobState.QUEUED
+    return {
+        "id": job.id,
+        "caller": job.caller,
+        "idempotency_key": job.idempotency_key,
+        "fingerprint": job.fingerprint,
+        "target": job.target,
+        "payload": job.payload,
+        "headers": dict(job.headers) if job.headers else None,
+        "state": state.value,
+        "attempts": 0,
+        "deliveries": 0,
+        "max_attempts": job.max_attempts or target.spec.max_attempts,
+        "created_at": job.created_at,
+        "updated_at": job.created_at,
+        "next_attempt_at": job.next_attempt_at,
+        "expires_at": job.expires_at or job.created_at + target.spec.max_retry_duration_s,
+    }
+
+
+def _new_record(values: Mapping[str, Any]) -> JobRecord:
+    return JobRecord(
+        id=values["id"],
+        caller=values["caller"],
+        idempotency_key=values["idempotency_key"],
+        target=values["target"],
+        state=JobState(values["state"]),
+        attempts=0,
+        deliveries=0,
+        max_attempts=values["max_attempts"],
+        created_at=values["created_at"],
+        updated_at=values["updated_at"],
+        next_attempt_at=values["next_attempt_at"],
+        expires_at=values["expires_at"],
+        completed_at=None,
+        claimed_at=None,
+        lease_expires_at=None,
+        last_status_code=None,
+        last_error=None,
+        failure_reason=None,
+        payload=values["payload"],
+        headers=values["headers"],
+    )

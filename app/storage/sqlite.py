@@ -1,0 +1,105 @@
+"""SQLite engines for the ``SqlJobStore``, and the one-gateway-per-file lock.
+
+The writer engine holds a single connection that begins every transaction with
+``BEGIN IMMEDIATE`` (so a write never fails half-way on a lock upgrade); the
+reader engine is a small pool of plain connections, which WAL lets read while
+the writer writes. Every connection gets WAL, ``busy_timeout``, foreign keys
+and the configured ``synchronous`` level.
+
+A second gateway on the same file would break the single-writer assumptions
+of the dispatcher, so ``DatabaseLock`` holds an exclusive ``flock`` on a file
+beside the database for the life of the process and refuses to start otherwise.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool
+
+from app.settings import Settings
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+class DatabaseInUse(RuntimeError):
+    """Another csjd gateway holds this database file."""
+
+
+def sqlite_path(database_url: str) -> Path | None:
+    url = make_url(database_url)
+    if not url.drivername.startswith("sqlite"):
+        return None
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database).resolve()
+
+
+class DatabaseLock:
+    def __init__(self, database_url: str) -> None:
+        path = sqlite_path(database_url)
+        self.path = None if path is None else path.with_name(path.name + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        if self.path is None or self._fd is not None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise DatabaseInUse(
+                f"another csjd gateway (pid {holder}) is already using "
+                f"{self.path.with_suffix('')}; one gateway per SQLite database file "
+                "(use Postgres to run several)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def _configure(engine: AsyncEngine, synchronous: str, *, immediate: bool) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the driver, decide where transactions begin.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def create_engines(settings: Settings) -> tuple[AsyncEngine, AsyncEngine]:
+    """(writer, reader) engines for the configured SQLite database."""
+    synchronous = settings.sqlite_synchronous.value
+    writer = create_async_engine(
+        settings.database_url, poolclass=AsyncAdaptedQueuePool, pool_size=1, max_overflow=0
+    )
+    _configure(writer, synchronous, immediate=True)
+    reader = create_async_engine(
+        settings.database_url, poolclass=AsyncAdaptedQueuePool, pool_size=4, max_overflow=4
+    )
+    _configure(reader, synchronous, immediate=False)
+    return writer, reader

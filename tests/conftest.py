@@ -1,0 +1,133 @@
+"""Shared fixtures: real SQLite files, the app over ASGI, a fake sender and clock."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from app.main import create_app
+from app.settings import Settings
+from app.storage.migrate import upgrade
+from app.testing import FakeSender
+
+
+@pytest.fixture(scope="session")
+def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated database file; each test copies it instead of migrating again."""
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    upgrade(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+@pytest.fixture
+def db_url(tmp_path: Path, migrated_template: Path) -> str:
+    path = tmp_path / "csjd.db"
+    shutil.copy(migrated_template, path)
+    return f"sqlite+aiosqlite:///{path}"
+
+
+def make_settings(db_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": db_url,
+        "allow_private_targets": True,
+        "drain_timeout_s": 2,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def settings(db_url: str) -> Settings:
+    return make_settings(db_url)
+
+
+@pytest.fixture
+def sender() -> FakeSender:
+    return FakeSender()
+
+
+class Api:
+    """An app running its lifespan, and a client that speaks to it over ASGI."""
+
+    def __init__(self, app: Any, client: httpx.AsyncClient) -> None:
+        self.app = app
+        self.client = client
+
+    @property
+    def gateway(self) -> Any:
+        return self.app.state.gateway
+
+    async def put_target(self, name: str = "billing", **fields: Any) -> httpx.Response:
+        body = {"url": "http://127.0.0.1:9/hook", **fields}
+        response = await self.client.put(f"/targets/{name}", json=body)
+        assert response.status_code in (200, 201), response.text
+        return response
+
+    async def post_job(
+        self, key: str | None = "key-1", body: dict[str, Any] | None = None, **headers: str
+    ) -> httpx.Response:
+        all_headers = dict(headers)
+        if key is not None:
+            all_headers["Idempotency-Key"] = key
+        return await self.client.post(
+            "/jobs", json=body or {"target": "billing", "payload": {"n": 1}}, headers=all_headers
+        )
+
+    async def wait_for_job(
+        self, job_id: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10.0
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            job: dict[str, Any] = (await self.client.get(f"/jobs/{job_id}")).json()
+            if predicate(job):
+                return job
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} never got there; last seen {job}")
+            await asyncio.sleep(0.01)
+
+
+ApiFactory = Callable[..., Awaitable[Api]]
+
+
+@pytest.fixture
+async def api_factory(db_url: str) -> AsyncIterator[ApiFactory]:
+    stack: list[tuple[Any, httpx.AsyncClient]] = []
+
+    async def start(*, sender: Any = None, clock: Any = None, **overrides: Any) -> Api:
+        app = create_app(
+            make_settings(overrides.pop("database_url", db_url), **overrides),
+            sender=sender or FakeSender(),
+            clock=clock,
+        )
+        lifespan = app.router.lifespan_context(app)
+        await lifespan.__aenter__()
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://csjd.test"
+        )
+        stack.append((lifespan, client))
+        return Api(app, client)
+
+    yield start
+    for lifespan, client in reversed(stack):
+        await client.aclose()
+        await lifespan.__aexit__(None, None, None)
+
+
+@pytest.fixture
+async def api(api_factory: ApiFactory, sender: FakeSender) -> Api:
+    return await api_factory(sender=sender)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the condition never held")
+        time.sleep(0.01)
