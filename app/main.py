@@ -171,7 +171,9 @@ def create_app(
         metrics=metrics,
         max_inflight=settings.max_inflight,
     )
-    maintenance = Maintenance(store, clock=clock, metrics=metrics, retention_s=settings.retention_s)
+    maintenance = Maintenance(
+        store, clock=clock, rng=rng.random, metrics=metrics, retention_s=settings.retention_s
+    )
     gateway = Gateway(
         settings=settings,
         store=store,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIN_RETENTION_S = 86400
@@ -54,6 +54,21 @@ class Settings(BaseSettings):
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
-    @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, value: str) -> str:
+        if not value.startswith("sqlite+aiosqlite://"):
+            raise ValueError(
+                "this version runs on SQLite only: sqlite+aiosqlite:///path/to/csjd.db"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _no_unenforced_auth(self) -> Settings:
+        # Failing closed: keys that would not be checked must not look like protection.
+        if self.api_keys or self.api_keys_file:
+            raise ValueError(
+                "CSJD_API_KEYS / CSJD_API_KEYS_FILE are set, but this version does not "
+                "enforce API keys yet; unset them and keep csjd on a trusted network"
+            )
+        return self

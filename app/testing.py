@@ -152,6 +152,11 @@ class Sink:
             self._loop = loop
             asyncio.set_event_loop(loop)
             loop.run_until_complete(self._serve(ready))
+            # requests still hanging when the sink stops are cancelled, not abandoned
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.close()
 
         self._thread = threading.Thread(target=run, name="csjd-sink", daemon=True)

@@ -44,6 +44,7 @@ log = logging.getLogger("csjd.dispatch")
 
 IDLE_POLL_S = 1.0
 LEASE_MARGIN_S = 30.0
+LOOP_EXIT_TIMEOUT_S = 5.0
 EXCERPT_CHARS = 2048
 
 
@@ -104,7 +105,11 @@ class Dispatcher:
         """Stop claiming; give deliveries ``drain_timeout_s``; cancel and requeue the rest."""
         self.stop_claiming()
         if self._loop_task is not None:
-            self._loop_task.cancel()
+            # let the loop leave by itself: cancelling it mid-claim could commit a
+            # claim whose jobs nobody starts (they would wait for a rescue)
+            done, _ = await asyncio.wait({self._loop_task}, timeout=LOOP_EXIT_TIMEOUT_S)
+            if not done:
+                self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
         if self._tasks:
@@ -117,9 +122,9 @@ class Dispatcher:
     # -- the loop -------------------------------------------------------------
 
     async def _run(self) -> None:
-        while True:
+        while self._claiming:
             try:
-                claimed = await self._claim_round() if self._claiming else 0
+                claimed = await self._claim_round()
                 if claimed:
                     continue  # there may be more due work: claim again before sleeping
                 await self._sleep()

@@ -1,7 +1,8 @@
 """Housekeeping beside the dispatcher: expiry, retention and the state gauge.
 
-Every few seconds jobs whose ``expires_at`` passed while they waited are
-failed (``expired``), the ``csjd_jobs{state}`` gauge is refreshed, and once a
+Every few seconds attempts whose lease ran out are brought back (their worker
+is gone), jobs whose ``expires_at`` passed while they waited are failed
+(``expired``), the ``csjd_jobs{state}`` gauge is refreshed, and once a
 minute terminal jobs older than ``CSJD_RETENTION_S`` are purged with their
 attempts (which also frees their idempotency keys).
 """
@@ -13,6 +14,7 @@ import contextlib
 import logging
 
 from app.core.clock import Clock
+from app.core.retry import Random
 from app.metrics import Metrics
 from app.storage.sql import SqlJobStore
 
@@ -24,9 +26,16 @@ PURGE_EVERY_TICKS = 12
 
 class Maintenance:
     def __init__(
-        self, store: SqlJobStore, *, clock: Clock, metrics: Metrics, retention_s: float
+        self,
+        store: SqlJobStore,
+        *,
+        clock: Clock,
+        rng: Random,
+        metrics: Metrics,
+        retention_s: float,
     ) -> None:
         self._store = store
+        self._rng = rng
         self._clock = clock
         self._metrics = metrics
         self._retention_s = retention_s
@@ -45,6 +54,9 @@ class Maintenance:
 
     async def tick(self, *, purge: bool) -> None:
         now = self._clock.now()
+        rescued = await self._store.rescue(now, self._rng, expired_only=True)
+        if rescued:
+            log.warning("expired_leases_rescued", extra={"count": rescued})
         expired = await self._store.fail_expired(now)
         if expired:
             log.info("jobs_expired", extra={"count": expired})

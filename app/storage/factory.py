@@ -8,10 +8,5 @@ from app.storage.sql import SqlJobStore
 
 
 def build_store(settings: Settings) -> SqlJobStore:
-    if not settings.is_sqlite:
-        raise ValueError(
-            f"unsupported CSJD_DATABASE_URL '{settings.database_url.split(':', 1)[0]}:…'; "
-            "this version runs on SQLite (sqlite+aiosqlite:///path)"
-        )
     writer, reader = sqlite.create_engines(settings)
     return SqlJobStore(writer, reader, max_backlog=settings.max_backlog)

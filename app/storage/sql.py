@@ -116,7 +116,7 @@ _PURGE_JOBS = text(
 )
 _STALE_RUNNING = text(
     f"SELECT {_COLUMNS} FROM jobs WHERE lease_expires_at IS NOT NULL "
-    "AND state IN ('running', 'cancelled')"
+    "AND lease_expires_at < :before AND state IN ('running', 'cancelled')"
 ).columns(*jobs.c)
 
 PURGE_BATCH = 5000
@@ -648,11 +648,16 @@ class SqlJobStore:
 
         return await self._writer.run(op)
 
-    async def rescue(self, now: float, rng: Random) -> int:
-        """Bring back attempts a dead process left behind (counted, ``interrupted``)."""
+    async def rescue(self, now: float, rng: Random, *, expired_only: bool = False) -> int:
+        """Bring back attempts whose worker is gone (counted, ``interrupted``).
+
+        At start every leased job is orphaned; while running, only those whose
+        lease ran out (their attempt's deadline is long past).
+        """
+        before = now if expired_only else float("inf")
 
         async def op(tx: Tx) -> int:
-            rows = (await tx.conn.execute(_STALE_RUNNING)).mappings().all()
+            rows = (await tx.conn.execute(_STALE_RUNNING, {"before": before})).mappings().all()
             rescued = 0
             for row in rows:
                 job = job_record(row)

@@ -60,8 +60,7 @@ class DatabaseLock:
             os.close(fd)
             raise DatabaseInUse(
                 f"another csjd gateway (pid {holder}) is already using "
-                f"{self.path.with_suffix('')}; one gateway per SQLite database file "
-                "(use Postgres to run several)"
+                f"{self.path.with_suffix('')}; one gateway per SQLite database file"
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)

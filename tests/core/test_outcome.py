@@ -2,7 +2,13 @@ import email.utils
 
 import pytest
 
-from app.core.outcome import FailureKind, Outcome, classify_failure, classify_response, parse_retry_after
+from app.core.outcome import (
+    FailureKind,
+    Outcome,
+    classify_failure,
+    classify_response,
+    parse_retry_after,
+)
 
 NOW = 1_800_000_000.0
 
@@ -28,7 +34,9 @@ NOW = 1_800_000_000.0
         (302, None, Outcome.PERMANENT, True),
     ],
 )
-def test_the_outcome_table(status: int, retry_after: str | None, outcome: Outcome, counted: bool) -> None:
+def test_the_outcome_table(
+    status: int, retry_after: str | None, outcome: Outcome, counted: bool
+) -> None:
     result = classify_response(status, retry_after, NOW)
     assert (result.outcome, result.counted) == (outcome, counted)
     assert result.gone is (status == 410)

@@ -11,9 +11,19 @@ from app.core.signing import decode_secret, sign
 @pytest.mark.parametrize(
     "address",
     [
-        "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254",
-        "100.64.0.1", "0.0.0.0", "::1", "fd00::1", "fe80::1", "::ffff:127.0.0.1",
-        "::ffff:10.0.0.1", "224.0.0.1",
+        "127.0.0.1",
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "169.254.169.254",
+        "100.64.0.1",
+        "0.0.0.0",
+        "::1",
+        "fd00::1",
+        "fe80::1",
+        "::ffff:127.0.0.1",
+        "::ffff:10.0.0.1",
+        "224.0.0.1",
     ],
 )
 def test_private_and_special_addresses_are_refused(address: str) -> None:
@@ -27,8 +37,17 @@ def test_public_addresses_pass(address: str) -> None:
 
 def test_headers_csjd_owns_or_hop_by_hop_cannot_be_added() -> None:
     assert header_problems({"X-Tenant": "a", "Authorization": "Bearer t"}) == []
-    for name in ["webhook-id", "Webhook-Signature", "Connection", "Host", "Content-Length",
-                 "idempotency-key", "csjd-attempt", "Transfer-Encoding", "User-Agent"]:
+    for name in [
+        "webhook-id",
+        "Webhook-Signature",
+        "Connection",
+        "Host",
+        "Content-Length",
+        "idempotency-key",
+        "csjd-attempt",
+        "Transfer-Encoding",
+        "User-Agent",
+    ]:
         assert header_problems({name: "x"}), name
     assert header_problems({"bad name": "x"})
     assert header_problems({"X-A": "line\r\nbreak"})

@@ -8,13 +8,23 @@ NOW = 1_800_000_000.0
 POLICY = Policy(max_attempts=3, backoff_initial_s=1.0, backoff_max_s=600.0, expires_at=NOW + 3600)
 
 
-def always(value: float):  # noqa: ANN201 - a tiny rng stub
+def always(value: float):
     return lambda: value
 
 
 def test_backoff_doubles_from_the_initial_delay_up_to_the_cap() -> None:
     assert [backoff_cap(n, 1.0, 600.0) for n in range(1, 12)] == [
-        1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 600,
+        1,
+        2,
+        4,
+        8,
+        16,
+        32,
+        64,
+        128,
+        256,
+        512,
+        600,
     ]
     assert backoff_cap(10_000, 1.0, 600.0) == 600.0
 
@@ -61,7 +71,9 @@ def test_gone_fails_the_job_and_disables_the_target() -> None:
 def test_other_client_errors_fail_permanently() -> None:
     d = decide(POLICY, 0, classify_response(400, None, NOW), NOW, always(0.5))
     assert (d.state, d.failure_reason, d.attempts) == (
-        JobState.FAILED, FailureReason.PERMANENT_STATUS, 1,
+        JobState.FAILED,
+        FailureReason.PERMANENT_STATUS,
+        1,
     )
 
 

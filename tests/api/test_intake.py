@@ -1,0 +1,255 @@
+"""POST /jobs: every row of the contract's intake table, over the real app and SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.conftest import Api, ApiFactory
+
+PROBLEM = "application/problem+json"
+
+
+async def test_accepted_job_answers_202_with_location_after_commit(api: Api) -> None:
+    await api.put_target()
+    response = await api.post_job("order-1")
+    assert response.status_code == 202
+    job = response.json()
+    assert response.headers["location"] == f"/jobs/{job['id']}"
+    assert job["idempotency_key"] == "order-1"
+    assert job["target"] == "billing"
+    assert job["state"] in ("queued", "running", "succeeded")
+    assert job["max_attempts"] == 10
+    assert "idempotent-replayed" not in response.headers
+    # committed: a read on another connection sees it
+    assert (await api.client.get(response.headers["location"])).status_code == 200
+
+
+async def test_same_key_same_request_replays_the_job_as_it_is_now(api: Api) -> None:
+    await api.put_target()
+    first = (await api.post_job("k")).json()
+    await api.wait_for_job(first["id"], lambda j: j["state"] == "succeeded")
+    replay = await api.post_job('"k"')  # the quoted form is the same key
+    assert replay.status_code == 202
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert replay.headers["location"] == f"/jobs/{first['id']}"
+    assert replay.json()["id"] == first["id"]
+    assert replay.json()["state"] == "succeeded"
+
+
+async def test_same_key_with_reordered_keys_is_the_same_request(api: Api) -> None:
+    await api.put_target()
+    body = {"target": "billing", "payload": {"a": 1, "b": [1, 2]}}
+    first = await api.post_job("k", body)
+    second = await api.client.post(
+        "/jobs",
+        content=b'{"payload": {"b": [1.0, 2], "a": 1}, "target": "billing", "delay_s": 0}',
+        headers={"Idempotency-Key": "k", "content-type": "application/json"},
+    )
+    assert second.status_code == 202
+    assert second.json()["id"] == first.json()["id"]
+
+
+async def test_same_key_different_request_is_422_and_changes_nothing(api: Api) -> None:
+    await api.put_target()
+    first = (await api.post_job("k", {"target": "billing", "payload": {"n": 1}})).json()
+    reused = await api.post_job("k", {"target": "billing", "payload": {"n": 2}})
+    assert reused.status_code == 422
+    assert reused.headers["content-type"] == PROBLEM
+    assert reused.json()["type"].endswith("/idempotency-key-reused")
+    page = (await api.client.get("/jobs")).json()
+    assert [j["id"] for j in page["items"]] == [first["id"]]
+
+
+async def test_fifty_concurrent_identical_requests_make_one_job(api: Api) -> None:
+    await api.put_target()
+    responses = await asyncio.gather(*(api.post_job("burst") for _ in range(50)))
+    assert {r.status_code for r in responses} == {202}
+    assert len({r.json()["id"] for r in responses}) == 1
+    assert sum("idempotent-replayed" not in r.headers for r in responses) == 1
+    assert len((await api.client.get("/jobs")).json()["items"]) == 1
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Idempotency-Key": ""},
+        {"Idempotency-Key": "x" * 256},
+        {"Idempotency-Key": "a b"},
+        {"Idempotency-Key": '"unterminated'},
+    ],
+)
+async def test_missing_or_malformed_key_is_400(api: Api, headers: dict[str, str]) -> None:
+    await api.put_target()
+    response = await api.client.post(
+        "/jobs", json={"target": "billing", "payload": 1}, headers=headers
+    )
+    assert response.status_code == 400
+    assert response.headers["content-type"] == PROBLEM
+    assert response.json()["type"].endswith("/invalid-idempotency-key")
+    assert (await api.client.get("/jobs")).json()["items"] == []
+
+
+async def test_two_key_headers_are_400(api: Api) -> None:
+    await api.put_target()
+    response = await api.client.post(
+        "/jobs",
+        json={"target": "billing", "payload": 1},
+        headers=[("Idempotency-Key", "a"), ("Idempotency-Key", "b")],
+    )
+    assert response.status_code == 400
+
+
+async def test_unknown_target_is_422(api: Api) -> None:
+    response = await api.post_job("k", {"target": "nobody", "payload": {}})
+    assert response.status_code == 422
+    assert response.json()["type"].endswith("/unknown-target")
+
+
+async def test_deleted_target_is_422(api: Api) -> None:
+    await api.put_target("gone")
+    assert (await api.client.delete("/targets/gone")).status_code == 204
+    response = await api.post_job("k", {"target": "gone", "payload": {}})
+    assert response.status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"payload": {}}, "target"),
+        ({"target": "billing"}, "payload"),
+        ({"target": "billing", "payload": 1, "delay_s": -1}, "delay_s"),
+        ({"target": "billing", "payload": 1, "delay_s": "soon"}, "delay_s"),
+        ({"target": "billing", "payload": 1, "max_attempts": 0}, "max_attempts"),
+        ({"target": "billing", "payload": 1, "run_at": "tomorrow"}, "run_at"),
+        ({"target": "billing", "payload": 1, "run_at": "2030-01-01T00:00:00"}, "run_at"),
+        ({"target": "billing", "payload": 1, "expires_at": "2001-01-01T00:00:00Z"}, ""),
+        ({"target": "billing", "payload": 1, "headers": {"webhook-id": "forged"}}, "headers"),
+        ({"target": "billing", "payload": 1, "headers": {"Connection": "close"}}, "headers"),
+        ({"target": "billing", "payload": 1, "surprise": True}, "surprise"),
+        ({"target": "Bad Name", "payload": 1}, "target"),
+    ],
+)
+async def test_invalid_body_is_422_with_errors(
+    api: Api, body: dict[str, object], field: str
+) -> None:
+    await api.put_target()
+    response = await api.post_job("k", body)
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert problem["status"] == 422 and problem["errors"]
+    assert any(field in ".".join(map(str, e["loc"])) for e in problem["errors"])
+    assert (await api.client.get("/jobs")).json()["items"] == []
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"", b'{"target": "billing", "payload": }'])
+async def test_malformed_json_is_400(api: Api, raw: bytes) -> None:
+    await api.put_target()
+    response = await api.client.post(
+        "/jobs",
+        content=raw,
+        headers={"Idempotency-Key": "k", "content-type": "application/json"},
+    )
+    assert response.status_code in (400, 422)
+    if raw:
+        assert response.status_code == 400
+        assert response.json()["type"].endswith("/malformed-json")
+
+
+async def test_a_body_without_content_type_is_read_as_json(api: Api) -> None:
+    await api.put_target()
+    response = await api.client.post(
+        "/jobs", content=b'{"target":"billing","payload":1}', headers={"Idempotency-Key": "k"}
+    )
+    assert response.status_code == 202
+
+
+async def test_a_non_json_body_is_415(api: Api) -> None:
+    response = await api.client.post(
+        "/jobs", content=b"<job/>", headers={"Idempotency-Key": "k", "content-type": "text/xml"}
+    )
+    assert response.status_code == 415
+    assert response.headers["content-type"] == PROBLEM
+
+
+async def test_a_body_over_the_limit_is_413_and_nothing_stored(api_factory: ApiFactory) -> None:
+    api = await api_factory(max_body_bytes=2048)
+    await api.put_target()
+    big = {"target": "billing", "payload": "x" * 4096}
+    response = await api.post_job("k", big)
+    assert response.status_code == 413
+    assert response.headers["content-type"] == PROBLEM
+
+    async def chunks():  # streamed: no Content-Length to judge by
+        yield b'{"target": "billing", "payload": "'
+        for _ in range(10):
+            yield b"y" * 1024
+        yield b'"}'
+
+    streamed = await api.client.post(
+        "/jobs",
+        content=chunks(),
+        headers={"Idempotency-Key": "k2", "content-type": "application/json"},
+    )
+    assert streamed.status_code == 413
+    assert (await api.client.get("/jobs")).json()["items"] == []
+
+
+async def test_a_full_backlog_is_429_with_retry_after_and_nothing_stored(
+    api_factory: ApiFactory,
+) -> None:
+    api = await api_factory(max_backlog=2)
+    await api.put_target(enabled=False)  # keep the jobs unfinished
+    assert (await api.post_job("a")).status_code == 202
+    assert (await api.post_job("b")).status_code == 202
+    full = await api.post_job("c")
+    assert full.status_code == 429
+    assert int(full.headers["retry-after"]) > 0
+    assert full.json()["type"].endswith("/backlog-full")
+    assert len((await api.client.get("/jobs")).json()["items"]) == 2
+    assert (await api.post_job("a")).headers["idempotent-replayed"] == "true"
+
+
+async def test_while_draining_intake_is_503_with_retry_after(api: Api) -> None:
+    await api.put_target()
+    api.gateway.draining = True
+    response = await api.post_job("k")
+    assert response.status_code == 503
+    assert "retry-after" in response.headers
+    api.gateway.draining = False
+    assert (await api.client.get("/jobs")).json()["items"] == []
+
+
+async def test_delay_and_run_at_schedule_the_job(api: Api) -> None:
+    await api.put_target()
+    delayed = (await api.post_job("d", {"target": "billing", "payload": 1, "delay_s": 3600})).json()
+    assert delayed["state"] == "scheduled"
+    at = await api.post_job(
+        "r", {"target": "billing", "payload": 1, "run_at": "2099-01-01T00:00:00Z"}
+    )
+    assert at.status_code == 422  # more than a year away
+    soon = (
+        await api.post_job(
+            "s", {"target": "billing", "payload": 1, "run_at": "2000-01-01T00:00:00+00:00"}
+        )
+    ).json()
+    assert soon["state"] in ("queued", "running", "succeeded")  # in the past: due now
+
+
+async def test_job_overrides_take_precedence_over_the_target(api: Api) -> None:
+    await api.put_target()
+    job = (
+        await api.post_job(
+            "o",
+            {
+                "target": "billing",
+                "payload": 1,
+                "max_attempts": 3,
+                "expires_at": "2099-01-01T00:00:00Z",
+            },
+        )
+    ).json()
+    assert job["max_attempts"] == 3
+    assert job["expires_at"].startswith("2099-01-01T00:00:00")

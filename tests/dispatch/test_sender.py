@@ -1,0 +1,90 @@
+"""The aiohttp sender against a real local HTTP server."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from app.core.outcome import FailureKind
+from app.dispatch.sender import MAX_RESPONSE_BYTES, AiohttpSender, Failure, Request, Response
+from app.testing import Reply, Sink
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    with Sink() as s:
+        yield s
+
+
+@pytest.fixture
+async def sender() -> AsyncIterator[AiohttpSender]:
+    s = AiohttpSender(max_connections=8)
+    yield s
+    await s.close()
+
+
+def request(url: str, timeout_s: float = 5.0) -> Request:
+    return Request(
+        url=url,
+        body=b'{"a":1}',
+        headers={"content-type": "application/json", "user-agent": "csjd/test"},
+        timeout_s=timeout_s,
+    )
+
+
+async def test_sends_the_body_and_headers_and_reads_the_answer(
+    sink: Sink, sender: AiohttpSender
+) -> None:
+    sink.script("/hook", [Reply(status=201, headers={"X-Reply": "yes"}, body=b"created")])
+    result = await sender.send(request(sink.url("/hook")))
+    assert isinstance(result, Response)
+    assert (result.status, result.body, result.headers["X-Reply"]) == (201, b"created", "yes")
+    got = sink.received("/hook")[0]
+    assert got.body == b'{"a":1}'
+    assert got.headers["user-agent"] == "csjd/test"
+    assert "accept-encoding" not in got.headers
+
+
+async def test_reads_at_most_64_kib_of_the_answer(sink: Sink, sender: AiohttpSender) -> None:
+    sink.script("/big", [Reply(body=b"x" * (MAX_RESPONSE_BYTES * 4))])
+    result = await sender.send(request(sink.url("/big")))
+    assert isinstance(result, Response) and len(result.body) == MAX_RESPONSE_BYTES
+
+
+async def test_does_not_follow_redirects(sink: Sink, sender: AiohttpSender) -> None:
+    sink.script("/moved", [Reply(status=302, headers={"Location": "/elsewhere"})])
+    result = await sender.send(request(sink.url("/moved")))
+    assert isinstance(result, Response) and result.status == 302
+    assert sink.received("/elsewhere") == []
+
+
+async def test_a_hung_target_hits_the_hard_deadline(sink: Sink, sender: AiohttpSender) -> None:
+    sink.script("/hang", [Reply(hang=True)])
+    started = time.monotonic()
+    result = await sender.send(request(sink.url("/hang"), timeout_s=0.3))
+    assert isinstance(result, Failure) and result.kind is FailureKind.TIMEOUT
+    assert time.monotonic() - started < 3  # bounded, not the hour the target would take
+
+
+async def test_a_slow_body_counts_against_the_same_deadline(
+    sink: Sink, sender: AiohttpSender
+) -> None:
+    sink.script("/slow", [Reply(delay_s=2)])
+    result = await sender.send(request(sink.url("/slow"), timeout_s=0.3))
+    assert isinstance(result, Failure) and result.kind is FailureKind.TIMEOUT
+
+
+async def test_connection_refused_is_a_connect_failure(sender: AiohttpSender) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once closed
+    result = await sender.send(request(f"http://127.0.0.1:{port}/hook"))
+    assert isinstance(result, Failure) and result.kind is FailureKind.CONNECT
+
+
+async def test_an_unresolvable_host_is_a_dns_failure(sender: AiohttpSender) -> None:
+    result = await sender.send(request("http://no-such-host.invalid/hook"))
+    assert isinstance(result, Failure) and result.kind is FailureKind.DNS

@@ -1,0 +1,326 @@
+"""The SQL store on real SQLite files: constraints, leases, group commit."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from app.core import errors
+from app.core.ids import uuid7
+from app.core.job import FailureReason, JobState
+from app.core.outcome import Outcome
+from app.core.retry import Decision
+from app.settings import Settings
+from app.storage.base import AttemptRecord, ClaimRequest, Completion, NewJob, TargetSpec
+from app.storage.factory import build_store
+from app.storage.sql import SqlJobStore
+from app.storage.sqlite import DatabaseInUse, DatabaseLock
+
+NOW = 1_800_000_000.0
+
+
+@pytest.fixture
+async def store(db_url: str) -> AsyncIterator[SqlJobStore]:
+    s = build_store(Settings(database_url=db_url, max_backlog=1000))
+    await s.open()
+    await s.put_target(TargetSpec(name="billing", url="http://x/hook"), NOW)
+    yield s
+    await s.close()
+
+
+def new_job(
+    key: str = "k", *, fingerprint: str = "f", target: str = "billing", **kw: object
+) -> NewJob:
+    values: dict[str, object] = {
+        "id": uuid7(),
+        "caller": "",
+        "idempotency_key": key,
+        "fingerprint": fingerprint,
+        "target": target,
+        "payload": b'{"n":1}',
+        "headers": None,
+        "max_attempts": None,
+        "next_attempt_at": NOW,
+        "expires_at": None,
+        "created_at": NOW,
+    }
+    values.update(kw)
+    return NewJob(**values)  # type: ignore[arg-type]
+
+
+def attempt(n: int, outcome: Outcome = Outcome.SUCCESS, status: int | None = 200) -> AttemptRecord:
+    return AttemptRecord(
+        n=n,
+        started_at=NOW,
+        finished_at=NOW + 0.01,
+        duration_ms=10.0,
+        status_code=status,
+        outcome=outcome,
+        error=None,
+        response_excerpt="ok",
+    )
+
+
+async def test_a_new_job_takes_the_targets_limits(store: SqlJobStore) -> None:
+    enqueued = await store.enqueue(new_job())
+    assert not enqueued.replayed
+    job = enqueued.job
+    assert (job.state, job.max_attempts, job.expires_at) == (JobState.QUEUED, 10, NOW + 86400)
+    stored = await store.get_job("", job.id)
+    assert stored == job
+
+
+async def test_a_future_job_is_scheduled(store: SqlJobStore) -> None:
+    job = (await store.enqueue(new_job(next_attempt_at=NOW + 60))).job
+    assert job.state is JobState.SCHEDULED
+
+
+async def test_one_key_makes_one_job_under_concurrency(store: SqlJobStore) -> None:
+    results = await asyncio.gather(*(store.enqueue(new_job("same")) for _ in range(50)))
+    assert len({r.job.id for r in results}) == 1
+    assert sum(not r.replayed for r in results) == 1
+    assert store.active == 1
+
+
+async def test_a_key_reused_for_another_request_is_refused(store: SqlJobStore) -> None:
+    first = (await store.enqueue(new_job("k", fingerprint="a"))).job
+    with pytest.raises(errors.IdempotencyKeyReused) as info:
+        await store.enqueue(new_job("k", fingerprint="b"))
+    assert info.value.extensions["job_id"] == first.id
+
+
+async def test_keys_are_scoped_per_caller(store: SqlJobStore) -> None:
+    a = await store.enqueue(new_job("k", caller="alice"))
+    b = await store.enqueue(new_job("k", caller="bob"))
+    assert a.job.id != b.job.id
+    assert await store.get_job("bob", a.job.id) is None
+
+
+async def test_the_database_itself_refuses_a_second_row_for_a_key(
+    db_url: str, store: SqlJobStore
+) -> None:
+    await store.enqueue(new_job("k"))
+    path = db_url.split("///", 1)[1]
+    with sqlite3.connect(path) as conn, pytest.raises(sqlite3.IntegrityError):
+        conn.execute(
+            "INSERT INTO jobs (id, caller, idempotency_key, fingerprint, target, payload, state,"
+            " attempts, deliveries, max_attempts, created_at, updated_at, expires_at)"
+            " VALUES ('x', '', 'k', 'f', 'billing', x'00', 'queued', 0, 0, 1, 0, 0, 0)"
+        )
+
+
+async def test_unknown_target_is_refused_and_nothing_stored(store: SqlJobStore) -> None:
+    with pytest.raises(errors.UnknownTarget):
+        await store.enqueue(new_job(target="nope"))
+    assert await store.list_jobs("", state=None, target=None, limit=10, before_id=None) == []
+
+
+async def test_a_full_backlog_refuses_new_keys_but_replays_stored_ones(db_url: str) -> None:
+    s = build_store(Settings(database_url=db_url, max_backlog=2))
+    await s.open()
+    try:
+        await s.put_target(TargetSpec(name="billing", url="http://x/hook"), NOW)
+        first = await s.enqueue(new_job("a"))
+        await s.enqueue(new_job("b"))
+        with pytest.raises(errors.BacklogFull) as info:
+            await s.enqueue(new_job("c"))
+        assert info.value.retry_after_s
+        replay = await s.enqueue(new_job("a"))
+        assert replay.replayed and replay.job.id == first.job.id
+        assert len(await s.list_jobs("", state=None, target=None, limit=10, before_id=None)) == 2
+    finally:
+        await s.close()
+
+
+async def test_many_producers_share_few_transactions(store: SqlJobStore) -> None:
+    before = store.committer.batches
+    await asyncio.gather(*(store.enqueue(new_job(f"k{i}")) for i in range(300)))
+    assert store.committer.batches - before < 30
+    assert store.active == 300
+
+
+async def test_claims_respect_the_limit_and_lease(store: SqlJobStore) -> None:
+    for i in range(5):
+        await store.enqueue(new_job(f"k{i}"))
+    claimed = await store.claim([ClaimRequest(target="billing", limit=3)], NOW + 1, {"billing": 40})
+    assert len(claimed) == 3
+    assert all(j.state is JobState.RUNNING and j.deliveries == 1 for j in claimed)
+    assert all(j.lease_expires_at == NOW + 41 for j in claimed)
+    again = await store.claim([ClaimRequest(target="billing", limit=10)], NOW + 1, {"billing": 40})
+    assert len(again) == 2
+    assert {j.id for j in claimed}.isdisjoint({j.id for j in again})
+
+
+async def test_scheduled_jobs_are_claimed_only_once_due(store: SqlJobStore) -> None:
+    await store.enqueue(new_job(next_attempt_at=NOW + 60))
+    assert (
+        await store.claim([ClaimRequest(target="billing", limit=5)], NOW + 59, {"billing": 1}) == []
+    )
+    assert await store.next_due() == NOW + 60
+    claimed = await store.claim([ClaimRequest(target="billing", limit=5)], NOW + 60, {"billing": 1})
+    assert len(claimed) == 1
+
+
+async def test_a_stale_completion_changes_nothing(store: SqlJobStore) -> None:
+    job = (await store.enqueue(new_job())).job
+    claimed = (await store.claim([ClaimRequest(target="billing", limit=1)], NOW, {"billing": 1}))[0]
+    done = Decision(state=JobState.SUCCEEDED, attempts=1, next_attempt_at=None)
+    stale = Completion(
+        job_id=job.id,
+        target="billing",
+        lease=claimed.deliveries + 1,
+        decision=done,
+        attempt=attempt(1),
+        now=NOW,
+    )
+    assert not await store.complete(stale)
+    assert (await store.get_job("", job.id)).state is JobState.RUNNING  # type: ignore[union-attr]
+    fresh = Completion(
+        job_id=job.id,
+        target="billing",
+        lease=claimed.deliveries,
+        decision=done,
+        attempt=attempt(1),
+        now=NOW,
+    )
+    assert await store.complete(fresh)
+    assert not await store.complete(fresh)  # a second write of the same attempt is stale too
+    stored = await store.get_job("", job.id)
+    assert stored is not None and stored.state is JobState.SUCCEEDED
+    assert len(await store.list_attempts("", job.id) or []) == 1
+    assert store.active == 0
+
+
+async def test_rescue_brings_back_running_jobs_counting_the_attempt(store: SqlJobStore) -> None:
+    job = (await store.enqueue(new_job())).job
+    await store.claim([ClaimRequest(target="billing", limit=1)], NOW, {"billing": 1})
+    assert await store.rescue(NOW + 5, random.Random(1).random) == 1
+    rescued = await store.get_job("", job.id)
+    assert rescued is not None
+    assert (rescued.state, rescued.attempts) == (JobState.RETRYING, 1)
+    attempts = await store.list_attempts("", job.id)
+    assert attempts is not None and attempts[0].outcome is Outcome.INTERRUPTED
+
+
+async def test_rescue_fails_a_job_whose_last_attempt_was_lost(store: SqlJobStore) -> None:
+    job = (await store.enqueue(new_job(max_attempts=1))).job
+    await store.claim([ClaimRequest(target="billing", limit=1)], NOW, {"billing": 1})
+    await store.rescue(NOW + 5, random.Random(1).random)
+    failed = await store.get_job("", job.id)
+    assert failed is not None
+    assert (failed.state, failed.failure_reason) == (
+        JobState.FAILED,
+        FailureReason.ATTEMPTS_EXHAUSTED,
+    )
+
+
+async def test_cancel_then_retry_follow_the_diagram(store: SqlJobStore) -> None:
+    job = (await store.enqueue(new_job())).job
+    cancelled = await store.cancel("", job.id, NOW + 1)
+    assert cancelled.state is JobState.CANCELLED and store.active == 0
+    with pytest.raises(errors.Conflict):
+        await store.cancel("", job.id, NOW + 2)
+    retried = await store.retry("", job.id, NOW + 3)
+    assert (retried.state, retried.attempts) == (JobState.QUEUED, 0)
+    assert retried.expires_at == NOW + 3 + 86400
+    with pytest.raises(errors.Conflict):
+        await store.retry("", job.id, NOW + 4)
+    with pytest.raises(errors.NotFound):
+        await store.cancel("", "00000000-0000-7000-8000-000000000000", NOW)
+
+
+async def test_an_attempt_running_when_cancelled_is_recorded_but_not_retried(
+    store: SqlJobStore,
+) -> None:
+    job = (await store.enqueue(new_job())).job
+    claimed = (await store.claim([ClaimRequest(target="billing", limit=1)], NOW, {"billing": 1}))[0]
+    await store.cancel("", job.id, NOW + 1)
+    retry = Decision(state=JobState.RETRYING, attempts=1, next_attempt_at=NOW + 5)
+    assert await store.complete(
+        Completion(
+            job_id=job.id,
+            target="billing",
+            lease=claimed.deliveries,
+            decision=retry,
+            attempt=attempt(1, Outcome.RETRYABLE, 500),
+            now=NOW + 2,
+        )
+    )
+    final = await store.get_job("", job.id)
+    assert final is not None
+    assert (final.state, final.attempts, final.last_status_code) == (JobState.CANCELLED, 1, 500)
+
+
+async def test_expired_waiting_jobs_fail(store: SqlJobStore) -> None:
+    job = (await store.enqueue(new_job(expires_at=NOW + 10, next_attempt_at=NOW + 60))).job
+    assert await store.fail_expired(NOW + 11) == 1
+    failed = await store.get_job("", job.id)
+    assert failed is not None
+    assert (failed.state, failed.failure_reason) == (JobState.FAILED, FailureReason.EXPIRED)
+
+
+async def test_purge_removes_old_finished_jobs_and_frees_their_keys(store: SqlJobStore) -> None:
+    job = (await store.enqueue(new_job("k"))).job
+    await store.cancel("", job.id, NOW)
+    assert await store.purge(NOW - 1) == 0
+    assert await store.purge(NOW + 1) == 1
+    assert await store.get_job("", job.id) is None
+    again = await store.enqueue(new_job("k", fingerprint="other"))
+    assert not again.replayed
+
+
+async def test_a_target_with_unfinished_jobs_cannot_be_deleted(store: SqlJobStore) -> None:
+    job = (await store.enqueue(new_job())).job
+    with pytest.raises(errors.Conflict):
+        await store.delete_target("billing")
+    await store.cancel("", job.id, NOW)
+    await store.delete_target("billing")
+    assert await store.get_target("billing") is None
+    with pytest.raises(errors.NotFound):
+        await store.delete_target("billing")
+
+
+def test_a_second_gateway_on_the_same_file_is_refused(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'one.db'}"
+    first = DatabaseLock(url)
+    first.acquire()
+    try:
+        with pytest.raises(DatabaseInUse, match="another csjd gateway"):
+            DatabaseLock(url).acquire()
+    finally:
+        first.release()
+    again = DatabaseLock(url)
+    again.acquire()  # free again once the first one let go
+    again.release()
+
+
+async def test_a_running_job_is_rescued_only_once_its_lease_ran_out(store: SqlJobStore) -> None:
+    job = (await store.enqueue(new_job())).job
+    await store.claim([ClaimRequest(target="billing", limit=1)], NOW, {"billing": 30})
+    rng = random.Random(1).random
+    assert await store.rescue(NOW + 29, rng, expired_only=True) == 0
+    assert await store.rescue(NOW + 31, rng, expired_only=True) == 1
+    rescued = await store.get_job("", job.id)
+    assert rescued is not None and rescued.state is JobState.RETRYING
+
+
+@pytest.mark.parametrize(("level", "code"), [("FULL", 2), ("NORMAL", 1)])
+async def test_connections_use_wal_and_the_configured_synchronous_level(
+    db_url: str, level: str, code: int
+) -> None:
+    from sqlalchemy import text
+
+    s = build_store(Settings(database_url=db_url, sqlite_synchronous=level))  # type: ignore[arg-type]
+    await s.open()
+    try:
+        async with s._reader.connect() as conn:
+            assert (await conn.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
+            assert (await conn.execute(text("PRAGMA synchronous"))).scalar() == code
+            assert (await conn.execute(text("PRAGMA busy_timeout"))).scalar() == 10_000
+    finally:
+        await s.close()
