@@ -1,5 +1,8 @@
 """What a route can reach, as ``Annotated`` dependencies.
 
+Every dependency is ``async def``: FastAPI runs plain ``def`` dependencies in
+a thread pool, a thread hop per request for nothing.
+
 ``Gateway`` is the bundle ``create_app`` builds and hangs on ``app.state``;
 routes take it (and the caller's scope, and the checks that must run before a
 body is even parsed) through the aliases below.
@@ -37,7 +40,7 @@ class Gateway:
     started: bool = False
 
 
-def get_gateway(request: Request) -> Gateway:
+async def get_gateway(request: Request) -> Gateway:
     gateway: Gateway = request.app.state.gateway
     return gateway
 
@@ -45,19 +48,19 @@ def get_gateway(request: Request) -> Gateway:
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 
 
-def get_caller() -> str:
+async def get_caller() -> str:
     return ANONYMOUS
 
 
 CallerDep = Annotated[str, Depends(get_caller)]
 
 
-def accepting(gateway: GatewayDep) -> None:
+async def accepting(gateway: GatewayDep) -> None:
     if gateway.draining or not gateway.started:
         raise Unavailable("the gateway is shutting down; send the job again", retry_after_s=5)
 
 
-def idempotency_key(request: Request) -> str:
+async def idempotency_key(request: Request) -> str:
     values = request.headers.getlist("idempotency-key")
     if len(values) > 1:
         raise InvalidIdempotencyKey("send exactly one Idempotency-Key header")

@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 
 from app.core.clock import Clock
@@ -73,6 +74,7 @@ class Dispatcher:
         self._claiming = True
         self._loop_task: asyncio.Task[None] | None = None
         self._rotation = 0
+        self._slot_bound = False
         #: called with each finished job's id (status waiters listen here).
         self.on_job_changed: Callable[[str], None] | None = None
 
@@ -124,9 +126,8 @@ class Dispatcher:
     async def _run(self) -> None:
         while self._claiming:
             try:
-                claimed = await self._claim_round()
-                if claimed:
-                    continue  # there may be more due work: claim again before sleeping
+                if await self._claim_round():
+                    continue  # a claim came back full: there may be more due work
                 await self._sleep()
             except asyncio.CancelledError:
                 raise
@@ -158,12 +159,18 @@ class Dispatcher:
             self._metrics.concurrency_limit.labels(target=name).set(target.spec.max_concurrency)
             self._metrics.breaker_state.labels(target=name).set(0)
 
-    async def _claim_round(self) -> int:
+    async def _claim_round(self) -> bool:
+        """Claim what can start now; True if a claim came back full (claim again)."""
         if self._targets_stale:
             await self._refresh_targets()
         free = self._max_inflight - sum(self._inflight.values())
+        # Whether a finished delivery should wake the loop: only when slots, not
+        # work, were what held claims back.
+        self._slot_bound = free <= 0 or any(
+            self._inflight.get(t.name, 0) >= t.spec.max_concurrency for t in self._targets.values()
+        )
         if free <= 0:
-            return 0
+            return False
         now = self._clock.now()
         eligible = [
             t
@@ -175,7 +182,7 @@ class Dispatcher:
         if not eligible:
             # scheduled jobs still come due while every target is busy
             await self._store.claim([], now, {})
-            return 0
+            return False
         # rotate so that no target always goes first when slots are scarce
         self._rotation = (self._rotation + 1) % len(eligible)
         eligible = eligible[self._rotation :] + eligible[: self._rotation]
@@ -192,7 +199,10 @@ class Dispatcher:
         jobs = await self._store.claim(requests, now, lease)
         for job in jobs:
             self._start(job, self._targets[job.target])
-        return len(jobs)
+        claimed = Counter(job.target for job in jobs)
+        full = any(claimed[r.target] >= r.limit for r in requests)
+        self._slot_bound = self._slot_bound or full
+        return full
 
     def _start(self, job: JobRecord, target: TargetRecord) -> None:
         self._inflight[target.name] = self._inflight.get(target.name, 0) + 1
@@ -209,7 +219,8 @@ class Dispatcher:
         finally:
             self._inflight[target.name] -= 1
             self._metrics.inflight.labels(target=target.name).dec()
-            self._wake.set()
+            if self._slot_bound:
+                self._wake.set()
 
     async def _attempt(self, job: JobRecord, target: TargetRecord) -> None:
         started = self._clock.now()

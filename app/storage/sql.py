@@ -63,14 +63,6 @@ _CLAIM = text(
     "ORDER BY next_attempt_at LIMIT :limit) "
     f"RETURNING {_COLUMNS}"
 ).columns(*jobs.c)
-_COMPLETE_RUNNING = text(
-    "UPDATE jobs SET state = :state, attempts = :attempts, next_attempt_at = :next_attempt_at, "
-    "completed_at = :completed_at, failure_reason = :failure_reason, "
-    "last_status_code = CASE WHEN :recorded = 1 THEN :status_code ELSE last_status_code END, "
-    "last_error = CASE WHEN :recorded = 1 THEN :error ELSE last_error END, "
-    "lease_expires_at = NULL, updated_at = :now "
-    "WHERE id = :id AND deliveries = :lease AND state = 'running'"
-)
 # A job cancelled while its attempt ran: record the attempt, keep it cancelled.
 _COMPLETE_CANCELLED = text(
     "UPDATE jobs SET attempts = :attempts, "
@@ -85,6 +77,78 @@ _FAIL_EXPIRED = text(
     "next_attempt_at = NULL, updated_at = :now "
     "WHERE state IN ('scheduled', 'queued', 'retrying') AND expires_at <= :now"
 )
+# One statement completes a whole chunk of attempts (UPDATE ... FROM a VALUES
+# list); the guard on deliveries (the lease token) and state makes stale rows
+# match nothing, and RETURNING says which rows were written.
+_COMPLETE_FIELDS = (
+    "id",
+    "lease",
+    "state",
+    "attempts",
+    "next_attempt_at",
+    "completed_at",
+    "failure_reason",
+    "recorded",
+    "status_code",
+    "error",
+    "now",
+)
+_COMPLETE_SQL_HEAD = f"WITH v({', '.join(_COMPLETE_FIELDS)}) AS (VALUES "
+_COMPLETE_SQL_TAIL = (
+    ") UPDATE jobs SET state = v.state, attempts = v.attempts, "
+    "next_attempt_at = v.next_attempt_at, completed_at = v.completed_at, "
+    "failure_reason = v.failure_reason, "
+    "last_status_code = CASE WHEN v.recorded = 1 THEN v.status_code "
+    "ELSE jobs.last_status_code END, "
+    "last_error = CASE WHEN v.recorded = 1 THEN v.error ELSE jobs.last_error END, "
+    "lease_expires_at = NULL, updated_at = v.now "
+    "FROM v WHERE jobs.id = v.id AND jobs.deliveries = v.lease AND jobs.state = 'running' "
+    "RETURNING jobs.id"
+)
+_COMPLETE_ROW = "(" + ", ".join("?" * len(_COMPLETE_FIELDS)) + ")"
+COMPLETE_CHUNK = 500
+
+
+async def _complete_running(conn: AsyncConnection, chunk: list[dict[str, Any]]) -> Any:
+    sql = _COMPLETE_SQL_HEAD + ", ".join([_COMPLETE_ROW] * len(chunk)) + _COMPLETE_SQL_TAIL
+    args = tuple(p[f] for p in chunk for f in _COMPLETE_FIELDS)
+    return (await conn.exec_driver_sql(sql, args)).all()
+
+
+def _completion_params(c: Completion) -> dict[str, Any]:
+    d = c.decision
+    a = c.attempt
+    return {
+        "id": c.job_id,
+        "lease": c.lease,
+        "state": d.state.value,
+        "attempts": d.attempts,
+        "next_attempt_at": d.next_attempt_at,
+        "completed_at": c.now if d.state not in ACTIVE else None,
+        "failure_reason": d.failure_reason.value if d.failure_reason else None,
+        "recorded": 1 if a else 0,
+        "status_code": a.status_code if a else None,
+        "error": a.error[:1024] if a and a.error else None,
+        "now": c.now,
+    }
+
+
+def _attempt_row(c: Completion) -> dict[str, Any]:
+    a = c.attempt
+    assert a is not None
+    return {
+        "job_id": c.job_id,
+        "n": a.n,
+        "started_at": a.started_at,
+        "finished_at": a.finished_at,
+        "duration_ms": a.duration_ms,
+        "status_code": a.status_code,
+        "outcome": a.outcome.value,
+        "error": a.error[:1024] if a.error else None,
+        "response_excerpt": a.response_excerpt,
+    }
+
+
 _NEXT_DUE = text("SELECT min(next_attempt_at) FROM jobs WHERE state IN ('scheduled', 'retrying')")
 _COUNT_ACTIVE = text(f"SELECT count(*) FROM jobs WHERE state IN {_ACTIVE_SQL}")
 _BACKLOG = text(
@@ -576,50 +640,36 @@ class SqlJobStore:
         return await self._writer.run(op)
 
     async def complete(self, completion: Completion) -> bool:
-        async def op(tx: Tx) -> bool:
-            return await self._complete(tx, completion)
+        written: bool = await self._writer.run_batched(self._complete_batch, completion)
+        return written
 
-        return await self._writer.run(op)
+    async def _complete_batch(self, tx: Tx, batch: list[Completion]) -> list[bool]:
+        """Write many attempts' results in a few statements; stale ones change nothing."""
+        params = [_completion_params(c) for c in batch]
+        matched: set[str] = set()
+        for start in range(0, len(batch), COMPLETE_CHUNK):
+            chunk = params[start : start + COMPLETE_CHUNK]
+            matched.update(row[0] for row in await _complete_running(tx.conn, chunk))
+        written: list[bool] = []
+        finished = 0
+        for c, p in zip(batch, params, strict=True):
+            if c.job_id in matched:
+                written.append(True)
+                finished += c.decision.state not in ACTIVE
+            else:
+                # rare: cancelled while the attempt ran (recorded, stays cancelled), or stale
+                written.append(bool((await tx.conn.execute(_COMPLETE_CANCELLED, p)).rowcount))
+        self._adjust_active(tx, -finished)
+        rows = [_attempt_row(c) for c, ok in zip(batch, written, strict=True) if ok and c.attempt]
+        if rows:
+            await tx.conn.execute(insert(attempts), rows)
+        for c, ok in zip(batch, written, strict=True):
+            if ok:
+                await self._apply_target_effects(tx, c)
+        return written
 
-    async def _complete(self, tx: Tx, c: Completion) -> bool:
+    async def _apply_target_effects(self, tx: Tx, c: Completion) -> None:
         d = c.decision
-        params = {
-            "id": c.job_id,
-            "lease": c.lease,
-            "state": d.state.value,
-            "attempts": d.attempts,
-            "next_attempt_at": d.next_attempt_at,
-            "completed_at": c.now if d.state not in ACTIVE else None,
-            "failure_reason": d.failure_reason.value if d.failure_reason else None,
-            "status_code": c.attempt.status_code if c.attempt else None,
-            "error": c.attempt.error[:1024] if c.attempt and c.attempt.error else None,
-            "recorded": 1 if c.attempt else 0,
-            "now": c.now,
-        }
-        updated = (await tx.conn.execute(_COMPLETE_RUNNING, params)).rowcount
-        if updated:
-            if d.state not in ACTIVE:
-                self._adjust_active(tx, -1)
-        else:
-            updated = (await tx.conn.execute(_COMPLETE_CANCELLED, params)).rowcount
-            if not updated:
-                return False  # stale: another claim owns the job now
-        a = c.attempt
-        if a is None:
-            return True
-        await tx.conn.execute(
-            insert(attempts).values(
-                job_id=c.job_id,
-                n=a.n,
-                started_at=a.started_at,
-                finished_at=a.finished_at,
-                duration_ms=a.duration_ms,
-                status_code=a.status_code,
-                outcome=a.outcome.value,
-                error=a.error[:1024] if a.error else None,
-                response_excerpt=a.response_excerpt,
-            )
-        )
         if d.pause_target_until is not None:
             await tx.conn.execute(
                 text(
@@ -629,16 +679,16 @@ class SqlJobStore:
                 {"until": d.pause_target_until, "name": c.target},
             )
         if d.disable_target:
+            status = c.attempt.status_code if c.attempt else None
             await tx.conn.execute(
                 update(targets)
                 .where(targets.c.name == c.target)
                 .values(
                     enabled=False,
-                    disabled_reason=f"the target answered {a.status_code} Gone",
+                    disabled_reason=f"the target answered {status} Gone",
                     updated_at=c.now,
                 )
             )
-        return True
 
     async def fail_expired(self, now: float) -> int:
         async def op(tx: Tx) -> int:
@@ -658,7 +708,7 @@ class SqlJobStore:
 
         async def op(tx: Tx) -> int:
             rows = (await tx.conn.execute(_STALE_RUNNING, {"before": before})).mappings().all()
-            rescued = 0
+            completions: list[Completion] = []
             for row in rows:
                 job = job_record(row)
                 target = await self._target_in_batch(tx, job.target)
@@ -688,8 +738,8 @@ class SqlJobStore:
                     ),
                     now=now,
                 )
-                rescued += await self._complete(tx, completion)
-            return rescued
+                completions.append(completion)
+            return sum(await self._complete_batch(tx, completions))
 
         return await self._writer.run(op)
 

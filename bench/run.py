@@ -1,0 +1,607 @@
+"""The end-to-end benchmark behind ``make bench``: real processes, real sockets.
+
+It starts ``csjd serve`` on a fresh SQLite file in a temporary directory and a
+webhook sink (``bench/sink.py``) as a separate process, registers the sink as
+target ``bench``, pushes ``--jobs`` jobs over ``--concurrency`` connections
+with an aiohttp load generator, and waits until the sink has seen every
+accepted job. It then measures two ceilings in the same run, one after the
+other (never alongside csjd): the same load generator against a bare FastAPI
+app under uvicorn (``bench/bare_app.py``), and an aiohttp client alone posting
+to the sink. One JSON line goes to stdout; progress goes to stderr.
+
+Usage: ``python bench/run.py [--jobs 20000] [--concurrency 64] [--skip-ceilings] [--keep]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import math
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+import orjson
+
+BENCH_DIR = Path(__file__).resolve().parent
+HOST = "127.0.0.1"
+READY_DEADLINE_S = 30.0
+STOP_DEADLINE_S = 60.0
+POLL_S = 0.05
+#: uvicorn exits 0 after a graceful shutdown, or re-raises the signal it caught
+CLEAN_EXITS = (0, -signal.SIGTERM)
+REQUEST_TIMEOUT_S = 120.0
+
+T = TypeVar("T")
+
+
+class BenchError(RuntimeError):
+    """The benchmark could not produce a valid result; the message says why."""
+
+
+def say(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+# -- processes ----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Service:
+    """A child process whose stdout and stderr go to a log file."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    base_url: str
+
+    @classmethod
+    def start(
+        cls, name: str, argv: Sequence[str], *, port: int, tmp: Path, env: dict[str, str]
+    ) -> Service:
+        log_path = tmp / f"{name}.log"
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                list(argv),
+                cwd=tmp,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        service = cls(name=name, proc=proc, log_path=log_path, base_url=f"http://{HOST}:{port}")
+        STARTED.append(service)
+        return service
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def check_alive(self) -> None:
+        code = self.proc.poll()
+        if code is not None:
+            raise BenchError(
+                f"{self.name} exited with status {code}; its log ends:\n{self.log_tail()}"
+            )
+
+    async def wait_ready(self, session: aiohttp.ClientSession, path: str) -> None:
+        deadline = time.monotonic() + READY_DEADLINE_S
+        while True:
+            self.check_alive()
+            with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+                async with session.get(self.base_url + path) as response:
+                    await response.read()
+                    if response.status == 200:
+                        return
+            if time.monotonic() > deadline:
+                raise BenchError(
+                    f"{self.name} did not answer 200 on {path} within {READY_DEADLINE_S:g}s; "
+                    f"its log ends:\n{self.log_tail()}"
+                )
+            await asyncio.sleep(POLL_S)
+
+    async def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
+        """Signal the process and wait for it (killing it after the deadline)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return await asyncio.to_thread(self.proc.wait, STOP_DEADLINE_S)
+        except subprocess.TimeoutExpired:
+            say(f"{self.name} did not stop within {STOP_DEADLINE_S:g}s of {sig.name}; killing it")
+            self.proc.kill()
+            return await asyncio.to_thread(self.proc.wait)
+
+    def kill_if_alive(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+#: every service started, so that ``main`` can kill what an error left running
+STARTED: list[Service] = []
+
+
+def child_env(extra: dict[str, str]) -> dict[str, str]:
+    """The parent's environment without any ``CSJD_*`` variable, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CSJD_")}
+    env.update(extra)
+    return env
+
+
+@dataclass(frozen=True)
+class ProcSample:
+    peak_rss_mb: float
+    rss_mb: float
+    cpu_s: float
+
+
+def sample_proc(pid: int) -> ProcSample:
+    """Peak and current RSS (``VmHWM``, ``VmRSS``) and user+system CPU, from /proc."""
+    fields: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmHWM", "VmRSS"):
+            fields[key] = int(value.split()[0]) / 1024  # kB -> MiB
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    rest = stat[stat.rindex(")") + 2 :].split()  # fields from the 3rd (state) on
+    ticks = int(rest[11]) + int(rest[12])  # utime, stime (fields 14 and 15)
+    return ProcSample(
+        peak_rss_mb=fields["VmHWM"],
+        rss_mb=fields["VmRSS"],
+        cpu_s=ticks / os.sysconf("SC_CLK_TCK"),
+    )
+
+
+# -- the load generator -------------------------------------------------------------------
+
+
+def client_session(concurrency: int) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=0)
+    return aiohttp.ClientSession(
+        connector=connector,
+        auto_decompress=False,
+        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
+    )
+
+
+@dataclass
+class Intake:
+    """What the load generator saw: per job, when it was sent and the id it got."""
+
+    jobs: int
+    send_at: list[float]
+    answered_at: list[float]
+    ids: list[str | None]
+    wall_s: float
+    cpu_s: float
+    errors: int = 0
+    error_samples: list[str] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> int:
+        return self.jobs - self.errors
+
+    def error(self, what: str) -> None:
+        self.errors += 1
+        if len(self.error_samples) < 5:
+            self.error_samples.append(what)
+
+
+def own_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def post_jobs(url: str, jobs: int, concurrency: int, target: str = "bench") -> Intake:
+    """POST ``jobs`` jobs to ``url`` from ``concurrency`` workers on one session.
+
+    Job ``i`` carries ``Idempotency-Key: bench-<i>``; a job counts as accepted
+    only when answered ``202`` with an ``id``. Anything else is an error.
+    """
+    result = Intake(
+        jobs=jobs,
+        send_at=[0.0] * jobs,
+        answered_at=[0.0] * jobs,
+        ids=[None] * jobs,
+        wall_s=0.0,
+        cpu_s=0.0,
+    )
+    indexes = iter(range(jobs))  # shared by the workers: each takes the next job
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        for i in indexes:
+            body = orjson.dumps({"target": target, "payload": {"i": i}})
+            headers = {"content-type": "application/json", "idempotency-key": f"bench-{i}"}
+            result.send_at[i] = time.time()
+            try:
+                async with session.post(url, data=body, headers=headers) as response:
+                    raw = await response.read()
+                    status = response.status
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                result.error(f"job {i}: {type(exc).__name__}: {exc}")
+                continue
+            result.answered_at[i] = time.time()
+            if status != 202:
+                result.error(f"job {i}: HTTP {status}: {raw[:200]!r}")
+                continue
+            try:
+                result.ids[i] = str(orjson.loads(raw)["id"])
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                result.error(f"job {i}: 202 without an id: {raw[:200]!r}")
+
+    async with client_session(concurrency) as session:
+        cpu0, t0 = own_cpu_s(), time.perf_counter()
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+        result.wall_s = time.perf_counter() - t0
+        result.cpu_s = own_cpu_s() - cpu0
+    return result
+
+
+async def post_outbound(url: str, jobs: int, concurrency: int) -> tuple[float, int]:
+    """POST ``jobs`` deliveries to the sink the way csjd's sender does; (wall_s, errors).
+
+    Same session options as ``app.dispatch.sender.AiohttpSender``, the same
+    headers as a csjd delivery (unsigned), each request under its own deadline,
+    the response body read.
+    """
+    indexes = iter(range(jobs))
+    errors = 0
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal errors
+        for i in indexes:
+            now = time.time()
+            headers = {
+                "content-type": "application/json",
+                "user-agent": "csjd-bench",
+                "webhook-id": f"outbound-{i}",
+                "webhook-timestamp": str(int(now)),
+                "idempotency-key": f"outbound-{i}",
+                "csjd-attempt": "1",
+            }
+            try:
+                async with asyncio.timeout(30.0):
+                    async with session.post(
+                        url,
+                        data=orjson.dumps({"i": i}),
+                        headers=headers,
+                        allow_redirects=False,
+                    ) as response:
+                        await response.content.read(64 * 1024)
+                        if response.status != 200:
+                            errors += 1
+            except (aiohttp.ClientError, OSError, TimeoutError):
+                errors += 1
+
+    async with client_session(concurrency) as session:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+        return time.perf_counter() - t0, errors
+
+
+# -- measuring ------------------------------------------------------------------------------
+
+
+def percentiles(values: list[float], points: Sequence[float] = (50, 90, 99)) -> dict[str, float]:
+    """Nearest-rank percentiles (and the max), rounded to 0.01."""
+    if not values:
+        return {}
+    ordered = sorted(values)
+    out = {f"p{p:g}": ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)] for p in points}
+    out["max"] = ordered[-1]
+    return {k: round(v, 2) for k, v in out.items()}
+
+
+async def sink_stats(
+    session: aiohttp.ClientSession, sink: Service, times: bool = False
+) -> dict[str, Any]:
+    url = sink.base_url + "/_stats" + ("?times=1" if times else "")
+    async with session.get(url) as response:
+        if response.status != 200:
+            raise BenchError(f"the sink answered {response.status} on /_stats")
+        stats: dict[str, Any] = orjson.loads(await response.read())
+        return stats
+
+
+async def sink_reset(session: aiohttp.ClientSession, sink: Service) -> None:
+    async with session.post(sink.base_url + "/_reset") as response:
+        if response.status != 204:
+            raise BenchError(f"the sink answered {response.status} on /_reset")
+
+
+async def wait_delivered(
+    session: aiohttp.ClientSession,
+    sink: Service,
+    gateway: Service,
+    expected: int,
+    deadline_s: float,
+) -> None:
+    """Poll the sink until it has seen ``expected`` distinct ids, or fail."""
+    started = time.monotonic()
+    last_report = started
+    while True:
+        stats = await sink_stats(session, sink)
+        if stats["distinct"] >= expected:
+            return
+        gateway.check_alive()
+        sink.check_alive()
+        now = time.monotonic()
+        if now - started > deadline_s:
+            raise BenchError(
+                f"after {deadline_s:g}s the sink had seen {stats['distinct']} of {expected} "
+                f"accepted jobs; csjd's log ends:\n{gateway.log_tail()}"
+            )
+        if now - last_report > 5:
+            say(f"  ... {stats['distinct']}/{expected} delivered")
+            last_report = now
+        await asyncio.sleep(POLL_S)
+
+
+# -- the scenarios ----------------------------------------------------------------------------
+
+
+async def end_to_end(args: argparse.Namespace, tmp: Path, sink: Service) -> dict[str, Any]:
+    port = free_port()
+    env = child_env(
+        {
+            "CSJD_DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'bench.db'}",
+            "CSJD_ALLOW_PRIVATE_TARGETS": "true",
+            "CSJD_LOG_FORMAT": "json",
+        }
+    )
+    argv = [sys.executable, "-m", "app", "serve", "--host", HOST, "--port", str(port)]
+    say(f"starting csjd on port {port} (database {tmp / 'bench.db'})")
+    gateway = Service.start("csjd", argv, port=port, tmp=tmp, env=env)
+    try:
+        async with client_session(8) as control:
+            await gateway.wait_ready(control, "/readyz")
+            target = {"url": f"{sink.base_url}/hook", "max_concurrency": 256}
+            async with control.put(gateway.base_url + "/targets/bench", json=target) as response:
+                if response.status not in (200, 201):
+                    raise BenchError(
+                        f"PUT /targets/bench answered {response.status}: {await response.text()}"
+                    )
+            at_ready = sample_proc(gateway.proc.pid)
+
+            say(f"pushing {args.jobs} jobs over {args.concurrency} connections")
+            intake = await post_jobs(gateway.base_url + "/jobs", args.jobs, args.concurrency)
+            say(
+                f"intake done in {intake.wall_s:.2f}s: {intake.accepted} accepted, "
+                f"{intake.errors} errors"
+            )
+            for sample in intake.error_samples:
+                say(f"  error: {sample}")
+            if intake.accepted == 0:
+                raise BenchError("csjd accepted no job")
+
+            await wait_delivered(control, sink, gateway, intake.accepted, args.deadline)
+            after = sample_proc(gateway.proc.pid)
+            stats = await sink_stats(control, sink, times=True)
+        say("every accepted job was delivered; stopping csjd")
+    finally:
+        code = await gateway.stop()
+    if code not in CLEAN_EXITS:
+        say(f"csjd exited with status {code} on SIGTERM; its log ends:\n{gateway.log_tail()}")
+
+    first_at: dict[str, float] = stats["first_at"]
+    latencies: list[float] = []
+    missing = 0
+    for i, job_id in enumerate(intake.ids):
+        if job_id is None:
+            continue
+        arrived = first_at.get(job_id)
+        if arrived is None:
+            missing += 1
+            continue
+        latencies.append((arrived - intake.send_at[i]) * 1000)
+    if missing:
+        raise BenchError(f"{missing} accepted job ids never reached the sink")
+    post_ms = [
+        (intake.answered_at[i] - intake.send_at[i]) * 1000
+        for i, job_id in enumerate(intake.ids)
+        if job_id is not None
+    ]
+    first_send = min(intake.send_at)
+    last_delivery = max(first_at.values())
+    span_s = last_delivery - first_send
+    return {
+        "accepted": intake.accepted,
+        "errors": intake.errors,
+        "accepted_per_s": round(intake.accepted / intake.wall_s, 1),
+        "delivered_per_s": round(intake.accepted / span_s, 1),
+        "enqueue_to_delivery_ms": percentiles(latencies),
+        "post_latency_ms": percentiles(post_ms),
+        "peak_rss_mb": round(after.peak_rss_mb, 1),
+        "cpu_s": round(after.cpu_s - at_ready.cpu_s, 2),
+        "cpu_ms_per_job": round((after.cpu_s - at_ready.cpu_s) * 1000 / intake.accepted, 3),
+        "detail": {
+            "intake_s": round(intake.wall_s, 3),
+            "first_post_to_last_delivery_s": round(span_s, 3),
+            "rss_at_ready_mb": round(at_ready.rss_mb, 1),
+            "csjd_cpu_s_total": round(after.cpu_s, 2),
+            "loadgen_cpu_s_intake": round(intake.cpu_s, 2),
+            "sink_requests": stats["total"],
+            "duplicate_deliveries": stats["total"] - stats["distinct"],
+            "csjd_exit_status": code,
+        },
+    }
+
+
+async def bare_fastapi_ceiling(args: argparse.Namespace, tmp: Path) -> float:
+    port = free_port()
+    argv = [sys.executable, str(BENCH_DIR / "bare_app.py"), "--host", HOST, "--port", str(port)]
+    say(f"ceiling: bare FastAPI app on port {port}, {args.jobs} POSTs")
+    bare = Service.start("bare_app", argv, port=port, tmp=tmp, env=child_env({}))
+    try:
+        async with client_session(2) as control:
+            await bare.wait_ready(control, "/readyz")
+        intake = await post_jobs(bare.base_url + "/jobs", args.jobs, args.concurrency)
+    finally:
+        await bare.stop()
+    if intake.errors:
+        raise BenchError(
+            f"the bare FastAPI app gave {intake.errors} errors: {intake.error_samples}"
+        )
+    rate = intake.jobs / intake.wall_s
+    say(f"  bare FastAPI: {rate:.0f} POST/s")
+    return rate
+
+
+async def outbound_ceiling(args: argparse.Namespace, sink: Service) -> float:
+    say(f"ceiling: aiohttp client alone, {args.jobs} POSTs to the sink")
+    wall_s, errors = await post_outbound(sink.base_url + "/hook", args.jobs, args.concurrency)
+    async with client_session(2) as control:
+        stats = await sink_stats(control, sink)
+        await sink_reset(control, sink)
+    if errors or stats["distinct"] != args.jobs:
+        raise BenchError(
+            f"the outbound ceiling run had {errors} errors; the sink saw {stats['distinct']} ids"
+        )
+    rate = args.jobs / wall_s
+    say(f"  outbound client: {rate:.0f} POST/s")
+    return rate
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=BENCH_DIR,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+async def bench(args: argparse.Namespace, tmp: Path, loop_name: str) -> dict[str, Any]:
+    load_avg = [round(x, 2) for x in os.getloadavg()]
+    sink_port = free_port()
+    sink_argv = [sys.executable, str(BENCH_DIR / "sink.py"), "--host", HOST, "--port"]
+    say(f"starting the sink on port {sink_port}")
+    sink = Service.start(
+        "sink", [*sink_argv, str(sink_port)], port=sink_port, tmp=tmp, env=child_env({})
+    )
+    try:
+        async with client_session(2) as control:
+            await sink.wait_ready(control, "/_stats")
+        e2e = await end_to_end(args, tmp, sink)
+        ceilings: dict[str, float] | None = None
+        ratios: dict[str, float] | None = None
+        if not args.skip_ceilings:
+            async with client_session(2) as control:
+                await sink_reset(control, sink)
+            bare = await bare_fastapi_ceiling(args, tmp)
+            outbound = await outbound_ceiling(args, sink)
+            ceilings = {
+                "bare_fastapi_post_per_s": round(bare, 1),
+                "outbound_client_per_s": round(outbound, 1),
+            }
+            ratios = {
+                "accepted_vs_bare_fastapi": round(e2e["accepted_per_s"] / bare, 3),
+                "delivered_vs_outbound_client": round(e2e["delivered_per_s"] / outbound, 3),
+            }
+    finally:
+        await sink.stop()
+    detail = e2e.pop("detail")
+    return {
+        "scenario": "end_to_end",
+        "jobs": args.jobs,
+        "concurrency": args.concurrency,
+        **e2e,
+        "ceilings": ceilings,
+        "ratios": ratios,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "load_avg_at_start": load_avg,
+        "platform": platform.platform(),
+        "loop": loop_name,
+        "commit": git_commit(),
+        "detail": detail,
+    }
+
+
+def run_loop(main: Callable[[str], Coroutine[Any, Any, T]]) -> T:
+    """Run ``main(loop_name)`` on uvloop (as csjd's uvicorn does) when installed."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main("asyncio"))
+    return uvloop.run(main("uvloop"))
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=20_000, help="jobs to push (default 20000)")
+    parser.add_argument(
+        "--concurrency", type=int, default=64, help="concurrent connections (default 64)"
+    )
+    parser.add_argument(
+        "--skip-ceilings", action="store_true", help="measure csjd only, not the ceilings"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temporary directory (path on stderr)"
+    )
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=600.0,
+        help="seconds to wait for every job to be delivered (default 600)",
+    )
+    args = parser.parse_args(argv)
+    if args.jobs < 1 or args.concurrency < 1:
+        parser.error("--jobs and --concurrency must be at least 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="csjd-bench-"))
+    try:
+        result = run_loop(lambda loop_name: bench(args, tmp, loop_name))
+    except BenchError as exc:
+        say(f"FAILED: {exc}")
+        return 1
+    finally:
+        for service in STARTED:
+            service.kill_if_alive()
+        if args.keep:
+            say(f"kept the temporary directory {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    print(orjson.dumps(result).decode(), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
