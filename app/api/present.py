@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from app.api.schemas import MASK
+from app.dispatch.dispatcher import LiveState
 from app.storage.base import AttemptRecord, JobRecord, TargetRecord
 
 
@@ -48,7 +49,7 @@ def attempt_json(attempt: AttemptRecord) -> dict[str, Any]:
 
 
 def target_json(
-    target: TargetRecord, *, inflight: int, backlog: dict[str, int], now: float
+    target: TargetRecord, *, live: LiveState | None, backlog: dict[str, int], now: float
 ) -> dict[str, Any]:
     spec = target.spec
     paused = target.paused_until if target.paused_until and target.paused_until > now else None
@@ -68,11 +69,11 @@ def target_json(
         "created_at": rfc3339(target.created_at),
         "updated_at": rfc3339(target.updated_at),
         "state": {
-            "breaker": "closed",
-            "breaker_reopens_at": None,
+            "breaker": live.breaker if live else "closed",
+            "breaker_reopens_at": rfc3339(live.breaker_reopens_at) if live else None,
             "paused_until": rfc3339(paused),
-            "concurrency_limit": spec.max_concurrency,
-            "inflight": inflight,
+            "concurrency_limit": live.concurrency_limit if live else spec.max_concurrency,
+            "inflight": live.inflight if live else 0,
             "backlog": {
                 state: backlog.get(state, 0)
                 for state in ("scheduled", "queued", "running", "retrying")

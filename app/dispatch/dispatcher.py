@@ -23,8 +23,11 @@ import dataclasses
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Any
 
+from app.core import breaker as br
 from app.core.clock import Clock
 from app.core.job import FailureReason, JobState
 from app.core.outcome import (
@@ -36,6 +39,7 @@ from app.core.outcome import (
 )
 from app.core.retry import Decision, Policy, Random, decide
 from app.core.signing import decode_secret, sign
+from app.dispatch.containment import TargetGuard
 from app.dispatch.sender import USER_AGENT, Failure, Request, Response, Sender
 from app.metrics import Metrics
 from app.storage.base import AttemptRecord, ClaimRequest, Completion, JobRecord, TargetRecord
@@ -46,6 +50,18 @@ log = logging.getLogger("csjd.dispatch")
 IDLE_POLL_S = 1.0
 LEASE_MARGIN_S = 30.0
 LOOP_EXIT_TIMEOUT_S = 5.0
+#: a retry over budget waits about this long (jittered) before it is due again
+RETRY_DEFER_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class LiveState:
+    breaker: str
+    breaker_reopens_at: float | None
+    concurrency_limit: int
+    inflight: int
+
+
 EXCERPT_CHARS = 2048
 
 
@@ -67,7 +83,7 @@ class Dispatcher:
         self._metrics = metrics
         self._max_inflight = max_inflight
         self._targets: dict[str, TargetRecord] = {}
-        self._inflight: dict[str, int] = {}
+        self._guards: dict[str, TargetGuard] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._targets_stale = True
@@ -90,7 +106,20 @@ class Dispatcher:
 
     @property
     def inflight(self) -> dict[str, int]:
-        return dict(self._inflight)
+        return {name: guard.inflight for name, guard in self._guards.items()}
+
+    def live_state(self, name: str) -> LiveState | None:
+        """What containment says of a target right now (for the API)."""
+        guard = self._guards.get(name)
+        if guard is None:
+            return None
+        b = br.current(guard.breaker, self._clock.now())
+        return LiveState(
+            breaker=b.state.value,
+            breaker_reopens_at=b.reopens_at if b.state is br.BreakerState.OPEN else None,
+            concurrency_limit=guard.concurrency.limit,
+            inflight=guard.inflight,
+        )
 
     def wake(self) -> None:
         self._wake.set()
@@ -144,6 +173,9 @@ class Dispatcher:
         for target in self._targets.values():
             if target.paused_until and target.paused_until > now:
                 timeout = min(timeout, target.paused_until - now)
+            wait = self._guards[target.name].wake_in(now)
+            if wait is not None:
+                timeout = min(timeout, max(0.0, wait))
         if timeout > 0:
             # asyncio.timeout, not wait_for: wait_for can swallow a cancellation
             # that arrives as the event is set (Python 3.11)
@@ -155,75 +187,127 @@ class Dispatcher:
     async def _refresh_targets(self) -> None:
         self._targets_stale = False
         self._targets = {t.name: t for t in await self._store.list_targets()}
+        now = self._clock.now()
         for name, target in self._targets.items():
-            self._metrics.concurrency_limit.labels(target=name).set(target.spec.max_concurrency)
-            self._metrics.breaker_state.labels(target=name).set(0)
+            guard = self._guards.get(name)
+            if guard is None:
+                guard = self._guards[name] = TargetGuard(target.spec)
+            guard.reconfigure(target.spec, now)
+            self._publish(name, guard)
+        for name in [n for n, g in self._guards.items() if n not in self._targets]:
+            if self._guards[name].inflight == 0:
+                del self._guards[name]
+
+    def _publish(self, name: str, guard: TargetGuard) -> None:
+        state = br.current(guard.breaker, self._clock.now()).state
+        self._metrics.breaker_state.labels(target=name).set(br.GAUGE[state])
+        self._metrics.concurrency_limit.labels(target=name).set(guard.concurrency.limit)
 
     async def _claim_round(self) -> bool:
-        """Claim what can start now; True if a claim came back full (claim again)."""
+        """Claim what can start now; True if a claim came back full (claim again).
+
+        Only work that can start is claimed: the target is enabled and not
+        paused, its breaker admits, it is below its adaptive limit and within
+        its rate. Free slots are shared across targets in turn, so one slow or
+        hung target holds at most its own limit and never delays the others.
+        """
         if self._targets_stale:
             await self._refresh_targets()
-        free = self._max_inflight - sum(self._inflight.values())
+        free = self._max_inflight - sum(g.inflight for g in self._guards.values())
         # Whether a finished delivery should wake the loop: only when slots, not
         # work, were what held claims back.
-        self._slot_bound = free <= 0 or any(
-            self._inflight.get(t.name, 0) >= t.spec.max_concurrency for t in self._targets.values()
-        )
+        self._slot_bound = free <= 0 or any(g.at_limit() for g in self._guards.values())
         if free <= 0:
             return False
         now = self._clock.now()
-        eligible = [
-            t
-            for t in self._targets.values()
-            if t.spec.enabled
-            and not (t.paused_until and t.paused_until > now)
-            and self._inflight.get(t.name, 0) < t.spec.max_concurrency
-        ]
-        if not eligible:
+        rooms: dict[str, int] = {}
+        for target in self._targets.values():
+            if not target.spec.enabled or (target.paused_until and target.paused_until > now):
+                continue
+            room = self._guards[target.name].room(now)
+            if room > 0:
+                rooms[target.name] = room
+        if not rooms:
             # scheduled jobs still come due while every target is busy
             await self._store.claim([], now, {})
             return False
-        # rotate so that no target always goes first when slots are scarce
-        self._rotation = (self._rotation + 1) % len(eligible)
-        eligible = eligible[self._rotation :] + eligible[: self._rotation]
-        share = max(1, free // len(eligible))
+        names = list(rooms)
+        self._rotation = (self._rotation + 1) % len(names)
+        names = names[self._rotation :] + names[: self._rotation]
+        share = max(1, free // len(names))
         requests: list[ClaimRequest] = []
-        for target in eligible:
-            room = target.spec.max_concurrency - self._inflight.get(target.name, 0)
-            limit = min(room, share, free)
+        for name in names:
+            limit = min(rooms[name], share, free)
             if limit <= 0:
                 break
-            requests.append(ClaimRequest(target=target.name, limit=limit))
+            requests.append(ClaimRequest(target=name, limit=limit))
             free -= limit
-        lease = {t.name: t.spec.timeout_s + LEASE_MARGIN_S for t in eligible}
+        lease = {
+            r.target: self._targets[r.target].spec.timeout_s + LEASE_MARGIN_S for r in requests
+        }
         jobs = await self._store.claim(requests, now, lease)
         for job in jobs:
-            self._start(job, self._targets[job.target])
+            self._admit(job, self._targets[job.target], now)
         claimed = Counter(job.target for job in jobs)
         full = any(claimed[r.target] >= r.limit for r in requests)
         self._slot_bound = self._slot_bound or full
         return full
 
-    def _start(self, job: JobRecord, target: TargetRecord) -> None:
-        self._inflight[target.name] = self._inflight.get(target.name, 0) + 1
+    def _admit(self, job: JobRecord, target: TargetRecord, now: float) -> None:
+        """Start a claimed job's delivery, or put it back if its retry is over budget."""
+        guard = self._guards[target.name]
+        guard.claimed(job.id, now)
         self._metrics.inflight.labels(target=target.name).inc()
-        task = asyncio.create_task(self._deliver(job, target), name=f"csjd-deliver-{job.id}")
+        if job.deliveries <= 1:
+            guard.first_attempt(now)
+        elif not guard.admit_retry(now):
+            self._metrics.retries_deferred.labels(target=target.name, reason="budget").inc()
+            delay = RETRY_DEFER_S * (0.5 + self._rng())
+            decision = Decision(
+                state=JobState.RETRYING, attempts=job.attempts, next_attempt_at=now + delay
+            )
+            self._spawn(job, target, self._put_back(job, target, decision, now))
+            return
+        self._spawn(job, target, self._deliver(job, target))
+
+    def _spawn(self, job: JobRecord, target: TargetRecord, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work, name=f"csjd-deliver-{job.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _put_back(
+        self, job: JobRecord, target: TargetRecord, decision: Decision, now: float
+    ) -> None:
+        """A claimed job goes back unsent: no attempt, no request number used."""
+        try:
+            await self._record(job, decision, None, now, sent=False)
+        finally:
+            self._guards[target.name].unclaimed(job.id, now)
+            self._metrics.inflight.labels(target=target.name).dec()
 
     # -- one delivery -------------------------------------------------------------
 
     async def _deliver(self, job: JobRecord, target: TargetRecord) -> None:
+        guard = self._guards[target.name]
+        started = self._clock.now()
+        result: Classified | None = None
         try:
-            await self._attempt(job, target)
+            result = await self._attempt(job, target, started)
         finally:
-            self._inflight[target.name] -= 1
+            now = self._clock.now()
+            if result is None:  # nothing sent, or cut off before an answer
+                guard.unclaimed(job.id, now)
+            else:
+                guard.finished(job.id, started, result, now)
+            self._publish(target.name, guard)
             self._metrics.inflight.labels(target=target.name).dec()
             if self._slot_bound:
                 self._wake.set()
 
-    async def _attempt(self, job: JobRecord, target: TargetRecord) -> None:
-        started = self._clock.now()
+    async def _attempt(
+        self, job: JobRecord, target: TargetRecord, started: float
+    ) -> Classified | None:
+        """Send one attempt and record it; the result, or None if nothing was sent."""
         policy = Policy(
             max_attempts=job.max_attempts,
             backoff_initial_s=target.spec.backoff_initial_s,
@@ -237,8 +321,8 @@ class Dispatcher:
                 next_attempt_at=None,
                 failure_reason=FailureReason.EXPIRED,
             )
-            await self._record(job, decision, None, started)
-            return
+            await self._record(job, decision, None, started, sent=False)
+            return None
         t0 = time.perf_counter()
         response: Response | None = None
         try:
@@ -263,6 +347,7 @@ class Dispatcher:
             log.exception("delivery_error", extra={"job_id": job.id, "target": target.name})
             result = classify_failure(FailureKind.INTERNAL, f"{type(exc).__name__}: {exc}")
         await self._finish(job, target, policy, result, response, started, t0)
+        return result
 
     async def _send(self, job: JobRecord, target: TargetRecord, now: float) -> Response | Failure:
         timestamp = int(now)
@@ -330,7 +415,13 @@ class Dispatcher:
         await self._record(job, decision, attempt, now)
 
     async def _record(
-        self, job: JobRecord, decision: Decision, attempt: AttemptRecord | None, now: float
+        self,
+        job: JobRecord,
+        decision: Decision,
+        attempt: AttemptRecord | None,
+        now: float,
+        *,
+        sent: bool = True,
     ) -> None:
         completion = Completion(
             job_id=job.id,
@@ -339,6 +430,7 @@ class Dispatcher:
             decision=decision,
             attempt=attempt,
             now=now,
+            sent=sent,
         )
         try:
             written = await self._store.complete(completion)

@@ -123,6 +123,9 @@ class Completion:
     #: None when no request was sent (the job expired before it could be).
     attempt: AttemptRecord | None
     now: float
+    #: False when the claimed job goes back without a request being sent, so
+    #: its request number is not used up.
+    sent: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

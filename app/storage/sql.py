@@ -92,6 +92,7 @@ _COMPLETE_FIELDS = (
     "status_code",
     "error",
     "now",
+    "unsent",
 )
 _COMPLETE_SQL_HEAD = f"WITH v({', '.join(_COMPLETE_FIELDS)}) AS (VALUES "
 _COMPLETE_SQL_TAIL = (
@@ -101,7 +102,7 @@ _COMPLETE_SQL_TAIL = (
     "last_status_code = CASE WHEN v.recorded = 1 THEN v.status_code "
     "ELSE jobs.last_status_code END, "
     "last_error = CASE WHEN v.recorded = 1 THEN v.error ELSE jobs.last_error END, "
-    "lease_expires_at = NULL, updated_at = v.now "
+    "lease_expires_at = NULL, updated_at = v.now, deliveries = jobs.deliveries - v.unsent "
     "FROM v WHERE jobs.id = v.id AND jobs.deliveries = v.lease AND jobs.state = 'running' "
     "RETURNING jobs.id"
 )
@@ -130,6 +131,7 @@ def _completion_params(c: Completion) -> dict[str, Any]:
         "status_code": a.status_code if a else None,
         "error": a.error[:1024] if a and a.error else None,
         "now": c.now,
+        "unsent": 0 if c.sent else 1,
     }
 
 

@@ -53,10 +53,14 @@ def spec_from(name: str, body: TargetIn) -> TargetSpec:
 
 async def _present(gateway: GatewayDep, targets: list[TargetRecord]) -> list[dict[str, object]]:
     backlog = await gateway.store.backlog_by_target()
-    inflight = gateway.dispatcher.inflight
     now = gateway.clock.now()
     return [
-        target_json(t, inflight=inflight.get(t.name, 0), backlog=backlog.get(t.name, {}), now=now)
+        target_json(
+            t,
+            live=gateway.dispatcher.live_state(t.name),
+            backlog=backlog.get(t.name, {}),
+            now=now,
+        )
         for t in targets
     ]
 

@@ -1,0 +1,106 @@
+"""Per-target failure containment: what the dispatcher may send to a target now.
+
+``TargetGuard`` holds one target's breaker, retry budget, adaptive
+concurrency and rate bucket (pure values from ``app.core``) and the number of
+its deliveries in flight. The dispatcher asks it how many attempts may start
+(``room``), tells it what it claimed and what came back, and it moves the pure
+states along. This state lives in the process: after a restart a breaker
+starts closed and the limit at ``max_concurrency`` (pauses and disabled
+targets are in the database and survive).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from app.core import breaker as br
+from app.core import budget as bg
+from app.core import limits
+from app.core.outcome import Classified, Outcome
+from app.storage.base import TargetSpec
+
+
+@dataclass(slots=True)
+class TargetGuard:
+    spec: TargetSpec
+    breaker: br.Breaker = field(default_factory=br.Breaker)
+    budget: bg.Budget = field(default_factory=bg.Budget)
+    concurrency: limits.Concurrency = field(init=False)
+    bucket: limits.Bucket | None = None
+    inflight: int = 0
+
+    def __post_init__(self) -> None:
+        self.concurrency = limits.fresh(self.spec.max_concurrency)
+
+    def reconfigure(self, spec: TargetSpec, now: float) -> None:
+        self.spec = spec
+        self.concurrency = limits.resize(self.concurrency, spec.max_concurrency)
+        rate = spec.rate_limit_per_s
+        if rate is None:
+            self.bucket = None
+        elif self.bucket is None or self.bucket.rate != rate:
+            self.bucket = limits.bucket(rate, now)
+
+    def room(self, now: float) -> int:
+        """Attempts that may start now: limit, breaker and rate all agree."""
+        room = self.concurrency.limit - self.inflight
+        probe = br.capacity(self.breaker, now)
+        if probe is not None:
+            room = min(room, probe)
+        if self.bucket is not None:
+            room = min(room, limits.available(self.bucket, now))
+        return max(0, room)
+
+    def at_limit(self) -> bool:
+        return self.inflight >= self.concurrency.limit
+
+    def claimed(self, job_id: str, now: float) -> None:
+        self.inflight += 1
+        self.breaker = br.start_probe(self.breaker, job_id, now)
+        if self.bucket is not None:
+            self.bucket = limits.take(self.bucket, 1, now)
+
+    def admit_retry(self, now: float) -> bool:
+        """Spend a retry from the budget, or say it must wait."""
+        if bg.retries_allowed(self.budget, now) <= 0:
+            return False
+        self.budget = bg.record_retry(self.budget, now)
+        return True
+
+    def first_attempt(self, now: float) -> None:
+        self.budget = bg.record_first(self.budget, now)
+
+    def unclaimed(self, job_id: str, now: float) -> None:
+        """A claimed job was put back without being sent."""
+        self.inflight -= 1
+        self.breaker = br.probe_lost(self.breaker, job_id, now)
+
+    def finished(self, job_id: str, started_at: float, result: Classified, now: float) -> None:
+        self.inflight -= 1
+        was = br.current(self.breaker, now).state
+        if result.outcome is Outcome.RETRYABLE:
+            self.breaker = br.record(
+                self.breaker, job_id=job_id, started_at=started_at, failed=True, now=now
+            )
+        elif result.outcome in (Outcome.SUCCESS, Outcome.PERMANENT):
+            self.breaker = br.record(
+                self.breaker, job_id=job_id, started_at=started_at, failed=False, now=now
+            )
+        else:  # throttled or interrupted: says nothing about the target's health
+            self.breaker = br.probe_lost(self.breaker, job_id, now)
+        if was is br.BreakerState.HALF_OPEN and self.breaker.state is br.BreakerState.CLOSED:
+            self.concurrency = limits.restart(self.concurrency)
+        elif result.outcome is Outcome.THROTTLED or result.timed_out:
+            self.concurrency = limits.on_overload(self.concurrency)
+        elif result.outcome is Outcome.SUCCESS:
+            self.concurrency = limits.on_success(self.concurrency)
+
+    def wake_in(self, now: float) -> float | None:
+        """Seconds until this guard may admit more than now (None: nothing pending)."""
+        waits: list[float] = []
+        b = br.current(self.breaker, now)
+        if b.state is br.BreakerState.OPEN and b.reopens_at is not None:
+            waits.append(b.reopens_at - now)
+        if self.bucket is not None and limits.available(self.bucket, now) < 1:
+            waits.append(limits.next_token_in(self.bucket, now))
+        return min(waits) if waits else None

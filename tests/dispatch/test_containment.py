@@ -1,0 +1,171 @@
+"""Failure containment in the dispatcher: breaker, budget, adaptive limit, rate."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from app.core import budget as bg
+from app.testing import FakeClock, FakeSender, Reply
+from tests.conftest import Api, ApiFactory
+from tests.dispatch.test_dispatcher import URL, eventually
+
+
+async def target_state(api: Api, name: str = "billing") -> dict[str, object]:
+    state: dict[str, object] = (await api.client.get(f"/targets/{name}")).json()["state"]
+    return state
+
+
+async def drive(api: Api, clock: FakeClock, until: Callable[[], bool], step: float = 1.0) -> None:
+    """Move fake time on in steps, waking the dispatcher, until ``until`` holds."""
+    for _ in range(100):
+        if until():
+            return
+        clock.advance(step)
+        api.gateway.dispatcher.wake()
+        await asyncio.sleep(0.02)
+    raise TimeoutError("the condition never held")
+
+
+def deferred_retries(api: Api) -> float:
+    value = api.gateway.metrics.registry.get_sample_value(
+        "csjd_retries_deferred_total", {"target": "billing", "reason": "budget"}
+    )
+    return value or 0.0
+
+
+async def settle() -> None:
+    """Let a wrongly eager dispatcher act (absence can only be shown by waiting)."""
+    await asyncio.sleep(0.2)
+
+
+async def test_an_open_breaker_sends_nothing_and_spends_no_attempts(
+    api_factory: ApiFactory,
+) -> None:
+    sender, clock = FakeSender(), FakeClock()
+    sender.default = Reply(status=500)
+    api = await api_factory(sender=sender, clock=clock)
+    await api.put_target(max_concurrency=1, backoff_initial_s=1, backoff_max_s=1)
+    ids = [(await api.post_job(f"k{i}")).json()["id"] for i in range(3)]
+    await drive(api, clock, lambda: len(sender.requests) >= 5)
+    await settle()
+    assert len(sender.requests) == 5
+    state = await target_state(api)
+    assert state["breaker"] == "open"
+    assert state["breaker_reopens_at"] is not None
+    metrics = (await api.client.get("/metrics")).text
+    assert 'csjd_breaker_state{target="billing"} 2.0' in metrics
+
+    attempts_before = [(await api.client.get(f"/jobs/{i}")).json()["attempts"] for i in ids]
+    clock.advance(20)  # retries come due, but the breaker is open
+    api.gateway.dispatcher.wake()
+    await settle()
+    assert len(sender.requests) == 5
+    after = [(await api.client.get(f"/jobs/{i}")).json()["attempts"] for i in ids]
+    assert after == attempts_before
+
+    sender.default = Reply(status=200)
+    clock.advance(10)  # 30 s after opening: half-open, one probe
+    api.gateway.dispatcher.wake()
+    for job_id in ids:
+        await api.wait_for_job(job_id, lambda j: j["state"] == "succeeded")
+    state = await target_state(api)
+    assert state["breaker"] == "closed"
+
+
+async def test_half_open_sends_one_probe_then_ramps_up_slowly(api_factory: ApiFactory) -> None:
+    sender, clock = FakeSender(), FakeClock()
+    sender.default = Reply(status=500)
+    api = await api_factory(sender=sender, clock=clock)
+    await api.put_target(max_concurrency=8, backoff_initial_s=0.01, backoff_max_s=0.01)
+    for i in range(5):
+        await api.post_job(f"trip{i}")
+    await eventually(lambda: len(sender.requests) >= 5)
+    await eventually(lambda: api.gateway.dispatcher.live_state("billing").breaker == "open")
+    await settle()
+    tripped = len(sender.requests)
+
+    class Gate(FakeSender):
+        """Counts concurrent requests; each waits until released."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.inflight = 0
+            self.peaks: list[int] = []
+            self.go = asyncio.Event()
+
+        async def send(self, request):
+            self.inflight += 1
+            self.peaks.append(self.inflight)
+            await self.go.wait()
+            self.inflight -= 1
+            return await super().send(request)
+
+    gate = Gate()
+    api.gateway.dispatcher._sender = gate
+    for i in range(40):
+        await api.post_job(f"q{i}")
+    clock.advance(30)
+    api.gateway.dispatcher.wake()
+    await eventually(lambda: gate.inflight == 1)
+    await settle()
+    assert gate.inflight == 1, "half-open admits exactly one probe"
+    assert (await target_state(api))["breaker"] == "half_open"
+    gate.go.set()
+    await eventually(lambda: len(gate.requests) >= 45 - tripped + 5)
+    assert (await target_state(api))["breaker"] == "closed"
+    # after the probe, concurrency restarted at 1 and at most doubled per window
+    assert gate.peaks[0] == 1
+    assert max(gate.peaks) <= 8
+
+
+async def test_a_retry_over_budget_is_postponed_not_dropped(api_factory: ApiFactory) -> None:
+    sender, clock = FakeSender(), FakeClock()
+    sender.script(URL, [Reply(status=500)])
+    api = await api_factory(sender=sender, clock=clock)
+    await api.put_target(backoff_initial_s=1, backoff_max_s=1)
+    job = (await api.post_job()).json()
+    await api.wait_for_job(job["id"], lambda j: j["state"] == "retrying")
+    guard = api.gateway.dispatcher._guards["billing"]
+    for _ in range(bg.retries_allowed(guard.budget, clock.now())):
+        guard.budget = bg.record_retry(guard.budget, clock.now())
+    clock.advance(1)  # the retry is due, the budget is spent
+    api.gateway.dispatcher.wake()
+    await eventually(lambda: deferred_retries(api) >= 1)
+    deferred = await api.wait_for_job(job["id"], lambda j: j["state"] == "retrying")
+    assert deferred["attempts"] == 1
+    assert len(sender.requests) == 1
+    clock.advance(11)  # the window slides; the retry goes out
+    api.gateway.dispatcher.wake()
+    done = await api.wait_for_job(job["id"], lambda j: j["state"] == "succeeded")
+    assert done["attempts"] == 2
+    assert [r.headers["csjd-attempt"] for r in sender.requests] == ["1", "2"]
+
+
+async def test_the_rate_limit_spaces_deliveries(api_factory: ApiFactory) -> None:
+    sender, clock = FakeSender(), FakeClock()
+    api = await api_factory(sender=sender, clock=clock)
+    await api.put_target(rate_limit_per_s=2)
+    for i in range(6):
+        await api.post_job(f"k{i}")
+    await eventually(lambda: len(sender.requests) == 2)
+    await settle()
+    assert len(sender.requests) == 2
+    clock.advance(1)
+    api.gateway.dispatcher.wake()
+    await eventually(lambda: len(sender.requests) == 4)
+    await settle()
+    assert len(sender.requests) == 4
+
+
+async def test_timeouts_halve_the_adaptive_limit(api_factory: ApiFactory) -> None:
+    sender = FakeSender()
+    sender.default = Reply(hang=True)
+    api = await api_factory(sender=sender)
+    await api.put_target(max_concurrency=8, timeout_s=0.1, backoff_initial_s=60, backoff_max_s=60)
+    for i in range(2):
+        await api.post_job(f"k{i}")
+    await eventually(lambda: api.gateway.dispatcher.live_state("billing").concurrency_limit == 2)
+    state = await target_state(api)
+    assert state["concurrency_limit"] == 2
+    assert 'csjd_concurrency_limit{target="billing"} 2.0' in (await api.client.get("/metrics")).text
