@@ -77,6 +77,9 @@ class Received:
     headers: dict[str, str]
     body: bytes
     at: float
+    #: requests to this path in flight when this one arrived, itself included
+    concurrency: int = 1
+    status: int = 200
 
 
 class Sink:
@@ -88,6 +91,7 @@ class Sink:
         self._received: list[Received] = []
         self._scripts: dict[str, deque[Reply]] = {}
         self._defaults: dict[str, Reply] = {}
+        self._inflight: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -95,6 +99,12 @@ class Sink:
         self.port = 0
 
     # -- scripting ----------------------------------------------------------------
+
+    def answer(self, path: str, reply: Reply) -> None:
+        """From now on, answer every request to ``path`` this way."""
+        with self._lock:
+            self._scripts.pop(path, None)
+            self._defaults[path] = reply
 
     def script(self, path: str, replies: Iterable[Reply], then: Reply | None = None) -> None:
         with self._lock:
@@ -127,22 +137,30 @@ class Sink:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
+        path = request.path
         with self._lock:
+            queue = self._scripts.get(path)
+            reply = queue.popleft() if queue else self._defaults.get(path, Reply())
+            self._inflight[path] = self._inflight.get(path, 0) + 1
             self._received.append(
                 Received(
-                    path=request.path,
+                    path=path,
                     headers={k.lower(): v for k, v in request.headers.items()},
                     body=body if self._record_bodies else b"",
                     at=time.time(),
+                    concurrency=self._inflight[path],
+                    status=reply.status,
                 )
             )
-            queue = self._scripts.get(request.path)
-            reply = queue.popleft() if queue else self._defaults.get(request.path, Reply())
-        if reply.hang:
-            await asyncio.sleep(3600)
-        if reply.delay_s:
-            await asyncio.sleep(reply.delay_s)
-        return web.Response(status=reply.status, headers=reply.headers, body=reply.body)
+        try:
+            if reply.hang:
+                await asyncio.sleep(3600)
+            if reply.delay_s:
+                await asyncio.sleep(reply.delay_s)
+            return web.Response(status=reply.status, headers=reply.headers, body=reply.body)
+        finally:
+            with self._lock:
+                self._inflight[path] -= 1
 
     def __enter__(self) -> Sink:
         ready = threading.Event()

@@ -1,15 +1,23 @@
 """The end-to-end benchmark behind ``make bench``: real processes, real sockets.
 
-It starts ``csjd serve`` on a fresh SQLite file in a temporary directory and a
-webhook sink (``bench/sink.py``) as a separate process, registers the sink as
-target ``bench``, pushes ``--jobs`` jobs over ``--concurrency`` connections
-with an aiohttp load generator, and waits until the sink has seen every
-accepted job. It then measures two ceilings in the same run, one after the
-other (never alongside csjd): the same load generator against a bare FastAPI
-app under uvicorn (``bench/bare_app.py``), and an aiohttp client alone posting
-to the sink. One JSON line goes to stdout; progress goes to stderr.
+Two scenarios, each on its own ``csjd serve`` with a fresh SQLite file in a
+temporary directory, and one webhook sink (``bench/sink.py``) in a separate
+process. ``end_to_end`` (the default) registers the sink as target ``bench``,
+pushes ``--jobs`` jobs over ``--concurrency`` connections with an aiohttp load
+generator, and waits until the sink has seen every accepted job; it then
+measures two ceilings in the same run, one after the other (never alongside
+csjd): the same load generator against a bare FastAPI app under uvicorn
+(``bench/bare_app.py``), and an aiohttp client alone posting to the sink.
+``outage`` registers target ``flaky``, offers a paced ``--rate`` jobs/s for
+``--duration`` s, makes the sink answer ``500`` for ``--outage-s`` s from
+``--outage-start`` s on, waits until every accepted job has been delivered (or
+has failed), and reports how many requests the target had to take per job and
+how they were spread in time. ``--scenario all`` runs both. One JSON line per
+scenario goes to stdout; progress goes to stderr.
 
-Usage: ``python bench/run.py [--jobs 20000] [--concurrency 64] [--skip-ceilings] [--keep]``
+Usage: ``python bench/run.py [--scenario end_to_end|outage|all] [--jobs 20000]
+[--concurrency 64] [--skip-ceilings] [--rate 100] [--duration 60]
+[--outage-start 10] [--outage-s 30] [--deadline 600] [--keep]``
 """
 
 from __future__ import annotations
@@ -45,6 +53,14 @@ POLL_S = 0.05
 #: uvicorn exits 0 after a graceful shutdown, or re-raises the signal it caught
 CLEAN_EXITS = (0, -signal.SIGTERM)
 REQUEST_TIMEOUT_S = 120.0
+#: how often the outage scenario asks csjd for its failed jobs while waiting
+FAILED_POLL_S = 2.0
+OUTAGE_TARGET = "flaky"
+OUTAGE_PATH = "/flaky"
+#: workers sharing the paced load, so that a slow answer does not hold up the pacing
+OUTAGE_WORKERS = 32
+#: the window after recovery that ``max_requests_per_s_after_recovery`` looks at
+AFTER_RECOVERY_S = 10.0
 
 T = TypeVar("T")
 
@@ -202,6 +218,19 @@ class Intake:
     cpu_s: float
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
+    #: paced load only: the latest a POST went out after its due time
+    max_lag_s: float = 0.0
+
+    @classmethod
+    def empty(cls, jobs: int) -> Intake:
+        return cls(
+            jobs=jobs,
+            send_at=[0.0] * jobs,
+            answered_at=[0.0] * jobs,
+            ids=[None] * jobs,
+            wall_s=0.0,
+            cpu_s=0.0,
+        )
 
     @property
     def accepted(self) -> int:
@@ -211,6 +240,29 @@ class Intake:
         self.errors += 1
         if len(self.error_samples) < 5:
             self.error_samples.append(what)
+
+    async def post(
+        self, session: aiohttp.ClientSession, url: str, i: int, target: str, key: str
+    ) -> None:
+        """POST job ``i``; it counts as accepted only when answered ``202`` with an ``id``."""
+        body = orjson.dumps({"target": target, "payload": {"i": i}})
+        headers = {"content-type": "application/json", "idempotency-key": key}
+        self.send_at[i] = time.time()
+        try:
+            async with session.post(url, data=body, headers=headers) as response:
+                raw = await response.read()
+                status = response.status
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            self.error(f"job {i}: {type(exc).__name__}: {exc}")
+            return
+        self.answered_at[i] = time.time()
+        if status != 202:
+            self.error(f"job {i}: HTTP {status}: {raw[:200]!r}")
+            return
+        try:
+            self.ids[i] = str(orjson.loads(raw)["id"])
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            self.error(f"job {i}: 202 without an id: {raw[:200]!r}")
 
 
 def own_cpu_s() -> float:
@@ -224,41 +276,53 @@ async def post_jobs(url: str, jobs: int, concurrency: int, target: str = "bench"
     Job ``i`` carries ``Idempotency-Key: bench-<i>``; a job counts as accepted
     only when answered ``202`` with an ``id``. Anything else is an error.
     """
-    result = Intake(
-        jobs=jobs,
-        send_at=[0.0] * jobs,
-        answered_at=[0.0] * jobs,
-        ids=[None] * jobs,
-        wall_s=0.0,
-        cpu_s=0.0,
-    )
+    result = Intake.empty(jobs)
     indexes = iter(range(jobs))  # shared by the workers: each takes the next job
 
     async def worker(session: aiohttp.ClientSession) -> None:
         for i in indexes:
-            body = orjson.dumps({"target": target, "payload": {"i": i}})
-            headers = {"content-type": "application/json", "idempotency-key": f"bench-{i}"}
-            result.send_at[i] = time.time()
-            try:
-                async with session.post(url, data=body, headers=headers) as response:
-                    raw = await response.read()
-                    status = response.status
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                result.error(f"job {i}: {type(exc).__name__}: {exc}")
-                continue
-            result.answered_at[i] = time.time()
-            if status != 202:
-                result.error(f"job {i}: HTTP {status}: {raw[:200]!r}")
-                continue
-            try:
-                result.ids[i] = str(orjson.loads(raw)["id"])
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                result.error(f"job {i}: 202 without an id: {raw[:200]!r}")
+            await result.post(session, url, i, target, f"bench-{i}")
 
     async with client_session(concurrency) as session:
         cpu0, t0 = own_cpu_s(), time.perf_counter()
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
         result.wall_s = time.perf_counter() - t0
+        result.cpu_s = own_cpu_s() - cpu0
+    return result
+
+
+async def sleep_until(due: float) -> None:
+    """Sleep until ``time.monotonic()`` reaches ``due`` (at once if it has)."""
+    delay = due - time.monotonic()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+async def offer_paced(
+    url: str, *, rate: float, duration_s: float, start: float, target: str, workers: int
+) -> Intake:
+    """Offer ``rate`` jobs per second for ``duration_s`` from ``start`` (monotonic).
+
+    Job ``i`` is due at ``start + i / rate`` and carries ``Idempotency-Key:
+    <target>-<i>``. ``workers`` workers each take the next job, sleep until it
+    is due and send it, so a slow answer holds up only its own worker; when
+    every worker is waiting on an answer, jobs go out late (``max_lag_s``).
+    """
+    jobs = max(1, round(rate * duration_s))
+    result = Intake.empty(jobs)
+    indexes = iter(range(jobs))
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        for i in indexes:
+            due = start + i / rate
+            await sleep_until(due)
+            result.max_lag_s = max(result.max_lag_s, time.monotonic() - due)
+            await result.post(session, url, i, target, f"{target}-{i}")
+
+    async with client_session(workers) as session:
+        cpu0 = own_cpu_s()
+        await asyncio.gather(*(worker(session) for _ in range(workers)))
+        result.wall_s = time.monotonic() - start
         result.cpu_s = own_cpu_s() - cpu0
     return result
 
@@ -319,14 +383,34 @@ def percentiles(values: list[float], points: Sequence[float] = (50, 90, 99)) -> 
 
 
 async def sink_stats(
-    session: aiohttp.ClientSession, sink: Service, times: bool = False
+    session: aiohttp.ClientSession,
+    sink: Service,
+    times: bool = False,
+    *,
+    path: str = "/hook",
+    requests: bool = False,
 ) -> dict[str, Any]:
-    url = sink.base_url + "/_stats" + ("?times=1" if times else "")
-    async with session.get(url) as response:
+    query = {"path": path}
+    if times:
+        query["times"] = "1"
+    if requests:
+        query["requests"] = "1"
+    async with session.get(sink.base_url + "/_stats", params=query) as response:
         if response.status != 200:
             raise BenchError(f"the sink answered {response.status} on /_stats")
         stats: dict[str, Any] = orjson.loads(await response.read())
         return stats
+
+
+async def sink_mode(session: aiohttp.ClientSession, sink: Service, path: str, status: int) -> float:
+    """Make the sink answer ``status`` on ``path``; the ``time.time()`` it switched."""
+    mode = {"path": path, "status": status}
+    async with session.post(sink.base_url + "/_mode", json=mode) as response:
+        raw = await response.read()
+        if response.status != 200:
+            raise BenchError(f"the sink answered {response.status} on /_mode: {raw!r}")
+        at: float = orjson.loads(raw)["at"]
+        return at
 
 
 async def sink_reset(session: aiohttp.ClientSession, sink: Service) -> None:
@@ -363,30 +447,116 @@ async def wait_delivered(
         await asyncio.sleep(POLL_S)
 
 
+def peak_per_s(times: Sequence[float], start: float, end: float) -> int:
+    """The most of ``times`` (sorted) in any 1 s window inside ``[start, end)``."""
+    inside = [t for t in times if start <= t < end]
+    best = low = 0
+    for high, t in enumerate(inside):
+        while inside[low] <= t - 1.0:
+            low += 1
+        best = max(best, high - low + 1)
+    return best
+
+
+async def job_ids_in_state(
+    session: aiohttp.ClientSession, gateway: Service, state: str, target: str
+) -> set[str]:
+    """Every id csjd lists in ``state`` for ``target``, following ``next_cursor``."""
+    ids: set[str] = set()
+    query = {"state": state, "target": target, "limit": "500"}
+    while True:
+        async with session.get(gateway.base_url + "/jobs", params=query) as response:
+            raw = await response.read()
+            if response.status != 200:
+                raise BenchError(f"GET /jobs?state={state} answered {response.status}: {raw!r}")
+        page = orjson.loads(raw)
+        ids.update(str(item["id"]) for item in page["items"])
+        if not page.get("next_cursor"):
+            return ids
+        query["cursor"] = page["next_cursor"]
+
+
+async def wait_settled(
+    session: aiohttp.ClientSession,
+    sink: Service,
+    gateway: Service,
+    *,
+    path: str,
+    target: str,
+    accepted: set[str],
+    deadline_s: float,
+) -> set[str]:
+    """Wait until each accepted id reached the sink with a 2xx or failed in csjd.
+
+    Polls the sink's cheap counts, and csjd's failed jobs every
+    ``FAILED_POLL_S``; returns the ids csjd reports failed. Fails after
+    ``deadline_s`` with what is still missing.
+    """
+    started = time.monotonic()
+    last_report = last_failed_poll = started
+    failed: set[str] = set()
+    while True:
+        stats = await sink_stats(session, sink, path=path)
+        delivered = stats["distinct"]
+        if delivered >= len(accepted):
+            return failed
+        now = time.monotonic()
+        if now - last_failed_poll >= FAILED_POLL_S:
+            last_failed_poll = now
+            failed = await job_ids_in_state(session, gateway, "failed", target)
+            if failed and delivered + len(failed) >= len(accepted):
+                first_at = (await sink_stats(session, sink, times=True, path=path))["first_at"]
+                if not accepted - failed - first_at.keys():
+                    return failed
+        gateway.check_alive()
+        sink.check_alive()
+        if now - started > deadline_s:
+            raise BenchError(
+                f"after {deadline_s:g}s the sink had seen {delivered} of {len(accepted)} "
+                f"accepted jobs succeed on {path} and csjd reported {len(failed)} failed; "
+                f"csjd's log ends:\n{gateway.log_tail()}"
+            )
+        if now - last_report > 5:
+            say(f"  ... {delivered}/{len(accepted)} delivered, {len(failed)} failed")
+            last_report = now
+        await asyncio.sleep(POLL_S)
+
+
 # -- the scenarios ----------------------------------------------------------------------------
 
 
-async def end_to_end(args: argparse.Namespace, tmp: Path, sink: Service) -> dict[str, Any]:
+def start_csjd(tmp: Path, name: str, db_name: str) -> Service:
+    """``csjd serve`` on a free port and a fresh SQLite file; log to ``<tmp>/<name>.log``."""
     port = free_port()
     env = child_env(
         {
-            "CSJD_DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'bench.db'}",
+            "CSJD_DATABASE_URL": f"sqlite+aiosqlite:///{tmp / db_name}",
             "CSJD_ALLOW_PRIVATE_TARGETS": "true",
             "CSJD_LOG_FORMAT": "json",
         }
     )
     argv = [sys.executable, "-m", "app", "serve", "--host", HOST, "--port", str(port)]
-    say(f"starting csjd on port {port} (database {tmp / 'bench.db'})")
-    gateway = Service.start("csjd", argv, port=port, tmp=tmp, env=env)
+    say(f"starting csjd on port {port} (database {tmp / db_name})")
+    return Service.start(name, argv, port=port, tmp=tmp, env=env)
+
+
+async def put_target(
+    session: aiohttp.ClientSession, gateway: Service, name: str, target: dict[str, Any]
+) -> None:
+    async with session.put(gateway.base_url + f"/targets/{name}", json=target) as response:
+        if response.status not in (200, 201):
+            raise BenchError(
+                f"PUT /targets/{name} answered {response.status}: {await response.text()}"
+            )
+
+
+async def end_to_end(args: argparse.Namespace, tmp: Path, sink: Service) -> dict[str, Any]:
+    gateway = start_csjd(tmp, "csjd", "bench.db")
     try:
         async with client_session(8) as control:
             await gateway.wait_ready(control, "/readyz")
             target = {"url": f"{sink.base_url}/hook", "max_concurrency": 256}
-            async with control.put(gateway.base_url + "/targets/bench", json=target) as response:
-                if response.status not in (200, 201):
-                    raise BenchError(
-                        f"PUT /targets/bench answered {response.status}: {await response.text()}"
-                    )
+            await put_target(control, gateway, "bench", target)
             at_ready = sample_proc(gateway.proc.pid)
 
             say(f"pushing {args.jobs} jobs over {args.concurrency} connections")
@@ -503,8 +673,199 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-async def bench(args: argparse.Namespace, tmp: Path, loop_name: str) -> dict[str, Any]:
-    load_avg = [round(x, 2) for x in os.getloadavg()]
+async def outage_schedule(
+    session: aiohttp.ClientSession, sink: Service, start: float, args: argparse.Namespace
+) -> tuple[float, float]:
+    """Fail the outage target from ``--outage-start`` for ``--outage-s``; the switch times."""
+    await sleep_until(start + args.outage_start)
+    failed_at = await sink_mode(session, sink, OUTAGE_PATH, 500)
+    say(f"outage: the sink answers 500 on {OUTAGE_PATH}")
+    await sleep_until(start + args.outage_start + args.outage_s)
+    recovered_at = await sink_mode(session, sink, OUTAGE_PATH, 200)
+    say(f"recovered: the sink answers 200 on {OUTAGE_PATH}")
+    return failed_at, recovered_at
+
+
+async def outage(args: argparse.Namespace, tmp: Path, sink: Service) -> dict[str, Any]:
+    async with client_session(2) as control:
+        await sink_reset(control, sink)
+    gateway = start_csjd(tmp, "csjd_outage", "outage.db")
+    try:
+        async with client_session(8) as control:
+            await gateway.wait_ready(control, "/readyz")
+            target = {
+                "url": f"{sink.base_url}{OUTAGE_PATH}",
+                "max_concurrency": 64,
+                "max_attempts": 20,
+                "backoff_initial_s": 1,
+                "backoff_max_s": 30,
+                "timeout_s": 5,
+            }
+            await put_target(control, gateway, OUTAGE_TARGET, target)
+            at_ready = sample_proc(gateway.proc.pid)
+
+            say(
+                f"offering {args.rate:g} jobs/s for {args.duration:g}s; {OUTAGE_PATH} fails "
+                f"from {args.outage_start:g}s for {args.outage_s:g}s"
+            )
+            start = time.monotonic()
+            offering = asyncio.ensure_future(
+                offer_paced(
+                    gateway.base_url + "/jobs",
+                    rate=args.rate,
+                    duration_s=args.duration,
+                    start=start,
+                    target=OUTAGE_TARGET,
+                    workers=OUTAGE_WORKERS,
+                )
+            )
+            switching = asyncio.ensure_future(outage_schedule(control, sink, start, args))
+            try:
+                intake, (failed_at, recovered_at) = await asyncio.gather(offering, switching)
+            finally:
+                offering.cancel()
+                switching.cancel()
+            say(
+                f"load done: {intake.accepted} of {intake.jobs} accepted, {intake.errors} "
+                f"errors, sent at most {intake.max_lag_s * 1000:.0f} ms late"
+            )
+            for sample in intake.error_samples:
+                say(f"  error: {sample}")
+            accepted = {job_id for job_id in intake.ids if job_id is not None}
+            if not accepted:
+                raise BenchError("csjd accepted no job")
+
+            await wait_settled(
+                control,
+                sink,
+                gateway,
+                path=OUTAGE_PATH,
+                target=OUTAGE_TARGET,
+                accepted=accepted,
+                deadline_s=args.deadline,
+            )
+            after = sample_proc(gateway.proc.pid)
+            stats = await sink_stats(control, sink, times=True, path=OUTAGE_PATH, requests=True)
+            failed_ids = await job_ids_in_state(control, gateway, "failed", OUTAGE_TARGET)
+        say(f"every accepted job was delivered or failed ({len(failed_ids)}); stopping csjd")
+    finally:
+        code = await gateway.stop()
+    if code not in CLEAN_EXITS:
+        say(f"csjd exited with status {code} on SIGTERM; its log ends:\n{gateway.log_tail()}")
+
+    first_at: dict[str, float] = stats["first_at"]
+    missing = accepted - first_at.keys() - failed_ids
+    if missing:
+        raise BenchError(f"{len(missing)} accepted jobs neither reached the sink nor failed")
+    arrivals = sorted(t for t, _status in stats["requests"])
+    successes = sorted(first_at[job_id] for job_id in accepted & first_at.keys())
+    after_recovery = [t for t in successes if t >= recovered_at]
+    resumed = [t for t in arrivals if t >= recovered_at]
+    total: int = stats["total"]
+    return {
+        "offered_jobs": intake.jobs,
+        "accepted": len(accepted),
+        "errors": intake.errors,
+        "rate": args.rate,
+        "duration_s": args.duration,
+        "outage_start_s": args.outage_start,
+        "outage_s": args.outage_s,
+        "requests_received": total,
+        "amplification": round(total / len(accepted), 3),
+        "failed_requests": stats["failed"],
+        "jobs_failed": len(failed_ids),
+        "drain_after_recovery_s": round(successes[-1] - recovered_at, 3) if successes else None,
+        "max_requests_per_s_during_outage": peak_per_s(arrivals, failed_at, recovered_at),
+        "max_requests_per_s_after_recovery": peak_per_s(
+            arrivals, recovered_at, recovered_at + AFTER_RECOVERY_S
+        ),
+        "detail": {
+            "requests_during_outage": sum(failed_at <= t < recovered_at for t in arrivals),
+            "requests_after_recovery": sum(t >= recovered_at for t in arrivals),
+            "first_request_after_recovery_s": (
+                round(resumed[0] - recovered_at, 3) if resumed else None
+            ),
+            "max_requests_per_s_since_recovery": peak_per_s(arrivals, recovered_at, math.inf),
+            "first_success_after_recovery_s": (
+                round(after_recovery[0] - recovered_at, 3) if after_recovery else None
+            ),
+            "duplicate_deliveries": total - stats["failed"] - stats["distinct"],
+            "outage_started_s": round(failed_at - min(intake.send_at), 3),
+            "outage_length_s": round(recovered_at - failed_at, 3),
+            "max_send_lag_ms": round(intake.max_lag_s * 1000, 1),
+            "intake_s": round(intake.wall_s, 3),
+            "peak_rss_mb": round(after.peak_rss_mb, 1),
+            "cpu_s": round(after.cpu_s - at_ready.cpu_s, 2),
+            "csjd_exit_status": code,
+        },
+    }
+
+
+def machine(load_avg: list[float], loop_name: str) -> dict[str, Any]:
+    """Where and when a scenario ran."""
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "load_avg_at_start": load_avg,
+        "platform": platform.platform(),
+        "loop": loop_name,
+        "commit": git_commit(),
+    }
+
+
+def load_avg_now() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+async def end_to_end_scenario(
+    args: argparse.Namespace, tmp: Path, sink: Service, loop_name: str
+) -> dict[str, Any]:
+    load_avg = load_avg_now()
+    e2e = await end_to_end(args, tmp, sink)
+    ceilings: dict[str, float] | None = None
+    ratios: dict[str, float] | None = None
+    if not args.skip_ceilings:
+        async with client_session(2) as control:
+            await sink_reset(control, sink)
+        bare = await bare_fastapi_ceiling(args, tmp)
+        outbound = await outbound_ceiling(args, sink)
+        ceilings = {
+            "bare_fastapi_post_per_s": round(bare, 1),
+            "outbound_client_per_s": round(outbound, 1),
+        }
+        ratios = {
+            "accepted_vs_bare_fastapi": round(e2e["accepted_per_s"] / bare, 3),
+            "delivered_vs_outbound_client": round(e2e["delivered_per_s"] / outbound, 3),
+        }
+    detail = e2e.pop("detail")
+    return {
+        "scenario": "end_to_end",
+        "jobs": args.jobs,
+        "concurrency": args.concurrency,
+        **e2e,
+        "ceilings": ceilings,
+        "ratios": ratios,
+        **machine(load_avg, loop_name),
+        "detail": detail,
+    }
+
+
+async def outage_scenario(
+    args: argparse.Namespace, tmp: Path, sink: Service, loop_name: str
+) -> dict[str, Any]:
+    load_avg = load_avg_now()
+    result = await outage(args, tmp, sink)
+    detail = result.pop("detail")
+    return {"scenario": "outage", **result, **machine(load_avg, loop_name), "detail": detail}
+
+
+SCENARIOS = {"end_to_end": end_to_end_scenario, "outage": outage_scenario}
+
+
+async def bench(args: argparse.Namespace, tmp: Path, loop_name: str) -> None:
+    """Run the chosen scenarios on one sink, printing each one's JSON line when it ends."""
+    names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     sink_port = free_port()
     sink_argv = [sys.executable, str(BENCH_DIR / "sink.py"), "--host", HOST, "--port"]
     say(f"starting the sink on port {sink_port}")
@@ -514,41 +875,12 @@ async def bench(args: argparse.Namespace, tmp: Path, loop_name: str) -> dict[str
     try:
         async with client_session(2) as control:
             await sink.wait_ready(control, "/_stats")
-        e2e = await end_to_end(args, tmp, sink)
-        ceilings: dict[str, float] | None = None
-        ratios: dict[str, float] | None = None
-        if not args.skip_ceilings:
-            async with client_session(2) as control:
-                await sink_reset(control, sink)
-            bare = await bare_fastapi_ceiling(args, tmp)
-            outbound = await outbound_ceiling(args, sink)
-            ceilings = {
-                "bare_fastapi_post_per_s": round(bare, 1),
-                "outbound_client_per_s": round(outbound, 1),
-            }
-            ratios = {
-                "accepted_vs_bare_fastapi": round(e2e["accepted_per_s"] / bare, 3),
-                "delivered_vs_outbound_client": round(e2e["delivered_per_s"] / outbound, 3),
-            }
+        for name in names:
+            say(f"scenario {name}")
+            result = await SCENARIOS[name](args, tmp, sink, loop_name)
+            print(orjson.dumps(result).decode(), flush=True)
     finally:
         await sink.stop()
-    detail = e2e.pop("detail")
-    return {
-        "scenario": "end_to_end",
-        "jobs": args.jobs,
-        "concurrency": args.concurrency,
-        **e2e,
-        "ceilings": ceilings,
-        "ratios": ratios,
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "load_avg_at_start": load_avg,
-        "platform": platform.platform(),
-        "loop": loop_name,
-        "commit": git_commit(),
-        "detail": detail,
-    }
 
 
 def run_loop(main: Callable[[str], Coroutine[Any, Any, T]]) -> T:
@@ -562,12 +894,19 @@ def run_loop(main: Callable[[str], Coroutine[Any, Any, T]]) -> T:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--jobs", type=int, default=20_000, help="jobs to push (default 20000)")
     parser.add_argument(
-        "--concurrency", type=int, default=64, help="concurrent connections (default 64)"
+        "--jobs", type=int, default=20_000, help="end_to_end: jobs to push (default 20000)"
     )
     parser.add_argument(
-        "--skip-ceilings", action="store_true", help="measure csjd only, not the ceilings"
+        "--concurrency",
+        type=int,
+        default=64,
+        help="end_to_end: concurrent connections (default 64)",
+    )
+    parser.add_argument(
+        "--skip-ceilings",
+        action="store_true",
+        help="end_to_end: measure csjd only, not the ceilings",
     )
     parser.add_argument(
         "--keep", action="store_true", help="keep the temporary directory (path on stderr)"
@@ -576,11 +915,40 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--deadline",
         type=float,
         default=600.0,
-        help="seconds to wait for every job to be delivered (default 600)",
+        help="seconds to wait for every job to be delivered, or failed (default 600)",
+    )
+    parser.add_argument(
+        "--scenario",
+        choices=[*SCENARIOS, "all"],
+        default="end_to_end",
+        help="what to run (default end_to_end); all prints one JSON line per scenario",
+    )
+    paced = parser.add_argument_group("the outage scenario")
+    paced.add_argument(
+        "--rate", type=float, default=100.0, help="jobs offered per second (default 100)"
+    )
+    paced.add_argument(
+        "--duration", type=float, default=60.0, help="seconds of offered load (default 60)"
+    )
+    paced.add_argument(
+        "--outage-start",
+        type=float,
+        default=10.0,
+        help="seconds into the load when the target starts answering 500 (default 10)",
+    )
+    paced.add_argument(
+        "--outage-s", type=float, default=30.0, help="how long the target fails (default 30)"
     )
     args = parser.parse_args(argv)
     if args.jobs < 1 or args.concurrency < 1:
         parser.error("--jobs and --concurrency must be at least 1")
+    if (
+        not all(math.isfinite(x) for x in (args.rate, args.duration, args.outage_s))
+        or min(args.rate, args.duration, args.outage_s) <= 0
+    ):
+        parser.error("--rate, --duration and --outage-s must be positive")
+    if not (math.isfinite(args.outage_start) and args.outage_start >= 0):
+        parser.error("--outage-start must not be negative")
     return args
 
 
@@ -588,7 +956,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="csjd-bench-"))
     try:
-        result = run_loop(lambda loop_name: bench(args, tmp, loop_name))
+        run_loop(lambda loop_name: bench(args, tmp, loop_name))
     except BenchError as exc:
         say(f"FAILED: {exc}")
         return 1
@@ -599,7 +967,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             say(f"kept the temporary directory {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
-    print(orjson.dumps(result).decode(), flush=True)
     return 0
 
 

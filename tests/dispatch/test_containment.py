@@ -162,7 +162,7 @@ async def test_timeouts_halve_the_adaptive_limit(api_factory: ApiFactory) -> Non
     sender = FakeSender()
     sender.default = Reply(hang=True)
     api = await api_factory(sender=sender)
-    await api.put_target(max_concurrency=8, timeout_s=0.1, backoff_initial_s=60, backoff_max_s=60)
+    await api.put_target(max_concurrency=8, timeout_s=0.1, max_attempts=1)
     for i in range(2):
         await api.post_job(f"k{i}")
     await eventually(lambda: api.gateway.dispatcher.live_state("billing").concurrency_limit == 2)
