@@ -39,6 +39,7 @@ from app.storage.factory import build_store
 from app.storage.migrate import upgrade_async
 from app.storage.sql import SqlJobStore
 from app.storage.sqlite import DatabaseLock
+from app.supervisor import Supervisor
 
 log = logging.getLogger("csjd")
 
@@ -161,6 +162,7 @@ def create_app(
     clock = clock or SystemClock()
     rng = rng or random.Random()
     metrics = Metrics()
+    supervisor = Supervisor()
     store = build_store(settings)
     sender = sender or AiohttpSender(max_connections=settings.max_inflight)
     dispatcher = Dispatcher(
@@ -170,9 +172,15 @@ def create_app(
         rng=rng.random,
         metrics=metrics,
         max_inflight=settings.max_inflight,
+        supervisor=supervisor,
     )
     maintenance = Maintenance(
-        store, clock=clock, rng=rng.random, metrics=metrics, retention_s=settings.retention_s
+        store,
+        clock=clock,
+        rng=rng.random,
+        metrics=metrics,
+        retention_s=settings.retention_s,
+        supervisor=supervisor,
     )
     gateway = Gateway(
         settings=settings,
@@ -180,6 +188,7 @@ def create_app(
         dispatcher=dispatcher,
         metrics=metrics,
         clock=clock,
+        supervisor=supervisor,
         rng=rng,
     )
     lock = DatabaseLock(settings.database_url)
@@ -208,6 +217,7 @@ def create_app(
                 gateway.draining = True
                 await dispatcher.stop(settings.drain_timeout_s)
                 await maintenance.stop()
+                await supervisor.stop()
                 await sender.close()
                 await store.close()
         finally:

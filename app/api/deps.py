@@ -23,6 +23,7 @@ from app.dispatch.dispatcher import Dispatcher
 from app.metrics import Metrics
 from app.settings import Settings
 from app.storage.sql import SqlJobStore
+from app.supervisor import Supervisor
 
 #: The one scope of idempotency keys and jobs while auth is off.
 ANONYMOUS = ""
@@ -35,6 +36,7 @@ class Gateway:
     dispatcher: Dispatcher
     metrics: Metrics
     clock: Clock
+    supervisor: Supervisor
     rng: random.Random = field(default_factory=random.Random)
     draining: bool = False
     started: bool = False

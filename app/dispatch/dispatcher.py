@@ -44,11 +44,14 @@ from app.dispatch.sender import USER_AGENT, Failure, Request, Response, Sender
 from app.metrics import Metrics
 from app.storage.base import AttemptRecord, ClaimRequest, Completion, JobRecord, TargetRecord
 from app.storage.sql import SqlJobStore
+from app.supervisor import Supervisor
 
 log = logging.getLogger("csjd.dispatch")
 
 IDLE_POLL_S = 1.0
-LEASE_MARGIN_S = 30.0
+#: a claim's lease; running attempts have theirs extended every HEARTBEAT_S
+LEASE_S = 30.0
+HEARTBEAT_S = 10.0
 LOOP_EXIT_TIMEOUT_S = 5.0
 #: a retry over budget waits about this long (jittered) before it is due again
 RETRY_DEFER_S = 1.0
@@ -75,8 +78,10 @@ class Dispatcher:
         rng: Random,
         metrics: Metrics,
         max_inflight: int,
+        supervisor: Supervisor,
     ) -> None:
         self._store = store
+        self._supervisor = supervisor
         self._sender = sender
         self._clock = clock
         self._rng = rng
@@ -88,7 +93,8 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._targets_stale = True
         self._claiming = True
-        self._loop_task: asyncio.Task[None] | None = None
+        #: job id -> lease token of every attempt this process is running
+        self._leases: dict[str, int] = {}
         self._rotation = 0
         self._slot_bound = False
         #: called with each finished job's id (status waiters listen here).
@@ -98,11 +104,12 @@ class Dispatcher:
 
     async def start(self) -> None:
         await self._refresh_targets()
-        self._loop_task = asyncio.create_task(self._run(), name="csjd-dispatcher")
+        self._supervisor.start("dispatcher", self._run)
+        self._supervisor.start("heartbeat", self._heartbeat)
 
     @property
     def running(self) -> bool:
-        return self._loop_task is not None and not self._loop_task.done()
+        return self._supervisor.status().get("dispatcher") == "ok"
 
     @property
     def inflight(self) -> dict[str, int]:
@@ -135,34 +142,33 @@ class Dispatcher:
     async def stop(self, drain_timeout_s: float) -> None:
         """Stop claiming; give deliveries ``drain_timeout_s``; cancel and requeue the rest."""
         self.stop_claiming()
-        if self._loop_task is not None:
-            # let the loop leave by itself: cancelling it mid-claim could commit a
-            # claim whose jobs nobody starts (they would wait for a rescue)
-            done, _ = await asyncio.wait({self._loop_task}, timeout=LOOP_EXIT_TIMEOUT_S)
-            if not done:
-                self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+        # let the loop leave by itself: cancelling it mid-claim could commit a
+        # claim whose jobs nobody starts (they would wait for a rescue)
+        await self._supervisor.finish("dispatcher", LOOP_EXIT_TIMEOUT_S)
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=drain_timeout_s)
             for task in pending:
                 task.cancel()
             if pending:
+                log.warning("drain_timeout", extra={"interrupted": len(pending)})
                 await asyncio.gather(*pending, return_exceptions=True)
+        await self._supervisor.stop("heartbeat")
 
     # -- the loop -------------------------------------------------------------
 
     async def _run(self) -> None:
+        """The claim loop; an error ends it, and the supervisor restarts it."""
         while self._claiming:
-            try:
-                if await self._claim_round():
-                    continue  # a claim came back full: there may be more due work
-                await self._sleep()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("dispatch_loop_error")
-                await asyncio.sleep(0.5)
+            if await self._claim_round():
+                continue  # a claim came back full: there may be more due work
+            await self._sleep()
+
+    async def _heartbeat(self) -> None:
+        """Extend the leases of running attempts, so only a dead process's lapse."""
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            if self._leases:
+                await self._store.extend_leases(dict(self._leases), self._clock.now() + LEASE_S)
 
     async def _sleep(self) -> None:
         timeout = IDLE_POLL_S
@@ -242,9 +248,7 @@ class Dispatcher:
                 break
             requests.append(ClaimRequest(target=name, limit=limit))
             free -= limit
-        lease = {
-            r.target: self._targets[r.target].spec.timeout_s + LEASE_MARGIN_S for r in requests
-        }
+        lease = dict.fromkeys((r.target for r in requests), LEASE_S)
         jobs = await self._store.claim(requests, now, lease)
         for job in jobs:
             self._admit(job, self._targets[job.target], now)
@@ -257,6 +261,7 @@ class Dispatcher:
         """Start a claimed job's delivery, or put it back if its retry is over budget."""
         guard = self._guards[target.name]
         guard.claimed(job.id, now)
+        self._leases[job.id] = job.deliveries
         self._metrics.inflight.labels(target=target.name).inc()
         if job.deliveries <= 1:
             guard.first_attempt(now)
@@ -282,6 +287,7 @@ class Dispatcher:
         try:
             await self._record(job, decision, None, now, sent=False)
         finally:
+            self._leases.pop(job.id, None)
             self._guards[target.name].unclaimed(job.id, now)
             self._metrics.inflight.labels(target=target.name).dec()
 
@@ -294,6 +300,7 @@ class Dispatcher:
         try:
             result = await self._attempt(job, target, started)
         finally:
+            self._leases.pop(job.id, None)
             now = self._clock.now()
             if result is None:  # nothing sent, or cut off before an answer
                 guard.unclaimed(job.id, now)

@@ -10,13 +10,13 @@ attempts (which also frees their idempotency keys).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from app.core.clock import Clock
 from app.core.retry import Random
 from app.metrics import Metrics
 from app.storage.sql import SqlJobStore
+from app.supervisor import Supervisor
 
 log = logging.getLogger("csjd.maintenance")
 
@@ -33,24 +33,21 @@ class Maintenance:
         rng: Random,
         metrics: Metrics,
         retention_s: float,
+        supervisor: Supervisor,
     ) -> None:
         self._store = store
+        self._supervisor = supervisor
         self._rng = rng
         self._clock = clock
         self._metrics = metrics
         self._retention_s = retention_s
-        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.tick(purge=True)
-        self._task = asyncio.create_task(self._run(), name="csjd-maintenance")
+        self._supervisor.start("maintenance", self._run)
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._supervisor.stop("maintenance")
 
     async def tick(self, *, purge: bool) -> None:
         now = self._clock.now()

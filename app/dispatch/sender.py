@@ -21,6 +21,8 @@ from app import __version__
 from app.core.outcome import FailureKind
 
 MAX_RESPONSE_BYTES = 64 * 1024
+#: idle connections to targets are closed after this long
+KEEPALIVE_S = 5.0
 USER_AGENT = f"csjd/{__version__}"
 
 
@@ -58,7 +60,10 @@ class AiohttpSender:
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:
             connector = aiohttp.TCPConnector(
-                limit=self._max_connections, limit_per_host=0, ttl_dns_cache=10
+                limit=self._max_connections,
+                limit_per_host=0,
+                ttl_dns_cache=10,
+                keepalive_timeout=KEEPALIVE_S,
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,

@@ -692,6 +692,28 @@ class SqlJobStore:
                 )
             )
 
+    async def extend_leases(self, leases: Mapping[str, int], until: float) -> int:
+        """Push out the leases of attempts still running (guarded by their tokens)."""
+
+        async def op(tx: Tx) -> int:
+            items = list(leases.items())
+            extended = 0
+            for start in range(0, len(items), COMPLETE_CHUNK):
+                chunk = items[start : start + COMPLETE_CHUNK]
+                sql = (
+                    "WITH v(id, lease) AS (VALUES "
+                    + ", ".join(["(?, ?)"] * len(chunk))
+                    + ") UPDATE jobs SET lease_expires_at = ? FROM v "
+                    "WHERE jobs.id = v.id AND jobs.deliveries = v.lease "
+                    "AND jobs.lease_expires_at IS NOT NULL RETURNING jobs.id"
+                )
+                # (rowcount is -1 for a statement that starts with WITH)
+                args = (*(x for pair in chunk for x in pair), until)
+                extended += len((await tx.conn.exec_driver_sql(sql, args)).all())
+            return extended
+
+        return await self._writer.run(op)
+
     async def fail_expired(self, now: float) -> int:
         async def op(tx: Tx) -> int:
             count = (await tx.conn.execute(_FAIL_EXPIRED, {"now": now})).rowcount

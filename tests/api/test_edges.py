@@ -28,7 +28,13 @@ async def test_health_and_readiness(api: Api) -> None:
     assert (await api.client.get("/healthz")).json()["status"] == "ok"
     ready = await api.client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"database": "ok", "dispatcher": "ok", "lifecycle": "ok"}
+    assert ready.json()["checks"] == {
+        "database": "ok",
+        "dispatcher": "ok",
+        "heartbeat": "ok",
+        "maintenance": "ok",
+        "lifecycle": "ok",
+    }
     api.gateway.draining = True
     draining = await api.client.get("/readyz")
     assert draining.status_code == 503

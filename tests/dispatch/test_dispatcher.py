@@ -270,3 +270,28 @@ async def test_an_expired_job_fails_without_being_sent(api_factory: ApiFactory) 
     failed = await api.wait_for_job(job["id"], lambda j: j["state"] == "failed")
     assert failed["failure_reason"] == "expired"
     assert len(sender.requests) == 1
+
+
+async def test_a_long_attempt_keeps_its_lease_alive(
+    api_factory: ApiFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dispatcher_module, "HEARTBEAT_S", 0.05)
+    sender, clock = HangingSender(), FakeClock()
+    api = await api_factory(sender=sender, clock=clock)
+    await api.put_target(timeout_s=300)
+    job = (await api.post_job()).json()
+    await eventually(lambda: sender.inflight == 1)
+    first = await api.gateway.store.get_job("", job["id"])
+    clock.advance(100)  # far past the 30 s lease the claim gave it
+
+    async def lease_now() -> float:
+        current = await api.gateway.store.get_job("", job["id"])
+        return current.lease_expires_at or 0.0
+
+    deadline = time.monotonic() + 5
+    while await lease_now() <= first.lease_expires_at:
+        assert time.monotonic() < deadline, "the lease was never extended"
+        await asyncio.sleep(0.01)
+    assert await lease_now() == pytest.approx(clock.now() + 30)
+    sender.release.set()
+    await api.wait_for_job(job["id"], lambda j: j["state"] == "succeeded")

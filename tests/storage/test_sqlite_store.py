@@ -324,3 +324,16 @@ async def test_connections_use_wal_and_the_configured_synchronous_level(
             assert (await conn.execute(text("PRAGMA busy_timeout"))).scalar() == 10_000
     finally:
         await s.close()
+
+
+async def test_leases_are_extended_only_under_the_current_token(store: SqlJobStore) -> None:
+    job = (await store.enqueue(new_job())).job
+    claimed = (await store.claim([ClaimRequest(target="billing", limit=1)], NOW, {"billing": 30}))[
+        0
+    ]
+    assert await store.extend_leases({job.id: claimed.deliveries + 1}, NOW + 99) == 0
+    assert await store.extend_leases({job.id: claimed.deliveries}, NOW + 60) == 1
+    extended = await store.get_job("", job.id)
+    assert extended is not None and extended.lease_expires_at == NOW + 60
+    rng = random.Random(1).random
+    assert await store.rescue(NOW + 31, rng, expired_only=True) == 0  # alive: not rescued

@@ -24,7 +24,7 @@ async def healthz() -> Health:
 @router.get(
     "/readyz",
     response_model=Health,
-    summary="Database reachable, dispatcher running, not draining",
+    summary="Database reachable, background loops running, not draining",
     responses={503: {"model": Problem, "content": {"application/problem+json": {}}}},
 )
 async def readyz(gateway: GatewayDep) -> Response | Health:
@@ -35,7 +35,8 @@ async def readyz(gateway: GatewayDep) -> Response | Health:
         checks["database"] = "ok"
     except Exception as exc:
         checks["database"] = f"unreachable: {type(exc).__name__}"
-    checks["dispatcher"] = "ok" if gateway.dispatcher.running else "stopped"
+    for loop, status in sorted(gateway.supervisor.status().items()):
+        checks[loop] = status
     checks["lifecycle"] = (
         "draining" if gateway.draining else ("ok" if gateway.started else "starting")
     )

@@ -1,0 +1,103 @@
+"""Running the gateway under uvicorn, with csjd's own shutdown sequence.
+
+uvicorn's ``Server`` runs inside csjd's event loop with its signal handling
+replaced, because a deploy's ``SIGTERM`` must cost nothing:
+
+1. The first ``SIGTERM``/``SIGINT`` makes the gateway a lame duck at once:
+   ``/readyz`` answers 503, ``POST /jobs`` answers 503 with ``Retry-After``,
+   reads keep working, and the dispatcher claims nothing new.
+2. After ``CSJD_SHUTDOWN_DELAY_S`` the server stops: the listener closes and
+   requests under way finish; then the app's lifespan drains deliveries for
+   ``CSJD_DRAIN_TIMEOUT_S`` and puts the rest back. The exit status is 0.
+3. A second signal stops the process at once; the leases of whatever was in
+   flight bring those jobs back on the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Generator
+
+import uvicorn
+
+from app.api.deps import Gateway
+from app.main import create_app
+from app.settings import Settings
+
+log = logging.getLogger("csjd")
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn's server without its own signal handlers (csjd installs its own)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+async def serve(settings: Settings, host: str, port: int) -> int:
+    app = create_app(settings)
+    gateway: Gateway = app.state.gateway
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        # requests under way get this long once the listener closes
+        timeout_graceful_shutdown=max(1, int(settings.drain_timeout_s)),
+    )
+    server = GatewayServer(config)
+    loop = asyncio.get_running_loop()
+    lame_duck: asyncio.Task[None] | None = None
+
+    async def retire() -> None:
+        await asyncio.sleep(settings.shutdown_delay_s)
+        log.info("listener_closing")
+        server.should_exit = True
+
+    def on_signal(sig: signal.Signals) -> None:
+        nonlocal lame_duck
+        if lame_duck is not None:
+            log.warning("forced_exit", extra={"signal": sig.name})
+            logging.shutdown()
+            os._exit(128 + sig.value)
+        log.info(
+            "draining",
+            extra={
+                "signal": sig.name,
+                "shutdown_delay_s": settings.shutdown_delay_s,
+                "drain_timeout_s": settings.drain_timeout_s,
+            },
+        )
+        gateway.draining = True
+        gateway.dispatcher.stop_claiming()
+        lame_duck = asyncio.create_task(retire(), name="csjd-lame-duck")
+
+    for sig in SIGNALS:
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        await server.serve()
+    finally:
+        for sig in SIGNALS:
+            loop.remove_signal_handler(sig)
+        if lame_duck is not None and not lame_duck.done():
+            lame_duck.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lame_duck
+    return 0 if server.started else 1
+
+
+def run(settings: Settings, host: str, port: int) -> int:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings it
+        return asyncio.run(serve(settings, host, port))
+    return uvloop.run(serve(settings, host, port))
