@@ -13,6 +13,7 @@ import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from app.dispatch.sender import AiohttpSender, Sender
 from app.metrics import Metrics
 from app.net import check_target_url
 from app.settings import Settings
+from app.storage import postgres
 from app.storage.factory import build_store
 from app.storage.migrate import upgrade_async
 from app.storage.sql import SqlJobStore
@@ -205,11 +207,17 @@ def create_app(
                         settings.targets_file, store, settings, clock.now()
                     )
                     log.info("targets_loaded", extra={"count": count})
-                rescued = await store.rescue(clock.now(), rng.random)
+                # alone on SQLite every leased job is orphaned; on Postgres only
+                # expired leases are (other replicas own the rest)
+                rescued = await store.rescue(clock.now(), rng.random, expired_only=store.shared)
                 if rescued:
                     log.warning("attempts_rescued", extra={"count": rescued})
                 await maintenance.start()
                 await dispatcher.start()
+                if settings.is_postgres:
+                    supervisor.start(
+                        "listener", partial(postgres.listen, settings.database_url, dispatcher.wake)
+                    )
                 gateway.started = True
                 log.info("gateway_started", extra={"version": __version__})
                 yield

@@ -57,11 +57,17 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _supported_database(cls, value: str) -> str:
-        if not value.startswith("sqlite+aiosqlite://"):
+        if value.startswith("postgresql://"):  # the usual form: use the async driver
+            value = "postgresql+asyncpg://" + value.removeprefix("postgresql://")
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
             raise ValueError(
-                "this version runs on SQLite only: sqlite+aiosqlite:///path/to/csjd.db"
+                "use sqlite+aiosqlite:///path/to/csjd.db or postgresql+asyncpg://host/db"
             )
         return value
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.database_url.startswith("postgresql")
 
     @model_validator(mode="after")
     def _no_unenforced_auth(self) -> Settings:

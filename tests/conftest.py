@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from app.main import create_app
 from app.settings import Settings
 from app.storage.migrate import upgrade
 from app.testing import FakeSender
+from tests.pg import PostgresDatabases, require_postgres
 
 
 @pytest.fixture(scope="session")
@@ -24,6 +25,26 @@ def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("template") / "template.db"
     upgrade(f"sqlite+aiosqlite:///{path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresDatabases]:
+    require_postgres()
+    databases = PostgresDatabases()
+    databases.prepare()
+    yield databases
+    databases.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend_url(request: pytest.FixtureRequest, tmp_path: Path, migrated_template: Path) -> str:
+    """A fresh, migrated database of each backend (the storage contract runs on both)."""
+    if request.param == "sqlite":
+        path = tmp_path / "csjd.db"
+        shutil.copy(migrated_template, path)
+        return f"sqlite+aiosqlite:///{path}"
+    databases: PostgresDatabases = request.getfixturevalue("postgres")
+    return databases.fresh()
 
 
 @pytest.fixture

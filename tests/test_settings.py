@@ -21,6 +21,12 @@ def test_defaults_are_the_contracts(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.log_format is LogFormat.JSON
 
 
+def test_a_plain_postgres_url_gets_the_async_driver() -> None:
+    s = Settings(_env_file=None, database_url="postgresql://db.internal/csjd")  # type: ignore[call-arg]
+    assert s.database_url == "postgresql+asyncpg://db.internal/csjd"
+    assert s.is_postgres
+
+
 def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CSJD_MAX_INFLIGHT", "32")
     monkeypatch.setenv("CSJD_SQLITE_SYNCHRONOUS", "normal")
@@ -39,7 +45,7 @@ def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None
         {"retention_s": 3600},
         {"sqlite_synchronous": "OFF"},
         {"max_inflight": 0},
-        {"database_url": "postgresql+asyncpg://localhost/test"},
+        {"database_url": "mysql+aiomysql://localhost/test"},
         {"api_keys": "ops:secret:admin"},
         {"log_format": "xml"},
     ],

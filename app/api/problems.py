@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from app.core.errors import PROBLEM_BASE, CsjdError
+from app.storage.group import database_unavailable
 
 log = logging.getLogger("csjd.api")
 
@@ -142,5 +143,19 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
+        if database_unavailable(exc):
+            log.warning(
+                "database_unavailable",
+                extra={"path": request.url.path, "error": type(exc).__name__},
+            )
+            return problem(
+                503,
+                detail=(
+                    "the database cannot be reached; try again (sending a job again "
+                    "with the same Idempotency-Key is safe)"
+                ),
+                instance=request.url.path,
+                retry_after_s=2,
+            )
         log.exception("unhandled_error", extra={"path": request.url.path})
         return problem(500, detail="an unexpected error occurred", instance=request.url.path)

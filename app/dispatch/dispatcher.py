@@ -52,6 +52,7 @@ IDLE_POLL_S = 1.0
 #: a claim's lease; running attempts have theirs extended every HEARTBEAT_S
 LEASE_S = 30.0
 HEARTBEAT_S = 10.0
+TARGET_REFRESH_S = 2.0
 LOOP_EXIT_TIMEOUT_S = 5.0
 #: a retry over budget waits about this long (jittered) before it is due again
 RETRY_DEFER_S = 1.0
@@ -97,6 +98,7 @@ class Dispatcher:
         self._leases: dict[str, int] = {}
         self._rotation = 0
         self._slot_bound = False
+        self._refreshed_at = 0.0
         #: called with each finished job's id (status waiters listen here).
         self.on_job_changed: Callable[[str], None] | None = None
 
@@ -192,6 +194,7 @@ class Dispatcher:
 
     async def _refresh_targets(self) -> None:
         self._targets_stale = False
+        self._refreshed_at = time.monotonic()
         self._targets = {t.name: t for t in await self._store.list_targets()}
         now = self._clock.now()
         for name, target in self._targets.items():
@@ -217,7 +220,8 @@ class Dispatcher:
         its rate. Free slots are shared across targets in turn, so one slow or
         hung target holds at most its own limit and never delays the others.
         """
-        if self._targets_stale:
+        if self._targets_stale or time.monotonic() - self._refreshed_at > TARGET_REFRESH_S:
+            # other gateways on a shared database change targets and pauses too
             await self._refresh_targets()
         free = self._max_inflight - sum(g.inflight for g in self._guards.values())
         # Whether a finished delivery should wake the loop: only when slots, not

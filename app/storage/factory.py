@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from app.settings import Settings
-from app.storage import sqlite
+from app.storage import postgres, sqlite
 from app.storage.sql import SqlJobStore
 
 
 def build_store(settings: Settings) -> SqlJobStore:
-    writer, reader = sqlite.create_engines(settings)
+    if settings.is_postgres:
+        writer, reader = postgres.create_engines(settings)
+    else:
+        writer, reader = sqlite.create_engines(settings)
     return SqlJobStore(writer, reader, max_backlog=settings.max_backlog)

@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 log = logging.getLogger("csjd.storage")
@@ -41,6 +42,15 @@ class Tx:
     after_commit: list[Callable[[], None]] = field(default_factory=list)
     #: scratch space shared by the operations of one batch.
     batch: dict[str, Any] = field(default_factory=dict)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot be reached now (not that a query is wrong)."""
+    if isinstance(exc, IntegrityError | DataError | ProgrammingError):
+        return False
+    if isinstance(exc, DBAPIError):
+        return True  # operational, interface and driver errors: connection trouble
+    return isinstance(exc, OSError | ConnectionError | TimeoutError)
 
 
 Operation = Callable[[Tx], Awaitable[T]]
@@ -113,8 +123,11 @@ class GroupCommitter:
                     pending.future.set_exception(RuntimeError("the store is closing"))
             raise
         except Exception as exc:
-            if len(batch) == 1:
-                self._settle(batch[0], exc=exc)
+            if len(batch) == 1 or database_unavailable(exc):
+                # one operation, or the database itself is down: no point in
+                # running each again alone
+                for pending in batch:
+                    self._settle(pending, exc=exc)
                 return
             log.debug("group commit of %d failed (%r); retrying one by one", len(batch), exc)
             for pending in batch:

@@ -56,13 +56,24 @@ _PROMOTE = text(
     "UPDATE jobs SET state = 'queued', updated_at = :now "
     "WHERE state IN ('scheduled', 'retrying') AND next_attempt_at <= :now"
 )
-_CLAIM = text(
+_CLAIM_SQL = (
     "UPDATE jobs SET state = 'running', deliveries = deliveries + 1, claimed_at = :now, "
     "lease_expires_at = :lease_expires_at, updated_at = :now "
     "WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND target = :target "
-    "ORDER BY next_attempt_at LIMIT :limit) "
+    "ORDER BY next_attempt_at LIMIT :limit{lock}) "
     f"RETURNING {_COLUMNS}"
-).columns(*jobs.c)
+)
+_CLAIM = text(_CLAIM_SQL.format(lock="")).columns(*jobs.c)
+# Replicas skip rows another replica is claiming instead of waiting for them.
+_CLAIM_PG = text(_CLAIM_SQL.format(lock=" FOR UPDATE SKIP LOCKED")).columns(*jobs.c)
+# A target's max_concurrency holds across replicas: its row is locked while a
+# claim counts the target's running jobs, so two replicas cannot both fill it.
+_TARGET_ROOM_PG = text(
+    "SELECT t.max_concurrency - (SELECT count(*) FROM jobs "
+    "WHERE jobs.target = t.name AND jobs.state = 'running') "
+    "FROM targets t WHERE t.name = :target FOR UPDATE"
+)
+_NOTIFY_PG = text("SELECT pg_notify('csjd_jobs', '')")
 # A job cancelled while its attempt ran: record the attempt, keep it cancelled.
 _COMPLETE_CANCELLED = text(
     "UPDATE jobs SET attempts = :attempts, "
@@ -106,12 +117,41 @@ _COMPLETE_SQL_TAIL = (
     "FROM v WHERE jobs.id = v.id AND jobs.deliveries = v.lease AND jobs.state = 'running' "
     "RETURNING jobs.id"
 )
-_COMPLETE_ROW = "(" + ", ".join("?" * len(_COMPLETE_FIELDS)) + ")"
+_COMPLETE_TYPES = (
+    "varchar",
+    "int",
+    "varchar",
+    "int",
+    "float8",
+    "float8",
+    "varchar",
+    "int",
+    "int",
+    "varchar",
+    "float8",
+    "int",
+)
 COMPLETE_CHUNK = 500
 
 
+def values_rows(conn: AsyncConnection, rows: int, types: Sequence[str], start: int = 1) -> str:
+    """``(?, ?), (?, ?)`` for SQLite; numbered and typed ``($1::int, …)`` for Postgres,
+    which cannot infer the types of parameters in a VALUES list."""
+    width = len(types)
+    if conn.dialect.name != "postgresql":
+        return ", ".join(["(" + ", ".join("?" * width) + ")"] * rows)
+    return ", ".join(
+        "(" + ", ".join(f"${start + r * width + i}::{t}" for i, t in enumerate(types)) + ")"
+        for r in range(rows)
+    )
+
+
+def placeholder(conn: AsyncConnection, n: int, type_: str) -> str:
+    return f"${n}::{type_}" if conn.dialect.name == "postgresql" else "?"
+
+
 async def _complete_running(conn: AsyncConnection, chunk: list[dict[str, Any]]) -> Any:
-    sql = _COMPLETE_SQL_HEAD + ", ".join([_COMPLETE_ROW] * len(chunk)) + _COMPLETE_SQL_TAIL
+    sql = _COMPLETE_SQL_HEAD + values_rows(conn, len(chunk), _COMPLETE_TYPES) + _COMPLETE_SQL_TAIL
     args = tuple(p[f] for p in chunk for f in _COMPLETE_FIELDS)
     return (await conn.exec_driver_sql(sql, args)).all()
 
@@ -278,6 +318,12 @@ class SqlJobStore:
         self._writer = GroupCommitter(writer)
         self._max_backlog = max_backlog
         self._active = 0
+        self._pg = writer.dialect.name == "postgresql"
+
+    @property
+    def shared(self) -> bool:
+        """Whether other gateways may share this database (Postgres)."""
+        return self._pg
 
     @property
     def committer(self) -> GroupCommitter:
@@ -439,6 +485,8 @@ class SqlJobStore:
             statement = _INSERT_PG if tx.conn.dialect.name == "postgresql" else _INSERT_SQLITE
             inserted = {row[0] for row in await tx.conn.execute(statement, rows)}
             self._adjust_active(tx, len(inserted))
+            if self._pg and inserted:
+                await tx.conn.execute(_NOTIFY_PG)  # once per batch: wakes every replica
         for values, i in zip(rows, positions, strict=True):
             if values["id"] in inserted:
                 results[i] = Enqueued(job=_new_record(values), replayed=False)
@@ -621,16 +669,23 @@ class SqlJobStore:
         async def op(tx: Tx) -> list[JobRecord]:
             await tx.conn.execute(_PROMOTE, {"now": now})
             claimed: list[JobRecord] = []
-            for request in requests:
-                if request.limit <= 0:
+            # one lock order for every replica: by target name
+            for request in sorted(requests, key=lambda r: r.target):
+                limit = request.limit
+                if self._pg and limit > 0:
+                    room = (
+                        await tx.conn.execute(_TARGET_ROOM_PG, {"target": request.target})
+                    ).scalar_one_or_none()
+                    limit = min(limit, int(room or 0))
+                if limit <= 0:
                     continue
                 rows = (
                     await tx.conn.execute(
-                        _CLAIM,
+                        _CLAIM_PG if self._pg else _CLAIM,
                         {
                             "now": now,
                             "target": request.target,
-                            "limit": request.limit,
+                            "limit": limit,
                             "lease_expires_at": now + lease_s[request.target],
                         },
                     )
@@ -700,10 +755,11 @@ class SqlJobStore:
             extended = 0
             for start in range(0, len(items), COMPLETE_CHUNK):
                 chunk = items[start : start + COMPLETE_CHUNK]
+                until_at = placeholder(tx.conn, 2 * len(chunk) + 1, "float8")
                 sql = (
                     "WITH v(id, lease) AS (VALUES "
-                    + ", ".join(["(?, ?)"] * len(chunk))
-                    + ") UPDATE jobs SET lease_expires_at = ? FROM v "
+                    + values_rows(tx.conn, len(chunk), ("varchar", "int"))
+                    + f") UPDATE jobs SET lease_expires_at = {until_at} FROM v "
                     "WHERE jobs.id = v.id AND jobs.deliveries = v.lease "
                     "AND jobs.lease_expires_at IS NOT NULL RETURNING jobs.id"
                 )

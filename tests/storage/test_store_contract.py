@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from app.core import errors
 from app.core.ids import uuid7
@@ -25,8 +26,8 @@ NOW = 1_800_000_000.0
 
 
 @pytest.fixture
-async def store(db_url: str) -> AsyncIterator[SqlJobStore]:
-    s = build_store(Settings(database_url=db_url, max_backlog=1000))
+async def store(backend_url: str) -> AsyncIterator[SqlJobStore]:
+    s = build_store(Settings(database_url=backend_url, max_backlog=1000))
     await s.open()
     await s.put_target(TargetSpec(name="billing", url="http://x/hook"), NOW)
     yield s
@@ -101,17 +102,19 @@ async def test_keys_are_scoped_per_caller(store: SqlJobStore) -> None:
     assert await store.get_job("bob", a.job.id) is None
 
 
-async def test_the_database_itself_refuses_a_second_row_for_a_key(
-    db_url: str, store: SqlJobStore
-) -> None:
+async def test_the_database_itself_refuses_a_second_row_for_a_key(store: SqlJobStore) -> None:
     await store.enqueue(new_job("k"))
-    path = db_url.split("///", 1)[1]
-    with sqlite3.connect(path) as conn, pytest.raises(sqlite3.IntegrityError):
-        conn.execute(
-            "INSERT INTO jobs (id, caller, idempotency_key, fingerprint, target, payload, state,"
-            " attempts, deliveries, max_attempts, created_at, updated_at, expires_at)"
-            " VALUES ('x', '', 'k', 'f', 'billing', x'00', 'queued', 0, 0, 1, 0, 0, 0)"
-        )
+    with pytest.raises(IntegrityError):
+        async with store._writer_engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO jobs (id, caller, idempotency_key, fingerprint, target, payload,"
+                    " state, attempts, deliveries, max_attempts, created_at, updated_at,"
+                    " expires_at) VALUES ('x', '', 'k', 'f', 'billing', :p, 'queued', 0, 0, 1,"
+                    " 0, 0, 0)"
+                ),
+                {"p": b"\x00"},
+            )
 
 
 async def test_unknown_target_is_refused_and_nothing_stored(store: SqlJobStore) -> None:
@@ -120,8 +123,8 @@ async def test_unknown_target_is_refused_and_nothing_stored(store: SqlJobStore) 
     assert await store.list_jobs("", state=None, target=None, limit=10, before_id=None) == []
 
 
-async def test_a_full_backlog_refuses_new_keys_but_replays_stored_ones(db_url: str) -> None:
-    s = build_store(Settings(database_url=db_url, max_backlog=2))
+async def test_a_full_backlog_refuses_new_keys_but_replays_stored_ones(backend_url: str) -> None:
+    s = build_store(Settings(database_url=backend_url, max_backlog=2))
     await s.open()
     try:
         await s.put_target(TargetSpec(name="billing", url="http://x/hook"), NOW)
