@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -141,21 +142,28 @@ def install(app: FastAPI) -> None:
             headers=dict(exc.headers or {}),
         )
 
+    # Registered by class (not under Exception) so that Starlette answers them
+    # without re-raising: a database outage is a 503, not a server error.
+    async def _unavailable(request: Request, exc: Exception) -> Response:
+        if not database_unavailable(exc):
+            return await _unexpected(request, exc)
+        log.warning(
+            "database_unavailable", extra={"path": request.url.path, "error": type(exc).__name__}
+        )
+        return problem(
+            503,
+            detail=(
+                "the database cannot be reached; try again (sending a job again "
+                "with the same Idempotency-Key is safe)"
+            ),
+            instance=request.url.path,
+            retry_after_s=2,
+        )
+
+    app.add_exception_handler(DBAPIError, _unavailable)
+    app.add_exception_handler(OSError, _unavailable)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
-        if database_unavailable(exc):
-            log.warning(
-                "database_unavailable",
-                extra={"path": request.url.path, "error": type(exc).__name__},
-            )
-            return problem(
-                503,
-                detail=(
-                    "the database cannot be reached; try again (sending a job again "
-                    "with the same Idempotency-Key is safe)"
-                ),
-                instance=request.url.path,
-                retry_after_s=2,
-            )
         log.exception("unhandled_error", extra={"path": request.url.path})
         return problem(500, detail="an unexpected error occurred", instance=request.url.path)

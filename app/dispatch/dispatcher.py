@@ -23,7 +23,7 @@ import dataclasses
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,8 +99,6 @@ class Dispatcher:
         self._rotation = 0
         self._slot_bound = False
         self._refreshed_at = 0.0
-        #: called with each finished job's id (status waiters listen here).
-        self.on_job_changed: Callable[[str], None] | None = None
 
     # -- control -------------------------------------------------------------
 
@@ -112,10 +110,6 @@ class Dispatcher:
     @property
     def running(self) -> bool:
         return self._supervisor.status().get("dispatcher") == "ok"
-
-    @property
-    def inflight(self) -> dict[str, int]:
-        return {name: guard.inflight for name, guard in self._guards.items()}
 
     def live_state(self, name: str) -> LiveState | None:
         """What containment says of a target right now (for the API)."""
@@ -453,8 +447,6 @@ class Dispatcher:
             log.warning("stale_attempt_ignored", extra={"job_id": job.id, "lease": job.deliveries})
             return
         self._apply_target_effects(job.target, decision)
-        if self.on_job_changed is not None:
-            self.on_job_changed(job.id)
 
     def _apply_target_effects(self, name: str, decision: Decision) -> None:
         target = self._targets.get(name)

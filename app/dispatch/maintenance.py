@@ -1,4 +1,8 @@
-"""Housekeeping beside the dispatcher: expiry, retention and the state gauge.
+"""Housekeeping beside the dispatcher: rescue, expiry, retention and the state gauge.
+
+Gateways sharing a database elect one of them to do the housekeeping (a lease
+row in ``leaders``, renewed every tick and taken over by another gateway once
+it lapses); every gateway refreshes its own gauge.
 
 Every few seconds attempts whose lease ran out are brought back (their worker
 is gone), jobs whose ``expires_at`` passed while they waited are failed
@@ -11,6 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
+import uuid
 
 from app.core.clock import Clock
 from app.core.retry import Random
@@ -21,6 +28,9 @@ from app.supervisor import Supervisor
 log = logging.getLogger("csjd.maintenance")
 
 TICK_S = 5.0
+DUTY = "maintenance"
+#: a leader that stops renewing (every tick) is replaced after this long
+LEADER_TTL_S = 15.0
 PURGE_EVERY_TICKS = 12
 
 
@@ -41,6 +51,8 @@ class Maintenance:
         self._clock = clock
         self._metrics = metrics
         self._retention_s = retention_s
+        self._holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.leading = False
 
     async def start(self) -> None:
         await self.tick(purge=True)
@@ -51,6 +63,15 @@ class Maintenance:
 
     async def tick(self, *, purge: bool) -> None:
         now = self._clock.now()
+        self.leading = await self._store.try_lead(DUTY, self._holder, now, LEADER_TTL_S)
+        if self.leading:
+            await self._lead(now, purge=purge)
+        if purge or self._store.shared:
+            # other gateways change the backlog too: count it again
+            await self._store.recount()
+        self._metrics.set_job_counts(await self._store.count_by_state())
+
+    async def _lead(self, now: float, *, purge: bool) -> None:
         rescued = await self._store.rescue(now, self._rng, expired_only=True)
         if rescued:
             log.warning("expired_leases_rescued", extra={"count": rescued})
@@ -61,8 +82,6 @@ class Maintenance:
             purged = await self._store.purge(now - self._retention_s)
             if purged:
                 log.info("jobs_purged", extra={"count": purged})
-            await self._store.recount()
-        self._metrics.set_job_counts(await self._store.count_by_state())
 
     async def _run(self) -> None:
         ticks = 0

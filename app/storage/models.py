@@ -122,3 +122,16 @@ metadata = SQLModel.metadata
 jobs = JobRow.__table__  # type: ignore[attr-defined]
 targets = TargetRow.__table__  # type: ignore[attr-defined]
 attempts = AttemptRow.__table__  # type: ignore[attr-defined]
+
+
+class LeaderRow(SQLModel, table=True):
+    """Who runs a cluster-wide duty (maintenance) until ``expires_at``."""
+
+    __tablename__ = "leaders"
+
+    name: str = Field(sa_column=Column(String(32), primary_key=True))
+    holder: str = Field(sa_column=Column(String(128), nullable=False))
+    expires_at: float
+
+
+leaders = LeaderRow.__table__  # type: ignore[attr-defined]

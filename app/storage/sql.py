@@ -74,6 +74,14 @@ _TARGET_ROOM_PG = text(
     "FROM targets t WHERE t.name = :target FOR UPDATE"
 )
 _NOTIFY_PG = text("SELECT pg_notify('csjd_jobs', '')")
+# One row per duty: the holder renews it; anyone may take it once it lapsed.
+_LEAD = text(
+    "INSERT INTO leaders (name, holder, expires_at) VALUES (:name, :holder, :until) "
+    "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
+    "expires_at = excluded.expires_at "
+    "WHERE leaders.holder = excluded.holder OR leaders.expires_at < :now "
+    "RETURNING holder"
+)
 # A job cancelled while its attempt ran: record the attempt, keep it cancelled.
 _COMPLETE_CANCELLED = text(
     "UPDATE jobs SET attempts = :attempts, "
@@ -767,6 +775,19 @@ class SqlJobStore:
                 args = (*(x for pair in chunk for x in pair), until)
                 extended += len((await tx.conn.exec_driver_sql(sql, args)).all())
             return extended
+
+        return await self._writer.run(op)
+
+    async def try_lead(self, duty: str, holder: str, now: float, ttl_s: float) -> bool:
+        """Take or keep the lease on ``duty``; True while ``holder`` leads it."""
+
+        async def op(tx: Tx) -> bool:
+            row = (
+                await tx.conn.execute(
+                    _LEAD, {"name": duty, "holder": holder, "until": now + ttl_s, "now": now}
+                )
+            ).first()
+            return row is not None
 
         return await self._writer.run(op)
 

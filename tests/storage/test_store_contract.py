@@ -340,3 +340,12 @@ async def test_leases_are_extended_only_under_the_current_token(store: SqlJobSto
     assert extended is not None and extended.lease_expires_at == NOW + 60
     rng = random.Random(1).random
     assert await store.rescue(NOW + 31, rng, expired_only=True) == 0  # alive: not rescued
+
+
+async def test_one_holder_leads_a_duty_until_its_lease_lapses(store: SqlJobStore) -> None:
+    assert await store.try_lead("maintenance", "a", NOW, 15)
+    assert not await store.try_lead("maintenance", "b", NOW + 5, 15)
+    assert await store.try_lead("maintenance", "a", NOW + 10, 15)  # renewed to NOW + 25
+    assert not await store.try_lead("maintenance", "b", NOW + 24, 15)
+    assert await store.try_lead("maintenance", "b", NOW + 26, 15)  # a stopped renewing
+    assert not await store.try_lead("maintenance", "a", NOW + 27, 15)
