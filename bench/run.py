@@ -1,10 +1,13 @@
 """The end-to-end benchmark behind ``make bench``: real processes, real sockets.
 
-Two scenarios, each on its own ``csjd serve`` with a fresh SQLite file in a
-temporary directory, and one webhook sink (``bench/sink.py``) in a separate
-process. ``end_to_end`` (the default) registers the sink as target ``bench``,
-pushes ``--jobs`` jobs over ``--concurrency`` connections with an aiohttp load
-generator, and waits until the sink has seen every accepted job; it then
+Two scenarios, each on its own ``csjd serve`` with a fresh database (a SQLite
+file in a temporary directory or, with ``--db postgres``, a Postgres database
+created for the run and dropped after it), and one webhook sink
+(``bench/sink.py``) in a separate process. ``end_to_end`` (the default)
+registers the sink as target ``bench``, pushes ``--jobs`` jobs over
+``--concurrency`` connections with an aiohttp load generator, and waits until
+the sink has seen every accepted job; with ``--replicas N`` (Postgres only) N
+``csjd serve`` share the database and the POSTs go to them round-robin. It then
 measures two ceilings in the same run, one after the other (never alongside
 csjd): the same load generator against a bare FastAPI app under uvicorn
 (``bench/bare_app.py``), and an aiohttp client alone posting to the sink.
@@ -16,8 +19,9 @@ how they were spread in time. ``--scenario all`` runs both. One JSON line per
 scenario goes to stdout; progress goes to stderr.
 
 Usage: ``python bench/run.py [--scenario end_to_end|outage|all] [--jobs 20000]
-[--concurrency 64] [--skip-ceilings] [--rate 100] [--duration 60]
-[--outage-start 10] [--outage-s 30] [--deadline 600] [--keep]``
+[--concurrency 64] [--skip-ceilings] [--replicas 1] [--rate 100] [--duration 60]
+[--outage-start 10] [--outage-s 30] [--db sqlite|postgres] [--pg-admin-url URL]
+[--deadline 600] [--keep]``
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import math
 import os
 import platform
 import resource
+import secrets
 import shutil
 import signal
 import socket
@@ -37,12 +42,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import aiohttp
+import asyncpg
 import orjson
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -61,6 +68,11 @@ OUTAGE_PATH = "/flaky"
 OUTAGE_WORKERS = 32
 #: the window after recovery that ``max_requests_per_s_after_recovery`` looks at
 AFTER_RECOVERY_S = 10.0
+#: where ``--db postgres`` creates (and drops) its database, unless ``--pg-admin-url``
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
+PG_CONNECT_TIMEOUT_S = 10.0
+#: warnings every csjd logs in this setup (no API keys), left out of the log counts
+EXPECTED_WARNINGS = frozenset({"auth_disabled"})
 
 T = TypeVar("T")
 
@@ -270,18 +282,21 @@ def own_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def post_jobs(url: str, jobs: int, concurrency: int, target: str = "bench") -> Intake:
-    """POST ``jobs`` jobs to ``url`` from ``concurrency`` workers on one session.
+async def post_jobs(
+    urls: Sequence[str], jobs: int, concurrency: int, target: str = "bench"
+) -> Intake:
+    """POST ``jobs`` jobs, round-robin over ``urls``, from ``concurrency`` workers on one session.
 
-    Job ``i`` carries ``Idempotency-Key: bench-<i>``; a job counts as accepted
-    only when answered ``202`` with an ``id``. Anything else is an error.
+    Job ``i`` goes to ``urls[i % len(urls)]`` and carries ``Idempotency-Key:
+    bench-<i>``; a job counts as accepted only when answered ``202`` with an
+    ``id``. Anything else is an error.
     """
     result = Intake.empty(jobs)
     indexes = iter(range(jobs))  # shared by the workers: each takes the next job
 
     async def worker(session: aiohttp.ClientSession) -> None:
         for i in indexes:
-            await result.post(session, url, i, target, f"bench-{i}")
+            await result.post(session, urls[i % len(urls)], i, target, f"bench-{i}")
 
     async with client_session(concurrency) as session:
         cpu0, t0 = own_cpu_s(), time.perf_counter()
@@ -422,7 +437,7 @@ async def sink_reset(session: aiohttp.ClientSession, sink: Service) -> None:
 async def wait_delivered(
     session: aiohttp.ClientSession,
     sink: Service,
-    gateway: Service,
+    gateways: Sequence[Service],
     expected: int,
     deadline_s: float,
 ) -> None:
@@ -433,13 +448,17 @@ async def wait_delivered(
         stats = await sink_stats(session, sink)
         if stats["distinct"] >= expected:
             return
-        gateway.check_alive()
+        for gateway in gateways:
+            gateway.check_alive()
         sink.check_alive()
         now = time.monotonic()
         if now - started > deadline_s:
+            tails = "".join(
+                f"\n{gateway.name}'s log ends:\n{gateway.log_tail()}" for gateway in gateways
+            )
             raise BenchError(
                 f"after {deadline_s:g}s the sink had seen {stats['distinct']} of {expected} "
-                f"accepted jobs; csjd's log ends:\n{gateway.log_tail()}"
+                f"accepted jobs;{tails}"
             )
         if now - last_report > 5:
             say(f"  ... {stats['distinct']}/{expected} delivered")
@@ -525,19 +544,110 @@ async def wait_settled(
 # -- the scenarios ----------------------------------------------------------------------------
 
 
-def start_csjd(tmp: Path, name: str, db_name: str) -> Service:
-    """``csjd serve`` on a free port and a fresh SQLite file; log to ``<tmp>/<name>.log``."""
+async def pg_admin(admin_url: str, statement: str) -> None:
+    """Run one statement (outside a transaction) on a fresh connection to ``admin_url``."""
+    try:
+        conn = await asyncpg.connect(admin_url, timeout=PG_CONNECT_TIMEOUT_S)
+    except (OSError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise BenchError(f"cannot connect to {admin_url}: {type(exc).__name__}: {exc}") from None
+    try:
+        await conn.execute(statement)
+    except asyncpg.PostgresError as exc:
+        raise BenchError(f"{statement}: {type(exc).__name__}: {exc}") from None
+    finally:
+        await conn.close()
+
+
+def pg_database_url(admin_url: str, name: str) -> str:
+    """``admin_url`` (its user, host, port, options) pointing at database ``name``, for csjd."""
+    return urlsplit(admin_url)._replace(scheme="postgresql+asyncpg", path=f"/{name}").geturl()
+
+
+@contextlib.asynccontextmanager
+async def fresh_database(
+    args: argparse.Namespace, tmp: Path, sqlite_name: str
+) -> AsyncIterator[str]:
+    """A fresh database for one scenario; yields its ``CSJD_DATABASE_URL``.
+
+    SQLite: the file ``<tmp>/<sqlite_name>`` (it goes with the temp dir).
+    Postgres: a database ``bench_<random hex>`` created through
+    ``--pg-admin-url``, and dropped ``WITH (FORCE)`` when the block ends,
+    however it ends (``--keep`` does not keep it).
+    """
+    if args.db == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp / sqlite_name}"
+        return
+    name = f"bench_{secrets.token_hex(6)}"
+    await pg_admin(args.pg_admin_url, f'CREATE DATABASE "{name}"')
+    say(f"created the Postgres database {name}")
+    try:
+        yield pg_database_url(args.pg_admin_url, name)
+    finally:
+        try:
+            await pg_admin(args.pg_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        except BenchError as exc:
+            say(f"could not drop the Postgres database {name}: {exc}")
+        else:
+            say(f"dropped the Postgres database {name}")
+
+
+def start_csjd(tmp: Path, name: str, database_url: str) -> Service:
+    """``csjd serve`` on a free port and ``database_url``; log to ``<tmp>/<name>.log``."""
     port = free_port()
     env = child_env(
         {
-            "CSJD_DATABASE_URL": f"sqlite+aiosqlite:///{tmp / db_name}",
+            "CSJD_DATABASE_URL": database_url,
             "CSJD_ALLOW_PRIVATE_TARGETS": "true",
             "CSJD_LOG_FORMAT": "json",
         }
     )
     argv = [sys.executable, "-m", "app", "serve", "--host", HOST, "--port", str(port)]
-    say(f"starting csjd on port {port} (database {tmp / db_name})")
+    say(f"starting {name} on port {port} (database {database_url})")
     return Service.start(name, argv, port=port, tmp=tmp, env=env)
+
+
+@dataclass
+class LogSummary:
+    """What one csjd's JSON log holds: delivery attempts, and what went wrong."""
+
+    delivery_attempts: int = 0
+    warnings: int = 0
+    errors: int = 0
+    #: lines that are not a JSON event (a traceback printed past the logger, say)
+    other_lines: int = 0
+    samples: list[str] = field(default_factory=list)
+
+    @classmethod
+    def read(cls, path: Path, max_samples: int = 5) -> LogSummary:
+        summary = cls()
+        try:
+            lines = path.read_bytes().splitlines()
+        except OSError:
+            return summary
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                event = orjson.loads(line)
+                level, name = event["level"], event["event"]
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                summary.other_lines += 1
+                summary.sample(line.decode(errors="replace"), max_samples)
+                continue
+            if name == "delivery":
+                summary.delivery_attempts += 1
+            if level == "warning" and name not in EXPECTED_WARNINGS:
+                summary.warnings += 1
+            elif level in ("error", "critical"):
+                summary.errors += 1
+            else:
+                continue
+            summary.sample(line.decode(errors="replace"), max_samples)
+        return summary
+
+    def sample(self, line: str, max_samples: int) -> None:
+        if len(self.samples) < max_samples:
+            self.samples.append(line[:500])
 
 
 async def put_target(
@@ -551,33 +661,58 @@ async def put_target(
 
 
 async def end_to_end(args: argparse.Namespace, tmp: Path, sink: Service) -> dict[str, Any]:
-    gateway = start_csjd(tmp, "csjd", "bench.db")
-    try:
-        async with client_session(8) as control:
-            await gateway.wait_ready(control, "/readyz")
-            target = {"url": f"{sink.base_url}/hook", "max_concurrency": 256}
-            await put_target(control, gateway, "bench", target)
-            at_ready = sample_proc(gateway.proc.pid)
+    replicas: int = args.replicas
+    names = ["csjd"] if replicas == 1 else [f"csjd-{k}" for k in range(replicas)]
+    gateways: list[Service] = []
+    async with fresh_database(args, tmp, "bench.db") as database_url:
+        try:
+            async with client_session(8) as control:
+                # The first one migrates the database alone and takes the target; the
+                # others start after that, so each dispatcher knows the target from its
+                # start (a target put elsewhere reaches it only at its next refresh).
+                gateways.append(start_csjd(tmp, names[0], database_url))
+                await gateways[0].wait_ready(control, "/readyz")
+                target = {"url": f"{sink.base_url}/hook", "max_concurrency": 256}
+                await put_target(control, gateways[0], "bench", target)
+                gateways.extend(start_csjd(tmp, name, database_url) for name in names[1:])
+                for gateway in gateways[1:]:
+                    await gateway.wait_ready(control, "/readyz")
+                at_ready = [sample_proc(gateway.proc.pid) for gateway in gateways]
 
-            say(f"pushing {args.jobs} jobs over {args.concurrency} connections")
-            intake = await post_jobs(gateway.base_url + "/jobs", args.jobs, args.concurrency)
+                spread = f", round-robin over {replicas} replicas" if replicas > 1 else ""
+                say(f"pushing {args.jobs} jobs over {args.concurrency} connections{spread}")
+                urls = [gateway.base_url + "/jobs" for gateway in gateways]
+                intake = await post_jobs(urls, args.jobs, args.concurrency)
+                say(
+                    f"intake done in {intake.wall_s:.2f}s: {intake.accepted} accepted, "
+                    f"{intake.errors} errors"
+                )
+                for sample in intake.error_samples:
+                    say(f"  error: {sample}")
+                if intake.accepted == 0:
+                    raise BenchError("csjd accepted no job")
+
+                await wait_delivered(control, sink, gateways, intake.accepted, args.deadline)
+                after = [sample_proc(gateway.proc.pid) for gateway in gateways]
+                stats = await sink_stats(control, sink, times=True)
+            say("every accepted job was delivered; stopping csjd")
+        finally:
+            codes = list(await asyncio.gather(*(gateway.stop() for gateway in gateways)))
+    for gateway, code in zip(gateways, codes, strict=True):
+        if code not in CLEAN_EXITS:
             say(
-                f"intake done in {intake.wall_s:.2f}s: {intake.accepted} accepted, "
-                f"{intake.errors} errors"
+                f"{gateway.name} exited with status {code} on SIGTERM; its log ends:\n"
+                f"{gateway.log_tail()}"
             )
-            for sample in intake.error_samples:
-                say(f"  error: {sample}")
-            if intake.accepted == 0:
-                raise BenchError("csjd accepted no job")
-
-            await wait_delivered(control, sink, gateway, intake.accepted, args.deadline)
-            after = sample_proc(gateway.proc.pid)
-            stats = await sink_stats(control, sink, times=True)
-        say("every accepted job was delivered; stopping csjd")
-    finally:
-        code = await gateway.stop()
-    if code not in CLEAN_EXITS:
-        say(f"csjd exited with status {code} on SIGTERM; its log ends:\n{gateway.log_tail()}")
+    logs = [LogSummary.read(gateway.log_path) for gateway in gateways]
+    for gateway, summary in zip(gateways, logs, strict=True):
+        if summary.warnings or summary.errors or summary.other_lines:
+            say(
+                f"{gateway.name} logged {summary.errors} errors, {summary.warnings} warnings "
+                f"and {summary.other_lines} other lines; the first:"
+            )
+            for line in summary.samples:
+                say(f"  {line}")
 
     first_at: dict[str, float] = stats["first_at"]
     latencies: list[float] = []
@@ -600,6 +735,24 @@ async def end_to_end(args: argparse.Namespace, tmp: Path, sink: Service) -> dict
     first_send = min(intake.send_at)
     last_delivery = max(first_at.values())
     span_s = last_delivery - first_send
+    cpu_s = sum(end.cpu_s - start.cpu_s for start, end in zip(at_ready, after, strict=True))
+    per_replica = [
+        {
+            "name": gateway.name,
+            "peak_rss_mb": round(end.peak_rss_mb, 1),
+            "cpu_s": round(end.cpu_s - start.cpu_s, 2),
+            "rss_at_ready_mb": round(start.rss_mb, 1),
+            "cpu_s_total": round(end.cpu_s, 2),
+            "delivery_attempts_logged": summary.delivery_attempts,
+            "warnings_logged": summary.warnings,
+            "errors_logged": summary.errors,
+            "other_log_lines": summary.other_lines,
+            "exit_status": code,
+        }
+        for gateway, start, end, summary, code in zip(
+            gateways, at_ready, after, logs, codes, strict=True
+        )
+    ]
     return {
         "accepted": intake.accepted,
         "errors": intake.errors,
@@ -607,18 +760,20 @@ async def end_to_end(args: argparse.Namespace, tmp: Path, sink: Service) -> dict
         "delivered_per_s": round(intake.accepted / span_s, 1),
         "enqueue_to_delivery_ms": percentiles(latencies),
         "post_latency_ms": percentiles(post_ms),
-        "peak_rss_mb": round(after.peak_rss_mb, 1),
-        "cpu_s": round(after.cpu_s - at_ready.cpu_s, 2),
-        "cpu_ms_per_job": round((after.cpu_s - at_ready.cpu_s) * 1000 / intake.accepted, 3),
+        "peak_rss_mb": round(sum(end.peak_rss_mb for end in after), 1),
+        "cpu_s": round(cpu_s, 2),
+        "cpu_ms_per_job": round(cpu_s * 1000 / intake.accepted, 3),
         "detail": {
             "intake_s": round(intake.wall_s, 3),
             "first_post_to_last_delivery_s": round(span_s, 3),
-            "rss_at_ready_mb": round(at_ready.rss_mb, 1),
-            "csjd_cpu_s_total": round(after.cpu_s, 2),
+            "rss_at_ready_mb": round(sum(start.rss_mb for start in at_ready), 1),
+            "csjd_cpu_s_total": round(sum(end.cpu_s for end in after), 2),
             "loadgen_cpu_s_intake": round(intake.cpu_s, 2),
             "sink_requests": stats["total"],
             "duplicate_deliveries": stats["total"] - stats["distinct"],
-            "csjd_exit_status": code,
+            # the first replica's, unless another one did not exit cleanly
+            "csjd_exit_status": next((c for c in codes if c not in CLEAN_EXITS), codes[0]),
+            "per_replica": per_replica,
         },
     }
 
@@ -631,7 +786,7 @@ async def bare_fastapi_ceiling(args: argparse.Namespace, tmp: Path) -> float:
     try:
         async with client_session(2) as control:
             await bare.wait_ready(control, "/readyz")
-        intake = await post_jobs(bare.base_url + "/jobs", args.jobs, args.concurrency)
+        intake = await post_jobs([bare.base_url + "/jobs"], args.jobs, args.concurrency)
     finally:
         await bare.stop()
     if intake.errors:
@@ -689,67 +844,68 @@ async def outage_schedule(
 async def outage(args: argparse.Namespace, tmp: Path, sink: Service) -> dict[str, Any]:
     async with client_session(2) as control:
         await sink_reset(control, sink)
-    gateway = start_csjd(tmp, "csjd_outage", "outage.db")
-    try:
-        async with client_session(8) as control:
-            await gateway.wait_ready(control, "/readyz")
-            target = {
-                "url": f"{sink.base_url}{OUTAGE_PATH}",
-                "max_concurrency": 64,
-                "max_attempts": 20,
-                "backoff_initial_s": 1,
-                "backoff_max_s": 30,
-                "timeout_s": 5,
-            }
-            await put_target(control, gateway, OUTAGE_TARGET, target)
-            at_ready = sample_proc(gateway.proc.pid)
+    async with fresh_database(args, tmp, "outage.db") as database_url:
+        gateway = start_csjd(tmp, "csjd_outage", database_url)
+        try:
+            async with client_session(8) as control:
+                await gateway.wait_ready(control, "/readyz")
+                target = {
+                    "url": f"{sink.base_url}{OUTAGE_PATH}",
+                    "max_concurrency": 64,
+                    "max_attempts": 20,
+                    "backoff_initial_s": 1,
+                    "backoff_max_s": 30,
+                    "timeout_s": 5,
+                }
+                await put_target(control, gateway, OUTAGE_TARGET, target)
+                at_ready = sample_proc(gateway.proc.pid)
 
-            say(
-                f"offering {args.rate:g} jobs/s for {args.duration:g}s; {OUTAGE_PATH} fails "
-                f"from {args.outage_start:g}s for {args.outage_s:g}s"
-            )
-            start = time.monotonic()
-            offering = asyncio.ensure_future(
-                offer_paced(
-                    gateway.base_url + "/jobs",
-                    rate=args.rate,
-                    duration_s=args.duration,
-                    start=start,
-                    target=OUTAGE_TARGET,
-                    workers=OUTAGE_WORKERS,
+                say(
+                    f"offering {args.rate:g} jobs/s for {args.duration:g}s; {OUTAGE_PATH} fails "
+                    f"from {args.outage_start:g}s for {args.outage_s:g}s"
                 )
-            )
-            switching = asyncio.ensure_future(outage_schedule(control, sink, start, args))
-            try:
-                intake, (failed_at, recovered_at) = await asyncio.gather(offering, switching)
-            finally:
-                offering.cancel()
-                switching.cancel()
-            say(
-                f"load done: {intake.accepted} of {intake.jobs} accepted, {intake.errors} "
-                f"errors, sent at most {intake.max_lag_s * 1000:.0f} ms late"
-            )
-            for sample in intake.error_samples:
-                say(f"  error: {sample}")
-            accepted = {job_id for job_id in intake.ids if job_id is not None}
-            if not accepted:
-                raise BenchError("csjd accepted no job")
+                start = time.monotonic()
+                offering = asyncio.ensure_future(
+                    offer_paced(
+                        gateway.base_url + "/jobs",
+                        rate=args.rate,
+                        duration_s=args.duration,
+                        start=start,
+                        target=OUTAGE_TARGET,
+                        workers=OUTAGE_WORKERS,
+                    )
+                )
+                switching = asyncio.ensure_future(outage_schedule(control, sink, start, args))
+                try:
+                    intake, (failed_at, recovered_at) = await asyncio.gather(offering, switching)
+                finally:
+                    offering.cancel()
+                    switching.cancel()
+                say(
+                    f"load done: {intake.accepted} of {intake.jobs} accepted, {intake.errors} "
+                    f"errors, sent at most {intake.max_lag_s * 1000:.0f} ms late"
+                )
+                for sample in intake.error_samples:
+                    say(f"  error: {sample}")
+                accepted = {job_id for job_id in intake.ids if job_id is not None}
+                if not accepted:
+                    raise BenchError("csjd accepted no job")
 
-            await wait_settled(
-                control,
-                sink,
-                gateway,
-                path=OUTAGE_PATH,
-                target=OUTAGE_TARGET,
-                accepted=accepted,
-                deadline_s=args.deadline,
-            )
-            after = sample_proc(gateway.proc.pid)
-            stats = await sink_stats(control, sink, times=True, path=OUTAGE_PATH, requests=True)
-            failed_ids = await job_ids_in_state(control, gateway, "failed", OUTAGE_TARGET)
-        say(f"every accepted job was delivered or failed ({len(failed_ids)}); stopping csjd")
-    finally:
-        code = await gateway.stop()
+                await wait_settled(
+                    control,
+                    sink,
+                    gateway,
+                    path=OUTAGE_PATH,
+                    target=OUTAGE_TARGET,
+                    accepted=accepted,
+                    deadline_s=args.deadline,
+                )
+                after = sample_proc(gateway.proc.pid)
+                stats = await sink_stats(control, sink, times=True, path=OUTAGE_PATH, requests=True)
+                failed_ids = await job_ids_in_state(control, gateway, "failed", OUTAGE_TARGET)
+            say(f"every accepted job was delivered or failed ({len(failed_ids)}); stopping csjd")
+        finally:
+            code = await gateway.stop()
     if code not in CLEAN_EXITS:
         say(f"csjd exited with status {code} on SIGTERM; its log ends:\n{gateway.log_tail()}")
 
@@ -843,6 +999,8 @@ async def end_to_end_scenario(
         "scenario": "end_to_end",
         "jobs": args.jobs,
         "concurrency": args.concurrency,
+        "db": args.db,
+        "replicas": args.replicas,
         **e2e,
         "ceilings": ceilings,
         "ratios": ratios,
@@ -857,7 +1015,14 @@ async def outage_scenario(
     load_avg = load_avg_now()
     result = await outage(args, tmp, sink)
     detail = result.pop("detail")
-    return {"scenario": "outage", **result, **machine(load_avg, loop_name), "detail": detail}
+    return {
+        "scenario": "outage",
+        "db": args.db,
+        "replicas": 1,
+        **result,
+        **machine(load_avg, loop_name),
+        "detail": detail,
+    }
 
 
 SCENARIOS = {"end_to_end": end_to_end_scenario, "outage": outage_scenario}
@@ -923,6 +1088,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default="end_to_end",
         help="what to run (default end_to_end); all prints one JSON line per scenario",
     )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="end_to_end: csjd processes sharing the database, POSTs spread round-robin "
+        "(default 1; more than 1 needs --db postgres)",
+    )
+    parser.add_argument(
+        "--db",
+        choices=["sqlite", "postgres"],
+        default="sqlite",
+        help="a fresh SQLite file in the temp dir, or a fresh Postgres database dropped "
+        "after the run (default sqlite)",
+    )
+    parser.add_argument(
+        "--pg-admin-url",
+        default=PG_ADMIN_URL,
+        help=f"--db postgres: where to CREATE and DROP the database (default {PG_ADMIN_URL})",
+    )
     paced = parser.add_argument_group("the outage scenario")
     paced.add_argument(
         "--rate", type=float, default=100.0, help="jobs offered per second (default 100)"
@@ -949,6 +1133,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--rate, --duration and --outage-s must be positive")
     if not (math.isfinite(args.outage_start) and args.outage_start >= 0):
         parser.error("--outage-start must not be negative")
+    if args.replicas < 1:
+        parser.error("--replicas must be at least 1")
+    if args.replicas > 1 and args.db != "postgres":
+        parser.error("--replicas above 1 needs --db postgres (replicas share one database)")
+    if args.replicas > 1 and args.scenario == "outage":
+        parser.error("--replicas applies to end_to_end; the outage scenario runs one csjd")
+    if urlsplit(args.pg_admin_url).scheme not in ("postgresql", "postgres"):
+        parser.error("--pg-admin-url must be a postgresql:// URL")
     return args
 
 
