@@ -9,7 +9,7 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from app.api.deps import AcceptingDep, CallerDep, GatewayDep, IdempotencyKeyDep
+from app.api.deps import CallerDep, GatewayDep, IntakeDep
 from app.api.present import attempt_json, job_json
 from app.api.schemas import AttemptOut, JobIn, JobOut, JobPageOut, Problem, StateName
 from app.core import idempotency
@@ -57,13 +57,8 @@ def _etag(job: JobRecord) -> str:
         503: _PROBLEM,
     },
 )
-async def create_job(
-    body: JobIn,
-    gateway: GatewayDep,
-    caller: CallerDep,
-    key: IdempotencyKeyDep,
-    _accepting: AcceptingDep,
-) -> Response:
+async def create_job(body: JobIn, intake: IntakeDep) -> Response:
+    gateway, caller, key = intake.gateway, intake.caller, intake.key
     now = gateway.clock.now()
     if body.run_at is not None:
         next_attempt_at = max(now, body.run_at.timestamp())
