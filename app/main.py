@@ -30,12 +30,12 @@ from app.api.routes import health, jobs, targets
 from app.api.schemas import TargetIn
 from app.core.clock import Clock, SystemClock
 from app.core.errors import CsjdError
-from app.dispatch.dispatcher import Dispatcher
+from app.dispatch.dispatcher import IDLE_POLL_S, SPLIT_POLL_S, Dispatcher
 from app.dispatch.maintenance import Maintenance
 from app.dispatch.sender import AiohttpSender, Sender
 from app.metrics import Metrics
 from app.net import check_target_url
-from app.settings import Settings
+from app.settings import Role, Settings
 from app.storage import postgres
 from app.storage.factory import build_store
 from app.storage.migrate import upgrade_async
@@ -160,12 +160,15 @@ def create_app(
     sender: Sender | None = None,
     clock: Clock | None = None,
     rng: random.Random | None = None,
+    role: Role = Role.ALL,
 ) -> FastAPI:
+    """The gateway; ``role`` splits it over two processes on one database (both
+    serve the API, only the ``dispatcher`` one delivers), so each gets a core."""
     clock = clock or SystemClock()
     rng = rng or random.Random()
     metrics = Metrics()
     supervisor = Supervisor()
-    store = build_store(settings)
+    store = build_store(settings, shared=role is not Role.ALL)
     sender = sender or AiohttpSender(max_connections=settings.max_inflight)
     dispatcher = Dispatcher(
         store,
@@ -175,6 +178,8 @@ def create_app(
         metrics=metrics,
         max_inflight=settings.max_inflight,
         supervisor=supervisor,
+        # jobs accepted by another process wake nobody here: look often
+        idle_poll_s=SPLIT_POLL_S if role is Role.DISPATCHER else IDLE_POLL_S,
     )
     maintenance = Maintenance(
         store,
@@ -193,11 +198,12 @@ def create_app(
         supervisor=supervisor,
         rng=rng,
     )
-    lock = DatabaseLock(settings.database_url)
+    locks = [DatabaseLock(settings.database_url, duty) for duty in role.duties]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        lock.acquire()
+        for lock in locks:
+            lock.acquire()
         try:
             await upgrade_async(settings.database_url)
             await store.open()
@@ -207,19 +213,23 @@ def create_app(
                         settings.targets_file, store, settings, clock.now()
                     )
                     log.info("targets_loaded", extra={"count": count})
-                # alone on SQLite every leased job is orphaned; on Postgres only
-                # expired leases are (other replicas own the rest)
-                rescued = await store.rescue(clock.now(), rng.random, expired_only=store.shared)
-                if rescued:
-                    log.warning("attempts_rescued", extra={"count": rescued})
+                if role.dispatches:
+                    # alone on SQLite every leased job is orphaned; on Postgres
+                    # only expired leases are (other replicas own the rest)
+                    rescued = await store.rescue(
+                        clock.now(), rng.random, expired_only=settings.is_postgres
+                    )
+                    if rescued:
+                        log.warning("attempts_rescued", extra={"count": rescued})
                 await maintenance.start()
-                await dispatcher.start()
-                if settings.is_postgres:
+                if role.dispatches:
+                    await dispatcher.start()
+                if settings.is_postgres and role.dispatches:
                     supervisor.start(
                         "listener", partial(postgres.listen, settings.database_url, dispatcher.wake)
                     )
                 gateway.started = True
-                log.info("gateway_started", extra={"version": __version__})
+                log.info("gateway_started", extra={"version": __version__, "role": role.value})
                 yield
             finally:
                 gateway.draining = True
@@ -229,7 +239,8 @@ def create_app(
                 await sender.close()
                 await store.close()
         finally:
-            lock.release()
+            for lock in locks:
+                lock.release()
         log.info("gateway_stopped")
 
     app = FastAPI(

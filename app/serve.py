@@ -26,7 +26,7 @@ import uvicorn
 
 from app.api.deps import Gateway
 from app.main import create_app
-from app.settings import Settings
+from app.settings import Role, Settings
 
 log = logging.getLogger("csjd")
 
@@ -41,8 +41,8 @@ class GatewayServer(uvicorn.Server):
         yield
 
 
-async def serve(settings: Settings, host: str, port: int) -> int:
-    app = create_app(settings)
+async def serve(settings: Settings, host: str, port: int, role: Role = Role.ALL) -> int:
+    app = create_app(settings, role=role)
     gateway: Gateway = app.state.gateway
     config = uvicorn.Config(
         app,
@@ -95,9 +95,9 @@ async def serve(settings: Settings, host: str, port: int) -> int:
     return 0 if server.started else 1
 
 
-def run(settings: Settings, host: str, port: int) -> int:
+def run(settings: Settings, host: str, port: int, role: Role = Role.ALL) -> int:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvicorn[standard] brings it
-        return asyncio.run(serve(settings, host, port))
-    return uvloop.run(serve(settings, host, port))
+        return asyncio.run(serve(settings, host, port, role))
+    return uvloop.run(serve(settings, host, port, role))

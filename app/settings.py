@@ -20,6 +20,25 @@ class SqliteSynchronous(StrEnum):
     NORMAL = "NORMAL"
 
 
+class Role(StrEnum):
+    """What one ``csjd serve`` process does (``--role``)."""
+
+    ALL = "all"
+    API = "api"
+    DISPATCHER = "dispatcher"
+
+    @property
+    def dispatches(self) -> bool:
+        return self is not Role.API
+
+    @property
+    def duties(self) -> tuple[str, ...]:
+        """The per-database locks this role holds: one process per duty."""
+        return {"all": ("api", "dispatcher"), "api": ("api",), "dispatcher": ("dispatcher",)}[
+            self.value
+        ]
+
+
 class LogFormat(StrEnum):
     JSON = "json"
     CONSOLE = "console"

@@ -591,7 +591,7 @@ async def fresh_database(
             say(f"dropped the Postgres database {name}")
 
 
-def start_csjd(tmp: Path, name: str, database_url: str) -> Service:
+def start_csjd(tmp: Path, name: str, database_url: str, role: str = "all") -> Service:
     """``csjd serve`` on a free port and ``database_url``; log to ``<tmp>/<name>.log``."""
     port = free_port()
     env = child_env(
@@ -602,6 +602,7 @@ def start_csjd(tmp: Path, name: str, database_url: str) -> Service:
         }
     )
     argv = [sys.executable, "-m", "app", "serve", "--host", HOST, "--port", str(port)]
+    argv += ["--role", role]
     say(f"starting {name} on port {port} (database {database_url})")
     return Service.start(name, argv, port=port, tmp=tmp, env=env)
 
@@ -663,6 +664,10 @@ async def put_target(
 async def end_to_end(args: argparse.Namespace, tmp: Path, sink: Service) -> dict[str, Any]:
     replicas: int = args.replicas
     names = ["csjd"] if replicas == 1 else [f"csjd-{k}" for k in range(replicas)]
+    # --split: one process takes the API (all the intake), another delivers
+    roles = ["api", "dispatcher"] if args.split else ["all"] * replicas
+    if args.split:
+        names = ["csjd-api", "csjd-dispatcher"]
     gateways: list[Service] = []
     async with fresh_database(args, tmp, "bench.db") as database_url:
         try:
@@ -670,18 +675,22 @@ async def end_to_end(args: argparse.Namespace, tmp: Path, sink: Service) -> dict
                 # The first one migrates the database alone and takes the target; the
                 # others start after that, so each dispatcher knows the target from its
                 # start (a target put elsewhere reaches it only at its next refresh).
-                gateways.append(start_csjd(tmp, names[0], database_url))
+                gateways.append(start_csjd(tmp, names[0], database_url, roles[0]))
                 await gateways[0].wait_ready(control, "/readyz")
                 target = {"url": f"{sink.base_url}/hook", "max_concurrency": 256}
                 await put_target(control, gateways[0], "bench", target)
-                gateways.extend(start_csjd(tmp, name, database_url) for name in names[1:])
+                gateways.extend(
+                    start_csjd(tmp, name, database_url, role)
+                    for name, role in zip(names[1:], roles[1:], strict=True)
+                )
                 for gateway in gateways[1:]:
                     await gateway.wait_ready(control, "/readyz")
                 at_ready = [sample_proc(gateway.proc.pid) for gateway in gateways]
 
                 spread = f", round-robin over {replicas} replicas" if replicas > 1 else ""
                 say(f"pushing {args.jobs} jobs over {args.concurrency} connections{spread}")
-                urls = [gateway.base_url + "/jobs" for gateway in gateways]
+                intake_gateways = gateways[:1] if args.split else gateways
+                urls = [gateway.base_url + "/jobs" for gateway in intake_gateways]
                 intake = await post_jobs(urls, args.jobs, args.concurrency)
                 say(
                     f"intake done in {intake.wall_s:.2f}s: {intake.accepted} accepted, "
@@ -1001,6 +1010,7 @@ async def end_to_end_scenario(
         "concurrency": args.concurrency,
         "db": args.db,
         "replicas": args.replicas,
+        "split": args.split,
         **e2e,
         "ceilings": ceilings,
         "ratios": ratios,
@@ -1089,6 +1099,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="what to run (default end_to_end); all prints one JSON line per scenario",
     )
     parser.add_argument(
+        "--split",
+        action="store_true",
+        help="run csjd as two processes on one database: --role api and --role dispatcher",
+    )
+    parser.add_argument(
         "--replicas",
         type=int,
         default=1,
@@ -1133,6 +1148,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--rate, --duration and --outage-s must be positive")
     if not (math.isfinite(args.outage_start) and args.outage_start >= 0):
         parser.error("--outage-start must not be negative")
+    if args.split and (args.replicas > 1 or args.scenario == "outage"):
+        parser.error("--split runs one api and one dispatcher process for end_to_end")
     if args.replicas < 1:
         parser.error("--replicas must be at least 1")
     if args.replicas > 1 and args.db != "postgres":

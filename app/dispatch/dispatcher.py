@@ -49,6 +49,8 @@ from app.supervisor import Supervisor
 log = logging.getLogger("csjd.dispatch")
 
 IDLE_POLL_S = 1.0
+#: how often a dispatcher-only process looks for jobs another process accepted
+SPLIT_POLL_S = 0.02
 #: a claim's lease; running attempts have theirs extended every HEARTBEAT_S
 LEASE_S = 30.0
 HEARTBEAT_S = 10.0
@@ -80,7 +82,9 @@ class Dispatcher:
         metrics: Metrics,
         max_inflight: int,
         supervisor: Supervisor,
+        idle_poll_s: float = IDLE_POLL_S,
     ) -> None:
+        self._idle_poll_s = idle_poll_s
         self._store = store
         self._supervisor = supervisor
         self._sender = sender
@@ -167,7 +171,7 @@ class Dispatcher:
                 await self._store.extend_leases(dict(self._leases), self._clock.now() + LEASE_S)
 
     async def _sleep(self) -> None:
-        timeout = IDLE_POLL_S
+        timeout = self._idle_poll_s
         now = self._clock.now()
         due = await self._store.next_due()
         if due is not None:

@@ -320,18 +320,21 @@ def _raise_if_error(result: T | errors.CsjdError) -> T:
 
 
 class SqlJobStore:
-    def __init__(self, writer: AsyncEngine, reader: AsyncEngine, *, max_backlog: int) -> None:
+    def __init__(
+        self, writer: AsyncEngine, reader: AsyncEngine, *, max_backlog: int, shared: bool = False
+    ) -> None:
         self._writer_engine = writer
         self._reader = reader
         self._writer = GroupCommitter(writer)
         self._max_backlog = max_backlog
         self._active = 0
         self._pg = writer.dialect.name == "postgresql"
+        self._shared = shared or self._pg
 
     @property
     def shared(self) -> bool:
-        """Whether other gateways may share this database (Postgres)."""
-        return self._pg
+        """Whether other processes write to this database too (counts go stale)."""
+        return self._shared
 
     @property
     def committer(self) -> GroupCommitter:

@@ -43,9 +43,10 @@ def sqlite_path(database_url: str) -> Path | None:
 
 
 class DatabaseLock:
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, duty: str = "dispatcher") -> None:
         path = sqlite_path(database_url)
-        self.path = None if path is None else path.with_name(path.name + ".lock")
+        self.duty = duty
+        self.path = None if path is None else path.with_name(f"{path.name}.{duty}.lock")
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -59,8 +60,9 @@ class DatabaseLock:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             raise DatabaseInUse(
-                f"another csjd gateway (pid {holder}) is already using "
-                f"{self.path.with_suffix('')}; one gateway per SQLite database file"
+                f"another csjd gateway (pid {holder}) is already the {self.duty} of "
+                f"{self.path.parent / self.path.name.removesuffix(f'.{self.duty}.lock')}; "
+                "one gateway per SQLite database file (or one per --role)"
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)

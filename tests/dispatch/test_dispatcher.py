@@ -220,7 +220,7 @@ async def test_a_new_job_wakes_the_dispatcher_instead_of_waiting_for_a_poll(
     api: Api, sender: FakeSender, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await api.put_target()
-    monkeypatch.setattr(dispatcher_module, "IDLE_POLL_S", 3600.0)
+    api.gateway.dispatcher._idle_poll_s = 3600.0
     await api.post_job("warm")  # the loop now sleeps with the long poll
     await eventually(lambda: len(sender.requests) == 1)
     job = (await api.post_job("k")).json()

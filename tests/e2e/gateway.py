@@ -23,8 +23,9 @@ def free_port() -> int:
 
 
 class GatewayProcess:
-    def __init__(self, workdir: Path, **env: str) -> None:
+    def __init__(self, workdir: Path, *, role: str = "all", **env: str) -> None:
         self.workdir = workdir
+        self.role = role
         self.db = workdir / "csjd.db"
         self.port = free_port()
         self.env = {
@@ -41,7 +42,7 @@ class GatewayProcess:
     def start(self, *, wait: bool = True) -> GatewayProcess:
         self.log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve", "--port", str(self.port)],
+            [sys.executable, "-m", "app", "serve", "--port", str(self.port), "--role", self.role],
             cwd=self.workdir,
             env=self.env,
             stdout=self.log,

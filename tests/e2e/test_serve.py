@@ -249,3 +249,24 @@ def test_a_broken_targets_file_stops_the_start_with_a_clear_message(
 
 def test_the_package_runs_from_its_own_checkout() -> None:
     assert (ROOT / "alembic" / "env.py").exists()
+
+
+def test_an_api_and_a_dispatcher_process_share_one_database(tmp_path: Path, sink: Sink) -> None:
+    api = GatewayProcess(tmp_path, role="api").start()
+    dispatcher = GatewayProcess(tmp_path, role="dispatcher").start()
+    second_api = GatewayProcess(tmp_path, role="api").start(wait=False)
+    try:
+        assert second_api.wait(20) != 0
+        assert "already the api of" in second_api.logs()
+        api.put_target("billing", url=sink.url("/hook"))
+        ids = [api.post_job(f"k{i}", "billing", i).json()["id"] for i in range(30)]
+        for job_id in ids:
+            done = api.wait_job(job_id, ("succeeded",))
+            assert done["attempts"] == 1
+        assert {r.headers["webhook-id"] for r in sink.received("/hook")} == set(ids)
+        assert dispatcher.client.get("/readyz").json()["checks"]["dispatcher"] == "ok"
+        assert "dispatcher" not in api.client.get("/readyz").json()["checks"]
+    finally:
+        api.stop()
+        dispatcher.stop()
+        second_api.stop()
