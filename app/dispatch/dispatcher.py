@@ -1,16 +1,19 @@
 """The dispatcher: claims due jobs, delivers them, records what happened.
 
 One loop claims jobs in batches under a lease, only as many as there are free
-slots (``CSJD_MAX_INFLIGHT`` overall, ``max_concurrency`` per target), and
-starts one owned task per claimed job at once, so claimed-but-not-started work
-is bounded by the free slots. A delivery task builds the request, sends it
-through the ``Sender`` seam under the target's hard deadline, classifies the
-answer, asks ``app.core.retry.decide`` what follows, and writes that through
-the store, guarded by the lease. Nothing that happens inside one delivery can
+slots (``CSJD_MAX_INFLIGHT`` overall) and as each target's ``TargetGuard``
+admits (breaker, adaptive limit, rate), and starts one owned task per claimed
+job at once, so claimed-but-not-started work is bounded by the free slots. A
+delivery task builds the request, sends it through the ``Sender`` seam under
+the target's hard deadline, classifies the answer, asks
+``app.core.retry.decide`` what follows, and writes that through the store,
+guarded by the lease. Nothing that happens inside one delivery can
 stop the loop: any exception ends that attempt as retryable, with the error.
 
 The loop sleeps until woken (a job was accepted, a slot freed, targets
-changed) or until the next scheduled job or pause comes due, at most a second.
+changed) or until the next scheduled job, pause, breaker re-open or rate token
+comes due, at most ``idle_poll_s``. A heartbeat extends the leases of running
+attempts. Both loops run under the ``Supervisor``.
 ``stop`` stops claiming, lets in-flight deliveries finish for the drain
 timeout, then cancels the rest; those are put back ``queued``, not counted.
 """
@@ -60,15 +63,15 @@ LOOP_EXIT_TIMEOUT_S = 5.0
 RETRY_DEFER_S = 1.0
 
 
+EXCERPT_CHARS = 2048
+
+
 @dataclass(frozen=True, slots=True)
 class LiveState:
     breaker: str
     breaker_reopens_at: float | None
     concurrency_limit: int
     inflight: int
-
-
-EXCERPT_CHARS = 2048
 
 
 class Dispatcher:
@@ -110,10 +113,6 @@ class Dispatcher:
         await self._refresh_targets()
         self._supervisor.start("dispatcher", self._run)
         self._supervisor.start("heartbeat", self._heartbeat)
-
-    @property
-    def running(self) -> bool:
-        return self._supervisor.status().get("dispatcher") == "ok"
 
     def live_state(self, name: str) -> LiveState | None:
         """What containment says of a target right now (for the API)."""

@@ -8,7 +8,9 @@ and the configured ``synchronous`` level.
 
 A second gateway on the same file would break the single-writer assumptions
 of the dispatcher, so ``DatabaseLock`` holds an exclusive ``flock`` on a file
-beside the database for the life of the process and refuses to start otherwise.
+beside the database for the life of the process and refuses to start
+otherwise: one lock per duty (``api``, ``dispatcher``), so that one gateway
+may also be split over two processes with ``--role``.
 """
 
 from __future__ import annotations
