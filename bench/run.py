@@ -1,6 +1,6 @@
 """The end-to-end benchmark behind ``make bench``: real processes, real sockets.
 
-Two scenarios, each on its own ``csjd serve`` with a fresh database (a SQLite
+Four scenarios, each on its own ``csjd serve`` with a fresh database (a SQLite
 file in a temporary directory or, with ``--db postgres``, a Postgres database
 created for the run and dropped after it), and one webhook sink
 (``bench/sink.py``) in a separate process. ``end_to_end`` (the default)
@@ -15,12 +15,16 @@ csjd): the same load generator against a bare FastAPI app under uvicorn
 ``--duration`` s, makes the sink answer ``500`` for ``--outage-s`` s from
 ``--outage-start`` s on, waits until every accepted job has been delivered (or
 has failed), and reports how many requests the target had to take per job and
-how they were spread in time. ``--scenario all`` runs both. One JSON line per
-scenario goes to stdout; progress goes to stderr.
+how they were spread in time. ``intake`` registers ``bench`` disabled (its
+jobs stay queued) and pushes ``--jobs`` jobs as ``end_to_end`` does: intake
+alone, next to the bare FastAPI ceiling. ``drain`` registers ``bench``
+disabled, queues ``--backlog`` jobs, enables it and times csjd delivering the
+whole backlog, next to the outbound client ceiling. ``--scenario all`` runs all
+four. One JSON line per scenario goes to stdout; progress goes to stderr.
 
-Usage: ``python bench/run.py [--scenario end_to_end|outage|all] [--jobs 20000]
+Usage: ``python bench/run.py [--scenario end_to_end|outage|intake|drain|all] [--jobs 20000]
 [--concurrency 64] [--skip-ceilings] [--replicas 1] [--rate 100] [--duration 60]
-[--outage-start 10] [--outage-s 30] [--db sqlite|postgres] [--pg-admin-url URL]
+[--outage-start 10] [--outage-s 30] [--backlog 100000] [--db sqlite|postgres] [--pg-admin-url URL]
 [--deadline 600] [--keep]``
 """
 
@@ -966,6 +970,148 @@ async def outage(args: argparse.Namespace, tmp: Path, sink: Service) -> dict[str
     }
 
 
+async def register_paused(
+    control: aiohttp.ClientSession, gateway: Service, sink: Service
+) -> dict[str, Any]:
+    """Wait for ``gateway`` and register target ``bench`` disabled (queued, not sent)."""
+    await gateway.wait_ready(control, "/readyz")
+    target = {"url": f"{sink.base_url}/hook", "max_concurrency": 256, "enabled": False}
+    await put_target(control, gateway, "bench", target)
+    return target
+
+
+def report_intake(intake: Intake) -> None:
+    say(f"intake done in {intake.wall_s:.2f}s: {intake.accepted} accepted, {intake.errors} errors")
+    for sample in intake.error_samples:
+        say(f"  error: {sample}")
+    if intake.accepted == 0:
+        raise BenchError("csjd accepted no job")
+
+
+def report_exit(gateway: Service, code: int) -> None:
+    if code not in CLEAN_EXITS:
+        say(
+            f"{gateway.name} exited with status {code} on SIGTERM; its log ends:\n"
+            f"{gateway.log_tail()}"
+        )
+
+
+async def intake_only(args: argparse.Namespace, tmp: Path, sink: Service) -> dict[str, Any]:
+    """Push ``--jobs`` jobs at a disabled target: csjd's intake with dispatch paused."""
+    async with client_session(2) as control:
+        await sink_reset(control, sink)
+    async with fresh_database(args, tmp, "intake.db") as database_url:
+        gateway = start_csjd(tmp, "csjd_intake", database_url)
+        try:
+            async with client_session(8) as control:
+                await register_paused(control, gateway, sink)
+                at_ready = sample_proc(gateway.proc.pid)
+                say(
+                    f"pushing {args.jobs} jobs over {args.concurrency} connections "
+                    "(target disabled)"
+                )
+                intake = await post_jobs([gateway.base_url + "/jobs"], args.jobs, args.concurrency)
+                after = sample_proc(gateway.proc.pid)
+                report_intake(intake)
+                stats = await sink_stats(control, sink)
+            say("intake done; stopping csjd")
+        finally:
+            code = await gateway.stop()
+    report_exit(gateway, code)
+    if stats["total"]:
+        say(f"the sink got {stats['total']} requests from a disabled target")
+    post_ms = [
+        (intake.answered_at[i] - intake.send_at[i]) * 1000
+        for i, job_id in enumerate(intake.ids)
+        if job_id is not None
+    ]
+    cpu_s = after.cpu_s - at_ready.cpu_s
+    return {
+        "accepted": intake.accepted,
+        "errors": intake.errors,
+        "accepted_per_s": round(intake.accepted / intake.wall_s, 1),
+        "post_latency_ms": percentiles(post_ms),
+        "peak_rss_mb": round(after.peak_rss_mb, 1),
+        "cpu_s": round(cpu_s, 2),
+        "cpu_ms_per_job": round(cpu_s * 1000 / intake.accepted, 3),
+        "detail": {
+            "intake_s": round(intake.wall_s, 3),
+            "rss_at_ready_mb": round(at_ready.rss_mb, 1),
+            "csjd_cpu_s_total": round(after.cpu_s, 2),
+            "loadgen_cpu_s_intake": round(intake.cpu_s, 2),
+            "sink_requests": stats["total"],
+            "csjd_exit_status": code,
+        },
+    }
+
+
+async def drain(args: argparse.Namespace, tmp: Path, sink: Service) -> dict[str, Any]:
+    """Queue ``--backlog`` jobs at a disabled target, enable it, time the sink seeing them all."""
+    async with client_session(2) as control:
+        await sink_reset(control, sink)
+    async with fresh_database(args, tmp, "drain.db") as database_url:
+        gateway = start_csjd(tmp, "csjd_drain", database_url)
+        try:
+            async with client_session(8) as control:
+                target = await register_paused(control, gateway, sink)
+                at_ready = sample_proc(gateway.proc.pid)
+                say(
+                    f"queueing a backlog of {args.backlog} jobs over {args.concurrency} "
+                    "connections (target disabled)"
+                )
+                intake = await post_jobs(
+                    [gateway.base_url + "/jobs"], args.backlog, args.concurrency
+                )
+                report_intake(intake)
+                early = await sink_stats(control, sink)
+                if early["total"]:
+                    raise BenchError(
+                        f"the sink got {early['total']} requests while the target was disabled"
+                    )
+                before = sample_proc(gateway.proc.pid)
+                say("enabling the target; draining")
+                enabled_at = time.time()
+                await put_target(control, gateway, "bench", {**target, "enabled": True})
+                await wait_delivered(control, sink, [gateway], intake.accepted, args.deadline)
+                after = sample_proc(gateway.proc.pid)
+                stats = await sink_stats(control, sink, times=True)
+            say("every accepted job was delivered; stopping csjd")
+        finally:
+            code = await gateway.stop()
+    report_exit(gateway, code)
+
+    first_at: dict[str, float] = stats["first_at"]
+    accepted = {job_id for job_id in intake.ids if job_id is not None}
+    missing = accepted - first_at.keys()
+    if missing:
+        raise BenchError(f"{len(missing)} accepted job ids never reached the sink")
+    arrivals = [first_at[job_id] for job_id in accepted]
+    drain_s = max(arrivals) - enabled_at
+    cpu_s = after.cpu_s - before.cpu_s
+    return {
+        "backlog": args.backlog,
+        "accepted": intake.accepted,
+        "errors": intake.errors,
+        "drain_s": round(drain_s, 3),
+        "drained_per_s": round(intake.accepted / drain_s, 1),
+        "peak_rss_mb": round(after.peak_rss_mb, 1),
+        "cpu_s": round(cpu_s, 2),
+        "cpu_ms_per_job": round(cpu_s * 1000 / intake.accepted, 3),
+        "detail": {
+            "backlog_intake_s": round(intake.wall_s, 3),
+            "backlog_accepted_per_s": round(intake.accepted / intake.wall_s, 1),
+            "first_delivery_after_enable_s": round(min(arrivals) - enabled_at, 3),
+            "peak_rss_mb_before_drain": round(before.peak_rss_mb, 1),
+            "rss_at_ready_mb": round(at_ready.rss_mb, 1),
+            "csjd_cpu_s_intake": round(before.cpu_s - at_ready.cpu_s, 2),
+            "csjd_cpu_s_total": round(after.cpu_s, 2),
+            "sink_requests": stats["total"],
+            "duplicate_deliveries": stats["total"] - stats["distinct"],
+            "csjd_exit_status": code,
+        },
+    }
+
+
 def machine(load_avg: list[float], loop_name: str) -> dict[str, Any]:
     """Where and when a scenario ran."""
     return {
@@ -1035,7 +1181,65 @@ async def outage_scenario(
     }
 
 
-SCENARIOS = {"end_to_end": end_to_end_scenario, "outage": outage_scenario}
+async def intake_scenario(
+    args: argparse.Namespace, tmp: Path, sink: Service, loop_name: str
+) -> dict[str, Any]:
+    load_avg = load_avg_now()
+    result = await intake_only(args, tmp, sink)
+    ceilings: dict[str, float] | None = None
+    ratios: dict[str, float] | None = None
+    if not args.skip_ceilings:
+        bare = await bare_fastapi_ceiling(args, tmp)
+        ceilings = {"bare_fastapi_post_per_s": round(bare, 1)}
+        ratios = {"accepted_vs_bare_fastapi": round(result["accepted_per_s"] / bare, 3)}
+    detail = result.pop("detail")
+    return {
+        "scenario": "intake",
+        "jobs": args.jobs,
+        "concurrency": args.concurrency,
+        "db": args.db,
+        "replicas": 1,
+        **result,
+        "ceilings": ceilings,
+        "ratios": ratios,
+        **machine(load_avg, loop_name),
+        "detail": detail,
+    }
+
+
+async def drain_scenario(
+    args: argparse.Namespace, tmp: Path, sink: Service, loop_name: str
+) -> dict[str, Any]:
+    load_avg = load_avg_now()
+    result = await drain(args, tmp, sink)
+    ceilings: dict[str, float] | None = None
+    ratios: dict[str, float] | None = None
+    if not args.skip_ceilings:
+        async with client_session(2) as control:
+            await sink_reset(control, sink)
+        outbound = await outbound_ceiling(args, sink)
+        ceilings = {"outbound_client_per_s": round(outbound, 1)}
+        ratios = {"drained_vs_outbound_client": round(result["drained_per_s"] / outbound, 3)}
+    detail = result.pop("detail")
+    return {
+        "scenario": "drain",
+        "concurrency": args.concurrency,
+        "db": args.db,
+        "replicas": 1,
+        **result,
+        "ceilings": ceilings,
+        "ratios": ratios,
+        **machine(load_avg, loop_name),
+        "detail": detail,
+    }
+
+
+SCENARIOS = {
+    "end_to_end": end_to_end_scenario,
+    "outage": outage_scenario,
+    "intake": intake_scenario,
+    "drain": drain_scenario,
+}
 
 
 async def bench(args: argparse.Namespace, tmp: Path, loop_name: str) -> None:
@@ -1070,18 +1274,18 @@ def run_loop(main: Callable[[str], Coroutine[Any, Any, T]]) -> T:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--jobs", type=int, default=20_000, help="end_to_end: jobs to push (default 20000)"
+        "--jobs", type=int, default=20_000, help="end_to_end, intake: jobs to push (default 20000)"
     )
     parser.add_argument(
         "--concurrency",
         type=int,
         default=64,
-        help="end_to_end: concurrent connections (default 64)",
+        help="end_to_end, intake, drain: concurrent connections (default 64)",
     )
     parser.add_argument(
         "--skip-ceilings",
         action="store_true",
-        help="end_to_end: measure csjd only, not the ceilings",
+        help="end_to_end, intake, drain: measure csjd only, not the ceilings",
     )
     parser.add_argument(
         "--keep", action="store_true", help="keep the temporary directory (path on stderr)"
@@ -1138,9 +1342,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     paced.add_argument(
         "--outage-s", type=float, default=30.0, help="how long the target fails (default 30)"
     )
+    parser.add_argument(
+        "--backlog",
+        type=int,
+        default=100_000,
+        help="drain: jobs queued at the disabled target before it is enabled (default 100000)",
+    )
     args = parser.parse_args(argv)
     if args.jobs < 1 or args.concurrency < 1:
         parser.error("--jobs and --concurrency must be at least 1")
+    if args.backlog < 1:
+        parser.error("--backlog must be at least 1")
+    if args.scenario in ("intake", "drain") and (args.split or args.replicas > 1):
+        parser.error(
+            f"--split and --replicas apply to end_to_end; the {args.scenario} scenario "
+            "runs one csjd"
+        )
     if (
         not all(math.isfinite(x) for x in (args.rate, args.duration, args.outage_s))
         or min(args.rate, args.duration, args.outage_s) <= 0
