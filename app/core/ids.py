@@ -7,14 +7,16 @@ millisecond a counter in the random bits keeps ids of one process increasing.
 
 from __future__ import annotations
 
-import os
+import random
 import threading
 import time
-import uuid
 
 _lock = threading.Lock()
 _last_ms = 0
 _counter = 0
+# Ids need to be unique and time-ordered, not secret (jobs are scoped to their
+# caller), so a fast generator seeded from the OS is enough.
+_random = random.Random()
 
 
 def uuid7(now_ms: int | None = None) -> str:
@@ -28,13 +30,10 @@ def uuid7(now_ms: int | None = None) -> str:
                 ms += 1
                 _counter = 0
         else:
-            _counter = int.from_bytes(os.urandom(2), "big") & 0x3FF
+            _counter = _random.getrandbits(10)
         _last_ms = ms
         counter = _counter
-    rand = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
-    value = (ms & ((1 << 48) - 1)) << 80
-    value |= 0x7 << 76
-    value |= counter << 64
-    value |= 0b10 << 62
-    value |= rand
-    return str(uuid.UUID(int=value))
+        rand = _random.getrandbits(62)
+    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | rand
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
