@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable
 
 from app.core import budget as bg
+from app.dispatch.dispatcher import LiveState
 from app.testing import FakeClock, FakeSender, Reply
 from tests.conftest import Api, ApiFactory
 from tests.dispatch.test_dispatcher import URL, eventually
@@ -32,6 +33,11 @@ def deferred_retries(api: Api) -> float:
         "csjd_retries_deferred_total", {"target": "billing", "reason": "budget"}
     )
     return value or 0.0
+
+
+def live(api: Api) -> LiveState | None:
+    """The dispatcher's view of the target (None until it has read the target)."""
+    return api.gateway.dispatcher.live_state("billing")
 
 
 async def settle() -> None:
@@ -81,7 +87,7 @@ async def test_half_open_sends_one_probe_then_ramps_up_slowly(api_factory: ApiFa
     for i in range(5):
         await api.post_job(f"trip{i}")
     await eventually(lambda: len(sender.requests) >= 5)
-    await eventually(lambda: api.gateway.dispatcher.live_state("billing").breaker == "open")
+    await eventually(lambda: getattr(live(api), "breaker", None) == "open")
     await settle()
     tripped = len(sender.requests)
 
@@ -165,7 +171,7 @@ async def test_timeouts_halve_the_adaptive_limit(api_factory: ApiFactory) -> Non
     await api.put_target(max_concurrency=8, timeout_s=0.1, max_attempts=1)
     for i in range(2):
         await api.post_job(f"k{i}")
-    await eventually(lambda: api.gateway.dispatcher.live_state("billing").concurrency_limit == 2)
+    await eventually(lambda: getattr(live(api), "concurrency_limit", None) == 2)
     state = await target_state(api)
     assert state["concurrency_limit"] == 2
     assert 'csjd_concurrency_limit{target="billing"} 2.0' in (await api.client.get("/metrics")).text
