@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from app.core.errors import PROBLEM_BASE, CsjdError
+from app.core.errors import PROBLEM_BASE, CsjdError, MalformedJson
 from app.storage.group import database_unavailable
 
 log = logging.getLogger("csjd.api")
@@ -119,12 +119,8 @@ def install(app: FastAPI) -> None:
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
         errors = list(exc.errors())
         if any(e.get("type") == "json_invalid" for e in errors):
-            return problem(
-                400,
-                detail="the request body is not valid JSON",
-                type_=PROBLEM_BASE + "malformed-json",
-                title="Malformed JSON",
-                instance=request.url.path,
+            return error_response(
+                MalformedJson("the request body is not valid JSON"), request.url.path
             )
         return validation_problem(errors, request.url.path)
 

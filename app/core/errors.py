@@ -5,9 +5,9 @@ Every error a caller can cause is a ``CsjdError``; each subclass knows the RFC
 translates them without a lookup table::
 
     CsjdError
-    ├── BadRequest (400)            malformed JSON, missing or malformed key
+    ├── BadRequest (400)            bad cursor
+    │   ├── MalformedJson
     │   └── InvalidIdempotencyKey
-    ├── Unauthorized (401)
     ├── NotFound (404)              unknown job or target
     ├── Conflict (409)              illegal transition, target still in use
     │   └── KeyInFlight             same key while the first is being stored
@@ -63,12 +63,6 @@ class MalformedJson(BadRequest):
 class InvalidIdempotencyKey(BadRequest):
     slug = "invalid-idempotency-key"
     title = "Missing or malformed Idempotency-Key"
-
-
-class Unauthorized(CsjdError):
-    status = 401
-    slug = "unauthorized"
-    title = "Unauthorized"
 
 
 class NotFound(CsjdError):

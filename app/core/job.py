@@ -86,11 +86,3 @@ def transition(state: JobState, event: Event) -> JobState:
             f"a {state.value} job cannot take '{event.value}'",
             extensions={"state": state.value},
         ) from None
-
-
-def allowed(state: JobState, event: Event) -> bool:
-    return (state, event) in _TRANSITIONS
-
-
-def initial_state(next_attempt_at: float, now: float) -> JobState:
-    return JobState.SCHEDULED if next_attempt_at > now else JobState.QUEUED

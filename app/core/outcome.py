@@ -30,7 +30,6 @@ class FailureKind(StrEnum):
     CONNECT = "connect"
     DNS = "dns"
     PROTOCOL = "protocol"
-    REFUSED_ADDRESS = "refused_address"
     INTERNAL = "internal"
 
 

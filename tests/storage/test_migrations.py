@@ -3,52 +3,54 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.storage.migrate import upgrade
 from app.storage.models import metadata
 from tests.pg import PostgresDatabases
 
+T = TypeVar("T")
 
-def _drift(url: str) -> list[Any]:
-    async def go() -> list[Any]:
+
+def _on(url: str, look: Callable[[Connection], T]) -> T:
+    """Run ``look`` on a synchronous view of a fresh connection to ``url``."""
+
+    async def go() -> T:
         engine = create_async_engine(url)
         try:
             async with engine.connect() as conn:
-                return await conn.run_sync(
-                    lambda sync: compare_metadata(
-                        MigrationContext.configure(sync, opts={"compare_type": True}), metadata
-                    )
-                )
+                return await conn.run_sync(look)
         finally:
             await engine.dispose()
 
     return asyncio.run(go())
+
+
+def _drift(url: str) -> list[Any]:
+    return _on(
+        url,
+        lambda sync: compare_metadata(
+            MigrationContext.configure(sync, opts={"compare_type": True}), metadata
+        ),
+    )
 
 
 def _indexes(url: str) -> set[str]:
-    async def go() -> set[str]:
-        engine = create_async_engine(url)
-        try:
-            async with engine.connect() as conn:
-                return await conn.run_sync(
-                    lambda sync: {
-                        i["name"]
-                        for t in ("jobs", "attempts")
-                        for i in inspect(sync).get_indexes(t)
-                    }
-                )
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(go())
+    return _on(
+        url,
+        lambda sync: {
+            i["name"] for t in ("jobs", "attempts") for i in inspect(sync).get_indexes(t)
+        },
+    )
 
 
 EXPECTED_INDEXES = {
