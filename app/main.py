@@ -11,21 +11,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import yaml
 from fastapi import FastAPI
 from prometheus_fastapi_instrumentator import Instrumentator
+from prometheus_fastapi_instrumentator import metrics as http_metrics
 from pydantic import ValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __version__
 from app.api import problems
 from app.api.deps import Gateway
+from app.api.guard import Receive, RequestGuard, Scope, Send
+from app.api.intake import PATH as INTAKE_PATH
+from app.api.intake import IntakeLane
 from app.api.routes import health, jobs, targets
 from app.api.schemas import TargetIn
 from app.core.clock import Clock, SystemClock
@@ -45,73 +47,26 @@ from app.supervisor import Supervisor
 
 log = logging.getLogger("csjd")
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
 
 class ConfigError(RuntimeError):
     """The configuration cannot work; the message says why."""
 
 
-class RequestGuard:
-    """Checks request bodies before any route reads them.
+class CsjdApp(FastAPI):
+    """FastAPI, with ``POST /jobs`` answered by the intake lane before the middleware."""
 
-    Bodies over ``max_bytes`` get ``413``, whether declared by
-    ``Content-Length`` or streamed. A body sent without a content type is read
-    as JSON (what ``curl -d`` users mean); any other non-JSON type gets ``415``.
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
+    intake: IntakeLane | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
-            await self.app(scope, receive, send)
+        if (
+            self.intake is not None
+            and scope["type"] == "http"
+            and scope["path"] == INTAKE_PATH
+            and scope["method"] == "POST"
+        ):
+            await self.intake(scope, receive, send)
             return
-        headers = dict(scope.get("headers", ()))
-        try:
-            declared = int(headers.get(b"content-length", b"0"))
-        except ValueError:
-            declared = 0
-        if declared > self.max_bytes:
-            await self._refuse(
-                413, f"the request body is larger than {self.max_bytes} bytes", scope, receive, send
-            )
-            return
-        media = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
-        if media in (b"", b"application/x-www-form-urlencoded") and declared:
-            # curl -d sends a form type by default; the body is meant as JSON
-            scope = dict(scope)
-            scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"content-type"] + [
-                (b"content-type", b"application/json")
-            ]
-        elif media and media != b"application/json" and not media.endswith(b"+json"):
-            await self._refuse(415, "send the body as application/json", scope, receive, send)
-            return
-        received = 0
-
-        async def limited() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise StarletteHTTPException(
-                        413, detail=f"the request body is larger than {self.max_bytes} bytes"
-                    )
-            return message
-
-        await self.app(scope, limited, send)
-
-    @staticmethod
-    async def _refuse(status: int, detail: str, scope: Scope, receive: Receive, send: Send) -> None:
-        await problems.problem(status, detail=detail, instance=scope.get("path"))(
-            scope, receive, send
-        )
+        await super().__call__(scope, receive, send)
 
 
 async def load_targets_file(path: Path, store: SqlJobStore, settings: Settings, now: float) -> int:
@@ -161,7 +116,7 @@ def create_app(
     clock: Clock | None = None,
     rng: random.Random | None = None,
     role: Role = Role.ALL,
-) -> FastAPI:
+) -> CsjdApp:
     """The gateway; ``role`` splits it over two processes on one database (both
     serve the API, only the ``dispatcher`` one delivers), so each gets a core."""
     clock = clock or SystemClock()
@@ -201,7 +156,7 @@ def create_app(
     locks = [DatabaseLock(settings.database_url, duty) for duty in role.duties]
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: CsjdApp) -> AsyncIterator[None]:
         for lock in locks:
             lock.acquire()
         try:
@@ -243,7 +198,7 @@ def create_app(
                 lock.release()
         log.info("gateway_stopped")
 
-    app = FastAPI(
+    app = CsjdApp(
         title="csjd",
         version=__version__,
         summary="A production-safe HTTP job gateway",
@@ -258,9 +213,12 @@ def create_app(
     app.include_router(jobs.router)
     app.include_router(targets.router)
     app.include_router(health.router)
-    Instrumentator(
-        registry=metrics.registry,
-        excluded_handlers=["/metrics"],
-    ).instrument(app).expose(app, include_in_schema=False)
+    # one recorder of the HTTP metrics, shared by the instrumented routes and the lane
+    record_http = http_metrics.default(registry=metrics.registry)
+    instrumentator = Instrumentator(registry=metrics.registry, excluded_handlers=["/metrics"])
+    if record_http is not None:
+        instrumentator.add(record_http)
+    instrumentator.instrument(app).expose(app, include_in_schema=False)
     app.add_middleware(RequestGuard, max_bytes=settings.max_body_bytes)
+    app.intake = IntakeLane(gateway, settings.max_body_bytes, record_http)
     return app

@@ -6,6 +6,8 @@ instrumentation), so several apps in one process never collide.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from app.core.job import JobState
@@ -13,8 +15,32 @@ from app.core.job import JobState
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
+@dataclass(slots=True)
+class TargetMetrics:
+    """One target's series, looked up once: ``labels()`` on every delivery is not free."""
+
+    name: str
+    accepted: Counter
+    #: the labelled family; one child per outcome is looked up on first use
+    deliveries: Counter
+    delivery_duration: Histogram
+    inflight: Gauge
+    breaker_state: Gauge
+    concurrency_limit: Gauge
+    by_outcome: dict[str, Counter] = field(default_factory=dict)
+
+    def delivered(self, outcome: str, duration_s: float) -> None:
+        counter = self.by_outcome.get(outcome)
+        if counter is None:
+            counter = self.deliveries.labels(target=self.name, outcome=outcome)
+            self.by_outcome[outcome] = counter
+        counter.inc()
+        self.delivery_duration.observe(duration_s)
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self._targets: dict[str, TargetMetrics] = {}
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
         self.jobs_accepted = Counter(
@@ -47,6 +73,20 @@ class Metrics:
         self.retries_deferred = Counter(
             "csjd_retries_deferred", "Retries postponed", ["target", "reason"], registry=r
         )
+
+    def target(self, name: str) -> TargetMetrics:
+        series = self._targets.get(name)
+        if series is None:
+            series = self._targets[name] = TargetMetrics(
+                name=name,
+                accepted=self.jobs_accepted.labels(target=name),
+                deliveries=self.deliveries,
+                delivery_duration=self.delivery_duration.labels(target=name),
+                inflight=self.inflight.labels(target=name),
+                breaker_state=self.breaker_state.labels(target=name),
+                concurrency_limit=self.concurrency_limit.labels(target=name),
+            )
+        return series
 
     def set_job_counts(self, counts: dict[JobState, int]) -> None:
         for state, count in counts.items():

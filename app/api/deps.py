@@ -57,13 +57,13 @@ async def get_caller() -> str:
 CallerDep = Annotated[str, Depends(get_caller)]
 
 
-async def accepting(gateway: GatewayDep) -> None:
+def ensure_accepting(gateway: Gateway) -> None:
     if gateway.draining or not gateway.started:
         raise Unavailable("the gateway is shutting down; send the job again", retry_after_s=5)
 
 
-async def idempotency_key(request: Request) -> str:
-    values = request.headers.getlist("idempotency-key")
+def key_from(values: list[str]) -> str:
+    """The request's one ``Idempotency-Key``, from every value it sent."""
     if len(values) > 1:
         raise InvalidIdempotencyKey("send exactly one Idempotency-Key header")
     return idempotency.parse_key(values[0] if values else None)
@@ -81,8 +81,9 @@ class Intake:
 
 async def intake(request: Request) -> Intake:
     gateway: Gateway = request.app.state.gateway
-    await accepting(gateway)
-    return Intake(gateway=gateway, caller=await get_caller(), key=await idempotency_key(request))
+    ensure_accepting(gateway)
+    key = key_from(request.headers.getlist("idempotency-key"))
+    return Intake(gateway=gateway, caller=await get_caller(), key=key)
 
 
 IntakeDep = Annotated[Intake, Depends(intake)]

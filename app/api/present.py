@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,9 +13,17 @@ from app.storage.base import AttemptRecord, JobRecord, TargetRecord
 
 
 def rfc3339(ts: float | None) -> str | None:
+    """``2026-01-01T00:00:00.000Z``; the second's text is cached (a page of jobs shares a few)."""
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    fraction, whole = math.modf(ts)  # rounded as datetime.fromtimestamp rounds
+    second, micros = divmod(int(whole) * 1_000_000 + round(fraction * 1_000_000), 1_000_000)
+    return f"{_second_text(second)}.{micros // 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=1024)
+def _second_text(second: int) -> str:
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def job_json(job: JobRecord) -> dict[str, Any]:

@@ -110,6 +110,13 @@ def validation_problem(errors: list[dict[str, Any]], instance: str | None) -> Re
     )
 
 
+def invalid_body(errors: list[dict[str, Any]], instance: str | None) -> Response:
+    """``400`` for a body that is not JSON at all, else ``422`` listing what is wrong."""
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return error_response(MalformedJson("the request body is not valid JSON"), instance)
+    return validation_problem(errors, instance)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(CsjdError)
     async def _csjd(request: Request, exc: CsjdError) -> Response:
@@ -117,12 +124,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
-        errors = list(exc.errors())
-        if any(e.get("type") == "json_invalid" for e in errors):
-            return error_response(
-                MalformedJson("the request body is not valid JSON"), request.url.path
-            )
-        return validation_problem(errors, request.url.path)
+        return invalid_body(list(exc.errors()), request.url.path)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
@@ -141,25 +143,28 @@ def install(app: FastAPI) -> None:
     # Registered by class (not under Exception) so that Starlette answers them
     # without re-raising: a database outage is a 503, not a server error.
     async def _unavailable(request: Request, exc: Exception) -> Response:
-        if not database_unavailable(exc):
-            return await _unexpected(request, exc)
-        log.warning(
-            "database_unavailable", extra={"path": request.url.path, "error": type(exc).__name__}
-        )
-        return problem(
-            503,
-            detail=(
-                "the database cannot be reached; try again (sending a job again "
-                "with the same Idempotency-Key is safe)"
-            ),
-            instance=request.url.path,
-            retry_after_s=2,
-        )
+        return unexpected(exc, request.url.path)
 
     app.add_exception_handler(DBAPIError, _unavailable)
     app.add_exception_handler(OSError, _unavailable)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled_error", extra={"path": request.url.path})
-        return problem(500, detail="an unexpected error occurred", instance=request.url.path)
+        return unexpected(exc, request.url.path)
+
+
+def unexpected(exc: Exception, path: str) -> Response:
+    """An exception no route expected: ``503`` if the database is out of reach, else ``500``."""
+    if database_unavailable(exc):
+        log.warning("database_unavailable", extra={"path": path, "error": type(exc).__name__})
+        return problem(
+            503,
+            detail=(
+                "the database cannot be reached; try again (sending a job again "
+                "with the same Idempotency-Key is safe)"
+            ),
+            instance=path,
+            retry_after_s=2,
+        )
+    log.exception("unhandled_error", extra={"path": path})
+    return problem(500, detail="an unexpected error occurred", instance=path)

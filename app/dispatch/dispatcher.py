@@ -206,8 +206,9 @@ class Dispatcher:
 
     def _publish(self, name: str, guard: TargetGuard) -> None:
         state = br.current(guard.breaker, self._clock.now()).state
-        self._metrics.breaker_state.labels(target=name).set(br.GAUGE[state])
-        self._metrics.concurrency_limit.labels(target=name).set(guard.concurrency.limit)
+        series = self._metrics.target(name)
+        series.breaker_state.set(br.GAUGE[state])
+        series.concurrency_limit.set(guard.concurrency.limit)
 
     async def _claim_round(self) -> bool:
         """Claim what can start now; True if a claim came back full (claim again).
@@ -263,7 +264,7 @@ class Dispatcher:
         guard = self._guards[target.name]
         guard.claimed(job.id, now)
         self._leases[job.id] = job.deliveries
-        self._metrics.inflight.labels(target=target.name).inc()
+        self._metrics.target(target.name).inflight.inc()
         if job.deliveries <= 1:
             guard.first_attempt(now)
         elif not guard.admit_retry(now):
@@ -290,7 +291,7 @@ class Dispatcher:
         finally:
             self._leases.pop(job.id, None)
             self._guards[target.name].unclaimed(job.id, now)
-            self._metrics.inflight.labels(target=target.name).dec()
+            self._metrics.target(target.name).inflight.dec()
 
     # -- one delivery -------------------------------------------------------------
 
@@ -308,7 +309,7 @@ class Dispatcher:
             else:
                 guard.finished(job.id, started, result, now)
             self._publish(target.name, guard)
-            self._metrics.inflight.labels(target=target.name).dec()
+            self._metrics.target(target.name).inflight.dec()
             if self._slot_bound:
                 self._wake.set()
 
@@ -370,14 +371,15 @@ class Dispatcher:
             headers["webhook-signature"] = sign(key, job.id, timestamp, job.payload)
         headers["idempotency-key"] = job.id
         headers["csjd-attempt"] = str(job.deliveries)
-        _merge(headers, target.spec.headers)
-        _merge(headers, job.headers or {})
+        if target.spec.headers:
+            _merge(headers, target.spec.headers)
+        if job.headers:
+            _merge(headers, job.headers)
         request = Request(
             url=target.spec.url, body=job.payload, headers=headers, timeout_s=target.spec.timeout_s
         )
-        # the sender has its own deadline; this one bounds the attempt even if it misbehaves
-        async with asyncio.timeout(target.spec.timeout_s + 1.0):
-            return await self._sender.send(request)
+        # the seam's contract: the sender answers within the request's deadline
+        return await self._sender.send(request)
 
     async def _finish(
         self,
@@ -405,8 +407,7 @@ class Dispatcher:
             error=result.error,
             response_excerpt=excerpt,
         )
-        self._metrics.deliveries.labels(target=target.name, outcome=result.outcome.value).inc()
-        self._metrics.delivery_duration.labels(target=target.name).observe(duration)
+        self._metrics.target(target.name).delivered(result.outcome.value, duration)
         log.info(
             "delivery",
             extra={

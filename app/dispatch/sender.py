@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import aiohttp
+from multidict import CIMultiDict
 
 from app import __version__
 from app.core.outcome import FailureKind
@@ -68,7 +69,6 @@ class AiohttpSender:
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 auto_decompress=False,
-                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
                 cookie_jar=aiohttp.DummyCookieJar(),
             )
         return self._session
@@ -85,14 +85,13 @@ class AiohttpSender:
                 async with session.post(
                     request.url,
                     data=request.body,
-                    headers=dict(request.headers),
+                    headers=_with_defaults(request.headers),
                     allow_redirects=False,
                     timeout=aiohttp.ClientTimeout(total=None),
                 ) as response:
                     body = await _read_capped(response)
-                    return Response(
-                        status=response.status, headers=dict(response.headers), body=body
-                    )
+                    # the headers as received, looked up without regard to case
+                    return Response(status=response.status, headers=response.headers, body=body)
         except TimeoutError:
             return Failure(
                 kind=FailureKind.TIMEOUT,
@@ -108,6 +107,19 @@ class AiohttpSender:
             return Failure(kind=FailureKind.PROTOCOL, message=f"{type(exc).__name__}: {exc}")
         except OSError as exc:
             return Failure(kind=FailureKind.CONNECT, message=str(exc))
+
+
+def _with_defaults(headers: Mapping[str, str]) -> CIMultiDict[str]:
+    """The request's headers, plus what csjd always says: that it wants the answer
+    uncompressed (the excerpt it keeps is text) and any media type. Sent
+    explicitly, aiohttp adds no defaults of its own (skipping them costs a copy
+    per request)."""
+    out = CIMultiDict(headers)
+    if "accept-encoding" not in out:
+        out["accept-encoding"] = "identity"
+    if "accept" not in out:
+        out["accept"] = "*/*"
+    return out
 
 
 async def _read_capped(response: aiohttp.ClientResponse) -> bytes:

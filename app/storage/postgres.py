@@ -22,6 +22,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from app.settings import Settings
+from app.storage.models import ENGINE_JSON
 
 log = logging.getLogger("csjd.storage")
 
@@ -31,10 +32,10 @@ CHANNEL = "csjd_jobs"
 def create_engines(settings: Settings) -> tuple[AsyncEngine, AsyncEngine]:
     """(writer, reader) engines for the configured Postgres database."""
     writer = create_async_engine(
-        settings.database_url, pool_size=2, max_overflow=2, pool_pre_ping=True
+        settings.database_url, pool_size=2, max_overflow=2, pool_pre_ping=True, **ENGINE_JSON
     )
     reader = create_async_engine(
-        settings.database_url, pool_size=4, max_overflow=8, pool_pre_ping=True
+        settings.database_url, pool_size=4, max_overflow=8, pool_pre_ping=True, **ENGINE_JSON
     )
     return writer, reader
 

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from app.settings import Settings
+from app.storage.models import ENGINE_JSON
 
 BUSY_TIMEOUT_MS = 10_000
 
@@ -98,11 +99,19 @@ def create_engines(settings: Settings) -> tuple[AsyncEngine, AsyncEngine]:
     """(writer, reader) engines for the configured SQLite database."""
     synchronous = settings.sqlite_synchronous.value
     writer = create_async_engine(
-        settings.database_url, poolclass=AsyncAdaptedQueuePool, pool_size=1, max_overflow=0
+        settings.database_url,
+        poolclass=AsyncAdaptedQueuePool,
+        pool_size=1,
+        max_overflow=0,
+        **ENGINE_JSON,
     )
     _configure(writer, synchronous, immediate=True)
     reader = create_async_engine(
-        settings.database_url, poolclass=AsyncAdaptedQueuePool, pool_size=4, max_overflow=4
+        settings.database_url,
+        poolclass=AsyncAdaptedQueuePool,
+        pool_size=4,
+        max_overflow=4,
+        **ENGINE_JSON,
     )
     _configure(reader, synchronous, immediate=False)
     return writer, reader

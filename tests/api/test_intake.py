@@ -253,3 +253,48 @@ async def test_job_overrides_take_precedence_over_the_target(api: Api) -> None:
     ).json()
     assert job["max_attempts"] == 3
     assert job["expires_at"].startswith("2099-01-01T00:00:00")
+
+
+async def test_intake_is_counted_in_the_http_metrics_like_every_route(api: Api) -> None:
+    await api.put_target()
+    assert (await api.post_job("m-1")).status_code == 202
+    assert (await api.post_job("m-2", {"target": "nobody", "payload": 1})).status_code == 422
+    text = (await api.client.get("/metrics")).text
+    assert 'http_requests_total{handler="/jobs",method="POST",status="2xx"} 1.0' in text
+    assert 'http_requests_total{handler="/jobs",method="POST",status="4xx"} 1.0' in text
+    assert 'http_request_duration_seconds_count{handler="/jobs",method="POST"} 2.0' in text
+
+
+async def test_the_declared_route_answers_as_the_intake_lane_does(api: Api) -> None:
+    """The FastAPI route behind the lane gives OpenAPI its shape; it must not drift."""
+    await api.put_target()
+    by_lane = await api.post_job("same")
+    lane, api.app.intake = api.app.intake, None  # the route alone
+    try:
+        replay = await api.post_job("same")
+        fresh = await api.post_job("other")
+        bad = await api.post_job("bad", {"target": "billing"})
+    finally:
+        api.app.intake = lane
+    assert replay.status_code == 202 and replay.headers["idempotent-replayed"] == "true"
+    assert replay.json()["id"] == by_lane.json()["id"]
+    assert fresh.status_code == 202 and fresh.json().keys() == by_lane.json().keys()
+    assert fresh.headers["location"] == f"/jobs/{fresh.json()['id']}"
+    assert bad.status_code == 422 and bad.json()["errors"][0]["loc"] == ["body", "payload"]
+    by_lane_bad = await api.post_job("bad", {"target": "billing"})
+    assert by_lane_bad.json()["errors"] == bad.json()["errors"]
+
+
+async def test_a_database_error_during_intake_is_a_problem(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await api.put_target()
+
+    async def broken(job: object) -> object:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(api.gateway.store, "enqueue", broken)
+    response = await api.post_job("k")
+    assert response.status_code == 500
+    assert response.headers["content-type"] == PROBLEM
+    assert response.json()["detail"] == "an unexpected error occurred"

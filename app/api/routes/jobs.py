@@ -10,13 +10,12 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from app.api.deps import CallerDep, GatewayDep, IntakeDep
+from app.api.intake import accept, accepted_headers
 from app.api.present import attempt_json, job_json
 from app.api.schemas import AttemptOut, JobIn, JobOut, JobPageOut, Problem, StateName
-from app.core import idempotency
 from app.core.errors import NotFound
-from app.core.ids import uuid7
 from app.core.job import JobState
-from app.storage.base import JobRecord, NewJob
+from app.storage.base import JobRecord
 from app.storage.sql import decode_cursor, encode_cursor
 
 router = APIRouter(tags=["jobs"])
@@ -58,37 +57,10 @@ def _etag(job: JobRecord) -> str:
     },
 )
 async def create_job(body: JobIn, intake: IntakeDep) -> Response:
-    gateway, caller, key = intake.gateway, intake.caller, intake.key
-    now = gateway.clock.now()
-    if body.run_at is not None:
-        next_attempt_at = max(now, body.run_at.timestamp())
-    else:
-        next_attempt_at = now + body.delay_s
-    payload = orjson.dumps(body.payload)
-    enqueued = await gateway.store.enqueue(
-        NewJob(
-            id=uuid7(int(now * 1000)),
-            caller=caller,
-            idempotency_key=key,
-            fingerprint=idempotency.fingerprint(body.target, body.model_dump(mode="json")),
-            target=body.target,
-            payload=payload,
-            headers=body.headers or None,
-            max_attempts=body.max_attempts,
-            next_attempt_at=next_attempt_at,
-            expires_at=body.expires_at.timestamp() if body.expires_at else None,
-            created_at=now,
-        )
-    )
-    job = enqueued.job
-    headers = {"Location": f"/jobs/{job.id}"}
-    if enqueued.replayed:
-        headers["Idempotent-Replayed"] = "true"
-    else:
-        gateway.metrics.jobs_accepted.labels(target=job.target).inc()
-        if job.state is JobState.QUEUED:
-            gateway.dispatcher.wake()
-    return _json(job_json(job), 202, headers)
+    # Served by the intake lane (app/api/intake.py) in a running gateway; this
+    # route gives OpenAPI the operation and answers it the same way.
+    job, replayed = await accept(intake.gateway, intake.caller, intake.key, body)
+    return _json(job_json(job), 202, accepted_headers(job, replayed))
 
 
 @router.get(

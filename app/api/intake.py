@@ -1,0 +1,154 @@
+"""Intake: storing a job, and the lane that answers ``POST /jobs`` ahead of FastAPI.
+
+``accept`` is what intake does once a request is known to be good: build the
+job, hand it to the store's group commit, count it, wake the dispatcher, and
+say what to answer. Producers send this request more than any other, and
+FastAPI's routing, middleware stack and dependency solving cost several times
+the work of storing the job, so ``IntakeLane`` answers it straight from ASGI:
+the same body checks as ``RequestGuard`` (``guard.py``), the same
+``Idempotency-Key`` rules, the same ``JobIn`` model, the same problems and the
+same HTTP metrics. The FastAPI route in ``routes/jobs.py`` declares the
+operation for OpenAPI and calls the same ``accept``. Every other request goes
+on to FastAPI.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import cast
+
+import orjson
+from prometheus_fastapi_instrumentator.metrics import Info
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from app.api import problems
+from app.api.deps import ANONYMOUS, Gateway, ensure_accepting, key_from
+from app.api.guard import BodyProblem, Receive, Scope, Send, check_body, declared_length, read_body
+from app.api.present import job_json
+from app.api.schemas import JobIn
+from app.core import idempotency
+from app.core.errors import CsjdError
+from app.core.ids import uuid7
+from app.core.job import JobState
+from app.storage.base import JobRecord, NewJob
+
+PATH = "/jobs"
+_JSON = (b"content-type", b"application/json")
+
+
+async def accept(gateway: Gateway, caller: str, key: str, body: JobIn) -> tuple[JobRecord, bool]:
+    """Store the job (or find the one this key already made); (job, replayed)."""
+    now = gateway.clock.now()
+    if body.run_at is not None:
+        next_attempt_at = max(now, body.run_at.timestamp())
+    else:
+        next_attempt_at = now + body.delay_s
+    enqueued = await gateway.store.enqueue(
+        NewJob(
+            id=uuid7(int(now * 1000)),
+            caller=caller,
+            idempotency_key=key,
+            fingerprint=idempotency.fingerprint(body.target, body.model_dump(mode="json")),
+            target=body.target,
+            payload=orjson.dumps(body.payload),
+            headers=body.headers or None,
+            max_attempts=body.max_attempts,
+            next_attempt_at=next_attempt_at,
+            expires_at=body.expires_at.timestamp() if body.expires_at else None,
+            created_at=now,
+        )
+    )
+    job = enqueued.job
+    if not enqueued.replayed:
+        gateway.metrics.target(job.target).accepted.inc()
+        if job.state is JobState.QUEUED:
+            gateway.dispatcher.wake()
+    return job, enqueued.replayed
+
+
+def accepted_headers(job: JobRecord, replayed: bool) -> dict[str, str]:
+    headers = {"Location": f"/jobs/{job.id}"}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return headers
+
+
+class _Sized:
+    """What the HTTP metrics read of a request or a response: its length."""
+
+    __slots__ = ("headers",)
+
+    def __init__(self, length: int) -> None:
+        self.headers = {"Content-Length": length}
+
+
+class IntakeLane:
+    """``POST /jobs`` as a plain ASGI app; ``record_http`` is the HTTP metrics' recorder."""
+
+    def __init__(
+        self, gateway: Gateway, max_bytes: int, record_http: Callable[[Info], None] | None
+    ) -> None:
+        self.gateway = gateway
+        self.max_bytes = max_bytes
+        self._record_http = record_http
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        declared = 0
+        try:
+            declared, status, headers, body = await self._accept(scope, receive)
+        except BodyProblem as exc:
+            status, headers, body = _parts(exc.response(PATH))
+        except CsjdError as exc:
+            status, headers, body = _parts(problems.error_response(exc, PATH))
+        except ValidationError as exc:
+            errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
+            status, headers, body = _parts(problems.invalid_body(errors, PATH))
+        except Exception as exc:
+            status, headers, body = _parts(problems.unexpected(exc, PATH))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        if self._record_http is not None:
+            self._record_http(
+                Info(
+                    request=cast(Request, _Sized(declared)),
+                    response=cast(Response, _Sized(len(body))),
+                    method="POST",
+                    modified_handler=PATH,
+                    modified_status=f"{status // 100}xx",
+                    modified_duration=time.perf_counter() - started,
+                )
+            )
+
+    async def _accept(
+        self, scope: Scope, receive: Receive
+    ) -> tuple[int, int, list[tuple[bytes, bytes]], bytes]:
+        content_type = length = None
+        keys: list[str] = []
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value
+            elif name == b"content-length":
+                length = value
+            elif name == b"idempotency-key":
+                keys.append(value.decode("latin-1"))
+        declared = declared_length(length)
+        check_body(content_type, declared, self.max_bytes)
+        ensure_accepting(self.gateway)
+        key = key_from(keys)
+        raw = await read_body(receive, self.max_bytes)
+        job, replayed = await accept(self.gateway, ANONYMOUS, key, JobIn.model_validate_json(raw))
+        body = orjson.dumps(job_json(job))
+        headers = [_JSON, (b"content-length", str(len(body)).encode())]
+        headers += [
+            (name.lower().encode(), value.encode())
+            for name, value in accepted_headers(job, replayed).items()
+        ]
+        return declared, 202, headers, body
+
+
+def _parts(response: Response) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    return response.status_code, response.raw_headers, bytes(response.body)
