@@ -5,7 +5,7 @@ file in a temporary directory or, with ``--db postgres``, a Postgres database
 created for the run and dropped after it), and one webhook sink
 (``bench/sink.py``) in a separate process. ``end_to_end`` (the default)
 registers the sink as target ``bench``, pushes ``--jobs`` jobs over
-``--concurrency`` connections with an aiohttp load generator, and waits until
+``--concurrency`` connections with a lean load generator (``http1.py``), and waits until
 the sink has seen every accepted job; with ``--replicas N`` (Postgres only) N
 ``csjd serve`` share the database and the POSTs go to them round-robin. It then
 measures two ceilings in the same run, one after the other (never alongside
@@ -54,6 +54,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import asyncpg
+import http1  # bench/ is on sys.path when this runs as a script
 import orjson
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -257,18 +258,15 @@ class Intake:
         if len(self.error_samples) < 5:
             self.error_samples.append(what)
 
-    async def post(
-        self, session: aiohttp.ClientSession, url: str, i: int, target: str, key: str
-    ) -> None:
+    async def post(self, client: http1.Client, url: str, i: int, target: str, key: str) -> None:
         """POST job ``i``; it counts as accepted only when answered ``202`` with an ``id``."""
         body = orjson.dumps({"target": target, "payload": {"i": i}})
         headers = {"content-type": "application/json", "idempotency-key": key}
         self.send_at[i] = time.time()
         try:
-            async with session.post(url, data=body, headers=headers) as response:
-                raw = await response.read()
-                status = response.status
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                status, raw = await client.post(url, body, headers)
+        except (OSError, TimeoutError) as exc:
             self.error(f"job {i}: {type(exc).__name__}: {exc}")
             return
         self.answered_at[i] = time.time()
@@ -298,15 +296,18 @@ async def post_jobs(
     result = Intake.empty(jobs)
     indexes = iter(range(jobs))  # shared by the workers: each takes the next job
 
-    async def worker(session: aiohttp.ClientSession) -> None:
-        for i in indexes:
-            await result.post(session, urls[i % len(urls)], i, target, f"bench-{i}")
+    async def worker() -> None:
+        client = http1.Client()  # one keep-alive connection per worker and host
+        try:
+            for i in indexes:
+                await result.post(client, urls[i % len(urls)], i, target, f"bench-{i}")
+        finally:
+            client.close()
 
-    async with client_session(concurrency) as session:
-        cpu0, t0 = own_cpu_s(), time.perf_counter()
-        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
-        result.wall_s = time.perf_counter() - t0
-        result.cpu_s = own_cpu_s() - cpu0
+    cpu0, t0 = own_cpu_s(), time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    result.wall_s = time.perf_counter() - t0
+    result.cpu_s = own_cpu_s() - cpu0
     return result
 
 
@@ -331,18 +332,21 @@ async def offer_paced(
     result = Intake.empty(jobs)
     indexes = iter(range(jobs))
 
-    async def worker(session: aiohttp.ClientSession) -> None:
-        for i in indexes:
-            due = start + i / rate
-            await sleep_until(due)
-            result.max_lag_s = max(result.max_lag_s, time.monotonic() - due)
-            await result.post(session, url, i, target, f"{target}-{i}")
+    async def worker() -> None:
+        client = http1.Client()
+        try:
+            for i in indexes:
+                due = start + i / rate
+                await sleep_until(due)
+                result.max_lag_s = max(result.max_lag_s, time.monotonic() - due)
+                await result.post(client, url, i, target, f"{target}-{i}")
+        finally:
+            client.close()
 
-    async with client_session(workers) as session:
-        cpu0 = own_cpu_s()
-        await asyncio.gather(*(worker(session) for _ in range(workers)))
-        result.wall_s = time.monotonic() - start
-        result.cpu_s = own_cpu_s() - cpu0
+    cpu0 = own_cpu_s()
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    result.wall_s = time.monotonic() - start
+    result.cpu_s = own_cpu_s() - cpu0
     return result
 
 

@@ -1,4 +1,4 @@
-"""The benchmark's webhook sink: a minimal aiohttp server in its own process.
+"""The benchmark's webhook sink: a lean HTTP/1.1 server in its own process.
 
 ``bench/run.py`` starts it as a separate process (so it never shares the load
 generator's or the gateway's GIL) and registers paths on it as csjd targets:
@@ -17,8 +17,10 @@ arrival time and status of every request.
 "status": s}`` for that path (cheap enough to poll); ``times=1`` adds
 ``"first_at": {webhook_id: unix_seconds}`` and ``requests=1`` adds
 ``"requests": [[unix_seconds, status], ...]`` in arrival order. ``POST
-/_reset`` forgets everything, modes included. It runs on uvloop when that is
-installed (as it is with ``uvicorn[standard]``) and stops on SIGTERM or SIGINT.
+/_reset`` forgets everything, modes included. It speaks HTTP through
+``http1.py`` (httptools, no framework: the sink's CPU is taken from csjd's),
+runs on uvloop when that is installed (as it is with ``uvicorn[standard]``) and
+stops on SIGTERM or SIGINT.
 
 Usage: ``python bench/sink.py --port 8765 [--host 127.0.0.1]``
 """
@@ -32,11 +34,14 @@ import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
+import http1  # bench/ is on sys.path when this runs as a script
 import orjson
-from aiohttp import web
 
 DEFAULT_PATH = "/hook"
+TEXT = "text/plain"
+JSON = "application/json"
 
 
 @dataclass
@@ -62,66 +67,68 @@ class Recorder:
             record = self.paths[path] = PathRecord()
         return record
 
-    async def hook(self, request: web.Request) -> web.Response:
-        await request.read()
+    def handle(
+        self, method: str, target: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, str, bytes]:
+        parts = urlsplit(target)
+        path = parts.path
+        if method == "POST" and path.startswith("/") and not path.startswith("/_"):
+            return self.hook(path, headers)
+        if method == "GET" and path == "/_stats":
+            return self.stats(parse_qs(parts.query))
+        if method == "POST" and path == "/_mode":
+            return self.mode(body)
+        if method == "POST" and path == "/_reset":
+            self.paths = {}
+            return 204, TEXT, b""
+        return 404, TEXT, f"no {method} {path}".encode()
+
+    def hook(self, path: str, headers: dict[str, str]) -> tuple[int, str, bytes]:
         now = time.time()
-        record = self.record(request.path)
+        record = self.record(path)
         status = record.status
         record.total += 1
         record.requests.append((now, status))
         if not 200 <= status < 300:
             record.failed += 1
-            return web.Response(status=status, body=b"failing on purpose")
-        webhook_id = request.headers.get("webhook-id", "")
+            return status, TEXT, b"failing on purpose"
+        webhook_id = headers.get("webhook-id", "")
         if webhook_id not in record.first_at:
             record.first_at[webhook_id] = now
-        return web.Response(status=status, body=b"ok")
+        return status, TEXT, b"ok"
 
-    async def mode(self, request: web.Request) -> web.Response:
+    def mode(self, raw: bytes) -> tuple[int, str, bytes]:
         try:
-            body = orjson.loads(await request.read())
+            body = orjson.loads(raw)
             path = body.get("path", DEFAULT_PATH)
             status = body["status"]
         except (orjson.JSONDecodeError, AttributeError, KeyError) as exc:
-            raise web.HTTPBadRequest(text=f"expected {{path, status}}: {exc!r}") from exc
+            return 400, TEXT, f"expected {{path, status}}: {exc!r}".encode()
         if not isinstance(path, str) or not path.startswith("/") or path.startswith("/_"):
-            raise web.HTTPBadRequest(text=f"not a webhook path: {path!r}")
+            return 400, TEXT, f"not a webhook path: {path!r}".encode()
         if not isinstance(status, int) or not 200 <= status <= 599:
-            raise web.HTTPBadRequest(text=f"not a status to answer with: {status!r}")
+            return 400, TEXT, f"not a status to answer with: {status!r}".encode()
         self.record(path).status = status
-        answer = {"path": path, "status": status, "at": time.time()}
-        return web.Response(body=orjson.dumps(answer), content_type="application/json")
+        return 200, JSON, orjson.dumps({"path": path, "status": status, "at": time.time()})
 
-    async def stats(self, request: web.Request) -> web.Response:
-        record = self.paths.get(request.query.get("path", DEFAULT_PATH)) or PathRecord()
+    def stats(self, query: dict[str, list[str]]) -> tuple[int, str, bytes]:
+        record = self.paths.get(query.get("path", [DEFAULT_PATH])[0]) or PathRecord()
         body: dict[str, Any] = {
             "distinct": len(record.first_at),
             "total": record.total,
             "failed": record.failed,
             "status": record.status,
         }
-        if request.query.get("times"):
+        if query.get("times"):
             body["first_at"] = record.first_at
-        if request.query.get("requests"):
+        if query.get("requests"):
             body["requests"] = record.requests
-        return web.Response(body=orjson.dumps(body), content_type="application/json")
-
-    async def reset(self, request: web.Request) -> web.Response:
-        self.paths = {}
-        return web.Response(status=204)
+        return 200, JSON, orjson.dumps(body)
 
 
 async def serve(host: str, port: int) -> None:
     recorder = Recorder()
-    app = web.Application(client_max_size=4 * 1024 * 1024)
-    app.router.add_get("/_stats", recorder.stats)
-    app.router.add_post("/_reset", recorder.reset)
-    app.router.add_post("/_mode", recorder.mode)
-    app.router.add_post("/{name:[^_/][^/]*}", recorder.hook)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=1024)
-    await site.start()
+    server = await http1.serve(recorder.handle, host, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -129,7 +136,7 @@ async def serve(host: str, port: int) -> None:
     try:
         await stop.wait()
     finally:
-        await runner.cleanup()
+        server.close()
 
 
 def run(main: Coroutine[Any, Any, None]) -> None:
