@@ -32,7 +32,8 @@ from app.api.routes import health, jobs, targets
 from app.api.schemas import TargetIn
 from app.core.clock import Clock, SystemClock
 from app.core.errors import CsjdError
-from app.dispatch.dispatcher import IDLE_POLL_S, SPLIT_POLL_S, Dispatcher
+from app.dispatch import wakeup
+from app.dispatch.dispatcher import Dispatcher
 from app.dispatch.maintenance import Maintenance
 from app.dispatch.sender import AiohttpSender, Sender
 from app.metrics import Metrics
@@ -42,7 +43,7 @@ from app.storage import postgres
 from app.storage.factory import build_store
 from app.storage.migrate import upgrade_async
 from app.storage.sql import SqlJobStore
-from app.storage.sqlite import DatabaseLock
+from app.storage.sqlite import DatabaseLock, sqlite_path
 from app.supervisor import Supervisor
 
 log = logging.getLogger("csjd")
@@ -133,8 +134,6 @@ def create_app(
         metrics=metrics,
         max_inflight=settings.max_inflight,
         supervisor=supervisor,
-        # jobs accepted by another process wake nobody here: look often
-        idle_poll_s=SPLIT_POLL_S if role is Role.DISPATCHER else IDLE_POLL_S,
     )
     maintenance = Maintenance(
         store,
@@ -144,6 +143,9 @@ def create_app(
         retention_s=settings.retention_s,
         supervisor=supervisor,
     )
+    # split over two processes on one SQLite file, the API process wakes the other one
+    database_file = sqlite_path(settings.database_url)
+    waker = wakeup.WakeSender(database_file) if database_file and role is Role.API else None
     gateway = Gateway(
         settings=settings,
         store=store,
@@ -151,6 +153,7 @@ def create_app(
         metrics=metrics,
         clock=clock,
         supervisor=supervisor,
+        wake=waker or dispatcher.wake,
         rng=rng,
     )
     locks = [DatabaseLock(settings.database_url, duty) for duty in role.duties]
@@ -183,6 +186,10 @@ def create_app(
                     supervisor.start(
                         "listener", partial(postgres.listen, settings.database_url, dispatcher.wake)
                     )
+                if database_file and role is Role.DISPATCHER:
+                    supervisor.start(
+                        "listener", partial(wakeup.listen, database_file, dispatcher.wake)
+                    )
                 gateway.started = True
                 log.info("gateway_started", extra={"version": __version__, "role": role.value})
                 yield
@@ -193,6 +200,8 @@ def create_app(
                 await supervisor.stop()
                 await sender.close()
                 await store.close()
+                if waker is not None:
+                    waker.close()
         finally:
             for lock in locks:
                 lock.release()

@@ -11,6 +11,7 @@ body is even parsed) through the aliases below.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -37,6 +38,8 @@ class Gateway:
     metrics: Metrics
     clock: Clock
     supervisor: Supervisor
+    #: tells whichever process delivers that jobs became due (see ``dispatch/wakeup.py``)
+    wake: Callable[[], None]
     rng: random.Random = field(default_factory=random.Random)
     draining: bool = False
     started: bool = False

@@ -65,7 +65,7 @@ async def accept(gateway: Gateway, caller: str, key: str, body: JobIn) -> tuple[
     if not enqueued.replayed:
         gateway.metrics.target(job.target).accepted.inc()
         if job.state is JobState.QUEUED:
-            gateway.dispatcher.wake()
+            gateway.wake()
     return job, enqueued.replayed
 
 

@@ -51,9 +51,10 @@ from app.supervisor import Supervisor
 
 log = logging.getLogger("csjd.dispatch")
 
+#: the longest the loop sleeps without being woken; jobs accepted elsewhere wake
+#: it (Postgres NOTIFY, or the API process's datagram on SQLite), so this only
+#: bounds the cost of a lost wake-up
 IDLE_POLL_S = 1.0
-#: how often a dispatcher-only process looks for jobs another process accepted
-SPLIT_POLL_S = 0.02
 #: a claim's lease; running attempts have theirs extended every HEARTBEAT_S
 LEASE_S = 30.0
 HEARTBEAT_S = 10.0

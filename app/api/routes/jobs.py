@@ -145,5 +145,5 @@ async def cancel_job(job_id: str, gateway: GatewayDep, caller: CallerDep) -> Res
 )
 async def retry_job(job_id: str, gateway: GatewayDep, caller: CallerDep) -> Response:
     job = await gateway.store.retry(caller, job_id, gateway.clock.now())
-    gateway.dispatcher.wake()
+    gateway.wake()
     return _json(job_json(job), 202, {"Location": f"/jobs/{job.id}"})
