@@ -1,6 +1,6 @@
 """Checks on a request body before anything reads it: size and media type.
 
-``body_problem`` is the rule, shared by ``RequestGuard`` (the middleware in
+``check_body`` and ``read_body`` are the rule, shared by ``RequestGuard`` (the middleware in
 front of every FastAPI route) and the intake lane (``intake.py``), which
 answers ``POST /jobs`` ahead of the middleware. Bodies over ``max_bytes`` get
 ``413``, whether declared by ``Content-Length`` or streamed. A body sent
