@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from app.settings import Settings
 from app.storage import postgres, sqlite
+from app.storage.engine import Database
 from app.storage.sql import SqlJobStore
 
 
 def build_store(settings: Settings, *, shared: bool = False) -> SqlJobStore:
     """``shared``: other processes write to the same database too."""
-    if settings.is_postgres:
-        writer, reader = postgres.create_engines(settings)
-    else:
-        writer, reader = sqlite.create_engines(settings)
+    database: Database = (
+        postgres.create_database(settings)
+        if settings.is_postgres
+        else sqlite.create_database(settings)
+    )
     return SqlJobStore(
-        writer, reader, max_backlog=settings.max_backlog, shared=shared or settings.is_postgres
+        database, max_backlog=settings.max_backlog, shared=shared or settings.is_postgres
     )

@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from app.storage.engine import Conn, Database
 
 log = logging.getLogger("csjd.storage")
 
@@ -38,7 +39,7 @@ T = TypeVar("T")
 class Tx:
     """What an operation sees: the connection, and hooks for after the commit."""
 
-    conn: AsyncConnection
+    conn: Conn
     after_commit: list[Callable[[], None]] = field(default_factory=list)
     #: scratch space shared by the operations of one batch.
     batch: dict[str, Any] = field(default_factory=dict)
@@ -67,8 +68,8 @@ class _Pending:
 
 
 class GroupCommitter:
-    def __init__(self, engine: AsyncEngine, *, max_batch: int = 512) -> None:
-        self._engine = engine
+    def __init__(self, database: Database, *, max_batch: int = 512) -> None:
+        self._database = database
         self._max_batch = max_batch
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -151,7 +152,8 @@ class GroupCommitter:
         for i, pending in enumerate(batch):
             if pending.handler is not None:
                 groups.setdefault(pending.handler, []).append(i)
-        async with self._engine.begin() as conn:
+
+        async def unit(conn: Conn) -> list[Callable[[], None]]:
             tx = Tx(conn)
             for i, pending in enumerate(batch):
                 if pending.op is not None:
@@ -160,7 +162,10 @@ class GroupCommitter:
                     members = groups.pop(pending.handler)
                     out = await pending.handler(tx, [batch[j].item for j in members])
                     results.update(zip(members, out, strict=True))
-        return [results[i] for i in range(len(batch))], tx.after_commit
+            return tx.after_commit
+
+        hooks = await self._database.write(unit)
+        return [results[i] for i in range(len(batch))], hooks
 
     @staticmethod
     def _settle(pending: _Pending, *, result: Any = None, exc: BaseException | None = None) -> None:

@@ -19,9 +19,10 @@ from typing import Any
 
 import asyncpg
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.settings import Settings
+from app.storage.engine import AsyncDatabase
 from app.storage.models import ENGINE_JSON
 
 log = logging.getLogger("csjd.storage")
@@ -29,15 +30,15 @@ log = logging.getLogger("csjd.storage")
 CHANNEL = "csjd_jobs"
 
 
-def create_engines(settings: Settings) -> tuple[AsyncEngine, AsyncEngine]:
-    """(writer, reader) engines for the configured Postgres database."""
+def create_database(settings: Settings) -> AsyncDatabase:
+    """Writer and reader engines for the configured Postgres database."""
     writer = create_async_engine(
         settings.database_url, pool_size=2, max_overflow=2, pool_pre_ping=True, **ENGINE_JSON
     )
     reader = create_async_engine(
         settings.database_url, pool_size=4, max_overflow=8, pool_pre_ping=True, **ENGINE_JSON
     )
-    return writer, reader
+    return AsyncDatabase(writer, reader)
 
 
 def asyncpg_dsn(database_url: str) -> str:

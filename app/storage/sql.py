@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 
 from sqlalchemy import RowMapping, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.core import errors
 from app.core.job import ACTIVE, FailureReason, IllegalTransition, JobState
@@ -31,6 +30,7 @@ from app.storage.base import (
     TargetRecord,
     TargetSpec,
 )
+from app.storage.engine import Conn, Database
 from app.storage.group import GroupCommitter, Tx
 from app.storage.models import attempts, jobs, targets
 
@@ -142,7 +142,7 @@ _COMPLETE_TYPES = (
 COMPLETE_CHUNK = 500
 
 
-def values_rows(conn: AsyncConnection, rows: int, types: Sequence[str], start: int = 1) -> str:
+def values_rows(conn: Conn, rows: int, types: Sequence[str], start: int = 1) -> str:
     """``(?, ?), (?, ?)`` for SQLite; numbered and typed ``($1::int, …)`` for Postgres,
     which cannot infer the types of parameters in a VALUES list."""
     width = len(types)
@@ -154,11 +154,11 @@ def values_rows(conn: AsyncConnection, rows: int, types: Sequence[str], start: i
     )
 
 
-def placeholder(conn: AsyncConnection, n: int, type_: str) -> str:
+def placeholder(conn: Conn, n: int, type_: str) -> str:
     return f"${n}::{type_}" if conn.dialect.name == "postgresql" else "?"
 
 
-async def _complete_running(conn: AsyncConnection, chunk: list[dict[str, Any]]) -> Any:
+async def _complete_running(conn: Conn, chunk: list[dict[str, Any]]) -> Any:
     sql = _COMPLETE_SQL_HEAD + values_rows(conn, len(chunk), _COMPLETE_TYPES) + _COMPLETE_SQL_TAIL
     args = tuple(p[f] for p in chunk for f in _COMPLETE_FIELDS)
     return (await conn.exec_driver_sql(sql, args)).all()
@@ -199,6 +199,7 @@ def _attempt_row(c: Completion) -> dict[str, Any]:
     }
 
 
+_COUNT_BY_STATE = text("SELECT state, count(*) FROM jobs GROUP BY state")
 _NEXT_DUE = text("SELECT min(next_attempt_at) FROM jobs WHERE state IN ('scheduled', 'retrying')")
 _COUNT_ACTIVE = text(f"SELECT count(*) FROM jobs WHERE state IN {_ACTIVE_SQL}")
 _BACKLOG = text(
@@ -320,21 +321,22 @@ def _raise_if_error(result: T | errors.CsjdError) -> T:
 
 
 class SqlJobStore:
-    def __init__(
-        self, writer: AsyncEngine, reader: AsyncEngine, *, max_backlog: int, shared: bool = False
-    ) -> None:
-        self._writer_engine = writer
-        self._reader = reader
-        self._writer = GroupCommitter(writer)
+    def __init__(self, database: Database, *, max_backlog: int, shared: bool = False) -> None:
+        self._database = database
+        self._writer = GroupCommitter(database)
         self._max_backlog = max_backlog
         self._active = 0
-        self._pg = writer.dialect.name == "postgresql"
+        self._pg = database.dialect.name == "postgresql"
         self._shared = shared or self._pg
 
     @property
     def shared(self) -> bool:
         """Whether other processes write to this database too (counts go stale)."""
         return self._shared
+
+    @property
+    def database(self) -> Database:
+        return self._database
 
     @property
     def committer(self) -> GroupCommitter:
@@ -348,12 +350,13 @@ class SqlJobStore:
 
     async def close(self) -> None:
         await self._writer.stop()
-        await self._writer_engine.dispose()
-        await self._reader.dispose()
+        await self._database.close()
 
     async def ping(self) -> None:
-        async with self._reader.connect() as conn:
+        async def unit(conn: Conn) -> None:
             await conn.execute(text("SELECT 1"))
+
+        await self._database.read(unit)
 
     @property
     def active(self) -> int:
@@ -421,18 +424,19 @@ class SqlJobStore:
         return await self._writer.run(op)
 
     async def get_target(self, name: str) -> TargetRecord | None:
-        async with self._reader.connect() as conn:
-            row = (
-                (await conn.execute(select(targets).where(targets.c.name == name)))
-                .mappings()
-                .first()
-            )
-        return None if row is None else target_record(row)
+        async def unit(conn: Conn) -> TargetRecord | None:
+            query = select(targets).where(targets.c.name == name)
+            row = (await conn.execute(query)).mappings().first()
+            return None if row is None else target_record(row)
+
+        return await self._database.read(unit)
 
     async def list_targets(self) -> list[TargetRecord]:
-        async with self._reader.connect() as conn:
+        async def unit(conn: Conn) -> list[TargetRecord]:
             rows = (await conn.execute(select(targets).order_by(targets.c.name))).mappings()
             return [target_record(row) for row in rows]
+
+        return await self._database.read(unit)
 
     async def delete_target(self, name: str) -> None:
         async def op(tx: Tx) -> errors.CsjdError | None:
@@ -458,11 +462,13 @@ class SqlJobStore:
         _raise_if_error(await self._writer.run(op))
 
     async def backlog_by_target(self) -> dict[str, dict[str, int]]:
-        out: dict[str, dict[str, int]] = {}
-        async with self._reader.connect() as conn:
+        async def unit(conn: Conn) -> dict[str, dict[str, int]]:
+            out: dict[str, dict[str, int]] = {}
             for target, state, count in await conn.execute(_BACKLOG):
                 out.setdefault(target, {})[state] = int(count)
-        return out
+            return out
+
+        return await self._database.read(unit)
 
     # -- intake --------------------------------------------------------------
 
@@ -521,7 +527,7 @@ class SqlJobStore:
         return [r for r in results if r is not None]
 
     async def _rows_by_key(
-        self, conn: AsyncConnection, batch: list[NewJob]
+        self, conn: Conn, batch: list[NewJob]
     ) -> dict[tuple[str, str], RowMapping]:
         by_caller: dict[str, set[str]] = {}
         for job in batch:
@@ -549,17 +555,12 @@ class SqlJobStore:
     # -- reads ----------------------------------------------------------------
 
     async def get_job(self, caller: str, job_id: str) -> JobRecord | None:
-        async with self._reader.connect() as conn:
-            row = (
-                (
-                    await conn.execute(
-                        select(jobs).where(jobs.c.id == job_id, jobs.c.caller == caller)
-                    )
-                )
-                .mappings()
-                .first()
-            )
-        return None if row is None else job_record(row)
+        async def unit(conn: Conn) -> JobRecord | None:
+            query = select(jobs).where(jobs.c.id == job_id, jobs.c.caller == caller)
+            row = (await conn.execute(query)).mappings().first()
+            return None if row is None else job_record(row)
+
+        return await self._database.read(unit)
 
     async def list_jobs(
         self,
@@ -578,11 +579,14 @@ class SqlJobStore:
         if before_id is not None:
             query = query.where(jobs.c.id < before_id)
         query = query.order_by(jobs.c.id.desc()).limit(limit)
-        async with self._reader.connect() as conn:
+
+        async def unit(conn: Conn) -> list[JobRecord]:
             return [job_record(row) for row in (await conn.execute(query)).mappings()]
 
+        return await self._database.read(unit)
+
     async def list_attempts(self, caller: str, job_id: str) -> list[AttemptRecord] | None:
-        async with self._reader.connect() as conn:
+        async def unit(conn: Conn) -> list[AttemptRecord] | None:
             owner = (
                 await conn.execute(
                     select(jobs.c.id).where(jobs.c.id == job_id, jobs.c.caller == caller)
@@ -599,19 +603,23 @@ class SqlJobStore:
             ).mappings()
             return [attempt_record(row) for row in rows]
 
+        return await self._database.read(unit)
+
     async def count_by_state(self) -> dict[JobState, int]:
-        counts = dict.fromkeys(JobState, 0)
-        async with self._reader.connect() as conn:
-            for state, count in await conn.execute(
-                text("SELECT state, count(*) FROM jobs GROUP BY state")
-            ):
+        async def unit(conn: Conn) -> dict[JobState, int]:
+            counts = dict.fromkeys(JobState, 0)
+            for state, count in await conn.execute(_COUNT_BY_STATE):
                 counts[JobState(state)] = int(count)
-        return counts
+            return counts
+
+        return await self._database.read(unit)
 
     async def next_due(self) -> float | None:
-        async with self._reader.connect() as conn:
+        async def unit(conn: Conn) -> float | None:
             value = (await conn.execute(_NEXT_DUE)).scalar_one_or_none()
-        return None if value is None else float(value)
+            return None if value is None else float(value)
+
+        return await self._database.read(unit)
 
     # -- operator commands ------------------------------------------------------
 
@@ -659,9 +667,7 @@ class SqlJobStore:
 
         return _raise_if_error(await self._writer.run(op))
 
-    async def _why_not(
-        self, conn: AsyncConnection, caller: str, job_id: str, event: str
-    ) -> errors.CsjdError:
+    async def _why_not(self, conn: Conn, caller: str, job_id: str, event: str) -> errors.CsjdError:
         state = (
             await conn.execute(
                 select(jobs.c.state).where(jobs.c.id == job_id, jobs.c.caller == caller)
@@ -796,7 +802,7 @@ class SqlJobStore:
 
     async def fail_expired(self, now: float) -> int:
         async def op(tx: Tx) -> int:
-            count = (await tx.conn.execute(_FAIL_EXPIRED, {"now": now})).rowcount
+            count = int((await tx.conn.execute(_FAIL_EXPIRED, {"now": now})).rowcount)
             self._adjust_active(tx, -count)
             return count
 
@@ -851,7 +857,7 @@ class SqlJobStore:
         async def op(tx: Tx) -> int:
             params = {"before": completed_before, "limit": PURGE_BATCH}
             await tx.conn.execute(_PURGE_ATTEMPTS, params)
-            return (await tx.conn.execute(_PURGE_JOBS, params)).rowcount
+            return int((await tx.conn.execute(_PURGE_JOBS, params)).rowcount)
 
         total = 0
         while (count := await self._writer.run(op)) > 0:

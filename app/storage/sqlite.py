@@ -1,10 +1,12 @@
 """SQLite engines for the ``SqlJobStore``, and the one-gateway-per-file lock.
 
-The writer engine holds a single connection that begins every transaction with
-``BEGIN IMMEDIATE`` (so a write never fails half-way on a lock upgrade); the
-reader engine is a small pool of plain connections, which WAL lets read while
-the writer writes. Every connection gets WAL, ``busy_timeout``, foreign keys
-and the configured ``synchronous`` level.
+The writer is a single connection, used by a single thread, that begins every
+transaction with ``BEGIN IMMEDIATE`` (so a write never fails half-way on a
+lock upgrade); readers are a small pool of plain connections, one per reader
+thread, which WAL lets read while the writer writes. Both go through
+``sqlite3`` in threads, a whole unit of work per hop (``engine.py``). Every
+connection gets WAL, ``busy_timeout``, foreign keys and the configured
+``synchronous`` level.
 
 A second gateway on the same file would break the single-writer assumptions
 of the dispatcher, so ``DatabaseLock`` holds an exclusive ``flock`` on a file
@@ -20,15 +22,17 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import AsyncAdaptedQueuePool
+from sqlalchemy.pool import QueuePool
 
 from app.settings import Settings
+from app.storage.engine import ThreadedSqlite
 from app.storage.models import ENGINE_JSON
 
 BUSY_TIMEOUT_MS = 10_000
+#: reader threads, each with its own connection (WAL lets them read while the writer writes)
+READERS = 4
 
 
 class DatabaseInUse(RuntimeError):
@@ -78,8 +82,8 @@ class DatabaseLock:
             self._fd = None
 
 
-def _configure(engine: AsyncEngine, synchronous: str, *, immediate: bool) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def _configure(engine: Engine, synchronous: str, *, immediate: bool) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Let SQLAlchemy, not the driver, decide where transactions begin.
         dbapi_conn.isolation_level = None
@@ -90,28 +94,23 @@ def _configure(engine: AsyncEngine, synchronous: str, *, immediate: bool) -> Non
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def create_engines(settings: Settings) -> tuple[AsyncEngine, AsyncEngine]:
-    """(writer, reader) engines for the configured SQLite database."""
+def create_database(settings: Settings) -> ThreadedSqlite:
+    """The configured SQLite file through ``sqlite3`` in threads (see ``engine.py``)."""
     synchronous = settings.sqlite_synchronous.value
-    writer = create_async_engine(
-        settings.database_url,
-        poolclass=AsyncAdaptedQueuePool,
-        pool_size=1,
-        max_overflow=0,
+    url = make_url(settings.database_url).set(drivername="sqlite")
+    # connections are made and used in the worker threads, one thread at a time each
+    options: dict[str, Any] = {
+        "connect_args": {"check_same_thread": False},
+        "poolclass": QueuePool,
         **ENGINE_JSON,
-    )
+    }
+    writer = create_engine(url, pool_size=1, max_overflow=0, **options)
     _configure(writer, synchronous, immediate=True)
-    reader = create_async_engine(
-        settings.database_url,
-        poolclass=AsyncAdaptedQueuePool,
-        pool_size=4,
-        max_overflow=4,
-        **ENGINE_JSON,
-    )
+    reader = create_engine(url, pool_size=READERS, max_overflow=0, **options)
     _configure(reader, synchronous, immediate=False)
-    return writer, reader
+    return ThreadedSqlite(writer, reader, readers=READERS)

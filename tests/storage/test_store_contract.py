@@ -18,6 +18,7 @@ from app.core.outcome import Outcome
 from app.core.retry import Decision
 from app.settings import Settings
 from app.storage.base import AttemptRecord, ClaimRequest, Completion, NewJob, TargetSpec
+from app.storage.engine import Conn
 from app.storage.factory import build_store
 from app.storage.sql import SqlJobStore
 from app.storage.sqlite import DatabaseInUse, DatabaseLock
@@ -104,17 +105,20 @@ async def test_keys_are_scoped_per_caller(store: SqlJobStore) -> None:
 
 async def test_the_database_itself_refuses_a_second_row_for_a_key(store: SqlJobStore) -> None:
     await store.enqueue(new_job("k"))
+
+    async def insert_same_key(conn: Conn) -> None:
+        await conn.execute(
+            text(
+                "INSERT INTO jobs (id, caller, idempotency_key, fingerprint, target, payload,"
+                " state, attempts, deliveries, max_attempts, created_at, updated_at,"
+                " expires_at) VALUES ('x', '', 'k', 'f', 'billing', :p, 'queued', 0, 0, 1,"
+                " 0, 0, 0)"
+            ),
+            {"p": b"\x00"},
+        )
+
     with pytest.raises(IntegrityError):
-        async with store._writer_engine.begin() as conn:
-            await conn.execute(
-                text(
-                    "INSERT INTO jobs (id, caller, idempotency_key, fingerprint, target, payload,"
-                    " state, attempts, deliveries, max_attempts, created_at, updated_at,"
-                    " expires_at) VALUES ('x', '', 'k', 'f', 'billing', :p, 'queued', 0, 0, 1,"
-                    " 0, 0, 0)"
-                ),
-                {"p": b"\x00"},
-            )
+        await store.database.write(insert_same_key)
 
 
 async def test_unknown_target_is_refused_and_nothing_stored(store: SqlJobStore) -> None:
@@ -321,10 +325,13 @@ async def test_connections_use_wal_and_the_configured_synchronous_level(
     s = build_store(Settings(database_url=db_url, sqlite_synchronous=level))  # type: ignore[arg-type]
     await s.open()
     try:
-        async with s._reader.connect() as conn:
-            assert (await conn.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
-            assert (await conn.execute(text("PRAGMA synchronous"))).scalar() == code
-            assert (await conn.execute(text("PRAGMA busy_timeout"))).scalar() == 10_000
+
+        async def pragmas(conn: Conn) -> list[object]:
+            names = ("journal_mode", "synchronous", "busy_timeout")
+            return [(await conn.execute(text(f"PRAGMA {n}"))).scalar() for n in names]
+
+        assert await s.database.read(pragmas) == ["wal", code, 10_000]
+        assert await s.database.write(pragmas) == ["wal", code, 10_000]
     finally:
         await s.close()
 
@@ -349,3 +356,30 @@ async def test_one_holder_leads_a_duty_until_its_lease_lapses(store: SqlJobStore
     assert not await store.try_lead("maintenance", "b", NOW + 24, 15)
     assert await store.try_lead("maintenance", "b", NOW + 26, 15)  # a stopped renewing
     assert not await store.try_lead("maintenance", "a", NOW + 27, 15)
+
+
+async def test_a_unit_of_work_that_suspends_fails_loudly_and_writes_nothing(
+    backend_url: str,
+) -> None:
+    """On SQLite a unit runs in a worker thread without an event loop: it may await
+    only its connection. Anything else is a bug, and must not half-commit."""
+    from app.storage.engine import UnitSuspended
+
+    s = build_store(Settings(database_url=backend_url))
+    await s.open()
+    try:
+        await s.put_target(TargetSpec(name="t", url="http://127.0.0.1:9/"), NOW)
+
+        async def suspends(conn: Conn) -> None:
+            await conn.execute(text("DELETE FROM targets"))
+            await asyncio.sleep(0)
+
+        if s.database.dialect.name == "sqlite":
+            with pytest.raises(UnitSuspended):
+                await s.database.write(suspends)
+        else:  # natively asynchronous: the same unit is simply fine there
+            await s.database.write(suspends)
+            await s.put_target(TargetSpec(name="t", url="http://127.0.0.1:9/"), NOW)
+        assert [t.name for t in await s.list_targets()] == ["t"]
+    finally:
+        await s.close()
