@@ -1,6 +1,6 @@
 """The end-to-end benchmark behind ``make bench``: real processes, real sockets.
 
-Four scenarios, each on its own ``csjd serve`` with a fresh database (a SQLite
+Six scenarios, each on its own ``csjd serve`` with a fresh database (a SQLite
 file in a temporary directory or, with ``--db postgres``, a Postgres database
 created for the run and dropped after it), and one webhook sink
 (``bench/sink.py``) in a separate process. ``end_to_end`` (the default)
@@ -19,13 +19,35 @@ how they were spread in time. ``intake`` registers ``bench`` disabled (its
 jobs stay queued) and pushes ``--jobs`` jobs as ``end_to_end`` does: intake
 alone, next to the bare FastAPI ceiling. ``drain`` registers ``bench``
 disabled, queues ``--backlog`` jobs, enables it and times csjd delivering the
-whole backlog, next to the outbound client ceiling. ``--scenario all`` runs all
-four. One JSON line per scenario goes to stdout; progress goes to stderr.
+whole backlog, next to the outbound client ceiling.
 
-Usage: ``python bench/run.py [--scenario end_to_end|outage|intake|drain|all] [--jobs 20000]
+``big_backlog`` (SQLite only; about 2.5 minutes with the defaults) checks that a
+deep queue costs nothing: RSS under 150 MB, intake and claim rates within 20 %
+of an empty database. Phase A, on a fresh file: ``bench`` and ``parked`` are
+registered disabled, ``--jobs`` jobs are queued at ``bench`` (the intake rate),
+then ``bench`` is enabled and drained (the claim rate), as in ``drain``. With
+csjd stopped, ``--big-backlog`` queued jobs (default 1,000,000) for ``parked``
+are inserted straight into the file through the app's own table. Phase B: csjd
+starts again on that file, and the same measurement runs with new
+idempotency keys while ``parked`` keeps its jobs queued (checked at the end).
+``CSJD_MAX_BACKLOG`` is raised to make room.
+
+``soak`` (10 minutes with the defaults; not part of ``all``) offers ``--rate``
+jobs/s (default 350: half load) to a healthy ``bench`` for ``--duration`` s
+(default 600), samples csjd's RSS every 10 s, and reports the RSS drift from
+the first minute to the last (goal: within 10 %) and the enqueue-to-delivery
+p50/p99 per minute of send time (goal: a steady p99).
+
+``--scenario all`` runs every scenario but ``soak`` (``big_backlog`` only with
+``--db sqlite``). One JSON line per scenario goes to stdout; progress goes to
+stderr.
+
+Usage: ``python bench/run.py
+[--scenario end_to_end|outage|intake|drain|big_backlog|soak|all] [--jobs 20000]
 [--concurrency 64] [--skip-ceilings] [--replicas 1] [--rate 100] [--duration 60]
-[--outage-start 10] [--outage-s 30] [--backlog 100000] [--db sqlite|postgres] [--pg-admin-url URL]
-[--deadline 600] [--keep]``
+[--outage-start 10] [--outage-s 30] [--backlog 100000] [--big-backlog 1000000]
+[--db sqlite|postgres] [--pg-admin-url URL] [--deadline 600] [--keep]``
+(``--rate`` and ``--duration`` default to 350 and 600 with ``--scenario soak``)
 """
 
 from __future__ import annotations
@@ -34,6 +56,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import math
 import os
 import platform
@@ -56,6 +79,10 @@ import aiohttp
 import asyncpg
 import http1  # bench/ is on sys.path when this runs as a script
 import orjson
+from sqlalchemy import create_engine, insert
+
+from app.core.ids import uuid7
+from app.storage.models import jobs as jobs_table
 
 BENCH_DIR = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
@@ -69,8 +96,8 @@ REQUEST_TIMEOUT_S = 120.0
 FAILED_POLL_S = 2.0
 OUTAGE_TARGET = "flaky"
 OUTAGE_PATH = "/flaky"
-#: workers sharing the paced load, so that a slow answer does not hold up the pacing
-OUTAGE_WORKERS = 32
+#: workers sharing a paced load (outage, soak), so that a slow answer does not hold up the pacing
+PACED_WORKERS = 32
 #: the window after recovery that ``max_requests_per_s_after_recovery`` looks at
 AFTER_RECOVERY_S = 10.0
 #: where ``--db postgres`` creates (and drops) its database, unless ``--pg-admin-url``
@@ -78,6 +105,22 @@ PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 PG_CONNECT_TIMEOUT_S = 10.0
 #: warnings every csjd logs in this setup (no API keys), left out of the log counts
 EXPECTED_WARNINGS = frozenset({"auth_disabled"})
+#: --rate and --duration when not given: the outage scenario's, and the soak's (half load)
+OUTAGE_RATE, OUTAGE_DURATION_S = 100.0, 60.0
+SOAK_RATE, SOAK_DURATION_S = 350.0, 600.0
+#: how often the soak samples csjd's RSS and the sink's count
+SOAK_SAMPLE_S = 10.0
+#: the soak's goal: RSS over its last minute within this of its first minute (percent)
+SOAK_RSS_DRIFT_MAX_PCT = 10.0
+#: big_backlog: the disabled target holding the seeded backlog, on its own sink path
+PARKED_TARGET = "parked"
+PARKED_PATH = "/parked"
+#: big_backlog: rows per seeding transaction, and how long the seeded jobs stay unexpired
+SEED_CHUNK = 50_000
+PARKED_TTL_S = 30 * 86400.0
+#: big_backlog's goals: csjd's peak RSS, and the full-to-empty rate ratios
+BIG_BACKLOG_RSS_MAX_MB = 150.0
+BIG_BACKLOG_RATIO_MIN = 0.8
 
 T = TypeVar("T")
 
@@ -253,6 +296,14 @@ class Intake:
     def accepted(self) -> int:
         return self.jobs - self.errors
 
+    def post_latencies_ms(self) -> list[float]:
+        """Per accepted job: the ``POST /jobs`` round trip (ms)."""
+        return [
+            (self.answered_at[i] - self.send_at[i]) * 1000
+            for i, job_id in enumerate(self.ids)
+            if job_id is not None
+        ]
+
     def error(self, what: str) -> None:
         self.errors += 1
         if len(self.error_samples) < 5:
@@ -285,13 +336,17 @@ def own_cpu_s() -> float:
 
 
 async def post_jobs(
-    urls: Sequence[str], jobs: int, concurrency: int, target: str = "bench"
+    urls: Sequence[str],
+    jobs: int,
+    concurrency: int,
+    target: str = "bench",
+    key_prefix: str = "bench",
 ) -> Intake:
     """POST ``jobs`` jobs, round-robin over ``urls``, from ``concurrency`` workers on one session.
 
     Job ``i`` goes to ``urls[i % len(urls)]`` and carries ``Idempotency-Key:
-    bench-<i>``; a job counts as accepted only when answered ``202`` with an
-    ``id``. Anything else is an error.
+    <key_prefix>-<i>``; a job counts as accepted only when answered ``202``
+    with an ``id``. Anything else is an error.
     """
     result = Intake.empty(jobs)
     indexes = iter(range(jobs))  # shared by the workers: each takes the next job
@@ -300,7 +355,7 @@ async def post_jobs(
         client = http1.Client()  # one keep-alive connection per worker and host
         try:
             for i in indexes:
-                await result.post(client, urls[i % len(urls)], i, target, f"bench-{i}")
+                await result.post(client, urls[i % len(urls)], i, target, f"{key_prefix}-{i}")
         finally:
             client.close()
 
@@ -403,6 +458,27 @@ def percentiles(values: list[float], points: Sequence[float] = (50, 90, 99)) -> 
     out = {f"p{p:g}": ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)] for p in points}
     out["max"] = ordered[-1]
     return {k: round(v, 2) for k, v in out.items()}
+
+
+def delivery_latencies(intake: Intake, first_at: dict[str, float]) -> list[tuple[float, float]]:
+    """Per accepted job: (when its POST was sent, enqueue-to-delivery in ms).
+
+    Enqueue to delivery is the sink's first arrival of the job minus the
+    ``time.time()`` its POST was sent; fails if an accepted job never arrived.
+    """
+    out: list[tuple[float, float]] = []
+    missing = 0
+    for i, job_id in enumerate(intake.ids):
+        if job_id is None:
+            continue
+        arrived = first_at.get(job_id)
+        if arrived is None:
+            missing += 1
+            continue
+        out.append((intake.send_at[i], (arrived - intake.send_at[i]) * 1000))
+    if missing:
+        raise BenchError(f"{missing} accepted job ids never reached the sink")
+    return out
 
 
 async def sink_stats(
@@ -599,14 +675,24 @@ async def fresh_database(
             say(f"dropped the Postgres database {name}")
 
 
-def start_csjd(tmp: Path, name: str, database_url: str, role: str = "all") -> Service:
-    """``csjd serve`` on a free port and ``database_url``; log to ``<tmp>/<name>.log``."""
+def start_csjd(
+    tmp: Path,
+    name: str,
+    database_url: str,
+    role: str = "all",
+    extra_env: dict[str, str] | None = None,
+) -> Service:
+    """``csjd serve`` on a free port and ``database_url``; log to ``<tmp>/<name>.log``.
+
+    ``extra_env`` adds (or overrides) ``CSJD_*`` settings, ``CSJD_MAX_BACKLOG`` say.
+    """
     port = free_port()
     env = child_env(
         {
             "CSJD_DATABASE_URL": database_url,
             "CSJD_ALLOW_PRIVATE_TARGETS": "true",
             "CSJD_LOG_FORMAT": "json",
+            **(extra_env or {}),
         }
     )
     argv = [sys.executable, "-m", "app", "serve", "--host", HOST, "--port", str(port)]
@@ -657,6 +743,19 @@ class LogSummary:
     def sample(self, line: str, max_samples: int) -> None:
         if len(self.samples) < max_samples:
             self.samples.append(line[:500])
+
+
+def report_log(gateway: Service) -> LogSummary:
+    """Read a stopped csjd's log; say what it logged beyond the expected, if anything."""
+    summary = LogSummary.read(gateway.log_path)
+    if summary.warnings or summary.errors or summary.other_lines:
+        say(
+            f"{gateway.name} logged {summary.errors} errors, {summary.warnings} warnings "
+            f"and {summary.other_lines} other lines; the first:"
+        )
+        for line in summary.samples:
+            say(f"  {line}")
+    return summary
 
 
 async def put_target(
@@ -721,34 +820,11 @@ async def end_to_end(args: argparse.Namespace, tmp: Path, sink: Service) -> dict
                 f"{gateway.name} exited with status {code} on SIGTERM; its log ends:\n"
                 f"{gateway.log_tail()}"
             )
-    logs = [LogSummary.read(gateway.log_path) for gateway in gateways]
-    for gateway, summary in zip(gateways, logs, strict=True):
-        if summary.warnings or summary.errors or summary.other_lines:
-            say(
-                f"{gateway.name} logged {summary.errors} errors, {summary.warnings} warnings "
-                f"and {summary.other_lines} other lines; the first:"
-            )
-            for line in summary.samples:
-                say(f"  {line}")
+    logs = [report_log(gateway) for gateway in gateways]
 
     first_at: dict[str, float] = stats["first_at"]
-    latencies: list[float] = []
-    missing = 0
-    for i, job_id in enumerate(intake.ids):
-        if job_id is None:
-            continue
-        arrived = first_at.get(job_id)
-        if arrived is None:
-            missing += 1
-            continue
-        latencies.append((arrived - intake.send_at[i]) * 1000)
-    if missing:
-        raise BenchError(f"{missing} accepted job ids never reached the sink")
-    post_ms = [
-        (intake.answered_at[i] - intake.send_at[i]) * 1000
-        for i, job_id in enumerate(intake.ids)
-        if job_id is not None
-    ]
+    latencies = [ms for _sent_at, ms in delivery_latencies(intake, first_at)]
+    post_ms = intake.post_latencies_ms()
     first_send = min(intake.send_at)
     last_delivery = max(first_at.values())
     span_s = last_delivery - first_send
@@ -889,7 +965,7 @@ async def outage(args: argparse.Namespace, tmp: Path, sink: Service) -> dict[str
                         duration_s=args.duration,
                         start=start,
                         target=OUTAGE_TARGET,
-                        workers=OUTAGE_WORKERS,
+                        workers=PACED_WORKERS,
                     )
                 )
                 switching = asyncio.ensure_future(outage_schedule(control, sink, start, args))
@@ -898,15 +974,8 @@ async def outage(args: argparse.Namespace, tmp: Path, sink: Service) -> dict[str
                 finally:
                     offering.cancel()
                     switching.cancel()
-                say(
-                    f"load done: {intake.accepted} of {intake.jobs} accepted, {intake.errors} "
-                    f"errors, sent at most {intake.max_lag_s * 1000:.0f} ms late"
-                )
-                for sample in intake.error_samples:
-                    say(f"  error: {sample}")
+                report_paced(intake)
                 accepted = {job_id for job_id in intake.ids if job_id is not None}
-                if not accepted:
-                    raise BenchError("csjd accepted no job")
 
                 await wait_settled(
                     control,
@@ -992,6 +1061,17 @@ def report_intake(intake: Intake) -> None:
         raise BenchError("csjd accepted no job")
 
 
+def report_paced(intake: Intake) -> None:
+    say(
+        f"load done: {intake.accepted} of {intake.jobs} accepted, {intake.errors} errors, "
+        f"sent at most {intake.max_lag_s * 1000:.0f} ms late"
+    )
+    for sample in intake.error_samples:
+        say(f"  error: {sample}")
+    if intake.accepted == 0:
+        raise BenchError("csjd accepted no job")
+
+
 def report_exit(gateway: Service, code: int) -> None:
     if code not in CLEAN_EXITS:
         say(
@@ -1024,11 +1104,7 @@ async def intake_only(args: argparse.Namespace, tmp: Path, sink: Service) -> dic
     report_exit(gateway, code)
     if stats["total"]:
         say(f"the sink got {stats['total']} requests from a disabled target")
-    post_ms = [
-        (intake.answered_at[i] - intake.send_at[i]) * 1000
-        for i, job_id in enumerate(intake.ids)
-        if job_id is not None
-    ]
+    post_ms = intake.post_latencies_ms()
     cpu_s = after.cpu_s - at_ready.cpu_s
     return {
         "accepted": intake.accepted,
@@ -1049,6 +1125,84 @@ async def intake_only(args: argparse.Namespace, tmp: Path, sink: Service) -> dic
     }
 
 
+@dataclass
+class Drained:
+    """A batch queued at the disabled target ``bench``, then delivered once it was enabled."""
+
+    intake: Intake
+    #: how long the enabling ``PUT`` took to answer
+    enable_put_s: float
+    #: from just before the enabling ``PUT`` to the first, and to the last, first
+    #: arrival of an accepted job at the sink
+    first_delivery_s: float
+    drain_s: float
+    #: csjd as the intake started, just before the enabling ``PUT``, and once every
+    #: accepted job arrived
+    start: ProcSample
+    before: ProcSample
+    after: ProcSample
+    #: the sink's ``/_stats`` of ``/hook`` at the end
+    stats: dict[str, Any]
+
+    @property
+    def intake_per_s(self) -> float:
+        return self.intake.accepted / self.intake.wall_s
+
+    @property
+    def drained_per_s(self) -> float:
+        return self.intake.accepted / self.drain_s
+
+
+async def queue_then_drain(
+    control: aiohttp.ClientSession,
+    gateway: Service,
+    sink: Service,
+    target: dict[str, Any],
+    *,
+    jobs: int,
+    concurrency: int,
+    deadline_s: float,
+    key_prefix: str = "bench",
+) -> Drained:
+    """Queue ``jobs`` jobs at the disabled ``bench``, enable it, wait until all arrived.
+
+    ``target`` is the body ``bench`` was registered with, disabled (see
+    ``register_paused``); the sink must have seen nothing on ``/hook`` by the
+    end of the intake (else the run fails) and must see every accepted job
+    within ``deadline_s`` of the enabling ``PUT``.
+    """
+    start = sample_proc(gateway.proc.pid)
+    intake = await post_jobs([gateway.base_url + "/jobs"], jobs, concurrency, key_prefix=key_prefix)
+    report_intake(intake)
+    early = await sink_stats(control, sink)
+    if early["total"]:
+        raise BenchError(f"the sink got {early['total']} requests while the target was disabled")
+    before = sample_proc(gateway.proc.pid)
+    say("enabling the target; draining")
+    enabled_at = time.time()
+    await put_target(control, gateway, "bench", {**target, "enabled": True})
+    enable_put_s = time.time() - enabled_at
+    await wait_delivered(control, sink, [gateway], intake.accepted, deadline_s)
+    after = sample_proc(gateway.proc.pid)
+    stats = await sink_stats(control, sink, times=True)
+    first_at: dict[str, float] = stats["first_at"]
+    accepted = {job_id for job_id in intake.ids if job_id is not None}
+    missing = accepted - first_at.keys()
+    if missing:
+        raise BenchError(f"{len(missing)} accepted job ids never reached the sink")
+    arrivals = [first_at[job_id] for job_id in accepted]
+    return Drained(
+        intake=intake,
+        enable_put_s=enable_put_s,
+        first_delivery_s=min(arrivals) - enabled_at,
+        drain_s=max(arrivals) - enabled_at,
+        start=start,
+        before=before,
+        after=after,
+        stats=stats,
+    )
+
+
 async def drain(args: argparse.Namespace, tmp: Path, sink: Service) -> dict[str, Any]:
     """Queue ``--backlog`` jobs at a disabled target, enable it, time the sink seeing them all."""
     async with client_session(2) as control:
@@ -1063,19 +1217,380 @@ async def drain(args: argparse.Namespace, tmp: Path, sink: Service) -> dict[str,
                     f"queueing a backlog of {args.backlog} jobs over {args.concurrency} "
                     "connections (target disabled)"
                 )
-                intake = await post_jobs(
-                    [gateway.base_url + "/jobs"], args.backlog, args.concurrency
+                drained = await queue_then_drain(
+                    control,
+                    gateway,
+                    sink,
+                    target,
+                    jobs=args.backlog,
+                    concurrency=args.concurrency,
+                    deadline_s=args.deadline,
                 )
-                report_intake(intake)
-                early = await sink_stats(control, sink)
-                if early["total"]:
-                    raise BenchError(
-                        f"the sink got {early['total']} requests while the target was disabled"
+            say("every accepted job was delivered; stopping csjd")
+        finally:
+            code = await gateway.stop()
+    report_exit(gateway, code)
+
+    intake, before, after, stats = drained.intake, drained.before, drained.after, drained.stats
+    cpu_s = after.cpu_s - before.cpu_s
+    return {
+        "backlog": args.backlog,
+        "accepted": intake.accepted,
+        "errors": intake.errors,
+        "drain_s": round(drained.drain_s, 3),
+        "drained_per_s": round(drained.drained_per_s, 1),
+        "peak_rss_mb": round(after.peak_rss_mb, 1),
+        "cpu_s": round(cpu_s, 2),
+        "cpu_ms_per_job": round(cpu_s * 1000 / intake.accepted, 3),
+        "detail": {
+            "backlog_intake_s": round(intake.wall_s, 3),
+            "backlog_accepted_per_s": round(drained.intake_per_s, 1),
+            "first_delivery_after_enable_s": round(drained.first_delivery_s, 3),
+            "peak_rss_mb_before_drain": round(before.peak_rss_mb, 1),
+            "rss_at_ready_mb": round(at_ready.rss_mb, 1),
+            "csjd_cpu_s_intake": round(before.cpu_s - at_ready.cpu_s, 2),
+            "csjd_cpu_s_total": round(after.cpu_s, 2),
+            "sink_requests": stats["total"],
+            "duplicate_deliveries": stats["total"] - stats["distinct"],
+            "csjd_exit_status": code,
+        },
+    }
+
+
+# -- big_backlog ------------------------------------------------------------------------------
+
+
+def seed_parked(path: Path, n: int) -> None:
+    """Insert ``n`` queued jobs for ``PARKED_TARGET`` straight into the SQLite file ``path``.
+
+    csjd must be stopped, and the target registered. The rows are what
+    ``SqlJobStore`` stores for a job it accepts as queued (``_row_values`` in
+    ``app/storage/sql.py``), through the app's own table: caller ``""`` (no API
+    keys), ``Idempotency-Key: parked-<i>``, payload ``{"i":<i>}``, one job per
+    millisecond ending an hour ago (uuid7 ids of those milliseconds, so they
+    sort before anything csjd accepts later), expiring in ``PARKED_TTL_S``.
+    ``SEED_CHUNK`` rows per transaction; then the WAL is checkpointed, so that
+    the next csjd starts on a settled file.
+    """
+    now = time.time()
+    first_ms = int(now * 1000) - n - 3_600_000
+    expires_at = now + PARKED_TTL_S
+    engine = create_engine(f"sqlite:///{path}")
+    try:
+        for low in range(0, n, SEED_CHUNK):
+            rows = []
+            for i in range(low, min(n, low + SEED_CHUNK)):
+                ms = first_ms + i
+                payload = b'{"i":%d}' % i
+                rows.append(
+                    {
+                        "id": uuid7(ms),
+                        "caller": "",
+                        "idempotency_key": f"parked-{i}",
+                        "fingerprint": hashlib.sha256(payload).hexdigest(),
+                        "target": PARKED_TARGET,
+                        "payload": payload,
+                        "headers": None,
+                        "state": "queued",
+                        "attempts": 0,
+                        "deliveries": 0,
+                        "max_attempts": 10,
+                        "created_at": ms / 1000,
+                        "updated_at": ms / 1000,
+                        "next_attempt_at": ms / 1000,
+                        "expires_at": expires_at,
+                    }
+                )
+            with engine.begin() as conn:
+                conn.execute(insert(jobs_table), rows)
+            if (low // SEED_CHUNK) % 5 == 4:
+                say(f"  ... {low + len(rows)}/{n} rows")
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        engine.dispose()
+
+
+async def target_backlog(
+    session: aiohttp.ClientSession, gateway: Service, name: str
+) -> dict[str, int]:
+    """A target's unfinished jobs by state: ``state.backlog`` of ``GET /targets/<name>``."""
+    async with session.get(gateway.base_url + f"/targets/{name}") as response:
+        raw = await response.read()
+        if response.status != 200:
+            raise BenchError(f"GET /targets/{name} answered {response.status}: {raw!r}")
+    backlog: dict[str, int] = orjson.loads(raw)["state"]["backlog"]
+    return backlog
+
+
+@dataclass
+class BacklogPhase:
+    """One csjd of ``big_backlog``: its start, then a batch queued and drained."""
+
+    drained: Drained
+    #: from starting the process to ``/readyz`` answering 200
+    ready_s: float
+    at_ready: ProcSample
+    #: how long ``GET /targets/parked`` took at the start (it counts the backlog)
+    get_target_s: float
+    log: LogSummary
+    code: int
+
+    def figures(self) -> dict[str, float]:
+        d = self.drained
+        return {
+            "intake_per_s": round(d.intake_per_s, 1),
+            "claim_per_s": round(d.drained_per_s, 1),
+            "rss_at_ready_mb": round(self.at_ready.rss_mb, 1),
+            "peak_rss_mb": round(d.after.peak_rss_mb, 1),
+        }
+
+    def detail(self) -> dict[str, Any]:
+        d = self.drained
+        accepted = d.intake.accepted
+        return {
+            "accepted": accepted,
+            "errors": d.intake.errors,
+            "ready_s": round(self.ready_s, 2),
+            "get_target_s": round(self.get_target_s, 3),
+            "intake_s": round(d.intake.wall_s, 3),
+            "post_latency_ms": percentiles(d.intake.post_latencies_ms()),
+            "enable_put_s": round(d.enable_put_s, 3),
+            "first_delivery_after_enable_s": round(d.first_delivery_s, 3),
+            "drain_s": round(d.drain_s, 3),
+            "peak_rss_mb_after_intake": round(d.before.peak_rss_mb, 1),
+            "rss_mb_after_drain": round(d.after.rss_mb, 1),
+            "cpu_ms_per_job_intake": round((d.before.cpu_s - d.start.cpu_s) * 1000 / accepted, 3),
+            "cpu_ms_per_job_drain": round((d.after.cpu_s - d.before.cpu_s) * 1000 / accepted, 3),
+            "sink_requests": d.stats["total"],
+            "duplicate_deliveries": d.stats["total"] - d.stats["distinct"],
+            "warnings_logged": self.log.warnings,
+            "errors_logged": self.log.errors,
+            "csjd_exit_status": self.code,
+        }
+
+
+async def backlog_phase(
+    args: argparse.Namespace,
+    tmp: Path,
+    sink: Service,
+    *,
+    name: str,
+    database_url: str,
+    key_prefix: str,
+    parked: int,
+) -> BacklogPhase:
+    """A csjd on ``database_url``, where ``parked`` jobs wait at the disabled ``parked``.
+
+    Registers ``bench`` disabled and ``parked`` disabled, checks that
+    ``parked`` holds ``parked`` queued jobs, queues ``--jobs`` jobs at
+    ``bench`` and drains them (``queue_then_drain``), then checks that the
+    parked jobs are all still queued and that none reached the sink.
+    """
+    async with client_session(2) as control:
+        await sink_reset(control, sink)
+    # room for the parked jobs, this phase's batch and some
+    extra_env = {"CSJD_MAX_BACKLOG": str(args.big_backlog + 2 * args.jobs)}
+    started = time.monotonic()
+    gateway = start_csjd(tmp, name, database_url, extra_env=extra_env)
+    try:
+        async with client_session(8) as control:
+            await gateway.wait_ready(control, "/readyz")
+            ready_s = time.monotonic() - started
+            at_ready = sample_proc(gateway.proc.pid)
+            say(f"{name} ready in {ready_s:.2f}s, RSS {at_ready.rss_mb:.1f} MB")
+            target = await register_paused(control, gateway, sink)
+            parked_target = {
+                "url": f"{sink.base_url}{PARKED_PATH}",
+                "max_concurrency": 256,
+                "enabled": False,
+            }
+            await put_target(control, gateway, PARKED_TARGET, parked_target)
+            t0 = time.perf_counter()
+            queued = (await target_backlog(control, gateway, PARKED_TARGET))["queued"]
+            get_target_s = time.perf_counter() - t0
+            if queued != parked:
+                raise BenchError(f"{PARKED_TARGET} has {queued} jobs queued at start, not {parked}")
+            say(
+                f"pushing {args.jobs} jobs over {args.concurrency} connections "
+                f"(target disabled; {parked} jobs parked)"
+            )
+            drained = await queue_then_drain(
+                control,
+                gateway,
+                sink,
+                target,
+                jobs=args.jobs,
+                concurrency=args.concurrency,
+                deadline_s=args.deadline,
+                key_prefix=key_prefix,
+            )
+            still = (await target_backlog(control, gateway, PARKED_TARGET))["queued"]
+            leaked = (await sink_stats(control, sink, path=PARKED_PATH))["total"]
+        say("every accepted job was delivered; stopping csjd")
+    finally:
+        code = await gateway.stop()
+    report_exit(gateway, code)
+    if still != parked or leaked:
+        raise BenchError(
+            f"{PARKED_TARGET} (disabled) ended with {still} of {parked} jobs queued, "
+            f"and the sink got {leaked} requests on {PARKED_PATH}"
+        )
+    return BacklogPhase(
+        drained=drained,
+        ready_s=ready_s,
+        at_ready=at_ready,
+        get_target_s=get_target_s,
+        log=report_log(gateway),
+        code=code,
+    )
+
+
+async def big_backlog(args: argparse.Namespace, tmp: Path, sink: Service) -> dict[str, Any]:
+    """Intake and claim rates with ``--big-backlog`` jobs queued, next to an empty database."""
+    path = tmp / "big_backlog.db"
+    database_url = f"sqlite+aiosqlite:///{path}"
+    say("phase A: an empty database")
+    empty = await backlog_phase(
+        args,
+        tmp,
+        sink,
+        name="csjd_big_empty",
+        database_url=database_url,
+        key_prefix="empty",
+        parked=0,
+    )
+    say(f"seeding {args.big_backlog} queued jobs for the disabled target {PARKED_TARGET}")
+    t0 = time.perf_counter()
+    await asyncio.to_thread(seed_parked, path, args.big_backlog)
+    seed_s = time.perf_counter() - t0
+    db_mb = path.stat().st_size / 2**20
+    say(f"  seeded in {seed_s:.1f}s; the database file is {db_mb:.0f} MB")
+    say(f"phase B: {args.big_backlog} jobs queued")
+    full = await backlog_phase(
+        args,
+        tmp,
+        sink,
+        name="csjd_big_full",
+        database_url=database_url,
+        key_prefix="full",
+        parked=args.big_backlog,
+    )
+
+    e, f = empty.figures(), full.figures()
+    ratios = {
+        "intake_full_to_empty": round(f["intake_per_s"] / e["intake_per_s"], 3),
+        "claim_full_to_empty": round(f["claim_per_s"] / e["claim_per_s"], 3),
+    }
+    return {
+        "backlog": args.big_backlog,
+        "jobs": args.jobs,
+        "concurrency": args.concurrency,
+        "seed_s": round(seed_s, 1),
+        "empty": e,
+        "full": f,
+        "ratios": ratios,
+        "targets": {"rss_mb_max": BIG_BACKLOG_RSS_MAX_MB, "ratio_min": BIG_BACKLOG_RATIO_MIN},
+        "within_targets": {
+            "rss": f["peak_rss_mb"] < BIG_BACKLOG_RSS_MAX_MB,
+            "intake": ratios["intake_full_to_empty"] >= BIG_BACKLOG_RATIO_MIN,
+            "claim": ratios["claim_full_to_empty"] >= BIG_BACKLOG_RATIO_MIN,
+        },
+        "detail": {
+            "db_file_mb": round(db_mb, 1),
+            "seed_rows_per_s": round(args.big_backlog / seed_s),
+            "empty": empty.detail(),
+            "full": full.detail(),
+        },
+    }
+
+
+# -- soak -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SoakSample:
+    #: seconds into the load
+    at_s: float
+    #: csjd's ``VmRSS``
+    rss_mb: float
+    #: distinct jobs the sink has seen
+    delivered: int
+
+
+async def sample_soak(
+    control: aiohttp.ClientSession,
+    sink: Service,
+    gateway: Service,
+    start: float,
+    duration_s: float,
+) -> list[SoakSample]:
+    """Every ``SOAK_SAMPLE_S`` from ``start`` (monotonic) to ``duration_s`` after it."""
+    samples: list[SoakSample] = []
+    k = 1
+    while k * SOAK_SAMPLE_S <= duration_s:
+        await sleep_until(start + k * SOAK_SAMPLE_S)
+        gateway.check_alive()
+        rss_mb = sample_proc(gateway.proc.pid).rss_mb
+        delivered = (await sink_stats(control, sink))["distinct"]
+        samples.append(SoakSample(k * SOAK_SAMPLE_S, rss_mb, delivered))
+        if k % 6 == 0:
+            say(f"  ... {k * SOAK_SAMPLE_S:g}s: csjd RSS {rss_mb:.1f} MB, {delivered} delivered")
+        k += 1
+    return samples
+
+
+def latency_by_minute(
+    latencies: list[tuple[float, float]], start_at: float, duration_s: float
+) -> list[dict[str, float]]:
+    """p50, p99 and max of the latencies per minute of send time from ``start_at``.
+
+    A partial last minute (``duration_s`` not a multiple of 60) is its own bucket;
+    a job sent after ``duration_s`` (sent late) counts in the last one.
+    """
+    minutes = max(1, math.ceil(duration_s / 60))
+    buckets: list[list[float]] = [[] for _ in range(minutes)]
+    for sent_at, ms in latencies:
+        buckets[min(minutes - 1, max(0, int((sent_at - start_at) // 60)))].append(ms)
+    return [{"jobs": len(bucket), **percentiles(bucket, (50, 99))} for bucket in buckets]
+
+
+async def soak(args: argparse.Namespace, tmp: Path, sink: Service) -> dict[str, Any]:
+    """Offer ``--rate`` jobs/s to a healthy target for ``--duration``; RSS, latency over time."""
+    async with client_session(2) as control:
+        await sink_reset(control, sink)
+    async with fresh_database(args, tmp, "soak.db") as database_url:
+        gateway = start_csjd(tmp, "csjd_soak", database_url)
+        try:
+            async with client_session(8) as control:
+                await gateway.wait_ready(control, "/readyz")
+                target = {"url": f"{sink.base_url}/hook", "max_concurrency": 256}
+                await put_target(control, gateway, "bench", target)
+                at_ready = sample_proc(gateway.proc.pid)
+                say(
+                    f"offering {args.rate:g} jobs/s for {args.duration:g}s; csjd's RSS sampled "
+                    f"every {SOAK_SAMPLE_S:g}s"
+                )
+                start, start_at = time.monotonic(), time.time()
+                offering = asyncio.ensure_future(
+                    offer_paced(
+                        gateway.base_url + "/jobs",
+                        rate=args.rate,
+                        duration_s=args.duration,
+                        start=start,
+                        target="bench",
+                        workers=PACED_WORKERS,
                     )
-                before = sample_proc(gateway.proc.pid)
-                say("enabling the target; draining")
-                enabled_at = time.time()
-                await put_target(control, gateway, "bench", {**target, "enabled": True})
+                )
+                sampling = asyncio.ensure_future(
+                    sample_soak(control, sink, gateway, start, args.duration)
+                )
+                try:
+                    intake, samples = await asyncio.gather(offering, sampling)
+                finally:
+                    offering.cancel()
+                    sampling.cancel()
+                report_paced(intake)
                 await wait_delivered(control, sink, [gateway], intake.accepted, args.deadline)
                 after = sample_proc(gateway.proc.pid)
                 stats = await sink_stats(control, sink, times=True)
@@ -1083,34 +1598,57 @@ async def drain(args: argparse.Namespace, tmp: Path, sink: Service) -> dict[str,
         finally:
             code = await gateway.stop()
     report_exit(gateway, code)
+    log = report_log(gateway)
 
     first_at: dict[str, float] = stats["first_at"]
-    accepted = {job_id for job_id in intake.ids if job_id is not None}
-    missing = accepted - first_at.keys()
-    if missing:
-        raise BenchError(f"{len(missing)} accepted job ids never reached the sink")
-    arrivals = [first_at[job_id] for job_id in accepted]
-    drain_s = max(arrivals) - enabled_at
-    cpu_s = after.cpu_s - before.cpu_s
+    latencies = delivery_latencies(intake, first_at)
+    per_minute = latency_by_minute(latencies, start_at, args.duration)
+    p99s = [minute["p99"] for minute in per_minute if minute["jobs"]]
+    span_s = max(first_at.values()) - min(intake.send_at)
+    rss = [sample.rss_mb for sample in samples]
+    first_minute = [s.rss_mb for s in samples if s.at_s <= 60]
+    last_minute = [s.rss_mb for s in samples if s.at_s > args.duration - 60]
+    first_avg = sum(first_minute) / len(first_minute)
+    last_avg = sum(last_minute) / len(last_minute)
+    drift_pct = (last_avg - first_avg) / first_avg * 100
+    cpu_s = after.cpu_s - at_ready.cpu_s
     return {
-        "backlog": args.backlog,
+        "rate": args.rate,
+        "duration_s": args.duration,
+        "offered_jobs": intake.jobs,
         "accepted": intake.accepted,
         "errors": intake.errors,
-        "drain_s": round(drain_s, 3),
-        "drained_per_s": round(intake.accepted / drain_s, 1),
+        "delivered_per_s": round(intake.accepted / span_s, 1),
+        "rss_mb": {
+            "first_minute_avg": round(first_avg, 1),
+            "last_minute_avg": round(last_avg, 1),
+            "min": round(min(rss), 1),
+            "max": round(max(rss), 1),
+            "drift_pct": round(drift_pct, 1),
+        },
+        "p99_ms_by_minute": p99s,
+        "p50_ms_by_minute": [minute["p50"] for minute in per_minute if minute["jobs"]],
+        "p99_ms_spread": round(max(p99s) / min(p99s), 2),
+        "enqueue_to_delivery_ms": percentiles([ms for _sent_at, ms in latencies]),
+        "post_latency_ms": percentiles(intake.post_latencies_ms()),
         "peak_rss_mb": round(after.peak_rss_mb, 1),
         "cpu_s": round(cpu_s, 2),
         "cpu_ms_per_job": round(cpu_s * 1000 / intake.accepted, 3),
+        "targets": {"rss_drift_pct_max": SOAK_RSS_DRIFT_MAX_PCT},
+        "within_targets": {"rss": abs(drift_pct) <= SOAK_RSS_DRIFT_MAX_PCT},
         "detail": {
-            "backlog_intake_s": round(intake.wall_s, 3),
-            "backlog_accepted_per_s": round(intake.accepted / intake.wall_s, 1),
-            "first_delivery_after_enable_s": round(min(arrivals) - enabled_at, 3),
-            "peak_rss_mb_before_drain": round(before.peak_rss_mb, 1),
+            "latency_ms_by_minute": per_minute,
+            "rss_mb_every_10s": [round(r, 1) for r in rss],
+            "delivered_every_10s": [sample.delivered for sample in samples],
+            "max_send_lag_ms": round(intake.max_lag_s * 1000, 1),
+            "intake_s": round(intake.wall_s, 3),
             "rss_at_ready_mb": round(at_ready.rss_mb, 1),
-            "csjd_cpu_s_intake": round(before.cpu_s - at_ready.cpu_s, 2),
             "csjd_cpu_s_total": round(after.cpu_s, 2),
+            "loadgen_cpu_s_intake": round(intake.cpu_s, 2),
             "sink_requests": stats["total"],
             "duplicate_deliveries": stats["total"] - stats["distinct"],
+            "warnings_logged": log.warnings,
+            "errors_logged": log.errors,
             "csjd_exit_status": code,
         },
     }
@@ -1238,17 +1776,62 @@ async def drain_scenario(
     }
 
 
+async def big_backlog_scenario(
+    args: argparse.Namespace, tmp: Path, sink: Service, loop_name: str
+) -> dict[str, Any]:
+    load_avg = load_avg_now()
+    result = await big_backlog(args, tmp, sink)
+    detail = result.pop("detail")
+    return {
+        "scenario": "big_backlog",
+        "db": args.db,
+        "replicas": 1,
+        **result,
+        **machine(load_avg, loop_name),
+        "detail": detail,
+    }
+
+
+async def soak_scenario(
+    args: argparse.Namespace, tmp: Path, sink: Service, loop_name: str
+) -> dict[str, Any]:
+    load_avg = load_avg_now()
+    result = await soak(args, tmp, sink)
+    detail = result.pop("detail")
+    return {
+        "scenario": "soak",
+        "db": args.db,
+        "replicas": 1,
+        **result,
+        **machine(load_avg, loop_name),
+        "detail": detail,
+    }
+
+
 SCENARIOS = {
     "end_to_end": end_to_end_scenario,
     "outage": outage_scenario,
     "intake": intake_scenario,
     "drain": drain_scenario,
+    "big_backlog": big_backlog_scenario,
+    "soak": soak_scenario,
 }
+#: what ``--scenario all`` runs, in this order (the soak takes its 10 minutes only on demand)
+IN_ALL = ("end_to_end", "outage", "intake", "drain", "big_backlog")
+#: scenarios that seed a SQLite file directly, skipped by ``all`` with ``--db postgres``
+SQLITE_ONLY = ("big_backlog",)
+#: scenarios that run one csjd, whatever --split and --replicas say
+ONE_CSJD = ("intake", "drain", "big_backlog", "soak")
 
 
 async def bench(args: argparse.Namespace, tmp: Path, loop_name: str) -> None:
     """Run the chosen scenarios on one sink, printing each one's JSON line when it ends."""
-    names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
+    names = list(IN_ALL) if args.scenario == "all" else [args.scenario]
+    if args.db != "sqlite":
+        for name in SQLITE_ONLY:
+            if name in names:
+                say(f"skipping {name}: it needs --db sqlite")
+                names.remove(name)
     sink_port = free_port()
     sink_argv = [sys.executable, str(BENCH_DIR / "sink.py"), "--host", HOST, "--port"]
     say(f"starting the sink on port {sink_port}")
@@ -1278,13 +1861,17 @@ def run_loop(main: Callable[[str], Coroutine[Any, Any, T]]) -> T:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--jobs", type=int, default=20_000, help="end_to_end, intake: jobs to push (default 20000)"
+        "--jobs",
+        type=int,
+        default=20_000,
+        help="end_to_end, intake: jobs to push; big_backlog: the measured batch, in each "
+        "phase (default 20000)",
     )
     parser.add_argument(
         "--concurrency",
         type=int,
         default=64,
-        help="end_to_end, intake, drain: concurrent connections (default 64)",
+        help="end_to_end, intake, drain, big_backlog: concurrent connections (default 64)",
     )
     parser.add_argument(
         "--skip-ceilings",
@@ -1304,7 +1891,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--scenario",
         choices=[*SCENARIOS, "all"],
         default="end_to_end",
-        help="what to run (default end_to_end); all prints one JSON line per scenario",
+        help="what to run (default end_to_end); all runs every one but soak, one JSON line each",
     )
     parser.add_argument(
         "--split",
@@ -1330,12 +1917,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=PG_ADMIN_URL,
         help=f"--db postgres: where to CREATE and DROP the database (default {PG_ADMIN_URL})",
     )
-    paced = parser.add_argument_group("the outage scenario")
+    paced = parser.add_argument_group("the outage and soak scenarios")
     paced.add_argument(
-        "--rate", type=float, default=100.0, help="jobs offered per second (default 100)"
+        "--rate",
+        type=float,
+        help=f"jobs offered per second (default {OUTAGE_RATE:g}; soak: {SOAK_RATE:g})",
     )
     paced.add_argument(
-        "--duration", type=float, default=60.0, help="seconds of offered load (default 60)"
+        "--duration",
+        type=float,
+        help=f"seconds of offered load (default {OUTAGE_DURATION_S:g}; soak: {SOAK_DURATION_S:g})",
     )
     paced.add_argument(
         "--outage-start",
@@ -1352,12 +1943,29 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=100_000,
         help="drain: jobs queued at the disabled target before it is enabled (default 100000)",
     )
+    parser.add_argument(
+        "--big-backlog",
+        type=int,
+        default=1_000_000,
+        help="big_backlog: jobs seeded, queued at a disabled target, before the second "
+        "measurement (default 1000000)",
+    )
     args = parser.parse_args(argv)
+    # soak is never part of all, so one run needs one default
+    soak = args.scenario == "soak"
+    if args.rate is None:
+        args.rate = SOAK_RATE if soak else OUTAGE_RATE
+    if args.duration is None:
+        args.duration = SOAK_DURATION_S if soak else OUTAGE_DURATION_S
     if args.jobs < 1 or args.concurrency < 1:
         parser.error("--jobs and --concurrency must be at least 1")
-    if args.backlog < 1:
-        parser.error("--backlog must be at least 1")
-    if args.scenario in ("intake", "drain") and (args.split or args.replicas > 1):
+    if args.backlog < 1 or args.big_backlog < 1:
+        parser.error("--backlog and --big-backlog must be at least 1")
+    if args.scenario in SQLITE_ONLY and args.db != "sqlite":
+        parser.error(f"the {args.scenario} scenario seeds a SQLite file: it needs --db sqlite")
+    if soak and args.duration < SOAK_SAMPLE_S:
+        parser.error(f"the soak scenario needs --duration of at least {SOAK_SAMPLE_S:g}s")
+    if args.scenario in ONE_CSJD and (args.split or args.replicas > 1):
         parser.error(
             f"--split and --replicas apply to end_to_end; the {args.scenario} scenario "
             "runs one csjd"
