@@ -1671,6 +1671,27 @@ def load_avg_now() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def scenario_line(
+    scenario: str,
+    fields: dict[str, Any],
+    result: dict[str, Any],
+    load_avg: list[float],
+    loop_name: str,
+    measured: tuple[dict[str, float] | None, dict[str, float] | None] | None = None,
+) -> dict[str, Any]:
+    """One scenario's JSON line: its name and flags, its figures, the ceilings and
+    ratios of scenarios that measure any, the machine, then the detail."""
+    detail = result.pop("detail")
+    line = {"scenario": scenario, **fields, **result}
+    if measured is not None:
+        line["ceilings"], line["ratios"] = measured
+    return {**line, **machine(load_avg, loop_name), "detail": detail}
+
+
+def one_csjd(args: argparse.Namespace) -> dict[str, Any]:
+    return {"db": args.db, "replicas": 1}
+
+
 async def end_to_end_scenario(
     args: argparse.Namespace, tmp: Path, sink: Service, loop_name: str
 ) -> dict[str, Any]:
@@ -1691,36 +1712,14 @@ async def end_to_end_scenario(
             "accepted_vs_bare_fastapi": round(e2e["accepted_per_s"] / bare, 3),
             "delivered_vs_outbound_client": round(e2e["delivered_per_s"] / outbound, 3),
         }
-    detail = e2e.pop("detail")
-    return {
-        "scenario": "end_to_end",
+    fields = {
         "jobs": args.jobs,
         "concurrency": args.concurrency,
         "db": args.db,
         "replicas": args.replicas,
         "split": args.split,
-        **e2e,
-        "ceilings": ceilings,
-        "ratios": ratios,
-        **machine(load_avg, loop_name),
-        "detail": detail,
     }
-
-
-async def outage_scenario(
-    args: argparse.Namespace, tmp: Path, sink: Service, loop_name: str
-) -> dict[str, Any]:
-    load_avg = load_avg_now()
-    result = await outage(args, tmp, sink)
-    detail = result.pop("detail")
-    return {
-        "scenario": "outage",
-        "db": args.db,
-        "replicas": 1,
-        **result,
-        **machine(load_avg, loop_name),
-        "detail": detail,
-    }
+    return scenario_line("end_to_end", fields, e2e, load_avg, loop_name, (ceilings, ratios))
 
 
 async def intake_scenario(
@@ -1734,19 +1733,8 @@ async def intake_scenario(
         bare = await bare_fastapi_ceiling(args, tmp)
         ceilings = {"bare_fastapi_post_per_s": round(bare, 1)}
         ratios = {"accepted_vs_bare_fastapi": round(result["accepted_per_s"] / bare, 3)}
-    detail = result.pop("detail")
-    return {
-        "scenario": "intake",
-        "jobs": args.jobs,
-        "concurrency": args.concurrency,
-        "db": args.db,
-        "replicas": 1,
-        **result,
-        "ceilings": ceilings,
-        "ratios": ratios,
-        **machine(load_avg, loop_name),
-        "detail": detail,
-    }
+    fields = {"jobs": args.jobs, "concurrency": args.concurrency, **one_csjd(args)}
+    return scenario_line("intake", fields, result, load_avg, loop_name, (ceilings, ratios))
 
 
 async def drain_scenario(
@@ -1762,59 +1750,35 @@ async def drain_scenario(
         outbound = await outbound_ceiling(args, sink)
         ceilings = {"outbound_client_per_s": round(outbound, 1)}
         ratios = {"drained_vs_outbound_client": round(result["drained_per_s"] / outbound, 3)}
-    detail = result.pop("detail")
-    return {
-        "scenario": "drain",
-        "concurrency": args.concurrency,
-        "db": args.db,
-        "replicas": 1,
-        **result,
-        "ceilings": ceilings,
-        "ratios": ratios,
-        **machine(load_avg, loop_name),
-        "detail": detail,
-    }
+    fields = {"concurrency": args.concurrency, **one_csjd(args)}
+    return scenario_line("drain", fields, result, load_avg, loop_name, (ceilings, ratios))
 
 
-async def big_backlog_scenario(
-    args: argparse.Namespace, tmp: Path, sink: Service, loop_name: str
-) -> dict[str, Any]:
-    load_avg = load_avg_now()
-    result = await big_backlog(args, tmp, sink)
-    detail = result.pop("detail")
-    return {
-        "scenario": "big_backlog",
-        "db": args.db,
-        "replicas": 1,
-        **result,
-        **machine(load_avg, loop_name),
-        "detail": detail,
-    }
+Scenario = Callable[[argparse.Namespace, Path, Service], Coroutine[Any, Any, dict[str, Any]]]
 
 
-async def soak_scenario(
-    args: argparse.Namespace, tmp: Path, sink: Service, loop_name: str
-) -> dict[str, Any]:
-    load_avg = load_avg_now()
-    result = await soak(args, tmp, sink)
-    detail = result.pop("detail")
-    return {
-        "scenario": "soak",
-        "db": args.db,
-        "replicas": 1,
-        **result,
-        **machine(load_avg, loop_name),
-        "detail": detail,
-    }
+def without_ceilings(
+    name: str, run: Scenario
+) -> Callable[..., Coroutine[Any, Any, dict[str, Any]]]:
+    """The wrapper of a scenario that measures no ceiling (one csjd, its own figures)."""
+
+    async def scenario(
+        args: argparse.Namespace, tmp: Path, sink: Service, loop_name: str
+    ) -> dict[str, Any]:
+        load_avg = load_avg_now()
+        result = await run(args, tmp, sink)
+        return scenario_line(name, one_csjd(args), result, load_avg, loop_name)
+
+    return scenario
 
 
 SCENARIOS = {
     "end_to_end": end_to_end_scenario,
-    "outage": outage_scenario,
+    "outage": without_ceilings("outage", outage),
     "intake": intake_scenario,
     "drain": drain_scenario,
-    "big_backlog": big_backlog_scenario,
-    "soak": soak_scenario,
+    "big_backlog": without_ceilings("big_backlog", big_backlog),
+    "soak": without_ceilings("soak", soak),
 }
 #: what ``--scenario all`` runs, in this order (the soak takes its 10 minutes only on demand)
 IN_ALL = ("end_to_end", "outage", "intake", "drain", "big_backlog")
