@@ -13,7 +13,7 @@ import base64
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import RowMapping, insert, select, text, update
+from sqlalchemy import RowMapping, bindparam, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.core import errors
@@ -199,6 +199,10 @@ def _attempt_row(c: Completion) -> dict[str, Any]:
     }
 
 
+# built once: building a select per call (and its cache key) cost more than running it
+_TARGET_BY_NAME = select(targets).where(targets.c.name == bindparam("name"))
+_INSERT_ATTEMPTS = insert(attempts)
+_JOB = select(jobs).where(jobs.c.id == bindparam("id"), jobs.c.caller == bindparam("caller"))
 _COUNT_BY_STATE = text("SELECT state, count(*) FROM jobs GROUP BY state")
 _NEXT_DUE = text("SELECT min(next_attempt_at) FROM jobs WHERE state IN ('scheduled', 'retrying')")
 _COUNT_ACTIVE = text(f"SELECT count(*) FROM jobs WHERE state IN {_ACTIVE_SQL}")
@@ -387,9 +391,7 @@ class SqlJobStore:
     async def put_target(self, spec: TargetSpec, now: float) -> tuple[TargetRecord, bool]:
         async def op(tx: Tx) -> tuple[TargetRecord, bool]:
             current = (
-                (await tx.conn.execute(select(targets).where(targets.c.name == spec.name)))
-                .mappings()
-                .first()
+                (await tx.conn.execute(_TARGET_BY_NAME, {"name": spec.name})).mappings().first()
             )
             values: dict[str, Any] = {
                 "url": spec.url,
@@ -414,19 +416,14 @@ class SqlJobStore:
                 await tx.conn.execute(
                     update(targets).where(targets.c.name == spec.name).values(**values)
                 )
-            row = (
-                (await tx.conn.execute(select(targets).where(targets.c.name == spec.name)))
-                .mappings()
-                .one()
-            )
+            row = (await tx.conn.execute(_TARGET_BY_NAME, {"name": spec.name})).mappings().one()
             return target_record(row), current is None
 
         return await self._writer.run(op)
 
     async def get_target(self, name: str) -> TargetRecord | None:
         async def unit(conn: Conn) -> TargetRecord | None:
-            query = select(targets).where(targets.c.name == name)
-            row = (await conn.execute(query)).mappings().first()
+            row = (await conn.execute(_TARGET_BY_NAME, {"name": name})).mappings().first()
             return None if row is None else target_record(row)
 
         return await self._database.read(unit)
@@ -544,11 +541,7 @@ class SqlJobStore:
     async def _target_in_batch(self, tx: Tx, name: str) -> TargetRecord | None:
         cache: dict[str, TargetRecord | None] = tx.batch.setdefault("targets", {})
         if name not in cache:
-            row = (
-                (await tx.conn.execute(select(targets).where(targets.c.name == name)))
-                .mappings()
-                .first()
-            )
+            row = (await tx.conn.execute(_TARGET_BY_NAME, {"name": name})).mappings().first()
             cache[name] = None if row is None else target_record(row)
         return cache[name]
 
@@ -556,8 +549,7 @@ class SqlJobStore:
 
     async def get_job(self, caller: str, job_id: str) -> JobRecord | None:
         async def unit(conn: Conn) -> JobRecord | None:
-            query = select(jobs).where(jobs.c.id == job_id, jobs.c.caller == caller)
-            row = (await conn.execute(query)).mappings().first()
+            row = (await conn.execute(_JOB, {"id": job_id, "caller": caller})).mappings().first()
             return None if row is None else job_record(row)
 
         return await self._database.read(unit)
@@ -736,7 +728,7 @@ class SqlJobStore:
         self._adjust_active(tx, -finished)
         rows = [_attempt_row(c) for c, ok in zip(batch, written, strict=True) if ok and c.attempt]
         if rows:
-            await tx.conn.execute(insert(attempts), rows)
+            await tx.conn.execute(_INSERT_ATTEMPTS, rows)
         for c, ok in zip(batch, written, strict=True):
             if ok:
                 await self._apply_target_effects(tx, c)
