@@ -1692,93 +1692,90 @@ def one_csjd(args: argparse.Namespace) -> dict[str, Any]:
     return {"db": args.db, "replicas": 1}
 
 
-async def end_to_end_scenario(
-    args: argparse.Namespace, tmp: Path, sink: Service, loop_name: str
-) -> dict[str, Any]:
-    load_avg = load_avg_now()
-    e2e = await end_to_end(args, tmp, sink)
-    ceilings: dict[str, float] | None = None
-    ratios: dict[str, float] | None = None
-    if not args.skip_ceilings:
-        async with client_session(2) as control:
-            await sink_reset(control, sink)
-        bare = await bare_fastapi_ceiling(args, tmp)
-        outbound = await outbound_ceiling(args, sink)
-        ceilings = {
-            "bare_fastapi_post_per_s": round(bare, 1),
-            "outbound_client_per_s": round(outbound, 1),
-        }
-        ratios = {
-            "accepted_vs_bare_fastapi": round(e2e["accepted_per_s"] / bare, 3),
-            "delivered_vs_outbound_client": round(e2e["delivered_per_s"] / outbound, 3),
-        }
-    fields = {
-        "jobs": args.jobs,
-        "concurrency": args.concurrency,
-        "db": args.db,
-        "replicas": args.replicas,
-        "split": args.split,
-    }
-    return scenario_line("end_to_end", fields, e2e, load_avg, loop_name, (ceilings, ratios))
+BARE_FASTAPI = "bare_fastapi_post_per_s"
+OUTBOUND_CLIENT = "outbound_client_per_s"
+#: a ceiling's name -> (the ratio's name, the figure of the scenario divided by the ceiling)
+CeilingSpec = dict[str, tuple[str, str]]
 
 
-async def intake_scenario(
-    args: argparse.Namespace, tmp: Path, sink: Service, loop_name: str
-) -> dict[str, Any]:
-    load_avg = load_avg_now()
-    result = await intake_only(args, tmp, sink)
-    ceilings: dict[str, float] | None = None
-    ratios: dict[str, float] | None = None
-    if not args.skip_ceilings:
-        bare = await bare_fastapi_ceiling(args, tmp)
-        ceilings = {"bare_fastapi_post_per_s": round(bare, 1)}
-        ratios = {"accepted_vs_bare_fastapi": round(result["accepted_per_s"] / bare, 3)}
-    fields = {"jobs": args.jobs, "concurrency": args.concurrency, **one_csjd(args)}
-    return scenario_line("intake", fields, result, load_avg, loop_name, (ceilings, ratios))
+async def measure_ceilings(
+    args: argparse.Namespace, tmp: Path, sink: Service, result: dict[str, Any], spec: CeilingSpec
+) -> tuple[dict[str, float] | None, dict[str, float] | None]:
+    """The ceilings ``spec`` names, measured now (csjd has stopped), and the ratios to them."""
+    if args.skip_ceilings:
+        return None, None
+    ceilings: dict[str, float] = {}
+    ratios: dict[str, float] = {}
+    for name, (ratio, figure) in spec.items():
+        if name == OUTBOUND_CLIENT:
+            async with client_session(2) as control:
+                await sink_reset(control, sink)
+            value = await outbound_ceiling(args, sink)
+        else:
+            value = await bare_fastapi_ceiling(args, tmp)
+        ceilings[name] = round(value, 1)
+        ratios[ratio] = round(result[figure] / value, 3)
+    return ceilings, ratios
 
 
-async def drain_scenario(
-    args: argparse.Namespace, tmp: Path, sink: Service, loop_name: str
-) -> dict[str, Any]:
-    load_avg = load_avg_now()
-    result = await drain(args, tmp, sink)
-    ceilings: dict[str, float] | None = None
-    ratios: dict[str, float] | None = None
-    if not args.skip_ceilings:
-        async with client_session(2) as control:
-            await sink_reset(control, sink)
-        outbound = await outbound_ceiling(args, sink)
-        ceilings = {"outbound_client_per_s": round(outbound, 1)}
-        ratios = {"drained_vs_outbound_client": round(result["drained_per_s"] / outbound, 3)}
-    fields = {"concurrency": args.concurrency, **one_csjd(args)}
-    return scenario_line("drain", fields, result, load_avg, loop_name, (ceilings, ratios))
+Run = Callable[[argparse.Namespace, Path, Service], Coroutine[Any, Any, dict[str, Any]]]
+ScenarioRunner = Callable[
+    [argparse.Namespace, Path, Service, str], Coroutine[Any, Any, dict[str, Any]]
+]
 
 
-Scenario = Callable[[argparse.Namespace, Path, Service], Coroutine[Any, Any, dict[str, Any]]]
+def scenario(
+    name: str,
+    run: Run,
+    fields: Callable[[argparse.Namespace], dict[str, Any]] = one_csjd,
+    ceilings: CeilingSpec | None = None,
+) -> ScenarioRunner:
+    """A scenario as ``bench`` runs it: its figures, then its ceilings, as one JSON line."""
 
-
-def without_ceilings(
-    name: str, run: Scenario
-) -> Callable[..., Coroutine[Any, Any, dict[str, Any]]]:
-    """The wrapper of a scenario that measures no ceiling (one csjd, its own figures)."""
-
-    async def scenario(
+    async def runner(
         args: argparse.Namespace, tmp: Path, sink: Service, loop_name: str
     ) -> dict[str, Any]:
         load_avg = load_avg_now()
         result = await run(args, tmp, sink)
-        return scenario_line(name, one_csjd(args), result, load_avg, loop_name)
+        measured = None
+        if ceilings is not None:
+            measured = await measure_ceilings(args, tmp, sink, result, ceilings)
+        return scenario_line(name, fields(args), result, load_avg, loop_name, measured)
 
-    return scenario
+    return runner
 
 
 SCENARIOS = {
-    "end_to_end": end_to_end_scenario,
-    "outage": without_ceilings("outage", outage),
-    "intake": intake_scenario,
-    "drain": drain_scenario,
-    "big_backlog": without_ceilings("big_backlog", big_backlog),
-    "soak": without_ceilings("soak", soak),
+    "end_to_end": scenario(
+        "end_to_end",
+        end_to_end,
+        lambda args: {
+            "jobs": args.jobs,
+            "concurrency": args.concurrency,
+            "db": args.db,
+            "replicas": args.replicas,
+            "split": args.split,
+        },
+        {
+            BARE_FASTAPI: ("accepted_vs_bare_fastapi", "accepted_per_s"),
+            OUTBOUND_CLIENT: ("delivered_vs_outbound_client", "delivered_per_s"),
+        },
+    ),
+    "outage": scenario("outage", outage),
+    "intake": scenario(
+        "intake",
+        intake_only,
+        lambda args: {"jobs": args.jobs, "concurrency": args.concurrency, **one_csjd(args)},
+        {BARE_FASTAPI: ("accepted_vs_bare_fastapi", "accepted_per_s")},
+    ),
+    "drain": scenario(
+        "drain",
+        drain,
+        lambda args: {"concurrency": args.concurrency, **one_csjd(args)},
+        {OUTBOUND_CLIENT: ("drained_vs_outbound_client", "drained_per_s")},
+    ),
+    "big_backlog": scenario("big_backlog", big_backlog),
+    "soak": scenario("soak", soak),
 }
 #: what ``--scenario all`` runs, in this order (the soak takes its 10 minutes only on demand)
 IN_ALL = ("end_to_end", "outage", "intake", "drain", "big_backlog")
