@@ -799,14 +799,7 @@ async def end_to_end(args: argparse.Namespace, tmp: Path, sink: Service) -> dict
                 intake_gateways = gateways[:1] if args.split else gateways
                 urls = [gateway.base_url + "/jobs" for gateway in intake_gateways]
                 intake = await post_jobs(urls, args.jobs, args.concurrency)
-                say(
-                    f"intake done in {intake.wall_s:.2f}s: {intake.accepted} accepted, "
-                    f"{intake.errors} errors"
-                )
-                for sample in intake.error_samples:
-                    say(f"  error: {sample}")
-                if intake.accepted == 0:
-                    raise BenchError("csjd accepted no job")
+                report_intake(intake)
 
                 await wait_delivered(control, sink, gateways, intake.accepted, args.deadline)
                 after = [sample_proc(gateway.proc.pid) for gateway in gateways]
@@ -1055,10 +1048,7 @@ async def register_paused(
 
 def report_intake(intake: Intake) -> None:
     say(f"intake done in {intake.wall_s:.2f}s: {intake.accepted} accepted, {intake.errors} errors")
-    for sample in intake.error_samples:
-        say(f"  error: {sample}")
-    if intake.accepted == 0:
-        raise BenchError("csjd accepted no job")
+    report_errors(intake)
 
 
 def report_paced(intake: Intake) -> None:
@@ -1066,6 +1056,11 @@ def report_paced(intake: Intake) -> None:
         f"load done: {intake.accepted} of {intake.jobs} accepted, {intake.errors} errors, "
         f"sent at most {intake.max_lag_s * 1000:.0f} ms late"
     )
+    report_errors(intake)
+
+
+def report_errors(intake: Intake) -> None:
+    """Say what went wrong with a few of the POSTs; fail the run if none was accepted."""
     for sample in intake.error_samples:
         say(f"  error: {sample}")
     if intake.accepted == 0:
