@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -41,8 +42,23 @@ class GatewayServer(uvicorn.Server):
         yield
 
 
+#: The garbage collector's thresholds in a serving process. Python's defaults
+#: (700, 10, 10) ran a full collection every few seconds under load, and the
+#: collector took about a quarter of the process's CPU in the benchmark's drain;
+#: young objects here are mostly short-lived, and cycles are rare.
+GC_THRESHOLDS = (10_000, 20, 20)
+
+
+def tune_gc() -> None:
+    """Leave what start-up built out of every later collection, and collect less often."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 async def serve(settings: Settings, host: str, port: int, role: Role = Role.ALL) -> int:
     app = create_app(settings, role=role)
+    tune_gc()
     gateway: Gateway = app.state.gateway
     config = uvicorn.Config(
         app,
