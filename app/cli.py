@@ -1,4 +1,5 @@
-"""The ``csjd`` command: ``serve`` (API and dispatcher) and ``migrate``."""
+"""The ``csjd`` command: ``serve`` (API and dispatcher), ``migrate``, and ``keys``
+(making a token and the line that configures it)."""
 
 from __future__ import annotations
 
@@ -39,10 +40,31 @@ def serve(host: str, port: int, role: str) -> int:
             print(f"csjd: {exc}", file=sys.stderr)
             return 1
         probe.release()
-    # (settings refuse API keys this version would not enforce)
-    log.warning(
-        "auth_disabled", extra={"detail": "CSJD_API_KEYS is not set: every caller is trusted"}
-    )
+    from app.main import ConfigError, build_keyring
+
+    try:
+        keyring = build_keyring(settings)
+    except ConfigError as exc:
+        print(f"csjd: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    if keyring.enabled:
+        log.info("auth_enabled", extra={"keys": keyring.names})
+        if keyring.weak:
+            log.warning(
+                "short_api_tokens",
+                extra={
+                    "names": keyring.weak,
+                    "detail": "tokens this short can be guessed; make them with 'csjd keys new'",
+                },
+            )
+    else:
+        log.warning(
+            "auth_disabled",
+            extra={
+                "detail": "CSJD_API_KEYS and CSJD_API_KEYS_FILE are not set: every caller "
+                "is trusted and may manage targets; set API keys outside a trusted network"
+            },
+        )
     return run(settings, host, port, the_role)
 
 
@@ -68,6 +90,35 @@ def migrate() -> int:
     return 0
 
 
+def new_key(name: str, role: str) -> int:
+    """Print a fresh token and the two ways to configure it."""
+    from app.core.access import Keyring, Role, new_token, parse_keys, token_digest
+
+    token = new_token()
+    try:
+        Keyring(parse_keys(f"{name}:{token}:{Role(role)}"))
+    except ValueError as exc:
+        print(f"csjd: {exc}", file=sys.stderr)
+        return 2
+    print(f"token (give it to the caller; csjd keeps only its hash): {token}")
+    print(f"CSJD_API_KEYS entry: {name}:{token}:{role}")
+    print("CSJD_API_KEYS_FILE entry:")
+    print(f"- name: {name}\n  role: {role}\n  token_sha256: {token_digest(token).hex()}")
+    return 0
+
+
+def hash_token() -> int:
+    """Print the SHA-256 of a token read from standard input, for CSJD_API_KEYS_FILE."""
+    from app.core.access import token_digest
+
+    token = sys.stdin.readline().strip()
+    if not token:
+        print("csjd: give the token on standard input", file=sys.stderr)
+        return 2
+    print(token_digest(token).hex())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="csjd", description="csjd, the HTTP job gateway")
     parser.add_argument("--version", action="version", version=f"csjd {__version__}")
@@ -82,7 +133,16 @@ def main(argv: list[str] | None = None) -> int:
         help="all (default); or split one database over an api and a dispatcher process",
     )
     commands.add_parser("migrate", help="apply the database migrations and exit")
+    keys_cmd = commands.add_parser("keys", help="make API keys").add_subparsers(
+        dest="keys_command", required=True
+    )
+    new_cmd = keys_cmd.add_parser("new", help="print a new token and how to configure it")
+    new_cmd.add_argument("name")
+    new_cmd.add_argument("--role", choices=["producer", "admin"], default="producer")
+    keys_cmd.add_parser("hash", help="print the SHA-256 of a token given on standard input")
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve(args.host, args.port, args.role)
+    if args.command == "keys":
+        return new_key(args.name, args.role) if args.keys_command == "new" else hash_token()
     return migrate()

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import yaml
 from fastapi import FastAPI
@@ -23,13 +24,14 @@ from prometheus_fastapi_instrumentator import metrics as http_metrics
 from pydantic import ValidationError
 
 from app import __version__
-from app.api import problems
+from app.api import auth, problems
 from app.api.deps import Gateway
 from app.api.guard import Receive, RequestGuard, Scope, Send
 from app.api.intake import PATH as INTAKE_PATH
 from app.api.intake import IntakeLane
 from app.api.routes import health, jobs, targets
 from app.api.schemas import TargetIn
+from app.core.access import Keyring, load_keys_file, parse_keys
 from app.core.clock import Clock, SystemClock
 from app.core.errors import CsjdError
 from app.dispatch import wakeup
@@ -68,6 +70,22 @@ class CsjdApp(FastAPI):
             await self.intake(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            auth.document(super().openapi())
+        return super().openapi()
+
+
+def build_keyring(settings: Settings) -> Keyring:
+    """The API keys of ``CSJD_API_KEYS`` and ``CSJD_API_KEYS_FILE``; ``ConfigError`` if unusable."""
+    try:
+        keys = parse_keys(settings.api_keys or "")
+        if settings.api_keys_file is not None:
+            keys += load_keys_file(settings.api_keys_file)
+        return Keyring(keys)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 async def load_targets_file(path: Path, store: SqlJobStore, settings: Settings, now: float) -> int:
@@ -122,6 +140,7 @@ def create_app(
     serve the API, only the ``dispatcher`` one delivers), so each gets a core."""
     clock = clock or SystemClock()
     rng = rng or random.Random()
+    keyring = build_keyring(settings)
     metrics = Metrics()
     supervisor = Supervisor()
     store = build_store(settings, shared=role is not Role.ALL)
@@ -154,6 +173,7 @@ def create_app(
         clock=clock,
         supervisor=supervisor,
         wake=waker or dispatcher.wake,
+        keyring=keyring,
         rng=rng,
     )
     locks = [DatabaseLock(settings.database_url, duty) for duty in role.duties]
@@ -222,12 +242,14 @@ def create_app(
     app.include_router(jobs.router)
     app.include_router(targets.router)
     app.include_router(health.router)
+    # the last added runs first: HTTP metrics, then API keys, then the body checks
+    app.add_middleware(RequestGuard, max_bytes=settings.max_body_bytes)
+    app.add_middleware(auth.AuthGuard, keyring=keyring)
     # one recorder of the HTTP metrics, shared by the instrumented routes and the lane
     record_http = http_metrics.default(registry=metrics.registry)
     instrumentator = Instrumentator(registry=metrics.registry, excluded_handlers=["/metrics"])
     if record_http is not None:
         instrumentator.add(record_http)
     instrumentator.instrument(app).expose(app, include_in_schema=False)
-    app.add_middleware(RequestGuard, max_bytes=settings.max_body_bytes)
     app.intake = IntakeLane(gateway, settings.max_body_bytes, record_http)
     return app

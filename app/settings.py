@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIN_RETENTION_S = 86400
@@ -87,13 +87,3 @@ class Settings(BaseSettings):
     @property
     def is_postgres(self) -> bool:
         return self.database_url.startswith("postgresql")
-
-    @model_validator(mode="after")
-    def _no_unenforced_auth(self) -> Settings:
-        # Failing closed: keys that would not be checked must not look like protection.
-        if self.api_keys or self.api_keys_file:
-            raise ValueError(
-                "CSJD_API_KEYS / CSJD_API_KEYS_FILE are set, but this version does not "
-                "enforce API keys yet; unset them and keep csjd on a trusted network"
-            )
-        return self

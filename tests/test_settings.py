@@ -46,7 +46,6 @@ def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None
         {"sqlite_synchronous": "OFF"},
         {"max_inflight": 0},
         {"database_url": "mysql+aiomysql://localhost/test"},
-        {"api_keys": "ops:secret:admin"},
         {"log_format": "xml"},
     ],
 )

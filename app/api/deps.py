@@ -17,7 +17,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.api.auth import ANONYMOUS, SCOPE_KEY
 from app.core import idempotency
+from app.core.access import Keyring
 from app.core.clock import Clock
 from app.core.errors import InvalidIdempotencyKey, Unavailable
 from app.dispatch.dispatcher import Dispatcher
@@ -25,9 +27,6 @@ from app.metrics import Metrics
 from app.settings import Settings
 from app.storage.sql import SqlJobStore
 from app.supervisor import Supervisor
-
-#: The one scope of idempotency keys and jobs while auth is off.
-ANONYMOUS = ""
 
 
 @dataclass(slots=True)
@@ -40,6 +39,7 @@ class Gateway:
     supervisor: Supervisor
     #: tells whichever process delivers that jobs became due (see ``dispatch/wakeup.py``)
     wake: Callable[[], None]
+    keyring: Keyring = field(default_factory=Keyring)
     rng: random.Random = field(default_factory=random.Random)
     draining: bool = False
     started: bool = False
@@ -53,8 +53,10 @@ async def get_gateway(request: Request) -> Gateway:
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 
 
-async def get_caller() -> str:
-    return ANONYMOUS
+async def get_caller(request: Request) -> str:
+    """The API key's name (``AuthGuard`` checked it), or the anonymous caller."""
+    caller: str = request.scope.get(SCOPE_KEY, ANONYMOUS)
+    return caller
 
 
 CallerDep = Annotated[str, Depends(get_caller)]
@@ -86,7 +88,7 @@ async def intake(request: Request) -> Intake:
     gateway: Gateway = request.app.state.gateway
     ensure_accepting(gateway)
     key = key_from(request.headers.getlist("idempotency-key"))
-    return Intake(gateway=gateway, caller=await get_caller(), key=key)
+    return Intake(gateway=gateway, caller=await get_caller(request), key=key)
 
 
 IntakeDep = Annotated[Intake, Depends(intake)]

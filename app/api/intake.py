@@ -5,11 +5,11 @@ job, hand it to the store's group commit, count it, wake the dispatcher, and
 say what to answer. Producers send this request more than any other, and
 FastAPI's routing, middleware stack and dependency solving cost several times
 the work of storing the job, so ``IntakeLane`` answers it straight from ASGI:
-the same body checks as ``RequestGuard`` (``guard.py``), the same
-``Idempotency-Key`` rules, the same ``JobIn`` model, the same problems and the
-same HTTP metrics. The FastAPI route in ``routes/jobs.py`` declares the
-operation for OpenAPI and calls the same ``accept``. Every other request goes
-on to FastAPI.
+the same API keys as ``AuthGuard`` (``auth.py``), the same body checks as
+``RequestGuard`` (``guard.py``), the same ``Idempotency-Key`` rules, the same
+``JobIn`` model, the same problems and the same HTTP metrics. The FastAPI
+route in ``routes/jobs.py`` declares the operation for OpenAPI and calls the
+same ``accept``. Every other request goes on to FastAPI.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app.api import problems
-from app.api.deps import ANONYMOUS, Gateway, ensure_accepting, key_from
+from app.api.auth import caller_for
+from app.api.deps import Gateway, ensure_accepting, key_from
 from app.api.guard import BodyProblem, Receive, Scope, Send, check_body, declared_length, read_body
 from app.api.present import job_json
 from app.api.schemas import JobIn
@@ -128,6 +129,7 @@ class IntakeLane:
     ) -> tuple[int, int, list[tuple[bytes, bytes]], bytes]:
         content_type = length = None
         keys: list[str] = []
+        authorization: list[bytes] = []
         for name, value in scope["headers"]:
             if name == b"content-type":
                 content_type = value
@@ -135,12 +137,15 @@ class IntakeLane:
                 length = value
             elif name == b"idempotency-key":
                 keys.append(value.decode("latin-1"))
+            elif name == b"authorization":
+                authorization.append(value)
+        caller = caller_for(self.gateway.keyring, authorization, PATH)
         declared = declared_length(length)
         check_body(content_type, declared, self.max_bytes)
         ensure_accepting(self.gateway)
         key = key_from(keys)
         raw = await read_body(receive, self.max_bytes)
-        job, replayed = await accept(self.gateway, ANONYMOUS, key, JobIn.model_validate_json(raw))
+        job, replayed = await accept(self.gateway, caller, key, JobIn.model_validate_json(raw))
         body = orjson.dumps(job_json(job))
         headers = [_JSON, (b"content-length", str(len(body)).encode())]
         headers += [

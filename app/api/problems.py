@@ -86,6 +86,7 @@ def error_response(error: CsjdError, instance: str | None = None) -> Response:
         instance=instance,
         retry_after_s=error.retry_after_s,
         extensions=error.extensions,
+        headers=error.headers,
     )
 
 

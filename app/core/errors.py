@@ -8,6 +8,8 @@ translates them without a lookup table::
     ├── BadRequest (400)            bad cursor
     │   ├── MalformedJson
     │   └── InvalidIdempotencyKey
+    ├── Unauthenticated (401)       no, or an unknown, bearer token
+    ├── Forbidden (403)             the key's role does not reach the route
     ├── NotFound (404)              unknown job or target
     ├── Conflict (409)              illegal transition, target still in use
     │   └── KeyInFlight             same key while the first is being stored
@@ -48,6 +50,11 @@ class CsjdError(Exception):
     def type(self) -> str:
         return PROBLEM_BASE + self.slug
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """Response headers the problem needs besides ``Retry-After``."""
+        return {}
+
 
 class BadRequest(CsjdError):
     status = 400
@@ -63,6 +70,29 @@ class MalformedJson(BadRequest):
 class InvalidIdempotencyKey(BadRequest):
     slug = "invalid-idempotency-key"
     title = "Missing or malformed Idempotency-Key"
+
+
+class Unauthenticated(CsjdError):
+    status = 401
+    slug = "unauthenticated"
+    title = "Unauthenticated"
+
+    def __init__(self, detail: str, *, token_given: bool) -> None:
+        super().__init__(detail)
+        self.token_given = token_given
+
+    @property
+    def headers(self) -> dict[str, str]:
+        challenge = 'Bearer realm="csjd"'
+        if self.token_given:
+            challenge += ', error="invalid_token"'
+        return {"WWW-Authenticate": challenge}
+
+
+class Forbidden(CsjdError):
+    status = 403
+    slug = "forbidden"
+    title = "Forbidden"
 
 
 class NotFound(CsjdError):

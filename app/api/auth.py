@@ -1,0 +1,116 @@
+"""Who is calling, at the HTTP edge: bearer tokens, roles per route, 401 and 403.
+
+``caller_for`` reads a request's ``Authorization: Bearer`` header, finds its
+key in the ``Keyring`` (``app/core/access.py``) and checks the key's role
+against the route: ``/jobs`` and below take any key, every other route but
+the open ones (health, metrics, the schema and its pages) takes an ``admin``
+key. It answers the caller's name, which scopes jobs and idempotency keys;
+with no keys configured everyone is the one anonymous caller. ``AuthGuard``
+applies it in front of every FastAPI route and leaves the name in the ASGI
+scope; the intake lane calls ``caller_for`` itself. ``document`` adds the
+scheme, and the 401 and 403 answers, to the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.api import problems
+from app.api.guard import ASGIApp, Receive, Scope, Send
+from app.core.access import Keyring, Role
+from app.core.errors import CsjdError, Forbidden, Unauthenticated
+
+#: The one scope of idempotency keys and jobs while auth is off.
+ANONYMOUS = ""
+#: where ``AuthGuard`` leaves the caller's name in the ASGI scope
+SCOPE_KEY = "csjd.caller"
+OPEN_PATHS = frozenset(
+    {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+)
+
+
+def required_role(path: str) -> Role | None:
+    """The role a path needs (None: open to anyone)."""
+    if path in OPEN_PATHS:
+        return None
+    if path == "/jobs" or path.startswith("/jobs/"):
+        return Role.PRODUCER
+    return Role.ADMIN
+
+
+def caller_for(keyring: Keyring, authorization: list[bytes], path: str) -> str:
+    """The caller's name; ``Unauthenticated`` or ``Forbidden`` when it may not go on."""
+    if not keyring.enabled:
+        return ANONYMOUS
+    needed = required_role(path)
+    if needed is None:
+        return ANONYMOUS
+    if not authorization:
+        raise Unauthenticated(
+            "send an API key as 'Authorization: Bearer <token>'", token_given=False
+        )
+    scheme, _, token = authorization[0].decode("latin-1").strip().partition(" ")
+    token = token.strip()
+    if len(authorization) > 1 or scheme.lower() != "bearer" or not token:
+        raise Unauthenticated(
+            "send exactly one 'Authorization: Bearer <token>' header", token_given=False
+        )
+    key = keyring.identify(token)
+    if key is None:
+        raise Unauthenticated("the bearer token is not a known API key", token_given=True)
+    if not key.role.allows(needed):
+        raise Forbidden(f"the API key '{key.name}' has the role {key.role}; {path} needs {needed}")
+    return key.name
+
+
+class AuthGuard:
+    """``caller_for`` in front of every FastAPI route."""
+
+    def __init__(self, app: ASGIApp, keyring: Keyring) -> None:
+        self.app = app
+        self.keyring = keyring
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.keyring.enabled:
+            await self.app(scope, receive, send)
+            return
+        authorization = [value for name, value in scope["headers"] if name == b"authorization"]
+        try:
+            scope[SCOPE_KEY] = caller_for(self.keyring, authorization, scope["path"])
+        except CsjdError as exc:
+            await problems.error_response(exc, scope["path"])(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {
+            "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+        },
+    }
+
+
+def document(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with the bearer scheme on every operation that needs a key."""
+    components = schema.setdefault("components", {})
+    components.setdefault("securitySchemes", {})["bearer"] = {
+        "type": "http",
+        "scheme": "bearer",
+        "description": (
+            "An API key from CSJD_API_KEYS or CSJD_API_KEYS_FILE; "
+            "not needed while the gateway runs without keys"
+        ),
+    }
+    for path, operations in schema.get("paths", {}).items():
+        needed = required_role(path)
+        if needed is None:
+            continue
+        for operation in operations.values():
+            operation["security"] = [{"bearer": []}]
+            responses = operation.setdefault("responses", {})
+            responses.setdefault("401", _problem("No, or an unknown, API key"))
+            if needed is Role.ADMIN:
+                responses.setdefault("403", _problem("The API key is not an admin key"))
+    return schema
