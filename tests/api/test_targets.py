@@ -109,6 +109,8 @@ async def test_invalid_targets_are_422_and_change_nothing(
         "http://localhost/a",
         "http://127.1/a",
         "http://0x7f000001/a",
+        "http://2130706433/a",
+        "http://0177.0.0.1/a",
         "http://[::1]/a",
         "http://[::ffff:127.0.0.1]/a",
         "http://169.254.169.254/latest",
