@@ -144,7 +144,9 @@ def create_app(
     metrics = Metrics()
     supervisor = Supervisor()
     store = build_store(settings, shared=role is not Role.ALL)
-    sender = sender or AiohttpSender(max_connections=settings.max_inflight)
+    sender = sender or AiohttpSender(
+        max_connections=settings.max_inflight, allow_private=settings.allow_private_targets
+    )
     dispatcher = Dispatcher(
         store,
         sender,

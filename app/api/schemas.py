@@ -16,7 +16,7 @@ from pydantic import (
 )
 
 from app.core.headers import header_problems
-from app.core.signing import decode_secret
+from app.core.signing import decode_secrets
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 MAX_DELAY_S = 365 * 86400
@@ -55,7 +55,12 @@ class TargetIn(BaseModel):
     backoff_max_s: float = Field(default=600.0, gt=0, le=7 * 86400)
     max_retry_duration_s: float = Field(default=86400.0, gt=0, le=30 * 86400)
     secret: str | None = Field(
-        default=None, max_length=512, description="whsec_… (base64, ≥ 24 bytes); write-only"
+        default=None,
+        max_length=512,
+        description=(
+            "whsec_… (base64, ≥ 24 bytes); several separated by spaces while rotating, "
+            "each signing every delivery; write-only"
+        ),
     )
     headers: dict[str, str] = Field(
         default_factory=dict, description="Static headers added to each delivery; write-only"
@@ -66,7 +71,7 @@ class TargetIn(BaseModel):
     @classmethod
     def _secret(cls, value: str | None) -> str | None:
         if value is not None:
-            decode_secret(value)
+            decode_secrets(value)
         return value
 
     @field_validator("headers")

@@ -29,6 +29,8 @@ class FailureKind(StrEnum):
     TIMEOUT = "timeout"
     CONNECT = "connect"
     DNS = "dns"
+    #: every address the host resolves to is private (connect-time SSRF guard)
+    REFUSED = "refused"
     PROTOCOL = "protocol"
     INTERNAL = "internal"
 
@@ -95,7 +97,11 @@ def classify_response(status: int, retry_after: str | None, now: float) -> Class
 
 
 def classify_failure(kind: FailureKind, message: str) -> Classified:
-    """A request that produced no answer: retryable, and counted."""
+    """A request that produced no answer: retryable, and counted.
+
+    A refused address counts too, like a DNS error: the name may resolve to a
+    public address again, and a target that keeps pointing inside runs out of
+    attempts instead of retrying for ever."""
     return Classified(
         outcome=Outcome.RETRYABLE,
         counted=True,

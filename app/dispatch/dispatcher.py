@@ -41,7 +41,7 @@ from app.core.outcome import (
     classify_response,
 )
 from app.core.retry import Decision, Policy, Random, decide
-from app.core.signing import decode_secret, sign
+from app.core.signing import sign
 from app.dispatch.containment import TargetGuard
 from app.dispatch.sender import USER_AGENT, Failure, Request, Response, Sender
 from app.metrics import Metrics
@@ -368,8 +368,7 @@ class Dispatcher:
             "webhook-timestamp": str(timestamp),
         }
         if target.spec.secret:
-            key = decode_secret(target.spec.secret)
-            headers["webhook-signature"] = sign(key, job.id, timestamp, job.payload)
+            headers["webhook-signature"] = sign(target.spec.secret, job.id, timestamp, job.payload)
         headers["idempotency-key"] = job.id
         headers["csjd-attempt"] = str(job.deliveries)
         if target.spec.headers:

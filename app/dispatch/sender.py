@@ -4,7 +4,10 @@
 returns a ``Response`` (status, headers, at most 64 KiB of body) or a
 ``Failure`` with a ``FailureKind``. ``AiohttpSender`` is the real one (one
 shared session, no redirects, the whole attempt under one hard deadline);
-tests put a fake behind the same protocol.
+tests put a fake behind the same protocol. Unless private targets are allowed,
+it holds every connection to the address policy itself (``app.net``): names
+are resolved through a ``GuardedResolver`` and IP-literal hosts are judged
+before any connection, so a ``refused`` failure is all a private address gets.
 """
 
 from __future__ import annotations
@@ -16,15 +19,20 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
 from multidict import CIMultiDict
+from yarl import URL
 
 from app import __version__
 from app.core.outcome import FailureKind
+from app.net import GuardedResolver, RefusedAddress, literal_refusal
 
 MAX_RESPONSE_BYTES = 64 * 1024
 #: idle connections to targets are closed after this long
 KEEPALIVE_S = 5.0
 USER_AGENT = f"csjd/{__version__}"
+#: URLs whose literal-host verdict is remembered; past this the memory starts over
+VERDICT_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,17 +62,38 @@ class Sender(Protocol):
 
 
 class AiohttpSender:
-    def __init__(self, *, max_connections: int) -> None:
+    """``allow_private`` turns the connect-time address check off;
+    ``resolver`` replaces aiohttp's default resolver (tests script DNS with it)."""
+
+    def __init__(
+        self,
+        *,
+        max_connections: int,
+        allow_private: bool = False,
+        resolver: AbstractResolver | None = None,
+    ) -> None:
         self._max_connections = max_connections
+        self._allow_private = allow_private
+        self._inner_resolver = resolver
+        self._resolver: AbstractResolver | None = None
         self._session: aiohttp.ClientSession | None = None
+        #: request URL -> the failure its IP-literal host earns, or None if it may go
+        self._verdicts: dict[str, Failure | None] = {}
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:
+            if self._allow_private:
+                self._resolver = self._inner_resolver
+            else:
+                # aiohttp's default resolver needs the running loop: made here
+                inner = self._inner_resolver or aiohttp.DefaultResolver()
+                self._resolver = GuardedResolver(inner)
             connector = aiohttp.TCPConnector(
                 limit=self._max_connections,
                 limit_per_host=0,
                 ttl_dns_cache=10,
                 keepalive_timeout=KEEPALIVE_S,
+                resolver=self._resolver,
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
@@ -75,10 +104,37 @@ class AiohttpSender:
 
     async def close(self) -> None:
         session, self._session = self._session, None
+        resolver, self._resolver = self._resolver, None
         if session is not None:
             await session.close()
+        if resolver is not None:
+            # a resolver handed to the connector is not the connector's to close
+            await resolver.close()
+
+    def _literal_verdict(self, url: str) -> Failure | None:
+        """The verdict on ``url``'s host if it is an IP literal, remembered per
+        URL: a target's URL is the same string delivery after delivery, so this
+        costs a dict lookup, not a parse."""
+        try:
+            return self._verdicts[url]
+        except KeyError:
+            pass
+        try:
+            host = URL(url).raw_host
+        except ValueError:
+            host = None  # aiohttp refuses it the same way, as a protocol failure
+        why = literal_refusal(host) if host else None
+        verdict = None if why is None else Failure(kind=FailureKind.REFUSED, message=why)
+        if len(self._verdicts) >= VERDICT_CACHE_SIZE:
+            self._verdicts.clear()
+        self._verdicts[url] = verdict
+        return verdict
 
     async def send(self, request: Request) -> Response | Failure:
+        if not self._allow_private:
+            refused = self._literal_verdict(request.url)
+            if refused is not None:
+                return refused
         session = self._open()
         try:
             async with asyncio.timeout(request.timeout_s):
@@ -97,10 +153,13 @@ class AiohttpSender:
                 kind=FailureKind.TIMEOUT,
                 message=f"no complete answer within {request.timeout_s:g}s",
             )
-        except aiohttp.ClientConnectorDNSError as exc:
-            return Failure(kind=FailureKind.DNS, message=str(exc))
         except aiohttp.ClientConnectorError as exc:
-            if isinstance(exc.os_error, socket.gaierror):
+            # what the resolver raised arrives wrapped, as a DNS error
+            if isinstance(exc.os_error, RefusedAddress):
+                return Failure(kind=FailureKind.REFUSED, message=str(exc.os_error))
+            if isinstance(exc, aiohttp.ClientConnectorDNSError) or isinstance(
+                exc.os_error, socket.gaierror
+            ):
                 return Failure(kind=FailureKind.DNS, message=str(exc))
             return Failure(kind=FailureKind.CONNECT, message=str(exc))
         except (aiohttp.ClientError, ValueError) as exc:

@@ -7,6 +7,7 @@ import pytest
 from tests.conftest import Api, ApiFactory
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+NEW_SECRET = "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 
 
 async def test_put_creates_then_replaces_with_every_default(api: Api) -> None:
@@ -73,6 +74,28 @@ async def test_secrets_and_header_values_are_never_returned(api: Api) -> None:
     assert "t0p" not in (await api.client.get("/targets")).text
 
 
+async def test_several_secrets_are_accepted_for_rotation_and_still_masked(api: Api) -> None:
+    secrets = f"{NEW_SECRET} {SECRET}"
+    response = await api.client.put(
+        "/targets/billing", json={"url": "http://127.0.0.1:9/a", "secret": secrets}
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["secret"] == "********"
+    listed = (await api.client.get("/targets")).text
+    assert SECRET not in listed and NEW_SECRET not in listed
+
+
+async def test_a_bad_secret_in_the_list_is_named_without_repeating_any(api: Api) -> None:
+    response = await api.client.put(
+        "/targets/billing",
+        json={"url": "http://127.0.0.1:9/a", "secret": f"{SECRET} whsec_c2hvcnQ="},
+    )
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "secret 2 of 2: a secret holds at least 24 bytes" in response.json()["detail"]
+    assert SECRET not in response.text and "c2hvcnQ" not in response.text
+
+
 @pytest.mark.parametrize(
     ("name", "body"),
     [
@@ -87,6 +110,8 @@ async def test_secrets_and_header_values_are_never_returned(api: Api) -> None:
         ("ok", {"url": "http://127.0.0.1:9/a", "timeout_s": 301}),
         ("ok", {"url": "http://127.0.0.1:9/a", "max_concurrency": 0}),
         ("ok", {"url": "http://127.0.0.1:9/a", "secret": "plain"}),
+        ("ok", {"url": "http://127.0.0.1:9/a", "secret": f"{SECRET} whsec_c2hvcnQ="}),
+        ("ok", {"url": "http://127.0.0.1:9/a", "secret": f"plain {SECRET}"}),
         ("ok", {"url": "http://127.0.0.1:9/a", "headers": {"Host": "evil"}}),
         ("ok", {"url": "http://127.0.0.1:9/a", "backoff_initial_s": 10, "backoff_max_s": 5}),
         ("ok", {"url": "http://127.0.0.1:9/a", "name": "other"}),
@@ -109,6 +134,8 @@ async def test_invalid_targets_are_422_and_change_nothing(
         "http://localhost/a",
         "http://127.1/a",
         "http://0x7f000001/a",
+        "http://2130706433/a",
+        "http://0177.0.0.1/a",
         "http://[::1]/a",
         "http://[::ffff:127.0.0.1]/a",
         "http://169.254.169.254/latest",

@@ -6,15 +6,17 @@ import asyncio
 import time
 
 import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from app.core.signing import decode_secret, sign
+from app.core.signing import sign
 from app.dispatch import dispatcher as dispatcher_module
-from app.dispatch.sender import Request
-from app.testing import FakeClock, FakeSender, Reply
+from app.dispatch.sender import AiohttpSender, Request
+from app.testing import FakeClock, FakeSender, Reply, Sink
 from tests.conftest import Api, ApiFactory
 
 URL = "http://127.0.0.1:9/hook"
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+NEW_SECRET = "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 
 
 async def eventually(predicate, timeout: float = 10.0) -> None:
@@ -75,13 +77,31 @@ async def test_the_delivery_request_is_exactly_what_the_contract_says(
         ("user-agent", "csjd/0.1.0"),
         ("webhook-id", job["id"]),
         ("webhook-timestamp", str(ts)),
-        ("webhook-signature", sign(decode_secret(SECRET), job["id"], ts, request.body)),
+        ("webhook-signature", sign(SECRET, job["id"], ts, request.body)),
         ("idempotency-key", job["id"]),
         ("csjd-attempt", "1"),
         ("X-Tenant", "acme"),
         ("X-Job", "j"),
         ("x-both", "job"),
     ]
+
+
+@pytest.mark.parametrize("secrets", [[SECRET], [NEW_SECRET, SECRET]], ids=["one", "rotating"])
+async def test_a_real_delivery_verifies_with_the_reference_verifier_under_each_secret(
+    api_factory: ApiFactory, secrets: list[str]
+) -> None:
+    with Sink() as sink:
+        api = await api_factory(sender=AiohttpSender(max_connections=4, allow_private=True))
+        await api.put_target(url=sink.url("/hook"), secret=" ".join(secrets))
+        job = (await api.post_job()).json()
+        await api.wait_for_job(job["id"], lambda j: j["state"] == "succeeded")
+        (got,) = sink.received("/hook")
+    assert len(got.headers["webhook-signature"].split(" ")) == len(secrets)
+    for secret in secrets:
+        # during a rotation, consumers still on the old secret keep verifying
+        assert Webhook(secret).verify(got.body, got.headers) == {"n": 1}
+    with pytest.raises(WebhookVerificationError):
+        Webhook("whsec_" + "A" * 43 + "=").verify(got.body, got.headers)
 
 
 async def test_unsigned_when_the_target_has_no_secret(api: Api, sender: FakeSender) -> None:

@@ -1,0 +1,150 @@
+"""The connect-time address guard: the real aiohttp sender, a real local sink.
+
+Registration already refuses private addresses; these tests prove the sender
+refuses them again when it connects, whatever the URL's host looks like and
+whatever a name resolves to by then (DNS rebinding).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+from app.core.outcome import FailureKind
+from app.dispatch.sender import AiohttpSender, Failure, Request, Response
+from app.net import GuardedResolver, RefusedAddress, check_target_url
+from app.testing import Sink
+
+PUBLIC = "93.184.216.34"
+
+
+class ScriptedResolver(AbstractResolver):
+    """A DNS the test controls: each name answers what ``answers`` says now."""
+
+    def __init__(self, answers: dict[str, list[str]]) -> None:
+        self.answers = answers
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        if host not in self.answers:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [
+            ResolveResult(
+                hostname=host,
+                host=address,
+                port=port,
+                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
+            )
+            for address in self.answers[host]
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    with Sink() as s:
+        yield s
+
+
+def request(url: str) -> Request:
+    # short: a guard that let 169.254.169.254 through would otherwise hang the test
+    return Request(url=url, body=b'{"a":1}', headers={}, timeout_s=2.0)
+
+
+@pytest.mark.parametrize(
+    ("host", "shown"),
+    [
+        ("localhost", "'localhost' resolves to a loopback address (127.0.0.1)"),
+        ("127.1", "'127.1' is a loopback address (127.0.0.1)"),
+        ("0x7f000001", "'0x7f000001' resolves to a loopback address (127.0.0.1)"),
+        ("[::1]", "'::1' is a loopback address"),
+        ("[::ffff:127.0.0.1]", "'::ffff:7f00:1' is a loopback address (127.0.0.1)"),
+        ("169.254.169.254", "'169.254.169.254' is a link-local address"),
+    ],
+)
+async def test_private_hosts_are_refused_at_connect_and_nothing_arrives(
+    sink: Sink, host: str, shown: str
+) -> None:
+    sender = AiohttpSender(max_connections=4)
+    try:
+        result = await sender.send(request(f"http://{host}:{sink.port}/hook"))
+    finally:
+        await sender.close()
+    assert isinstance(result, Failure) and result.kind is FailureKind.REFUSED, result
+    assert result.message.startswith(shown)
+    assert result.message.endswith(
+        "private targets are refused unless CSJD_ALLOW_PRIVATE_TARGETS is set"
+    )
+    assert sink.received() == []
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "0x7f000001"])
+async def test_private_hosts_are_delivered_when_allowed(sink: Sink, host: str) -> None:
+    sender = AiohttpSender(max_connections=4, allow_private=True)
+    try:
+        result = await sender.send(request(f"http://{host}:{sink.port}/hook"))
+    finally:
+        await sender.close()
+    assert isinstance(result, Response) and result.status == 200
+    assert [r.body for r in sink.received("/hook")] == [b'{"a":1}']
+
+
+async def test_a_name_that_rebinds_to_loopback_after_registration_is_refused(
+    sink: Sink,
+) -> None:
+    url = f"http://rebind.example:{sink.port}/hook"
+    dns = ScriptedResolver({"rebind.example": [PUBLIC]})
+    await check_target_url(url, allow_private=False, resolver=dns)  # registered: public
+    dns.answers["rebind.example"] = ["127.0.0.1"]
+    sender = AiohttpSender(max_connections=4, resolver=dns)
+    try:
+        result = await sender.send(request(url))
+    finally:
+        await sender.close()
+    assert isinstance(result, Failure) and result.kind is FailureKind.REFUSED, result
+    assert result.message == (
+        "'rebind.example' resolves to a loopback address (127.0.0.1); "
+        "private targets are refused unless CSJD_ALLOW_PRIVATE_TARGETS is set"
+    )
+    assert sink.received() == []
+
+
+async def test_the_scripted_name_does_reach_the_sink_when_private_targets_are_allowed(
+    sink: Sink,
+) -> None:
+    # the refusal above is the guard's doing, not a name that leads nowhere
+    dns = ScriptedResolver({"rebind.example": ["127.0.0.1"]})
+    sender = AiohttpSender(max_connections=4, allow_private=True, resolver=dns)
+    try:
+        result = await sender.send(request(f"http://rebind.example:{sink.port}/hook"))
+    finally:
+        await sender.close()
+    assert isinstance(result, Response) and result.status == 200
+    assert len(sink.received("/hook")) == 1
+
+
+async def test_a_name_that_does_not_resolve_is_still_a_dns_failure() -> None:
+    sender = AiohttpSender(max_connections=4, resolver=ScriptedResolver({}))
+    try:
+        result = await sender.send(request("http://nowhere.example/hook"))
+    finally:
+        await sender.close()
+    assert isinstance(result, Failure) and result.kind is FailureKind.DNS
+
+
+async def test_the_guard_keeps_the_public_addresses_of_a_mixed_answer() -> None:
+    guard = GuardedResolver(ScriptedResolver({"mixed.example": ["10.0.0.7", PUBLIC, "::1"]}))
+    kept = await guard.resolve("mixed.example", 443, socket.AF_UNSPEC)
+    assert [r["host"] for r in kept] == [PUBLIC]
+    with pytest.raises(RefusedAddress, match=r"a private address \(10\.0\.0\.7\)"):
+        await GuardedResolver(ScriptedResolver({"in.example": ["10.0.0.7", "fd00::1"]})).resolve(
+            "in.example", 443, socket.AF_UNSPEC
+        )
