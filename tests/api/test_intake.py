@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
 
+from app.testing import FakeSender
 from tests.conftest import Api, ApiFactory
 
 PROBLEM = "application/problem+json"
@@ -298,3 +300,39 @@ async def test_a_database_error_during_intake_is_a_problem(
     assert response.status_code == 500
     assert response.headers["content-type"] == PROBLEM
     assert response.json()["detail"] == "an unexpected error occurred"
+
+
+async def _post_raw(api: Api, key: str, raw: bytes) -> httpx.Response:
+    return await api.client.post(
+        "/jobs", content=raw, headers={"Idempotency-Key": key, "content-type": "application/json"}
+    )
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"123456789012345678901234567890",
+        b"18446744073709551616",
+        b"-9223372036854775809",
+        b'{"n": [1, 1e400]}',
+        b"NaN",
+        b"[Infinity]",
+        b'{"n": -Infinity}',
+    ],
+)
+async def test_a_payload_that_cannot_be_delivered_as_sent_is_422(api: Api, payload: bytes) -> None:
+    # integers orjson cannot write were a 500; NaN and infinities were delivered as null
+    await api.put_target()
+    response = await _post_raw(api, "k", b'{"target": "billing", "payload": ' + payload + b"}")
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert problem["errors"][0]["loc"][:2] == ["body", "payload"]
+    assert (await api.client.get("/jobs")).json()["items"] == []
+
+
+async def test_64_bit_integers_are_delivered_exactly(api: Api, sender: FakeSender) -> None:
+    await api.put_target()
+    payload = b"[18446744073709551615,-9223372036854775808]"
+    job = (await _post_raw(api, "k", b'{"target": "billing", "payload": ' + payload + b"}")).json()
+    await api.wait_for_job(job["id"], lambda j: j["state"] == "succeeded")
+    assert [r.body for r in sender.requests] == [payload]
