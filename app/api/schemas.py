@@ -20,6 +20,8 @@ from app.core.signing import decode_secret
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 MAX_DELAY_S = 365 * 86400
+#: the API writes times with four-digit years; a later expiry could not be shown
+EXPIRES_BEFORE = datetime(9999, 1, 1, tzinfo=UTC)
 #: the integers orjson (which stores and delivers payloads) can write
 PAYLOAD_INT_RANGE = (-(2**63), 2**64 - 1)
 MASK = "********"
@@ -37,9 +39,15 @@ def _check_headers(value: dict[str, str]) -> dict[str, str]:
 
 
 def _aware(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
+    """The time in UTC: one instant is one value, whatever offset it was written with."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
         raise ValueError("give a time zone (RFC 3339, e.g. 2026-01-01T00:00:00Z)")
-    return value
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the time is out of range in UTC") from None
 
 
 def _payload_problem(value: JsonValue) -> str | None:
@@ -147,7 +155,9 @@ class JobIn(BaseModel):
     delay_s: float = Field(default=0, ge=0, le=MAX_DELAY_S)
     run_at: datetime | None = Field(default=None, description="RFC 3339; instead of delay_s")
     max_attempts: int | None = Field(default=None, ge=1, le=1000)
-    expires_at: datetime | None = Field(default=None, description="RFC 3339")
+    expires_at: datetime | None = Field(
+        default=None, description="RFC 3339; before 9999-01-01T00:00:00Z"
+    )
     headers: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("payload")
@@ -181,8 +191,11 @@ class JobIn(BaseModel):
             raise ValueError("give delay_s or run_at, not both")
         if self.run_at is not None and self.run_at.timestamp() > _now() + MAX_DELAY_S:
             raise ValueError("run_at is more than a year away")
-        if self.expires_at is not None and self.expires_at.timestamp() <= _now():
-            raise ValueError("expires_at is in the past")
+        if self.expires_at is not None:
+            if self.expires_at.timestamp() <= _now():
+                raise ValueError("expires_at is in the past")
+            if self.expires_at >= EXPIRES_BEFORE:
+                raise ValueError("expires_at must be before 9999-01-01T00:00:00Z")
         return self
 
 
