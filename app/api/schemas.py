@@ -16,14 +16,13 @@ from pydantic import (
 )
 
 from app.core.headers import header_problems
+from app.core.idempotency import INT_RANGE
 from app.core.signing import decode_secret
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 MAX_DELAY_S = 365 * 86400
 #: the API writes times with four-digit years; a later expiry could not be shown
 EXPIRES_BEFORE = datetime(9999, 1, 1, tzinfo=UTC)
-#: the integers orjson (which stores and delivers payloads) can write
-PAYLOAD_INT_RANGE = (-(2**63), 2**64 - 1)
 MASK = "********"
 
 StateName = Literal[
@@ -57,7 +56,7 @@ def _payload_problem(value: JsonValue) -> str | None:
     double (as infinity), which are not JSON and would be delivered as
     ``null``; and integers of any size, which orjson cannot write.
     """
-    low, high = PAYLOAD_INT_RANGE
+    low, high = INT_RANGE
     stack = [value]
     while stack:
         item = stack.pop()
