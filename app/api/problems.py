@@ -18,6 +18,7 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from app.api.schemas import Problem
 from app.core.errors import PROBLEM_BASE, CsjdError, MalformedJson
 from app.storage.group import database_unavailable
 
@@ -41,6 +42,23 @@ _TITLES = {
     503: "Service unavailable",
 }
 _SLUGS = {404: "not-found", 405: "method-not-allowed", 500: "internal"}
+
+
+def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for answers that are problems.
+
+    The body is described under ``application/problem+json``, the type it is
+    sent as, so that clients and schema checks can read it. (FastAPI also lists
+    the model under ``application/json``; nothing is sent as that.)
+    """
+    return {
+        status: {
+            "model": Problem,
+            "description": _TITLES.get(status, "Error"),
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+        for status in statuses
+    }
 
 
 def problem(

@@ -16,10 +16,13 @@ from pydantic import (
 )
 
 from app.core.headers import header_problems
+from app.core.idempotency import INT_RANGE
 from app.core.signing import decode_secrets
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 MAX_DELAY_S = 365 * 86400
+#: the API writes times with four-digit years; a later expiry could not be shown
+EXPIRES_BEFORE = datetime(9999, 1, 1, tzinfo=UTC)
 MASK = "********"
 
 StateName = Literal[
@@ -35,9 +38,38 @@ def _check_headers(value: dict[str, str]) -> dict[str, str]:
 
 
 def _aware(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
+    """The time in UTC: one instant is one value, whatever offset it was written with."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
         raise ValueError("give a time zone (RFC 3339, e.g. 2026-01-01T00:00:00Z)")
-    return value
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the time is out of range in UTC") from None
+
+
+def _payload_problem(value: JsonValue) -> str | None:
+    """Why a parsed payload cannot be stored and delivered as the JSON it was, if it can't.
+
+    The JSON parser reads ``NaN``, ``Infinity`` and numbers too large for a
+    double (as infinity), which are not JSON and would be delivered as
+    ``null``; and integers of any size, which orjson cannot write.
+    """
+    low, high = INT_RANGE
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return "numbers must be finite (NaN and Infinity are not JSON)"
+        elif isinstance(item, int) and not low <= item <= high:
+            return "integers must lie between -2^63 and 2^64-1"
+    return None
 
 
 class TargetIn(BaseModel):
@@ -120,12 +152,25 @@ class JobIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     target: str = Field(pattern=NAME_PATTERN, description="A registered target's name")
-    payload: JsonValue = Field(description="Any JSON value; delivered as compact JSON")
+    payload: JsonValue = Field(
+        description="Any JSON value (finite numbers, integers within 64 bits); "
+        "delivered as compact JSON"
+    )
     delay_s: float = Field(default=0, ge=0, le=MAX_DELAY_S)
     run_at: datetime | None = Field(default=None, description="RFC 3339; instead of delay_s")
     max_attempts: int | None = Field(default=None, ge=1, le=1000)
-    expires_at: datetime | None = Field(default=None, description="RFC 3339")
+    expires_at: datetime | None = Field(
+        default=None, description="RFC 3339; before 9999-01-01T00:00:00Z"
+    )
     headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("payload")
+    @classmethod
+    def _payload(cls, value: JsonValue) -> JsonValue:
+        problem = _payload_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
     @field_validator("delay_s")
     @classmethod
@@ -150,8 +195,11 @@ class JobIn(BaseModel):
             raise ValueError("give delay_s or run_at, not both")
         if self.run_at is not None and self.run_at.timestamp() > _now() + MAX_DELAY_S:
             raise ValueError("run_at is more than a year away")
-        if self.expires_at is not None and self.expires_at.timestamp() <= _now():
-            raise ValueError("expires_at is in the past")
+        if self.expires_at is not None:
+            if self.expires_at.timestamp() <= _now():
+                raise ValueError("expires_at is in the past")
+            if self.expires_at >= EXPIRES_BEFORE:
+                raise ValueError("expires_at must be before 9999-01-01T00:00:00Z")
         return self
 
 

@@ -4,7 +4,10 @@ A key arrives as the ``Idempotency-Key`` header in either structured-field
 string form (``"abc"``) or bare (``abc``); both name the same key. The
 fingerprint of a request is a SHA-256 over its target and the canonical JSON
 of its (validated) body, so key order, whitespace and ``1`` vs ``1.0`` do not
-make two requests differ.
+make two requests differ: numbers are compared by value (``1e19`` is
+``10000000000000000000``, ``-0.0`` is ``0``), strings code point by code point
+(no Unicode normalisation). Bodies hold finite numbers and integers within
+``INT_RANGE`` only; intake refuses the rest.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import orjson
 from app.core.errors import InvalidIdempotencyKey
 
 MAX_KEY_LENGTH = 255
+#: the integers orjson writes (and so the ones a payload may hold)
+INT_RANGE = (-(2**63), 2**64 - 1)
 
 
 def parse_key(raw: str | None) -> str:
@@ -60,11 +65,15 @@ def _unquote_sf_string(value: str) -> str:
 
 
 def canonical(value: Any) -> Any:
-    """The value with numbers in one form: integral floats become integers."""
+    """The value with numbers in one form: integral floats become integers.
+
+    Every integral float in ``INT_RANGE`` is exactly one integer there; those
+    outside it can equal no integer a body may hold, and stay floats.
+    """
     if isinstance(value, bool) or value is None or isinstance(value, str | int):
         return value
     if isinstance(value, float):
-        if math.isfinite(value) and value.is_integer() and abs(value) < 2**53:
+        if math.isfinite(value) and value.is_integer() and INT_RANGE[0] <= value <= INT_RANGE[1]:
             return int(value)
         return value
     if isinstance(value, dict):

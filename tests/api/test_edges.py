@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
 import yaml
 
 from app.openapi import render
@@ -100,3 +101,51 @@ def test_openapi_documents_the_contract() -> None:
 async def test_the_schema_is_served(api: Api) -> None:
     served = (await api.client.get("/openapi.json")).json()
     assert served["paths"].keys() == yaml.safe_load(render())["paths"].keys()
+
+
+def test_problems_are_documented_as_problem_json() -> None:
+    # Clients (and schema checks) look up the body of an answer by the type it is
+    # sent as; FastAPI's own 422 (HTTPValidationError, application/json) is never sent.
+    doc = yaml.safe_load(render())
+    problem_schema = {"$ref": "#/components/schemas/Problem"}
+    for path, operations in doc["paths"].items():
+        for method, operation in operations.items():
+            for status, response in operation["responses"].items():
+                if int(status) >= 400:
+                    content = response["content"]
+                    assert content["application/problem+json"]["schema"] == problem_schema, (
+                        method,
+                        path,
+                        status,
+                    )
+    assert "HTTPValidationError" not in doc["components"]["schemas"]
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "status"),
+    [
+        (b"\x00", "application/json", 400),
+        (b"{not json", "application/json", 400),
+        (b"url=http://a", "text/plain", 415),
+        (b"[" * 300_000, "application/json", 413),
+    ],
+)
+async def test_what_put_target_answers_to_a_bad_body_is_documented(
+    api: Api, content: bytes, content_type: str, status: int
+) -> None:
+    response = await api.client.put(
+        "/targets/billing", content=content, headers={"content-type": content_type}
+    )
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/problem+json"
+    documented = yaml.safe_load(render())["paths"]["/targets/{name}"]["put"]["responses"]
+    assert str(status) in documented
+    assert (await api.client.get("/targets")).json() == []
+
+
+async def test_what_post_jobs_answers_to_a_non_json_body_is_documented(api: Api) -> None:
+    response = await api.client.post(
+        "/jobs", content=b"x", headers={"Idempotency-Key": "k", "content-type": "text/plain"}
+    )
+    assert response.status_code == 415
+    assert "415" in yaml.safe_load(render())["paths"]["/jobs"]["post"]["responses"]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
 
+from app.testing import FakeSender
 from tests.conftest import Api, ApiFactory
 
 PROBLEM = "application/problem+json"
@@ -298,3 +300,87 @@ async def test_a_database_error_during_intake_is_a_problem(
     assert response.status_code == 500
     assert response.headers["content-type"] == PROBLEM
     assert response.json()["detail"] == "an unexpected error occurred"
+
+
+async def _post_raw(api: Api, key: str, raw: bytes) -> httpx.Response:
+    return await api.client.post(
+        "/jobs", content=raw, headers={"Idempotency-Key": key, "content-type": "application/json"}
+    )
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"123456789012345678901234567890",
+        b"18446744073709551616",
+        b"-9223372036854775809",
+        b'{"n": [1, 1e400]}',
+        b"NaN",
+        b"[Infinity]",
+        b'{"n": -Infinity}',
+    ],
+)
+async def test_a_payload_that_cannot_be_delivered_as_sent_is_422(api: Api, payload: bytes) -> None:
+    # integers orjson cannot write were a 500; NaN and infinities were delivered as null
+    await api.put_target()
+    response = await _post_raw(api, "k", b'{"target": "billing", "payload": ' + payload + b"}")
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert problem["errors"][0]["loc"][:2] == ["body", "payload"]
+    assert (await api.client.get("/jobs")).json()["items"] == []
+
+
+async def test_64_bit_integers_are_delivered_exactly(api: Api, sender: FakeSender) -> None:
+    await api.put_target()
+    payload = b"[18446744073709551615,-9223372036854775808]"
+    job = (await _post_raw(api, "k", b'{"target": "billing", "payload": ' + payload + b"}")).json()
+    await api.wait_for_job(job["id"], lambda j: j["state"] == "succeeded")
+    assert [r.body for r in sender.requests] == [payload]
+
+
+@pytest.mark.parametrize("expires_at", ["9999-12-31T23:59:59-14:00", "9999-12-31T23:59:59.999999Z"])
+async def test_an_expiry_the_api_cannot_write_is_422_and_stores_nothing(
+    api: Api, expires_at: str
+) -> None:
+    # these were stored, then answered 500, and made every listing of jobs a 500
+    await api.put_target()
+    response = await api.post_job(
+        "k", {"target": "billing", "payload": 1, "expires_at": expires_at}
+    )
+    assert response.status_code == 422, response.text
+    listing = await api.client.get("/jobs")
+    assert listing.status_code == 200 and listing.json()["items"] == []
+
+
+async def test_the_latest_expiry_allowed_is_shown_as_sent(api: Api) -> None:
+    await api.put_target(enabled=False)
+    response = await api.post_job(
+        "k", {"target": "billing", "payload": 1, "expires_at": "9998-12-31T23:59:59Z"}
+    )
+    assert response.status_code == 202, response.text
+    assert response.json()["expires_at"] == "9998-12-31T23:59:59.000Z"
+
+
+async def test_one_instant_written_with_another_offset_is_the_same_request(api: Api) -> None:
+    await api.put_target(enabled=False)
+    first = await api.post_job(
+        "k", {"target": "billing", "payload": 1, "expires_at": "2099-01-01T00:00:00Z"}
+    )
+    again = await api.post_job(
+        "k", {"target": "billing", "payload": 1, "expires_at": "2099-01-01T01:00:00+01:00"}
+    )
+    assert first.status_code == again.status_code == 202
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"]
+    other = await api.post_job(
+        "k", {"target": "billing", "payload": 1, "expires_at": "2099-01-01T01:00:00Z"}
+    )
+    assert other.status_code == 422
+
+
+async def test_a_time_before_year_one_in_utc_is_422(api: Api) -> None:
+    await api.put_target()
+    response = await api.post_job(
+        "k", {"target": "billing", "payload": 1, "run_at": "0001-01-01T00:00:00+14:00"}
+    )
+    assert response.status_code == 422, response.text

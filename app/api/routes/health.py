@@ -8,8 +8,8 @@ from fastapi import APIRouter
 from starlette.responses import Response
 
 from app.api.deps import GatewayDep
-from app.api.problems import problem
-from app.api.schemas import Health, Problem
+from app.api.problems import documented, problem
+from app.api.schemas import Health
 
 router = APIRouter(tags=["health"])
 
@@ -25,7 +25,7 @@ async def healthz() -> Health:
     "/readyz",
     response_model=Health,
     summary="Database reachable, background loops running, not draining",
-    responses={503: {"model": Problem, "content": {"application/problem+json": {}}}},
+    responses=documented(503),
 )
 async def readyz(gateway: GatewayDep) -> Response | Health:
     checks: dict[str, str] = {}

@@ -12,7 +12,8 @@ from starlette.responses import Response
 from app.api.deps import CallerDep, GatewayDep, IntakeDep
 from app.api.intake import accept, accepted_headers
 from app.api.present import attempt_json, job_json
-from app.api.schemas import AttemptOut, JobIn, JobOut, JobPageOut, Problem, StateName
+from app.api.problems import documented
+from app.api.schemas import AttemptOut, JobIn, JobOut, JobPageOut, StateName
 from app.core.errors import NotFound
 from app.core.job import JobState
 from app.storage.base import JobRecord
@@ -20,7 +21,6 @@ from app.storage.sql import decode_cursor, encode_cursor
 
 router = APIRouter(tags=["jobs"])
 
-_PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
 _KEY_PARAMETER = {
     "name": "Idempotency-Key",
     "in": "header",
@@ -47,14 +47,7 @@ def _etag(job: JobRecord) -> str:
     response_model=JobOut,
     summary="Accept a job for delivery",
     openapi_extra={"parameters": [_KEY_PARAMETER]},
-    responses={
-        400: _PROBLEM,
-        409: _PROBLEM,
-        413: _PROBLEM,
-        422: _PROBLEM,
-        429: _PROBLEM,
-        503: _PROBLEM,
-    },
+    responses=documented(400, 409, 413, 415, 422, 429, 503),
 )
 async def create_job(body: JobIn, intake: IntakeDep) -> Response:
     # Served by the intake lane (app/api/intake.py) in a running gateway; this
@@ -67,7 +60,7 @@ async def create_job(body: JobIn, intake: IntakeDep) -> Response:
     "/jobs",
     response_model=JobPageOut,
     summary="List jobs, newest first",
-    responses={400: _PROBLEM, 422: _PROBLEM},
+    responses=documented(400, 422),
 )
 async def list_jobs(
     gateway: GatewayDep,
@@ -98,7 +91,7 @@ async def list_jobs(
     "/jobs/{job_id}",
     response_model=JobOut,
     summary="A job's current state",
-    responses={304: {"description": "Not modified (If-None-Match)"}, 404: _PROBLEM},
+    responses={304: {"description": "Not modified (If-None-Match)"}, **documented(404, 422)},
 )
 async def get_job(
     job_id: str, request: Request, gateway: GatewayDep, caller: CallerDep
@@ -116,7 +109,7 @@ async def get_job(
     "/jobs/{job_id}/attempts",
     response_model=list[AttemptOut],
     summary="Every attempt made for a job",
-    responses={404: _PROBLEM},
+    responses=documented(404, 422),
 )
 async def list_attempts(job_id: str, gateway: GatewayDep, caller: CallerDep) -> Response:
     attempts = await gateway.store.list_attempts(caller, job_id)
@@ -129,7 +122,7 @@ async def list_attempts(job_id: str, gateway: GatewayDep, caller: CallerDep) -> 
     "/jobs/{job_id}/cancel",
     response_model=JobOut,
     summary="Cancel a job that has not finished",
-    responses={404: _PROBLEM, 409: _PROBLEM},
+    responses=documented(404, 409, 422),
 )
 async def cancel_job(job_id: str, gateway: GatewayDep, caller: CallerDep) -> Response:
     job = await gateway.store.cancel(caller, job_id, gateway.clock.now())
@@ -141,7 +134,7 @@ async def cancel_job(job_id: str, gateway: GatewayDep, caller: CallerDep) -> Res
     status_code=202,
     response_model=JobOut,
     summary="Queue a failed or cancelled job again, attempts reset",
-    responses={404: _PROBLEM, 409: _PROBLEM, 429: _PROBLEM},
+    responses=documented(404, 409, 422, 429),
 )
 async def retry_job(job_id: str, gateway: GatewayDep, caller: CallerDep) -> Response:
     job = await gateway.store.retry(caller, job_id, gateway.clock.now())

@@ -10,14 +10,14 @@ from starlette.responses import Response
 
 from app.api.deps import GatewayDep
 from app.api.present import target_json
-from app.api.schemas import NAME_PATTERN, Problem, TargetIn, TargetOut
+from app.api.problems import documented
+from app.api.schemas import NAME_PATTERN, TargetIn, TargetOut
 from app.core.errors import NotFound, Unprocessable
 from app.net import check_target_url
 from app.storage.base import TargetRecord, TargetSpec
 
 router = APIRouter(tags=["targets"])
 
-_PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
 NamePath = Annotated[str, Path(pattern=NAME_PATTERN, description="^[a-z0-9][a-z0-9._-]{0,62}$")]
 
 
@@ -73,7 +73,10 @@ def _json(body: object, status: int = 200) -> Response:
     "/targets/{name}",
     response_model=TargetOut,
     summary="Create or replace a target",
-    responses={201: {"model": TargetOut, "description": "Created"}, 422: _PROBLEM},
+    responses={
+        201: {"model": TargetOut, "description": "Created"},
+        **documented(400, 413, 415, 422),
+    },
 )
 async def put_target(name: NamePath, body: TargetIn, gateway: GatewayDep) -> Response:
     spec = spec_from(name, body)
@@ -92,7 +95,7 @@ async def list_targets(gateway: GatewayDep) -> Response:
     "/targets/{name}",
     response_model=TargetOut,
     summary="One target, with its live state",
-    responses={404: _PROBLEM},
+    responses=documented(404, 422),
 )
 async def get_target(name: NamePath, gateway: GatewayDep) -> Response:
     record = await gateway.store.get_target(name)
@@ -105,7 +108,7 @@ async def get_target(name: NamePath, gateway: GatewayDep) -> Response:
     "/targets/{name}",
     status_code=204,
     summary="Remove a target that has no unfinished jobs",
-    responses={404: _PROBLEM, 409: _PROBLEM},
+    responses=documented(404, 409, 422),
 )
 async def delete_target(name: NamePath, gateway: GatewayDep) -> Response:
     await gateway.store.delete_target(name)
