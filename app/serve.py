@@ -26,6 +26,7 @@ from collections.abc import Generator
 import uvicorn
 
 from app.api.deps import Gateway
+from app.api.http_limits import LimitedHttpToolsProtocol
 from app.main import create_app
 from app.settings import Role, Settings
 
@@ -67,6 +68,8 @@ async def serve(settings: Settings, host: str, port: int, role: Role = Role.ALL)
         log_config=None,
         access_log=False,
         lifespan="on",
+        # httptools, with limits on headers and on slow clients (431, 408)
+        http=LimitedHttpToolsProtocol,
         # requests under way get this long once the listener closes
         timeout_graceful_shutdown=max(1, int(settings.drain_timeout_s)),
     )
