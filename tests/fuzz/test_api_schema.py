@@ -24,8 +24,10 @@ from tests.e2e.gateway import ROOT, GatewayProcess
 
 pytestmark = pytest.mark.slow
 
-#: Sent with every request; fill in ``Authorization: Bearer …`` once API keys are on.
-AUTH_HEADERS: dict[str, str] = {}
+#: The gateway runs with API keys on; every request is an admin's, which reaches
+#: every operation (the 401 and 403 answers have their own tests in tests/api).
+ADMIN_TOKEN = "fuzz-admin-token-1f3870be274f6c49b3e31a0c6728957f"
+AUTH_HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 #: Examples per operation, after schemathesis' own boundary cases: about 20 s on 2 cores.
 MAX_EXAMPLES = 100
@@ -89,7 +91,9 @@ def flatmap_body(context: schemathesis.HookContext, body: Any) -> st.SearchStrat
 def live_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     with Sink() as sink:
         sink.answer("/fail", Reply(status=400, body=b"no"))
-        gateway = GatewayProcess(tmp_path_factory.mktemp("fuzz"))
+        gateway = GatewayProcess(
+            tmp_path_factory.mktemp("fuzz"), CSJD_API_KEYS=f"fuzz:{ADMIN_TOKEN}:admin"
+        )
         gateway.client.headers.update(AUTH_HEADERS)
         gateway.start()
         try:
