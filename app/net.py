@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 from urllib.parse import urlsplit
 
@@ -25,6 +26,9 @@ from app.core.addresses import IPAddress, parse_ip, refusal
 from app.core.errors import RefusedUrl
 
 RESOLVE_TIMEOUT_S = 2.0
+#: dot-separated labels of letters, digits, hyphens and underscores (seen in
+#: service names), with an optional trailing dot
+_HOST = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?:\.[A-Za-z0-9_-]{1,63})*\.?$")
 _UNLESS_ALLOWED = "private targets are refused unless CSJD_ALLOW_PRIVATE_TARGETS is set"
 
 
@@ -47,7 +51,20 @@ def split_url(url: str) -> tuple[str, str, int]:
         raise RefusedUrl("a target URL may not carry credentials; use headers")
     if parts.fragment:
         raise RefusedUrl("a target URL has no fragment")
+    if not _valid_host(parts.hostname):
+        raise RefusedUrl(f"'{parts.hostname}' is not a host name or an IP address")
     return parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80)
+
+
+def _valid_host(host: str) -> bool:
+    """A name made of DNS labels (international names as IDNA), or an IP literal."""
+    if parse_ip(host) is not None:
+        return True
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return False
+    return _HOST.match(ascii_host) is not None
 
 
 async def check_target_url(

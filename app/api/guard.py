@@ -191,8 +191,12 @@ class RequestGuard:
             return
         headers = dict(scope.get("headers", ()))
         declared = declared_length(headers.get(b"content-length"))
+        # a request without a body (a cancel, a retry) has no media type to judge
+        has_body = declared > 0 or b"transfer-encoding" in headers
         try:
-            as_json = check_body(headers.get(b"content-type"), declared, self.max_bytes)
+            as_json = has_body and check_body(
+                headers.get(b"content-type"), declared, self.max_bytes
+            )
             body = await read_body(receive, self.max_bytes)
         except BodyProblem as exc:
             await exc.response(scope.get("path"))(scope, receive, send)

@@ -149,3 +149,17 @@ async def test_what_post_jobs_answers_to_a_non_json_body_is_documented(api: Api)
     )
     assert response.status_code == 415
     assert "415" in yaml.safe_load(render())["paths"]["/jobs"]["post"]["responses"]
+
+
+@pytest.mark.parametrize("action", ["cancel", "retry"])
+async def test_a_bodiless_request_is_not_judged_by_its_content_type(api: Api, action: str) -> None:
+    await api.put_target()
+    job = (await api.post_job(body={"target": "billing", "payload": 1, "delay_s": 60})).json()
+    if action == "retry":
+        await api.client.post(f"/jobs/{job['id']}/cancel")
+    response = await api.client.post(
+        f"/jobs/{job['id']}/{action}", headers={"content-type": "text/plain"}
+    )
+    assert response.status_code in (200, 202), response.text
+    expected = "cancelled" if action == "cancel" else "queued"
+    assert response.json()["state"] == expected
