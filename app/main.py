@@ -47,6 +47,7 @@ from app.storage.migrate import upgrade_async
 from app.storage.sql import SqlJobStore
 from app.storage.sqlite import DatabaseLock, sqlite_path
 from app.supervisor import Supervisor
+from app.watch import JobWatch
 
 log = logging.getLogger("csjd")
 
@@ -142,8 +143,10 @@ def create_app(
     rng = rng or random.Random()
     keyring = build_keyring(settings)
     metrics = Metrics()
+    watch = JobWatch()
     supervisor = Supervisor()
     store = build_store(settings, shared=role is not Role.ALL)
+    store.on_change = watch.changed
     sender = sender or AiohttpSender(
         max_connections=settings.max_inflight, allow_private=settings.allow_private_targets
     )
@@ -176,6 +179,7 @@ def create_app(
         supervisor=supervisor,
         wake=waker or dispatcher.wake,
         keyring=keyring,
+        watch=watch,
         rng=rng,
     )
     locks = [DatabaseLock(settings.database_url, duty) for duty in role.duties]
@@ -212,11 +216,15 @@ def create_app(
                     supervisor.start(
                         "listener", partial(wakeup.listen, database_file, dispatcher.wake)
                     )
+                if store.shared:
+                    # other processes move jobs too: one read wakes this one's waiters
+                    supervisor.start("watch", partial(watch.poll, store.job_versions))
                 gateway.started = True
                 log.info("gateway_started", extra={"version": __version__, "role": role.value})
                 yield
             finally:
                 gateway.draining = True
+                watch.close()
                 await dispatcher.stop(settings.drain_timeout_s)
                 await maintenance.stop()
                 await supervisor.stop()

@@ -97,6 +97,7 @@ async def serve(settings: Settings, host: str, port: int, role: Role = Role.ALL)
             },
         )
         gateway.draining = True
+        gateway.watch.close()  # requests waiting on jobs answer now
         gateway.dispatcher.stop_claiming()
         lame_duck = asyncio.create_task(retire(), name="csjd-lame-duck")
 

@@ -27,6 +27,7 @@ from app.metrics import Metrics
 from app.settings import Settings
 from app.storage.sql import SqlJobStore
 from app.supervisor import Supervisor
+from app.watch import JobWatch
 
 
 @dataclass(slots=True)
@@ -40,6 +41,8 @@ class Gateway:
     #: tells whichever process delivers that jobs became due (see ``dispatch/wakeup.py``)
     wake: Callable[[], None]
     keyring: Keyring = field(default_factory=Keyring)
+    #: requests waiting on a job (``Prefer: wait``)
+    watch: JobWatch = field(default_factory=JobWatch)
     rng: random.Random = field(default_factory=random.Random)
     draining: bool = False
     started: bool = False

@@ -10,7 +10,7 @@ raised afterwards, so they never roll back other callers' writes.
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import RowMapping, bindparam, insert, select, text, update
@@ -324,8 +324,14 @@ def _raise_if_error(result: T | errors.CsjdError) -> T:
     return result
 
 
+def _no_one_listens(job_ids: Iterable[str] | None) -> None:
+    pass
+
+
 class SqlJobStore:
     def __init__(self, database: Database, *, max_backlog: int, shared: bool = False) -> None:
+        #: told, after each commit, which jobs changed state (None: some, unknown which)
+        self.on_change: Callable[[Iterable[str] | None], None] = _no_one_listens
         self._database = database
         self._writer = GroupCommitter(database)
         self._max_backlog = max_backlog
@@ -597,6 +603,15 @@ class SqlJobStore:
 
         return await self._database.read(unit)
 
+    async def job_versions(self, job_ids: list[str]) -> dict[str, tuple[str, float]]:
+        """(state, updated_at) of each of these jobs that exists."""
+
+        async def unit(conn: Conn) -> dict[str, tuple[str, float]]:
+            query = select(jobs.c.id, jobs.c.state, jobs.c.updated_at).where(jobs.c.id.in_(job_ids))
+            return {row.id: (row.state, row.updated_at) for row in await conn.execute(query)}
+
+        return await self._database.read(unit)
+
     async def count_by_state(self) -> dict[JobState, int]:
         async def unit(conn: Conn) -> dict[JobState, int]:
             counts = dict.fromkeys(JobState, 0)
@@ -627,7 +642,9 @@ class SqlJobStore:
             self._adjust_active(tx, -1)
             return job_record(row)
 
-        return _raise_if_error(await self._writer.run(op))
+        cancelled = _raise_if_error(await self._writer.run(op))
+        self.on_change((job_id,))
+        return cancelled
 
     async def retry(self, caller: str, job_id: str, now: float) -> JobRecord:
         async def op(tx: Tx) -> JobRecord | errors.CsjdError:
@@ -657,7 +674,9 @@ class SqlJobStore:
             self._adjust_active(tx, +1)
             return job_record(row)
 
-        return _raise_if_error(await self._writer.run(op))
+        retried = _raise_if_error(await self._writer.run(op))
+        self.on_change((job_id,))
+        return retried
 
     async def _why_not(self, conn: Conn, caller: str, job_id: str, event: str) -> errors.CsjdError:
         state = (
@@ -675,8 +694,8 @@ class SqlJobStore:
     async def claim(
         self, requests: Sequence[ClaimRequest], now: float, lease_s: Mapping[str, float]
     ) -> list[JobRecord]:
-        async def op(tx: Tx) -> list[JobRecord]:
-            await tx.conn.execute(_PROMOTE, {"now": now})
+        async def op(tx: Tx) -> tuple[list[JobRecord], int]:
+            promoted = int((await tx.conn.execute(_PROMOTE, {"now": now})).rowcount)
             claimed: list[JobRecord] = []
             # one lock order for every replica: by target name
             for request in sorted(requests, key=lambda r: r.target):
@@ -701,12 +720,19 @@ class SqlJobStore:
                 ).mappings()
                 claimed.extend(job_record(row) for row in rows)
             claimed.sort(key=lambda job: (job.next_attempt_at or 0.0, job.id))
-            return claimed
+            return claimed, promoted
 
-        return await self._writer.run(op)
+        claimed, promoted = await self._writer.run(op)
+        if promoted:
+            self.on_change(None)
+        elif claimed:
+            self.on_change(job.id for job in claimed)
+        return claimed
 
     async def complete(self, completion: Completion) -> bool:
         written: bool = await self._writer.run_batched(self._complete_batch, completion)
+        if written:
+            self.on_change((completion.job_id,))
         return written
 
     async def _complete_batch(self, tx: Tx, batch: list[Completion]) -> list[bool]:
@@ -798,7 +824,10 @@ class SqlJobStore:
             self._adjust_active(tx, -count)
             return count
 
-        return await self._writer.run(op)
+        expired = await self._writer.run(op)
+        if expired:
+            self.on_change(None)
+        return expired
 
     async def rescue(self, now: float, rng: Random, *, expired_only: bool = False) -> int:
         """Bring back attempts whose worker is gone (counted, ``interrupted``).
@@ -843,7 +872,10 @@ class SqlJobStore:
                 completions.append(completion)
             return sum(await self._complete_batch(tx, completions))
 
-        return await self._writer.run(op)
+        rescued = await self._writer.run(op)
+        if rescued:
+            self.on_change(None)
+        return rescued
 
     async def purge(self, completed_before: float) -> int:
         async def op(tx: Tx) -> int:

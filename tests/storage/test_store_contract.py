@@ -383,3 +383,37 @@ async def test_a_unit_of_work_that_suspends_fails_loudly_and_writes_nothing(
         assert [t.name for t in await s.list_targets()] == ["t"]
     finally:
         await s.close()
+
+
+async def test_every_change_of_state_is_announced_after_its_commit(store: SqlJobStore) -> None:
+    heard: list[list[str] | None] = []
+    store.on_change = lambda ids: heard.append(None if ids is None else list(ids))
+    now_job = (await store.enqueue(new_job("now"))).job
+    later = (await store.enqueue(new_job("later", next_attempt_at=NOW + 60))).job
+    assert heard == []  # a new job has no one waiting on it yet
+    claim = [ClaimRequest(target="billing", limit=5)]
+    claimed = await store.claim(claim, NOW + 1, {"billing": 30})
+    assert heard == [[now_job.id]]
+    done = Decision(state=JobState.SUCCEEDED, attempts=1, next_attempt_at=None)
+    finished = Completion(
+        job_id=now_job.id,
+        target="billing",
+        lease=claimed[0].deliveries,
+        decision=done,
+        attempt=attempt(1),
+        now=NOW + 2,
+    )
+    assert await store.complete(finished)
+    assert heard[-1] == [now_job.id]
+    await store.claim(claim, NOW + 61, {"billing": 30})  # 'later' came due: which, unknown
+    assert heard[-1] is None
+    await store.rescue(NOW + 62, random.Random(1))
+    assert heard[-1] is None
+    cancelled = (await store.enqueue(new_job("c", next_attempt_at=NOW + 600))).job
+    await store.cancel("", cancelled.id, NOW + 63)
+    assert heard[-1] == [cancelled.id]
+    await store.retry("", cancelled.id, NOW + 64)
+    assert heard[-1] == [cancelled.id]
+    versions = await store.job_versions([later.id, cancelled.id, "no-such-job"])
+    assert set(versions) == {later.id, cancelled.id}
+    assert versions[cancelled.id] == ("queued", NOW + 64)

@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
+import math
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from app.api.deps import CallerDep, GatewayDep, IntakeDep
+from app.api.deps import CallerDep, Gateway, GatewayDep, IntakeDep
 from app.api.intake import accept, accepted_headers
 from app.api.present import attempt_json, job_json
 from app.api.problems import documented
 from app.api.schemas import AttemptOut, JobIn, JobOut, JobPageOut, StateName
 from app.core.errors import NotFound
-from app.core.job import JobState
+from app.core.job import TERMINAL, JobState
 from app.storage.base import JobRecord
 from app.storage.sql import decode_cursor, encode_cursor
 
 router = APIRouter(tags=["jobs"])
+
+#: the longest ``Prefer: wait`` honoured, in seconds
+MAX_WAIT_S = 30.0
 
 _KEY_PARAMETER = {
     "name": "Idempotency-Key",
@@ -27,6 +33,25 @@ _KEY_PARAMETER = {
     "required": True,
     "description": '1 to 255 visible ASCII characters; "quoted" and bare forms are one key',
     "schema": {"type": "string", "minLength": 1, "maxLength": 257},
+}
+
+
+_IF_NONE_MATCH = {
+    "name": "If-None-Match",
+    "in": "header",
+    "required": False,
+    "description": "ETags from earlier answers; 304 while the job is still at one of them",
+    "schema": {"type": "string"},
+}
+_PREFER_WAIT = {
+    "name": "Prefer",
+    "in": "header",
+    "required": False,
+    "description": (
+        "wait=N (seconds, at most 30): hold the answer until the job's state changes, "
+        "or it moves past the If-None-Match version, or N seconds pass"
+    ),
+    "schema": {"type": "string", "example": "wait=30"},
 }
 
 
@@ -91,18 +116,81 @@ async def list_jobs(
     "/jobs/{job_id}",
     response_model=JobOut,
     summary="A job's current state",
-    responses={304: {"description": "Not modified (If-None-Match)"}, **documented(404, 422)},
+    responses={
+        304: {
+            "description": "Not modified (If-None-Match)",
+            "headers": {"ETag": {"schema": {"type": "string"}}},
+        },
+        **documented(404, 422),
+    },
+    openapi_extra={"parameters": [_IF_NONE_MATCH, _PREFER_WAIT]},
 )
 async def get_job(
     job_id: str, request: Request, gateway: GatewayDep, caller: CallerDep
 ) -> Response:
+    wait_s = prefer_wait(request.headers.getlist("prefer"))
+    known = {t.strip() for t in request.headers.get("if-none-match", "").split(",")} - {""}
+    headers: dict[str, str] = {}
+    if wait_s is None:
+        job = await _job(gateway, caller, job_id)
+    else:
+        headers["Preference-Applied"] = f"wait={wait_s:g}"
+        job = await _wait_for_change(gateway, caller, job_id, wait_s, known)
+    headers["ETag"] = etag = _etag(job)
+    if etag in known or "*" in known:
+        return Response(status_code=304, headers=headers)
+    return _json(job_json(job), headers=headers)
+
+
+async def _job(gateway: Gateway, caller: str, job_id: str) -> JobRecord:
     job = await gateway.store.get_job(caller, job_id)
     if job is None:
         raise NotFound(f"no job '{job_id}'")
-    etag = _etag(job)
-    if etag in {t.strip() for t in request.headers.get("if-none-match", "").split(",")}:
-        return Response(status_code=304, headers={"ETag": etag})
-    return _json(job_json(job), headers={"ETag": etag})
+    return job
+
+
+async def _wait_for_change(
+    gateway: Gateway, caller: str, job_id: str, wait_s: float, known: set[str]
+) -> JobRecord:
+    """The job once its state differs from what it was (or from the version the
+    client names in ``If-None-Match``), or as it is after ``wait_s``. Woken by
+    the gateway's own notices of change (``app/watch.py``), not by polling."""
+    deadline = asyncio.get_running_loop().time() + wait_s
+    with gateway.watch.watching(job_id) as waiter:
+        job = first = await _job(gateway, caller, job_id)
+
+        def moved(job: JobRecord) -> bool:
+            # a client naming an older version has missed a change already
+            return job.state is not first.state or (bool(known) and _etag(job) not in known)
+
+        while not moved(job) and job.state not in TERMINAL:
+            waiter.version = (job.state.value, job.updated_at)
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0 or gateway.watch.closed:
+                break
+            waiter.event.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await waiter.event.wait()
+            job = await _job(gateway, caller, job_id)
+    return job
+
+
+def prefer_wait(values: list[str]) -> float | None:
+    """Seconds from ``Prefer: wait=N`` (RFC 7240), at most ``MAX_WAIT_S``; None if absent."""
+    for value in values:
+        for preference in value.split(","):
+            name, _, rest = preference.strip().partition("=")
+            if name.strip().lower() != "wait":
+                continue
+            try:
+                seconds = float(rest.split(";", 1)[0].strip().strip('"'))
+            except ValueError:
+                return None
+            if not math.isfinite(seconds) or seconds < 0:
+                return None
+            return min(seconds, MAX_WAIT_S)
+    return None
 
 
 @router.get(
