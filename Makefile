@@ -35,6 +35,16 @@ test-fast: $(STAMP)
 openapi: $(STAMP)
 	$(BIN)/python -m app.openapi > openapi.yaml
 
+# Generated clients for users, from the committed openapi.yaml, by the pinned
+# generators: the csjd_client package in clients/python/out, and the `paths`
+# types for openapi-fetch in clients/typescript/src/generated. tests/clients
+# generates and drives the same two against a real gateway.
+.PHONY: clients
+clients: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/openapi-python-client generate --path openapi.yaml \
+		--config clients/python/config.yaml --output-path clients/python/out --overwrite
+	cd clients/typescript && npm ci --no-audit --no-fund && npm run generate
+
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
