@@ -42,6 +42,8 @@ from app.console.parser import DEFAULT_URL
 
 #: ``GET /jobs`` answers at most this many a page
 MAX_PAGE = 500
+#: the shell's convention for a command stopped by Ctrl-C
+INTERRUPTED = 130
 
 
 class Output:
@@ -92,6 +94,9 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     except ConsoleError as exc:
         print(f"csjd: {exc}", file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt:
+        print("csjd: interrupted", file=sys.stderr)
+        return INTERRUPTED
 
 
 def _report_problem(problem: Problem, *, token_sent: bool, prefix: str = "csjd: ") -> None:
@@ -278,7 +283,8 @@ def jobs_retry(api: Api, args: argparse.Namespace, output: Output) -> int:
         ids = list(dict.fromkeys(args.job_ids))
     retried: list[JsonObject] = []
     errors: list[tuple[str, Problem]] = []
-    stopped: Unreachable | None = None
+    # (message, exit code) when the loop ends early; the summary says what was done
+    stopped: tuple[str, int] | None = None
     with output.progress(total=True) as progress:
         task = progress.add_task("retrying jobs", total=len(ids))
         for job_id in ids:
@@ -287,8 +293,11 @@ def jobs_retry(api: Api, args: argparse.Namespace, output: Output) -> int:
             except ApiError as exc:
                 errors.append((job_id, exc.problem))
             except Unreachable as exc:
-                # every later call would fail the same way; say what was done
-                stopped = exc
+                # every later call would fail the same way
+                stopped = (str(exc), exc.exit_code)
+                break
+            except KeyboardInterrupt:
+                stopped = ("interrupted", INTERRUPTED)
                 break
             progress.advance(task)
     output.result(
@@ -302,8 +311,8 @@ def jobs_retry(api: Api, args: argparse.Namespace, output: Output) -> int:
     for job_id, problem in errors:
         _report_problem(problem, token_sent=api.token_sent, prefix=f"{job_id}: ")
     if stopped is not None:
-        print(f"csjd: {stopped}", file=sys.stderr)
-        return stopped.exit_code
+        print(f"csjd: {stopped[0]}", file=sys.stderr)
+        return stopped[1]
     return 1 if errors else 0
 
 
@@ -315,7 +324,7 @@ def _retry_summary(asked: int, retried: int, failed: int, every_failed: bool) ->
     if failed:
         summary += f"; {failed} could not be retried (see below)"
     if retried + failed < asked:
-        summary += f"; {asked - retried - failed} not tried: the gateway stopped answering"
+        summary += f"; {asked - retried - failed} not tried"
     return summary
 
 

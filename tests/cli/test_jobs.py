@@ -254,8 +254,23 @@ def test_retry_stops_when_the_gateway_goes_away(mock_api: respx.MockRouter, csjd
     run = csjd("jobs", "retry", "a", "b", "c")
     assert run.code == 3
     assert not c.called
-    assert "retried 1 of 3 jobs; 2 not tried: the gateway stopped answering" in run.out
+    assert run.out.strip() == "retried 1 of 3 jobs; 2 not tried"
     assert "cannot reach the gateway" in run.err
+
+
+def test_retry_interrupted_says_how_far_it_got(mock_api: respx.MockRouter, csjd: Csjd) -> None:
+    mock_api.post("/jobs/a/retry").respond(202, json=job("a", "queued"))
+
+    def ctrl_c(request: httpx.Request) -> httpx.Response:
+        raise KeyboardInterrupt
+
+    mock_api.post("/jobs/b/retry").mock(side_effect=ctrl_c)
+    run = csjd("jobs", "retry", "a", "b", "c", "--json")
+    assert run.code == 130
+    document = run.json()
+    assert [j["id"] for j in document["retried"]] == ["a"]
+    assert document["not_tried"] == ["b", "c"]
+    assert run.err.strip().endswith("csjd: interrupted")
 
 
 def test_retry_needs_ids_or_failed(mock_api: respx.MockRouter, csjd: Csjd) -> None:
