@@ -1,15 +1,20 @@
-"""The ``csjd`` command: ``serve`` (API and dispatcher), ``migrate``, and ``keys``
-(making a token and the line that configures it)."""
+"""The ``csjd`` command: ``serve`` (API and dispatcher), ``migrate``, ``keys``
+(making a token and the line that configures it), and the operator's console
+(``targets``, ``jobs``, ``status``), which speaks to a running gateway over HTTP
+and is imported only when one of its commands runs."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from collections.abc import Mapping
 
 from pydantic import ValidationError
 
 from app import __version__
+from app.console import parser as console
 from app.settings import Role, Settings
 
 log = logging.getLogger("csjd")
@@ -119,7 +124,7 @@ def hash_token() -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="csjd", description="csjd, the HTTP job gateway")
     parser.add_argument("--version", action="version", version=f"csjd {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -140,7 +145,16 @@ def main(argv: list[str] | None = None) -> int:
     new_cmd.add_argument("name")
     new_cmd.add_argument("--role", choices=["producer", "admin"], default="producer")
     keys_cmd.add_parser("hash", help="print the SHA-256 of a token given on standard input")
-    args = parser.parse_args(argv)
+    console.add_commands(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command in console.COMMANDS:
+        from app.console.actions import run
+
+        return run(args, os.environ if environ is None else environ)
     if args.command == "serve":
         return serve(args.host, args.port, args.role)
     if args.command == "keys":

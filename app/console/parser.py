@@ -1,0 +1,145 @@
+"""The operator commands' arguments, declared with argparse alone.
+
+``add_commands`` hangs ``targets``, ``jobs`` and ``status`` on the ``csjd``
+parser; every leaf command gets ``--url``, ``--token`` and ``--json`` and names
+the function in ``app.console.actions`` that runs it (``action``). ``targets
+put`` takes ``--url`` for the target's URL, so there the gateway's address is
+given before the verb (``csjd targets --url GATEWAY put NAME --url HOOK``),
+which ``targets`` and ``jobs`` accept for every verb. Nothing here
+imports httpx or rich: building the parser must stay cheap for ``csjd serve``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+JOB_STATES = ("scheduled", "queued", "running", "retrying", "succeeded", "failed", "cancelled")
+COMMANDS = ("targets", "jobs", "status")
+
+
+def _header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name.strip(), value
+
+
+def _positive(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def _gateway_flags(parser: argparse.ArgumentParser, *, url: bool = True, prefix: str = "") -> None:
+    group = parser.add_argument_group("gateway")
+    if url:
+        group.add_argument(
+            "--url",
+            dest=f"{prefix}url",
+            metavar="URL",
+            help=f"the gateway's address (default: $CSJD_URL or {DEFAULT_URL})",
+        )
+    group.add_argument(
+        "--token",
+        dest=f"{prefix}token",
+        metavar="TOKEN",
+        help="API token sent as a bearer token (default: $CSJD_TOKEN)",
+    )
+
+
+def _common(*, url: bool = True) -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    _gateway_flags(common, url=url)
+    common.add_argument(
+        "--json", action="store_true", help="print the API's JSON answer, for scripts"
+    )
+    return common
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    common, without_url = _common(), _common(url=False)
+
+    def leaf(
+        parent: argparse._SubParsersAction[argparse.ArgumentParser],
+        name: str,
+        action: str,
+        help_text: str,
+        *,
+        url: bool = True,
+    ) -> argparse.ArgumentParser:
+        cmd = parent.add_parser(
+            name, parents=[common if url else without_url], help=help_text, description=help_text
+        )
+        cmd.set_defaults(action=action)
+        return cmd
+
+    targets = commands.add_parser("targets", help="list, show, register and remove targets")
+    _gateway_flags(targets, prefix="group_")
+    t = targets.add_subparsers(dest="targets_command", required=True)
+    leaf(t, "list", "targets_list", "every target with its live state")
+    leaf(t, "show", "targets_show", "one target and its live state").add_argument("name")
+    put = leaf(
+        t,
+        "put",
+        "targets_put",
+        "create or replace a target (fields not given take their defaults)",
+        url=False,
+    )
+    put.add_argument("name")
+    put.add_argument(
+        "--file",
+        metavar="FILE",
+        help="the target as JSON or YAML ('-' reads standard input); flags override its fields",
+    )
+    put.add_argument("--url", dest="target_url", metavar="URL", help="the webhook URL")
+    put.add_argument("--timeout-s", type=float)
+    put.add_argument("--max-concurrency", type=_positive)
+    put.add_argument("--rate-limit-per-s", type=float)
+    put.add_argument("--max-attempts", type=_positive)
+    put.add_argument("--backoff-initial-s", type=float)
+    put.add_argument("--backoff-max-s", type=float)
+    put.add_argument("--max-retry-duration-s", type=float)
+    put.add_argument("--secret", help="whsec_… signing secret (visible to other local users)")
+    put.add_argument(
+        "--header",
+        dest="headers",
+        metavar="NAME=VALUE",
+        type=_header,
+        action="append",
+        help="a static delivery header; repeat for more",
+    )
+    put.add_argument("--disabled", action="store_true", help="register it disabled")
+    leaf(t, "delete", "targets_delete", "remove a target with no unfinished jobs").add_argument(
+        "name"
+    )
+
+    jobs = commands.add_parser("jobs", help="list, inspect, cancel and retry jobs")
+    _gateway_flags(jobs, prefix="group_")
+    j = jobs.add_subparsers(dest="jobs_command", required=True)
+    listing = leaf(j, "list", "jobs_list", "jobs, newest first")
+    listing.add_argument("--state", choices=JOB_STATES)
+    listing.add_argument("--target")
+    listing.add_argument(
+        "--limit",
+        type=_positive,
+        help="jobs to show (default 50); with --all, jobs per page (default 500)",
+    )
+    listing.add_argument("--all", action="store_true", help="follow every page")
+    leaf(j, "show", "jobs_show", "one job").add_argument("job_id")
+    leaf(j, "attempts", "jobs_attempts", "every attempt made for a job").add_argument("job_id")
+    leaf(j, "cancel", "jobs_cancel", "cancel a job that has not finished").add_argument("job_id")
+    retry = leaf(j, "retry", "jobs_retry", "queue failed or cancelled jobs again, attempts reset")
+    retry.add_argument("job_ids", nargs="*", metavar="ID")
+    retry.add_argument("--failed", action="store_true", help="retry every failed job")
+    retry.add_argument("--target", help="with --failed: only this target's jobs")
+
+    commands.add_parser(
+        "status",
+        parents=[common],
+        help="readiness, backlog by state, breakers, pauses and disabled targets",
+    ).set_defaults(action="status")

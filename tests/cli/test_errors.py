@@ -1,0 +1,123 @@
+"""What every command does when the gateway refuses, fails or cannot be reached."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import httpx
+import respx
+
+from tests.cli.conftest import TOKEN, URL, Csjd, problem
+from tests.e2e.gateway import free_port
+
+
+def test_an_unreachable_gateway_exits_3_and_names_csjd_url(
+    mock_api: respx.MockRouter, csjd: Csjd
+) -> None:
+    mock_api.get("/targets").mock(side_effect=httpx.ConnectError("[Errno 111] Connection refused"))
+    run = csjd("targets", "list")
+    assert run.code == 3 and run.out == ""
+    assert run.err == (
+        f"csjd: cannot reach the gateway at {URL}: [Errno 111] Connection refused; "
+        "is it running, and is CSJD_URL (or --url) its address?\n"
+    )
+
+
+def test_a_gateway_that_does_not_answer_in_time_exits_3(
+    mock_api: respx.MockRouter, csjd: Csjd
+) -> None:
+    mock_api.get("/jobs/j1").mock(side_effect=httpx.ReadTimeout("timed out"))
+    run = csjd("jobs", "show", "j1")
+    assert run.code == 3 and f"no answer from the gateway at {URL} in time" in run.err
+
+
+def test_nothing_listening_exits_3(csjd: Csjd) -> None:
+    """A real refused connection, no mock: a port that was free a moment ago."""
+    url = f"http://127.0.0.1:{free_port()}"
+    run = csjd("status", env={"CSJD_URL": url})
+    assert run.code == 3
+    assert run.err.startswith(f"csjd: cannot reach the gateway at {url}: ")
+    assert "CSJD_URL" in run.err
+
+
+def test_a_missing_token_hints_at_csjd_token(mock_api: respx.MockRouter, csjd: Csjd) -> None:
+    route = mock_api.get("/jobs").respond(
+        401,
+        json=problem(401, "Unauthenticated", "send an API key as 'Authorization: Bearer <token>'"),
+        headers={"WWW-Authenticate": 'Bearer realm="csjd"'},
+    )
+    run = csjd("jobs", "list", env={"CSJD_URL": URL})
+    assert "Authorization" not in route.calls.last.request.headers
+    assert run.code == 1
+    assert run.err.splitlines() == [
+        "csjd: Unauthenticated: send an API key as 'Authorization: Bearer <token>'",
+        "hint: the gateway wants an API token: set CSJD_TOKEN (or --token)",
+    ]
+
+
+def test_a_wrong_token_hints_at_checking_it(mock_api: respx.MockRouter, csjd: Csjd) -> None:
+    mock_api.get("/jobs").respond(401, json=problem(401, "Unauthenticated", "unknown token"))
+    run = csjd("jobs", "list")
+    assert run.code == 1
+    assert "hint: the gateway does not know this token: check CSJD_TOKEN" in run.err
+
+
+def test_a_producer_key_on_targets_hints_at_an_admin_key(
+    mock_api: respx.MockRouter, csjd: Csjd
+) -> None:
+    mock_api.get("/targets").respond(
+        403, json=problem(403, "Forbidden", "role 'producer' may not use /targets")
+    )
+    run = csjd("targets", "list")
+    assert run.code == 1
+    assert run.err.splitlines()[0] == "csjd: Forbidden: role 'producer' may not use /targets"
+    assert "managing targets needs an admin key" in run.err
+
+
+def test_flags_win_over_the_environment(csjd: Csjd) -> None:
+    with respx.mock(assert_all_mocked=True) as router:
+        route = router.get("http://flag.test/targets").respond(200, json=[])
+        run = csjd("targets", "list", "--url", "http://flag.test", "--token", "from-flag")
+    assert run.code == 0
+    assert route.calls.last.request.headers["Authorization"] == "Bearer from-flag"
+    assert TOKEN not in str(route.calls.last.request.headers)
+
+
+def test_an_answer_that_is_not_a_problem_still_reads_well(
+    mock_api: respx.MockRouter, csjd: Csjd
+) -> None:
+    mock_api.get("/targets").respond(502, text="<html>upstream down</html>")
+    run = csjd("targets", "list")
+    assert run.code == 1
+    assert run.err == "csjd: Bad Gateway: <html>upstream down</html>\n"
+
+
+def test_a_success_that_is_not_json_is_not_taken_for_an_answer(
+    mock_api: respx.MockRouter, csjd: Csjd
+) -> None:
+    mock_api.get("/targets").respond(200, text="<html>a proxy's login page</html>")
+    run = csjd("targets", "list")
+    assert run.code == 1
+    assert (
+        run.err
+        == "csjd: Not a csjd answer: /targets answered text/plain; charset=utf-8, not JSON\n"
+    )
+
+
+def test_a_csjd_url_that_is_not_http_is_a_usage_error(csjd: Csjd) -> None:
+    run = csjd("status", env={"CSJD_URL": "localhost:8080"})
+    assert run.code == 2
+    assert "must be an http:// or https:// address" in run.err
+
+
+def test_serve_does_not_load_the_console() -> None:
+    """Building the parser for ``csjd serve`` imports neither httpx nor rich."""
+    code = (
+        "import sys, app.cli; app.cli.build_parser().parse_args(['serve']); "
+        "print(sorted(m for m in ('httpx', 'rich', 'app.console.actions') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"

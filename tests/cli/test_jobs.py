@@ -1,0 +1,289 @@
+"""``csjd jobs list|show|attempts|cancel|retry``: requests, tables, JSON and exit codes."""
+
+from __future__ import annotations
+
+import httpx
+import respx
+
+from tests.cli.conftest import TOKEN, Csjd, job, problem
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.split("│")[1:-1]]
+
+
+def test_list_passes_the_filters_and_shows_a_row_per_job(
+    mock_api: respx.MockRouter, csjd: Csjd
+) -> None:
+    route = mock_api.get("/jobs").respond(
+        200,
+        json={
+            "items": [
+                job(
+                    "j2",
+                    "failed",
+                    attempts=3,
+                    max_attempts=3,
+                    last_status_code=None,
+                    last_error="connect: refused",
+                    failure_reason="attempts_exhausted",
+                ),
+                job("j1"),
+            ],
+            "next_cursor": None,
+        },
+    )
+    run = csjd("jobs", "list", "--state", "failed", "--target", "billing", "--limit", "20")
+    assert run.code == 0, run.err
+    request = route.calls.last.request
+    assert dict(request.url.params) == {"state": "failed", "target": "billing", "limit": "20"}
+    assert request.headers["Authorization"] == f"Bearer {TOKEN}"
+    assert _cells(run.line("j2")) == [
+        "j2",
+        "billing",
+        "failed",
+        "3/3",
+        "attempts_exhausted",
+        "connect: refused",
+        "2026-01-01T00:00:00.000Z",
+    ]
+    assert _cells(run.line("j1"))[2:6] == ["succeeded", "1/10", "-", "200"]
+    assert "more jobs" not in run.out
+
+
+def test_list_says_when_there_are_more_pages(mock_api: respx.MockRouter, csjd: Csjd) -> None:
+    mock_api.get("/jobs").respond(200, json={"items": [job("j1")], "next_cursor": "c1"})
+    run = csjd("jobs", "list")
+    assert "more jobs: --all fetches every page" in run.out
+
+
+def test_list_as_json_is_the_page(mock_api: respx.MockRouter, csjd: Csjd) -> None:
+    page = {"items": [job("j1")], "next_cursor": "c1"}
+    mock_api.get("/jobs").respond(200, json=page)
+    assert csjd("jobs", "list", "--json").json() == page
+
+
+def _paged(pages: dict[str | None, dict[str, object]]) -> object:
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=pages[request.url.params.get("cursor")])
+
+    return answer
+
+
+def test_list_all_follows_every_cursor(mock_api: respx.MockRouter, csjd: Csjd) -> None:
+    route = mock_api.get("/jobs").mock(
+        side_effect=_paged(
+            {
+                None: {"items": [job("j5"), job("j4")], "next_cursor": "c4"},
+                "c4": {"items": [job("j3"), job("j2")], "next_cursor": "c2"},
+                "c2": {"items": [job("j1")], "next_cursor": None},
+            }
+        )
+    )
+    run = csjd("jobs", "list", "--all", "--limit", "2", "--state", "succeeded", "--json")
+    assert run.code == 0, run.err
+    assert [j["id"] for j in run.json()["items"]] == ["j5", "j4", "j3", "j2", "j1"]
+    assert run.json()["next_cursor"] is None
+    sent = [dict(call.request.url.params) for call in route.calls]
+    assert sent == [
+        {"state": "succeeded", "limit": "2"},
+        {"state": "succeeded", "limit": "2", "cursor": "c4"},
+        {"state": "succeeded", "limit": "2", "cursor": "c2"},
+    ]
+
+
+def test_list_all_shows_progress_and_then_every_job(mock_api: respx.MockRouter, csjd: Csjd) -> None:
+    mock_api.get("/jobs").mock(
+        side_effect=_paged(
+            {
+                None: {"items": [job("j2")], "next_cursor": "c2"},
+                "c2": {"items": [job("j1")], "next_cursor": None},
+            }
+        )
+    )
+    run = csjd("jobs", "list", "--all")
+    assert run.code == 0
+    assert "fetching jobs: 2" in run.err
+    assert run.line("j2") and run.line("j1")
+    assert "more jobs" not in run.out
+    assert all(dict(c.request.url.params)["limit"] == "500" for c in mock_api.calls)
+
+
+def test_show_prints_every_field(mock_api: respx.MockRouter, csjd: Csjd) -> None:
+    mock_api.get("/jobs/j1").respond(200, json=job("j1", "retrying", last_error="HTTP 503"))
+    run = csjd("jobs", "show", "j1")
+    assert run.code == 0
+    assert run.out.splitlines()[0].strip() == "job j1"
+    assert run.line("state").split() == ["state", "retrying"]
+    assert run.line("last_error").split() == ["last_error", "HTTP", "503"]
+    assert run.line("completed_at").split() == ["completed_at", "2026-01-01T00:00:01.000Z"]
+
+
+def test_show_an_unknown_job(mock_api: respx.MockRouter, csjd: Csjd) -> None:
+    mock_api.get("/jobs/nope").respond(404, json=problem(404, "Not found", "no job 'nope'"))
+    run = csjd("jobs", "show", "nope")
+    assert (run.code, run.out, run.err) == (1, "", "csjd: Not found: no job 'nope'\n")
+
+
+def test_attempts_are_a_table(mock_api: respx.MockRouter, csjd: Csjd) -> None:
+    attempts = [
+        {
+            "n": 1,
+            "started_at": "2026-01-01T00:00:00.000Z",
+            "finished_at": "2026-01-01T00:00:00.100Z",
+            "duration_ms": 100.5,
+            "status_code": 503,
+            "outcome": "retryable",
+            "error": "HTTP 503 [upstream]",
+            "response_excerpt": "busy",
+        },
+        {
+            "n": 2,
+            "started_at": "2026-01-01T00:00:02.000Z",
+            "finished_at": "2026-01-01T00:00:02.010Z",
+            "duration_ms": 10.0,
+            "status_code": 200,
+            "outcome": "success",
+            "error": None,
+            "response_excerpt": "ok",
+        },
+    ]
+    mock_api.get("/jobs/j1/attempts").respond(200, json=attempts)
+    run = csjd("jobs", "attempts", "j1")
+    assert run.code == 0
+    first = _cells(run.line("retryable"))
+    assert first == [
+        "1",
+        "2026-01-01T00:00:00.000Z",
+        "100.5",
+        "503",
+        "retryable",
+        "HTTP 503 [upstream]",
+        "busy",
+    ]
+    assert _cells(run.line("success"))[3:5] == ["200", "success"]
+    assert csjd("jobs", "attempts", "j1", "--json").json() == attempts
+
+
+def test_cancel_posts_and_shows_the_job(mock_api: respx.MockRouter, csjd: Csjd) -> None:
+    route = mock_api.post("/jobs/j1/cancel").respond(200, json=job("j1", "cancelled"))
+    run = csjd("jobs", "cancel", "j1")
+    assert run.code == 0 and route.called
+    assert run.line("state").split() == ["state", "cancelled"]
+
+
+def test_cancel_a_finished_job_is_refused(mock_api: respx.MockRouter, csjd: Csjd) -> None:
+    mock_api.post("/jobs/j1/cancel").respond(
+        409,
+        json=problem(
+            409, "The job cannot make this transition", "a succeeded job cannot be cancelled"
+        ),
+    )
+    run = csjd("jobs", "cancel", "j1")
+    assert run.code == 1
+    assert run.err == (
+        "csjd: The job cannot make this transition: a succeeded job cannot be cancelled\n"
+    )
+
+
+def test_retry_several_ids_continues_past_errors(mock_api: respx.MockRouter, csjd: Csjd) -> None:
+    a = mock_api.post("/jobs/a/retry").respond(202, json=job("a", "queued", attempts=0))
+    b = mock_api.post("/jobs/b/retry").respond(
+        409,
+        json=problem(
+            409, "The job cannot make this transition", "a succeeded job cannot be retried"
+        ),
+    )
+    c = mock_api.post("/jobs/c/retry").respond(202, json=job("c", "queued", attempts=0))
+    run = csjd("jobs", "retry", "a", "b", "c")
+    assert a.called and b.called and c.called
+    assert run.code == 1
+    assert run.out.strip() == "retried 2 of 3 jobs; 1 could not be retried (see below)"
+    assert "b: The job cannot make this transition: a succeeded job cannot be retried" in run.err
+    assert "retrying jobs" in run.err and "3/3" in run.err
+
+
+def test_retry_every_failed_job_of_a_target(mock_api: respx.MockRouter, csjd: Csjd) -> None:
+    listing = mock_api.get("/jobs").mock(
+        side_effect=_paged(
+            {
+                None: {"items": [job("f2", "failed"), job("f1", "failed")], "next_cursor": "c"},
+                "c": {"items": [job("f0", "failed")], "next_cursor": None},
+            }
+        )
+    )
+    retries = [
+        mock_api.post(f"/jobs/{i}/retry").respond(202, json=job(i, "queued", attempts=0))
+        for i in ("f2", "f1", "f0")
+    ]
+    run = csjd("jobs", "retry", "--failed", "--target", "billing")
+    assert run.code == 0, run.err
+    assert dict(listing.calls[0].request.url.params) == {
+        "state": "failed",
+        "target": "billing",
+        "limit": "500",
+    }
+    assert all(r.call_count == 1 for r in retries)
+    assert run.out.strip() == "retried 3 of 3 jobs"
+
+
+def test_retry_as_json_lists_what_was_retried_and_what_was_not(
+    mock_api: respx.MockRouter, csjd: Csjd
+) -> None:
+    mock_api.post("/jobs/a/retry").respond(202, json=job("a", "queued"))
+    mock_api.post("/jobs/b/retry").respond(404, json=problem(404, "Not found", "no job 'b'"))
+    run = csjd("jobs", "retry", "a", "b", "--json")
+    assert run.code == 1
+    document = run.json()
+    assert [j["id"] for j in document["retried"]] == ["a"]
+    assert document["errors"] == [{"id": "b", **problem(404, "Not found", "no job 'b'")}]
+    assert document["not_tried"] == []
+    assert "retrying jobs" not in run.err
+
+
+def test_retry_with_no_failed_jobs(mock_api: respx.MockRouter, csjd: Csjd) -> None:
+    mock_api.get("/jobs").respond(200, json={"items": [], "next_cursor": None})
+    run = csjd("jobs", "retry", "--failed")
+    assert run.code == 0 and run.out.strip() == "no failed jobs to retry"
+
+
+def test_retry_stops_when_the_gateway_goes_away(mock_api: respx.MockRouter, csjd: Csjd) -> None:
+    mock_api.post("/jobs/a/retry").respond(202, json=job("a", "queued"))
+    mock_api.post("/jobs/b/retry").mock(side_effect=httpx.ConnectError("connection refused"))
+    c = mock_api.post("/jobs/c/retry").respond(202, json=job("c", "queued"))
+    run = csjd("jobs", "retry", "a", "b", "c")
+    assert run.code == 3
+    assert not c.called
+    assert run.out.strip() == "retried 1 of 3 jobs; 2 not tried"
+    assert "cannot reach the gateway" in run.err
+
+
+def test_retry_interrupted_says_how_far_it_got(mock_api: respx.MockRouter, csjd: Csjd) -> None:
+    mock_api.post("/jobs/a/retry").respond(202, json=job("a", "queued"))
+
+    def ctrl_c(request: httpx.Request) -> httpx.Response:
+        raise KeyboardInterrupt
+
+    mock_api.post("/jobs/b/retry").mock(side_effect=ctrl_c)
+    run = csjd("jobs", "retry", "a", "b", "c", "--json")
+    assert run.code == 130
+    document = run.json()
+    assert [j["id"] for j in document["retried"]] == ["a"]
+    assert document["not_tried"] == ["b", "c"]
+    assert run.err.strip().endswith("csjd: interrupted")
+
+
+def test_retry_needs_ids_or_failed(mock_api: respx.MockRouter, csjd: Csjd) -> None:
+    neither = csjd("jobs", "retry")
+    both = csjd("jobs", "retry", "a", "--failed")
+    target_alone = csjd("jobs", "retry", "a", "--target", "billing")
+    assert [neither.code, both.code, target_alone.code] == [2, 2, 2]
+    assert "give job ids to retry, or --failed" in neither.err
+    assert "--target goes with --failed" in target_alone.err
+    assert not mock_api.calls
+
+
+def test_an_unknown_state_is_refused_before_asking(mock_api: respx.MockRouter, csjd: Csjd) -> None:
+    run = csjd("jobs", "list", "--state", "done")
+    assert run.code == 2 and "invalid choice" in run.err
+    assert not mock_api.calls

@@ -1,0 +1,113 @@
+"""``csjd status``: readiness, backlog by state, breakers, pauses and disabled targets."""
+
+from __future__ import annotations
+
+import respx
+
+from tests.cli.conftest import URL, Csjd, problem, target
+
+READY = {"status": "ok", "checks": {"database": "ok", "dispatcher": "ok", "lifecycle": "ok"}}
+
+
+def _targets() -> list[dict[str, object]]:
+    return [
+        target(
+            "billing",
+            breaker="open",
+            breaker_reopens_at="2026-01-01T00:00:30.000Z",
+            backlog={"scheduled": 1, "queued": 40, "running": 2, "retrying": 7},
+        ),
+        target(
+            "mail",
+            paused_until="2026-01-01T00:05:00.000Z",
+            inflight=3,
+            concurrency_limit=8,
+            backlog={"scheduled": 0, "queued": 5, "running": 3, "retrying": 0},
+        ),
+        target("legacy", enabled=False, disabled_reason="disabled by an operator"),
+    ]
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.split("│")[1:-1]]
+
+
+def test_status_sums_the_backlog_and_flags_each_target(
+    mock_api: respx.MockRouter, csjd: Csjd
+) -> None:
+    mock_api.get("/readyz").respond(200, json=READY)
+    mock_api.get("/targets").respond(200, json=_targets())
+    run = csjd("status")
+    assert run.code == 0, run.err
+    assert run.out.splitlines()[0] == f"gateway {URL}: ready"
+    header = run.line("scheduled", "queued", "running", "retrying", "total")
+    assert [c.strip() for c in header.split("┃")[1:-1]] == [
+        "scheduled",
+        "queued",
+        "running",
+        "retrying",
+        "total",
+    ]
+    backlog_row = run.out.splitlines()[run.out.splitlines().index(header) + 2]
+    assert _cells(backlog_row) == ["1", "45", "5", "7", "58"]
+    assert _cells(run.line("billing")) == [
+        "billing",
+        "yes",
+        "open until 2026-01-01T00:00:30.000Z",
+        "-",
+        "0/16",
+        "50",
+    ]
+    assert _cells(run.line("mail")) == [
+        "mail",
+        "yes",
+        "closed",
+        "2026-01-01T00:05:00.000Z",
+        "3/8",
+        "8",
+    ]
+    assert _cells(run.line("legacy"))[1] == "no (disabled by an operator)"
+    assert run.out.splitlines()[-1] == "3 targets: 1 breaker open, 1 paused, 1 disabled"
+
+
+def test_status_of_a_gateway_that_is_not_ready_exits_1(
+    mock_api: respx.MockRouter, csjd: Csjd
+) -> None:
+    mock_api.get("/readyz").respond(
+        503,
+        json=problem(
+            503,
+            "Service unavailable",
+            "not ready (lifecycle: draining)",
+            checks={"database": "ok", "lifecycle": "draining"},
+        ),
+        headers={"Retry-After": "5"},
+    )
+    mock_api.get("/targets").respond(200, json=[target("billing")])
+    run = csjd("status")
+    assert run.code == 1
+    assert run.out.splitlines()[0] == (
+        f"gateway {URL}: NOT READY (not ready (lifecycle: draining))"
+    )
+    assert run.out.splitlines()[-1] == "1 target, all healthy"
+
+
+def test_status_with_no_targets(mock_api: respx.MockRouter, csjd: Csjd) -> None:
+    mock_api.get("/readyz").respond(200, json=READY)
+    mock_api.get("/targets").respond(200, json=[])
+    run = csjd("status")
+    assert run.code == 0 and run.out.splitlines()[-1] == "no targets registered"
+
+
+def test_status_as_json_is_one_document(mock_api: respx.MockRouter, csjd: Csjd) -> None:
+    mock_api.get("/readyz").respond(200, json=READY)
+    mock_api.get("/targets").respond(200, json=_targets())
+    run = csjd("status", "--json")
+    assert run.code == 0
+    assert run.json() == {
+        "url": URL,
+        "ready": True,
+        "readyz": READY,
+        "backlog": {"scheduled": 1, "queued": 45, "running": 5, "retrying": 7},
+        "targets": _targets(),
+    }
