@@ -216,6 +216,8 @@ async def overview(request: Request, gateway: GatewayDep) -> Response:
 @router.post("/jobs/{job_id}/retry")
 async def retry(job_id: str, request: Request, gateway: GatewayDep) -> Response:
     # An admin retries any caller's job, as that caller (jobs stay scoped to it).
+    # No CSRF token: the session cookie is SameSite=Strict, so a form posted from
+    # another site arrives without it and AuthGuard refuses it (401).
     job = await gateway.store.get_job(None, job_id)
     if job is None:
         return _redirect(request, UI_PATH, ("error", f"There is no job {job_id}."))
