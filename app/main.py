@@ -29,7 +29,7 @@ from app.api.deps import Gateway
 from app.api.guard import Receive, RequestGuard, Scope, Send
 from app.api.intake import PATH as INTAKE_PATH
 from app.api.intake import IntakeLane
-from app.api.routes import health, jobs, targets
+from app.api.routes import health, jobs, targets, ui
 from app.api.schemas import TargetIn
 from app.core.access import Keyring, load_keys_file, parse_keys
 from app.core.clock import Clock, SystemClock
@@ -252,6 +252,7 @@ def create_app(
     app.include_router(jobs.router)
     app.include_router(targets.router)
     app.include_router(health.router)
+    app.include_router(ui.router)
     # the last added runs first: HTTP metrics, then API keys, then the body checks
     app.add_middleware(RequestGuard, max_bytes=settings.max_body_bytes)
     app.add_middleware(auth.AuthGuard, keyring=keyring)

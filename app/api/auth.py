@@ -9,11 +9,21 @@ with no keys configured everyone is the one anonymous caller. ``AuthGuard``
 applies it in front of every FastAPI route and leaves the name in the ASGI
 scope; the intake lane calls ``caller_for`` itself. ``document`` adds the
 scheme, and the 401 and 403 answers, to the OpenAPI document.
+
+The dashboard (``/ui``, ``routes/ui.py``) is an admin route like any other,
+but a browser cannot send a bearer header when it follows a link, so there
+(and only there) the token may also come from the cookie ``POST /ui/login``
+sets; a page asked for without an admin credential redirects to the login
+form instead of answering a problem.
 """
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import unquote
+
+from starlette.requests import cookie_parser
+from starlette.responses import RedirectResponse
 
 from app.api import problems
 from app.api.guard import ASGIApp, Receive, Scope, Send
@@ -24,8 +34,22 @@ from app.core.errors import CsjdError, Forbidden, Unauthenticated
 ANONYMOUS = ""
 #: where ``AuthGuard`` leaves the caller's name in the ASGI scope
 SCOPE_KEY = "csjd.caller"
+UI_PATH = "/ui"
+UI_LOGIN_PATH = "/ui/login"
+#: holds the admin token (percent-encoded) a browser signed in to the dashboard with
+UI_COOKIE = "csjd_ui"
 OPEN_PATHS = frozenset(
-    {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+    {
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+        "/docs",
+        "/docs/oauth2-redirect",
+        "/redoc",
+        UI_LOGIN_PATH,
+        "/ui/logout",
+    }
 )
 
 
@@ -63,6 +87,20 @@ def caller_for(keyring: Keyring, authorization: list[bytes], path: str) -> str:
     return key.name
 
 
+def is_ui(path: str) -> bool:
+    return path == UI_PATH or path.startswith(UI_PATH + "/")
+
+
+def ui_cookie_token(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The token in the dashboard's cookie, if the request carries one."""
+    for name, value in headers:
+        if name == b"cookie":
+            token = cookie_parser(value.decode("latin-1")).get(UI_COOKIE)
+            if token:
+                return unquote(token)
+    return None
+
+
 class AuthGuard:
     """``caller_for`` in front of every FastAPI route."""
 
@@ -74,11 +112,26 @@ class AuthGuard:
         if scope["type"] != "http" or not self.keyring.enabled:
             await self.app(scope, receive, send)
             return
+        path = scope["path"]
         authorization = [value for name, value in scope["headers"] if name == b"authorization"]
+        cookie = None
+        if is_ui(path) and not authorization:
+            # The cookie is HttpOnly and SameSite=Strict: a browser sends it only
+            # with requests that start on the dashboard itself, never with a form
+            # another site posts, so the dashboard's POSTs need no CSRF token.
+            cookie = ui_cookie_token(scope["headers"])
+            if cookie is not None:
+                authorization = [b"Bearer " + cookie.encode()]
         try:
-            scope[SCOPE_KEY] = caller_for(self.keyring, authorization, scope["path"])
+            scope[SCOPE_KEY] = caller_for(self.keyring, authorization, path)
         except CsjdError as exc:
-            await problems.error_response(exc, scope["path"])(scope, receive, send)
+            if is_ui(path) and scope["method"] in ("GET", "HEAD"):
+                login = RedirectResponse(UI_LOGIN_PATH, status_code=303)
+                if cookie is not None:  # a key since removed, or a cookie not ours
+                    login.delete_cookie(UI_COOKIE, path=UI_PATH, httponly=True, samesite="strict")
+                await login(scope, receive, send)
+                return
+            await problems.error_response(exc, path)(scope, receive, send)
             return
         await self.app(scope, receive, send)
 

@@ -129,6 +129,18 @@ class Completion:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Activity:
+    """How many of a target's jobs were accepted, succeeded or failed in one time bucket."""
+
+    target: str
+    #: ``accepted``, ``succeeded`` or ``failed``
+    kind: str
+    #: the bucket's number, counted from the start of the window asked about
+    bucket: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class JobPage:
     items: Sequence[JobRecord]
     next_cursor: str | None
@@ -150,10 +162,11 @@ class JobStore(Protocol):
 
     # intake and reads
     async def enqueue(self, job: NewJob) -> Enqueued: ...
-    async def get_job(self, caller: str, job_id: str) -> JobRecord | None: ...
+    # ``caller=None``: every caller's (the dashboard's view)
+    async def get_job(self, caller: str | None, job_id: str) -> JobRecord | None: ...
     async def list_jobs(
         self,
-        caller: str,
+        caller: str | None,
         *,
         state: JobState | None,
         target: str | None,
@@ -162,6 +175,7 @@ class JobStore(Protocol):
     ) -> list[JobRecord]: ...
     async def list_attempts(self, caller: str, job_id: str) -> list[AttemptRecord] | None: ...
     async def count_by_state(self) -> dict[JobState, int]: ...
+    async def activity(self, since: float, until: float, bucket_s: float) -> list[Activity]: ...
 
     # operator commands
     async def cancel(self, caller: str, job_id: str, now: float) -> JobRecord: ...

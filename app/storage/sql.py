@@ -21,6 +21,7 @@ from app.core.job import ACTIVE, FailureReason, IllegalTransition, JobState
 from app.core.outcome import Classified, Outcome
 from app.core.retry import Policy, Random, decide
 from app.storage.base import (
+    Activity,
     AttemptRecord,
     ClaimRequest,
     Completion,
@@ -203,6 +204,7 @@ def _attempt_row(c: Completion) -> dict[str, Any]:
 _TARGET_BY_NAME = select(targets).where(targets.c.name == bindparam("name"))
 _INSERT_ATTEMPTS = insert(attempts)
 _JOB = select(jobs).where(jobs.c.id == bindparam("id"), jobs.c.caller == bindparam("caller"))
+_JOB_OF_ANYONE = select(jobs).where(jobs.c.id == bindparam("id"))
 _COUNT_BY_STATE = text("SELECT state, count(*) FROM jobs GROUP BY state")
 _NEXT_DUE = text("SELECT min(next_attempt_at) FROM jobs WHERE state IN ('scheduled', 'retrying')")
 _COUNT_ACTIVE = text(f"SELECT count(*) FROM jobs WHERE state IN {_ACTIVE_SQL}")
@@ -316,6 +318,20 @@ def decode_cursor(cursor: str) -> str:
     if len(raw) != 36:
         raise errors.BadRequest("the cursor is not one this server gave out")
     return raw
+
+
+def _first_id(ts: float) -> str:
+    """The smallest UUIDv7 (see ``app/core/ids.py``) of the millisecond ``ts`` falls in."""
+    h = f"{(int(ts * 1000) & ((1 << 48) - 1)) << 80 | 0x7 << 76:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _bucket(conn: Conn, column: str) -> str:
+    """SQL for the bucket a timestamp falls in, counted from ``:since``."""
+    if conn.dialect.name == "postgresql":
+        return f"CAST(floor(({column} - :since) / :bucket_s) AS INTEGER)"
+    # SQLite's CAST truncates, which is floor for the non-negative values selected
+    return f"CAST(({column} - :since) / :bucket_s AS INTEGER)"
 
 
 def _raise_if_error(result: T | errors.CsjdError) -> T:
@@ -553,23 +569,30 @@ class SqlJobStore:
 
     # -- reads ----------------------------------------------------------------
 
-    async def get_job(self, caller: str, job_id: str) -> JobRecord | None:
+    async def get_job(self, caller: str | None, job_id: str) -> JobRecord | None:
+        """The caller's job; ``caller=None`` finds anyone's (the dashboard, an admin tool)."""
+        statement = _JOB if caller is not None else _JOB_OF_ANYONE
+
         async def unit(conn: Conn) -> JobRecord | None:
-            row = (await conn.execute(_JOB, {"id": job_id, "caller": caller})).mappings().first()
+            params = {"id": job_id, "caller": caller} if caller is not None else {"id": job_id}
+            row = (await conn.execute(statement, params)).mappings().first()
             return None if row is None else job_record(row)
 
         return await self._database.read(unit)
 
     async def list_jobs(
         self,
-        caller: str,
+        caller: str | None,
         *,
         state: JobState | None,
         target: str | None,
         limit: int,
         before_id: str | None,
     ) -> list[JobRecord]:
-        query = select(jobs).where(jobs.c.caller == caller)
+        """Newest first; ``caller=None`` lists every caller's jobs."""
+        query = select(jobs)
+        if caller is not None:
+            query = query.where(jobs.c.caller == caller)
         if state is not None:
             query = query.where(jobs.c.state == state.value)
         if target is not None:
@@ -609,6 +632,52 @@ class SqlJobStore:
         async def unit(conn: Conn) -> dict[str, tuple[str, float]]:
             query = select(jobs.c.id, jobs.c.state, jobs.c.updated_at).where(jobs.c.id.in_(job_ids))
             return {row.id: (row.state, row.updated_at) for row in await conn.execute(query)}
+
+        return await self._database.read(unit)
+
+    async def activity(self, since: float, until: float, bucket_s: float) -> list[Activity]:
+        """Jobs accepted, and jobs finished (succeeded or failed), per target and per
+        ``bucket_s`` from ``since`` to ``until``: what the dashboard's throughput shows.
+
+        Counted from the rows themselves, so every process of a split gateway sees
+        the same numbers. Accepted jobs are found by id (ids are UUIDv7 made from
+        the creation time, so the primary key bounds them); finished ones by the
+        index on ``completed_at``. A job retried and finished again counts once.
+        """
+        params = {
+            "since": since,
+            "until": until,
+            "bucket_s": bucket_s,
+            "first_id": _first_id(since),
+        }
+
+        async def unit(conn: Conn) -> list[Activity]:
+            accepted = _bucket(conn, "created_at")
+            finished = _bucket(conn, "completed_at")
+            out = [
+                Activity(target=target, kind="accepted", bucket=int(b), count=int(n))
+                for target, b, n in await conn.execute(
+                    text(
+                        f"SELECT target, {accepted} AS b, count(*) FROM jobs "
+                        "WHERE id >= :first_id AND created_at >= :since AND created_at < :until "
+                        "GROUP BY target, b"
+                    ),
+                    params,
+                )
+            ]
+            out += [
+                Activity(target=target, kind=state, bucket=int(b), count=int(n))
+                for target, state, b, n in await conn.execute(
+                    text(
+                        f"SELECT target, state, {finished} AS b, count(*) FROM jobs "
+                        "WHERE completed_at IS NOT NULL AND completed_at >= :since "
+                        "AND completed_at < :until AND state IN ('succeeded', 'failed') "
+                        "GROUP BY target, state, b"
+                    ),
+                    params,
+                )
+            ]
+            return out
 
         return await self._database.read(unit)
 

@@ -241,6 +241,68 @@ async def test_cancel_then_retry_follow_the_diagram(store: SqlJobStore) -> None:
         await store.cancel("", "00000000-0000-7000-8000-000000000000", NOW)
 
 
+async def test_without_a_caller_jobs_of_every_caller_are_listed_found_and_retried(
+    store: SqlJobStore,
+) -> None:
+    alice = (await store.enqueue(new_job("k", caller="alice", expires_at=NOW + 10))).job
+    bob = (await store.enqueue(new_job("k", caller="bob", expires_at=NOW + 10))).job
+    assert await store.fail_expired(NOW + 11) == 2
+
+    failed = await store.list_jobs(
+        None, state=JobState.FAILED, target=None, limit=10, before_id=None
+    )
+    assert [(j.id, j.caller) for j in failed] == [(bob.id, "bob"), (alice.id, "alice")]
+    mine = await store.list_jobs("alice", state=None, target=None, limit=10, before_id=None)
+    assert [j.id for j in mine] == [alice.id]
+    found = await store.get_job(None, bob.id)
+    assert found is not None and found.caller == "bob"
+    assert await store.get_job("alice", bob.id) is None
+
+    retried = await store.retry(found.caller, found.id, NOW + 12)
+    assert (retried.state, retried.caller) == (JobState.QUEUED, "bob")
+    still_failed = await store.list_jobs(
+        None, state=JobState.FAILED, target=None, limit=10, before_id=None
+    )
+    assert [j.id for j in still_failed] == [alice.id]
+
+
+async def test_activity_counts_accepted_and_finished_jobs_per_bucket(store: SqlJobStore) -> None:
+    await store.put_target(TargetSpec(name="search", url="http://x/hook"), NOW)
+
+    def at(t: float, key: str, **kw: object) -> NewJob:
+        return new_job(key, id=uuid7(int(t * 1000)), created_at=t, next_attempt_at=t, **kw)
+
+    await store.enqueue(at(NOW - 30, "before-the-window"))
+    await store.enqueue(at(NOW + 5, "a"))
+    await store.enqueue(at(NOW + 65, "b"))
+    await store.enqueue(at(NOW + 70, "c", target="search", expires_at=NOW + 100))
+    claimed = await store.claim([ClaimRequest(target="billing", limit=1)], NOW, {"billing": 30})
+    for job in claimed:  # accepted before the window, finished inside it
+        await store.complete(
+            Completion(
+                job_id=job.id,
+                target="billing",
+                lease=job.deliveries,
+                decision=Decision(state=JobState.SUCCEEDED, attempts=1, next_attempt_at=None),
+                attempt=attempt(1),
+                now=NOW + 130,
+            )
+        )
+    assert await store.fail_expired(NOW + 150) == 1
+    await store.enqueue(at(NOW + 200, "after-the-window"))
+
+    counts = {
+        (a.target, a.kind, a.bucket): a.count for a in await store.activity(NOW, NOW + 180, 60)
+    }
+    assert counts == {
+        ("billing", "accepted", 0): 1,
+        ("billing", "accepted", 1): 1,
+        ("search", "accepted", 1): 1,
+        ("billing", "succeeded", 2): 1,
+        ("search", "failed", 2): 1,
+    }
+
+
 async def test_an_attempt_running_when_cancelled_is_recorded_but_not_retried(
     store: SqlJobStore,
 ) -> None:
