@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from app.testing import Reply, Sink
+from tests.cli.conftest import Run
 from tests.e2e.gateway import ROOT, GatewayProcess
 
 pytestmark = pytest.mark.slow
@@ -34,16 +32,6 @@ def gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
         yield gateway.start()
     finally:
         gateway.stop()
-
-
-@dataclass(frozen=True)
-class Run:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
 
 
 def _cli(gateway: GatewayProcess, token: str | None = TOKEN) -> Callable[..., Run]:
