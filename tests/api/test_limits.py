@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,7 @@ import orjson
 import uvicorn
 from uvicorn.server import ServerState
 
-from app.api.guard import MAX_JSON_DEPTH
+from app.api.guard import MAX_JSON_DEPTH, nested_deeper_than
 from app.api.http_limits import LimitedHttpToolsProtocol
 from app.main import create_app
 from app.serve import GatewayServer
@@ -442,3 +443,18 @@ async def test_on_the_gateway_requests_over_the_limits_store_nothing(db_url: str
                 headers={"Idempotency-Key": "k", "Content-Type": "application/json"},
             )
             assert accepted.status_code == 202
+
+
+def test_the_depth_check_reads_an_unclosed_string_in_one_pass() -> None:
+    """A string that never closes, full of escaped quotes, once made the check
+    quadratic (minutes for 256 KiB, on the event loop); it must answer well
+    within the deadline, and answer right."""
+    hostile = b"[" * 40 + b'"' + b'\\"' * 131_072
+    shallow = b"[" * 10 + b'"' + b'\\"' * 131_072
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        deep = pool.submit(nested_deeper_than, hostile, MAX_JSON_DEPTH)
+        flat = pool.submit(nested_deeper_than, shallow, MAX_JSON_DEPTH)
+        assert deep.result(timeout=20) is True
+        assert flat.result(timeout=20) is False
+    assert nested_deeper_than(b'["[[[[", "\\"]]]"]', 2) is False
+    assert nested_deeper_than(b'[[["unclosed [[[[', 2) is True

@@ -201,3 +201,25 @@ async def test_the_shared_poll_wakes_waiters_whose_job_moved_elsewhere() -> None
         assert watch.waiting("a") == watch.waiting("b") == 0
     finally:
         poller.cancel()
+
+
+async def test_a_change_committed_while_the_job_is_read_is_not_missed(api: Api) -> None:
+    """The read races the commit: it returns the old state while the change is
+    announced. The waiter must still wake for it instead of sleeping out the wait."""
+    job = await _scheduled_job(api)
+    store = api.gateway.store
+    read = store.get_job
+
+    async def read_then_cancel(caller: str | None, job_id: str) -> Any:
+        before = await read(caller, job_id)
+        if before is not None and before.state.value == "scheduled":
+            await store.cancel("", job_id, api.gateway.clock.now())  # announced mid-read
+        return before
+
+    store.get_job = read_then_cancel
+    try:
+        response = await _answer(_get(api, job["id"], Prefer="wait=30"))
+    finally:
+        del store.get_job
+    assert response.status_code == 200
+    assert response.json()["state"] == "cancelled"

@@ -168,10 +168,12 @@ async def _wait_for_change(
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0 or gateway.watch.closed:
                 break
-            waiter.event.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(remaining):
                     await waiter.event.wait()
+            # cleared before the read, never after it: a change committed while
+            # the read runs sets the event again, and the next turn sees it
+            waiter.event.clear()
             job = await _job(gateway, caller, job_id)
     return job
 
