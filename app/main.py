@@ -84,9 +84,17 @@ def build_keyring(settings: Settings) -> Keyring:
         keys = parse_keys(settings.api_keys or "")
         if settings.api_keys_file is not None:
             keys += load_keys_file(settings.api_keys_file)
-        return Keyring(keys)
+        keyring = Keyring(keys)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if not keyring.enabled and (settings.api_keys is not None or settings.api_keys_file):
+        # set but empty (a truncated file, a template left blank): failing open
+        # would quietly let everyone in
+        raise ConfigError(
+            "CSJD_API_KEYS or CSJD_API_KEYS_FILE is set but holds no key; "
+            "unset both to run without auth"
+        )
+    return keyring
 
 
 async def load_targets_file(path: Path, store: SqlJobStore, settings: Settings, now: float) -> int:

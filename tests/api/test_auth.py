@@ -239,6 +239,22 @@ def test_unusable_keys_files_are_refused(document: object, message: str) -> None
         parse_keys_document(document, "keys.yaml")
 
 
+@pytest.mark.parametrize("spec", ["", " ", ",", " , "])
+def test_keys_set_but_empty_stop_the_gateway(db_url: str, spec: str) -> None:
+    with pytest.raises(ConfigError, match="holds no key"):
+        create_app(make_settings(db_url, api_keys=spec))
+
+
+@pytest.mark.parametrize("content", ["", "[]\n", "# no keys yet\n"])
+def test_a_keys_file_without_keys_stops_the_gateway(
+    db_url: str, tmp_path: Path, content: str
+) -> None:
+    keys_file = tmp_path / "keys.yaml"
+    keys_file.write_text(content)
+    with pytest.raises(ConfigError, match="holds no key"):
+        create_app(make_settings(db_url, api_keys_file=keys_file))
+
+
 def test_a_missing_keys_file_is_refused(db_url: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read it"):
         create_app(make_settings(db_url, api_keys_file=tmp_path / "absent.yaml"))
