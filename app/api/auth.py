@@ -20,7 +20,7 @@ form instead of answering a problem.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from starlette.requests import cookie_parser
 from starlette.responses import RedirectResponse
@@ -38,6 +38,7 @@ UI_PATH = "/ui"
 UI_LOGIN_PATH = "/ui/login"
 #: holds the admin token (percent-encoded) a browser signed in to the dashboard with
 UI_COOKIE = "csjd_ui"
+_ORIGIN_HEADERS = frozenset({b"sec-fetch-site", b"origin", b"host"})
 OPEN_PATHS = frozenset(
     {
         "/healthz",
@@ -101,6 +102,25 @@ def ui_cookie_token(headers: list[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def check_same_origin(headers: list[tuple[bytes, bytes]]) -> None:
+    """``Forbidden`` unless the browser says the request comes from the page's own
+    origin; a client that says nothing (not a browser, so no CSRF) may go on."""
+    found = {name: value for name, value in headers if name in _ORIGIN_HEADERS}
+    fetch_site = found.get(b"sec-fetch-site")
+    if fetch_site is not None:
+        same = fetch_site in (b"same-origin", b"none")
+    elif (origin := found.get(b"origin")) is not None:
+        netloc = urlsplit(origin.decode("latin-1")).netloc
+        same = bool(netloc) and netloc.lower() == found.get(b"host", b"").decode("latin-1").lower()
+    else:
+        same = True
+    if not same:
+        raise Forbidden("the dashboard takes forms only from its own pages")
+
+
 class AuthGuard:
     """``caller_for`` in front of every FastAPI route."""
 
@@ -116,13 +136,17 @@ class AuthGuard:
         authorization = [value for name, value in scope["headers"] if name == b"authorization"]
         cookie = None
         if is_ui(path) and not authorization:
-            # The cookie is HttpOnly and SameSite=Strict: a browser sends it only
-            # with requests that start on the dashboard itself, never with a form
-            # another site posts, so the dashboard's POSTs need no CSRF token.
+            # The cookie is HttpOnly and SameSite=Strict: a browser never sends it
+            # with a form another site posts. "Site" is wider than origin, though
+            # (another port, a sibling subdomain), so a form the cookie would
+            # carry must also come from the dashboard's own origin, as the
+            # browser says it (Sec-Fetch-Site, or Origin): no CSRF token needed.
             cookie = ui_cookie_token(scope["headers"])
             if cookie is not None:
                 authorization = [b"Bearer " + cookie.encode()]
         try:
+            if cookie is not None and scope["method"] not in SAFE_METHODS:
+                check_same_origin(scope["headers"])
             scope[SCOPE_KEY] = caller_for(self.keyring, authorization, path)
         except CsjdError as exc:
             if is_ui(path) and scope["method"] in ("GET", "HEAD"):

@@ -358,3 +358,31 @@ async def test_a_producer_token_in_the_cookie_opens_nothing(secured: Api) -> Non
     secured.client.cookies.set("csjd_ui", ALICE, domain="csjd.test", path="/ui")
     assert (await secured.client.post("/ui/jobs/x/retry")).status_code == 403
     assert (await secured.client.get("/ui")).status_code == 303
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Sec-Fetch-Site": "same-site"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Origin": "http://evil.csjd.test:9999"},
+        {"Origin": "null"},
+    ],
+)
+async def test_a_form_from_another_origin_is_refused_even_with_the_cookie(
+    secured: Api, sender: FakeSender, headers: dict[str, str]
+) -> None:
+    job_id = await post_job(secured, ALICE, "order-1", "strict")
+    await settled(secured)
+    await signed_in(secured)
+    sender.script(STRICT, [])
+    refused = await secured.client.post(f"/ui/jobs/{job_id}/retry", headers=headers)
+    assert refused.status_code == 403
+    assert refused.headers["content-type"] == "application/problem+json"
+    job = (await secured.client.get(f"/jobs/{job_id}", headers=bearer(ALICE))).json()
+    assert job["state"] == "failed"
+    # the dashboard's own forms still work, as a browser labels them
+    for own in ({"Sec-Fetch-Site": "same-origin"}, {"Origin": "http://csjd.test"}):
+        assert (
+            await secured.client.post(f"/ui/jobs/{job_id}/retry", headers=own)
+        ).status_code == 303
