@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import chain
 from typing import Any, TypeVar
 
 from sqlalchemy import RowMapping, bindparam, insert, select, text, update
@@ -55,7 +56,7 @@ _INSERT_PG = (
 )
 _PROMOTE = text(
     "UPDATE jobs SET state = 'queued', updated_at = :now "
-    "WHERE state IN ('scheduled', 'retrying') AND next_attempt_at <= :now"
+    "WHERE state IN ('scheduled', 'retrying') AND next_attempt_at <= :now RETURNING id"
 )
 _CLAIM_SQL = (
     "UPDATE jobs SET state = 'running', deliveries = deliveries + 1, claimed_at = :now, "
@@ -141,6 +142,8 @@ _COMPLETE_TYPES = (
     "int",
 )
 COMPLETE_CHUNK = 500
+#: watched jobs whose versions one statement reads
+VERSIONS_CHUNK = 500
 
 
 def values_rows(conn: Conn, rows: int, types: Sequence[str], start: int = 1) -> str:
@@ -630,8 +633,17 @@ class SqlJobStore:
         """(state, updated_at) of each of these jobs that exists."""
 
         async def unit(conn: Conn) -> dict[str, tuple[str, float]]:
-            query = select(jobs.c.id, jobs.c.state, jobs.c.updated_at).where(jobs.c.id.in_(job_ids))
-            return {row.id: (row.state, row.updated_at) for row in await conn.execute(query)}
+            found: dict[str, tuple[str, float]] = {}
+            # in chunks: the drivers cap the parameters of one statement
+            for start in range(0, len(job_ids), VERSIONS_CHUNK):
+                chunk = job_ids[start : start + VERSIONS_CHUNK]
+                query = select(jobs.c.id, jobs.c.state, jobs.c.updated_at).where(
+                    jobs.c.id.in_(chunk)
+                )
+                found.update(
+                    (row.id, (row.state, row.updated_at)) for row in await conn.execute(query)
+                )
+            return found
 
         return await self._database.read(unit)
 
@@ -763,8 +775,8 @@ class SqlJobStore:
     async def claim(
         self, requests: Sequence[ClaimRequest], now: float, lease_s: Mapping[str, float]
     ) -> list[JobRecord]:
-        async def op(tx: Tx) -> tuple[list[JobRecord], int]:
-            promoted = int((await tx.conn.execute(_PROMOTE, {"now": now})).rowcount)
+        async def op(tx: Tx) -> tuple[list[JobRecord], list[str]]:
+            promoted = [row[0] for row in await tx.conn.execute(_PROMOTE, {"now": now})]
             claimed: list[JobRecord] = []
             # one lock order for every replica: by target name
             for request in sorted(requests, key=lambda r: r.target):
@@ -792,10 +804,8 @@ class SqlJobStore:
             return claimed, promoted
 
         claimed, promoted = await self._writer.run(op)
-        if promoted:
-            self.on_change(None)
-        elif claimed:
-            self.on_change(job.id for job in claimed)
+        if promoted or claimed:
+            self.on_change(chain(promoted, (job.id for job in claimed)))
         return claimed
 
     async def complete(self, completion: Completion) -> bool:

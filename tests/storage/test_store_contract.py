@@ -467,8 +467,8 @@ async def test_every_change_of_state_is_announced_after_its_commit(store: SqlJob
     )
     assert await store.complete(finished)
     assert heard[-1] == [now_job.id]
-    await store.claim(claim, NOW + 61, {"billing": 30})  # 'later' came due: which, unknown
-    assert heard[-1] is None
+    await store.claim(claim, NOW + 61, {"billing": 30})  # 'later' came due, and was claimed
+    assert heard[-1] == [later.id, later.id]
     await store.rescue(NOW + 62, random.Random(1))
     assert heard[-1] is None
     cancelled = (await store.enqueue(new_job("c", next_attempt_at=NOW + 600))).job
@@ -476,6 +476,7 @@ async def test_every_change_of_state_is_announced_after_its_commit(store: SqlJob
     assert heard[-1] == [cancelled.id]
     await store.retry("", cancelled.id, NOW + 64)
     assert heard[-1] == [cancelled.id]
-    versions = await store.job_versions([later.id, cancelled.id, "no-such-job"])
+    unknown = [f"no-such-job-{i}" for i in range(40_000)]  # over any driver's parameter cap
+    versions = await store.job_versions([*unknown, later.id, cancelled.id])
     assert set(versions) == {later.id, cancelled.id}
     assert versions[cancelled.id] == ("queued", NOW + 64)
