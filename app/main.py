@@ -120,7 +120,12 @@ async def load_targets_file(path: Path, store: SqlJobStore, settings: Settings, 
                 raise ConfigError(f"CSJD_TARGETS_FILE {path}: '{name}' is not a valid name")
             await check_target_url(spec.url, allow_private=settings.allow_private_targets)
         except ValidationError as exc:
-            raise ConfigError(f"CSJD_TARGETS_FILE {path}: target '{name}': {exc}") from None
+            # where and why only: pydantic's own text repeats the input, secrets included
+            why = "; ".join(
+                f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+                for error in exc.errors()
+            )
+            raise ConfigError(f"CSJD_TARGETS_FILE {path}: target '{name}': {why}") from None
         except CsjdError as exc:
             raise ConfigError(f"CSJD_TARGETS_FILE {path}: target '{name}': {exc.detail}") from None
         specs.append(spec)

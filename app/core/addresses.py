@@ -12,6 +12,8 @@ import ipaddress
 
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+#: IPv6 site-local, deprecated (RFC 3879) but still routed inside some networks
+_SITE_LOCAL = ipaddress.ip_network("fec0::/10")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -33,6 +35,8 @@ def refusal(address: IPAddress) -> str | None:
             return refusal(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
         if address.teredo is not None:
             return "a Teredo address"
+        if address in _SITE_LOCAL:
+            return "a site-local address"
     if address.is_loopback:
         return "a loopback address"
     if address.is_unspecified:

@@ -147,6 +147,7 @@ async def test_invalid_targets_are_422_and_change_nothing(
         "http://192.168.1.1/a",
         "http://100.64.0.1/a",
         "http://[fd00::1]/a",
+        "http://[fec0::1]/a",
     ],
 )
 async def test_private_addresses_are_refused_unless_allowed(
