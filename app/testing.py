@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from app.core.outcome import FailureKind
 from app.dispatch.sender import Failure, Request, Response
@@ -65,7 +66,7 @@ class FakeSender:
             return Failure(kind=FailureKind.TIMEOUT, message="fake timeout")
         if reply.delay_s:
             await asyncio.sleep(reply.delay_s)
-        return Response(status=reply.status, headers=reply.headers, body=reply.body)
+        return Response(status=reply.status, headers=CIMultiDict(reply.headers), body=reply.body)
 
     async def close(self) -> None:
         return None

@@ -55,6 +55,8 @@ def attempt_json(attempt: AttemptRecord) -> dict[str, Any]:
         "outcome": attempt.outcome.value,
         "error": attempt.error,
         "response_excerpt": attempt.response_excerpt,
+        "content_type": attempt.content_type,
+        "response_bytes": attempt.response_bytes,
     }
 
 

@@ -240,6 +240,10 @@ class AttemptOut(BaseModel):
     outcome: Literal["success", "retryable", "permanent", "throttled", "interrupted"]
     error: str | None
     response_excerpt: str | None
+    content_type: str | None = Field(description="The answer's Content-Type, as sent")
+    response_bytes: int | None = Field(
+        description="The answer's length: its Content-Length, else the bytes read"
+    )
 
 
 class Problem(BaseModel):

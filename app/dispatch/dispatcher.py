@@ -30,6 +30,7 @@ from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from app.core import answer
 from app.core import breaker as br
 from app.core.clock import Clock
 from app.core.job import FailureReason, JobState
@@ -62,9 +63,6 @@ TARGET_REFRESH_S = 2.0
 LOOP_EXIT_TIMEOUT_S = 5.0
 #: a retry over budget waits about this long (jittered) before it is due again
 RETRY_DEFER_S = 1.0
-
-
-EXCERPT_CHARS = 2048
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,9 +392,6 @@ class Dispatcher:
         duration = time.perf_counter() - t0
         now = self._clock.now()
         decision = decide(policy, job.attempts, result, now, self._rng)
-        excerpt = None
-        if response is not None and response.body:
-            excerpt = response.body[:EXCERPT_CHARS].decode("utf-8", errors="replace")
         attempt = AttemptRecord(
             n=job.deliveries,
             started_at=started,
@@ -405,7 +400,9 @@ class Dispatcher:
             status_code=result.status_code,
             outcome=result.outcome,
             error=result.error,
-            response_excerpt=excerpt,
+            response_excerpt=answer.excerpt(response.body) if response else None,
+            content_type=answer.media_type(response.headers) if response else None,
+            response_bytes=answer.length(response.headers, response.body) if response else None,
         )
         self._metrics.target(target.name).delivered(result.outcome.value, duration)
         log.info(

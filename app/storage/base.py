@@ -103,6 +103,9 @@ class AttemptRecord:
     outcome: Outcome
     error: str | None
     response_excerpt: str | None
+    #: the answer's ``Content-Type`` and length (``Content-Length``, else the bytes read)
+    content_type: str | None = None
+    response_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -117,6 +117,9 @@ class AttemptRow(SQLModel, table=True):
     outcome: str = Field(sa_column=Column(String(16), nullable=False))
     error: str | None = Field(default=None, sa_column=Column(String(1024)))
     response_excerpt: str | None = Field(default=None, sa_column=Column(String(2048)))
+    #: the answer's media type and its length in bytes, whatever its bytes were
+    content_type: str | None = Field(default=None, sa_column=Column(String(255)))
+    response_bytes: int | None = None
 
 
 metadata = SQLModel.metadata

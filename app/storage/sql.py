@@ -18,6 +18,7 @@ from sqlalchemy import RowMapping, bindparam, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.core import errors
+from app.core.answer import EXCERPT_BYTES, storable
 from app.core.job import ACTIVE, FailureReason, IllegalTransition, JobState
 from app.core.outcome import Classified, Outcome
 from app.core.retry import Policy, Random, decide
@@ -181,7 +182,7 @@ def _completion_params(c: Completion) -> dict[str, Any]:
         "failure_reason": d.failure_reason.value if d.failure_reason else None,
         "recorded": 1 if a else 0,
         "status_code": a.status_code if a else None,
-        "error": a.error[:1024] if a and a.error else None,
+        "error": storable(a.error, 1024) if a else None,
         "now": c.now,
         "unsent": 0 if c.sent else 1,
     }
@@ -198,8 +199,10 @@ def _attempt_row(c: Completion) -> dict[str, Any]:
         "duration_ms": a.duration_ms,
         "status_code": a.status_code,
         "outcome": a.outcome.value,
-        "error": a.error[:1024] if a.error else None,
-        "response_excerpt": a.response_excerpt,
+        "error": storable(a.error, 1024),
+        "response_excerpt": storable(a.response_excerpt, EXCERPT_BYTES),
+        "content_type": storable(a.content_type, 255),
+        "response_bytes": a.response_bytes,
     }
 
 
@@ -306,6 +309,8 @@ def attempt_record(row: RowMapping) -> AttemptRecord:
         outcome=Outcome(row["outcome"]),
         error=row["error"],
         response_excerpt=row["response_excerpt"],
+        content_type=row["content_type"],
+        response_bytes=row["response_bytes"],
     )
 
 

@@ -203,6 +203,46 @@ async def test_a_stale_completion_changes_nothing(store: SqlJobStore) -> None:
     assert store.active == 0
 
 
+async def test_an_answer_with_nul_bytes_is_stored_and_shares_its_commit(
+    store: SqlJobStore,
+) -> None:
+    """Postgres refuses NUL in text: the answer is kept as what text it can be, and the
+    other writes of the same group commit (here, a producer's job) still land."""
+    job = (await store.enqueue(new_job("a"))).job
+    claimed = (await store.claim([ClaimRequest(target="billing", limit=1)], NOW, {"billing": 1}))[0]
+    binary = AttemptRecord(
+        n=1,
+        started_at=NOW,
+        finished_at=NOW + 0.01,
+        duration_ms=10.0,
+        status_code=500,
+        outcome=Outcome.RETRYABLE,
+        error="HTTP 500\x00",
+        response_excerpt="ok\x00\udc80tail",
+        content_type="application/octet-stream\x00",
+        response_bytes=70_000,
+    )
+    retry = Decision(state=JobState.RETRYING, attempts=1, next_attempt_at=NOW + 5)
+    completion = Completion(
+        job_id=job.id,
+        target="billing",
+        lease=claimed.deliveries,
+        decision=retry,
+        attempt=binary,
+        now=NOW,
+    )
+    written, other = await asyncio.gather(store.complete(completion), store.enqueue(new_job("b")))
+    assert written and not other.replayed
+    assert await store.get_job("", other.job.id) is not None
+    [stored] = await store.list_attempts("", job.id) or []
+    assert stored.response_excerpt == "ok\ufffd\ufffdtail"
+    assert stored.error == "HTTP 500\ufffd"
+    assert (stored.content_type, stored.response_bytes) == (
+        "application/octet-stream\ufffd",
+        70_000,
+    )
+
+
 async def test_rescue_brings_back_running_jobs_counting_the_attempt(store: SqlJobStore) -> None:
     job = (await store.enqueue(new_job())).job
     await store.claim([ClaimRequest(target="billing", limit=1)], NOW, {"billing": 1})
