@@ -60,6 +60,7 @@ async def accept(gateway: Gateway, caller: str, key: str, body: JobIn) -> tuple[
             next_attempt_at=next_attempt_at,
             expires_at=body.expires_at.timestamp() if body.expires_at else None,
             created_at=now,
+            refusal=body.refusal(now),
         )
     )
     job = enqueued.job

@@ -14,13 +14,12 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from app.api.schemas import Problem
 from app.core.errors import PROBLEM_BASE, CsjdError, MalformedJson
-from app.storage.group import database_unavailable
+from app.storage.faults import Fault, classify
 
 log = logging.getLogger("csjd.api")
 
@@ -159,22 +158,18 @@ def install(app: FastAPI) -> None:
             headers=dict(exc.headers or {}),
         )
 
-    # Registered by class (not under Exception) so that Starlette answers them
-    # without re-raising: a database outage is a 503, not a server error.
-    async def _unavailable(request: Request, exc: Exception) -> Response:
-        return unexpected(exc, request.url.path)
-
-    app.add_exception_handler(DBAPIError, _unavailable)
-    app.add_exception_handler(OSError, _unavailable)
-
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         return unexpected(exc, request.url.path)
 
 
 def unexpected(exc: Exception, path: str) -> Response:
-    """An exception no route expected: ``503`` if the database is out of reach, else ``500``."""
-    if database_unavailable(exc):
+    """An exception no route expected: ``500``.
+
+    The store answers a database it cannot reach with ``DatabaseUnavailable``
+    (a ``503`` problem like any ``CsjdError``); should a driver's error escape
+    it all the same, it is still read as what it means."""
+    if classify(exc) is Fault.TRANSIENT:
         log.warning("database_unavailable", extra={"path": path, "error": type(exc).__name__})
         return problem(
             503,

@@ -15,6 +15,7 @@ from pydantic import (
     model_validator,
 )
 
+from app.core.errors import Unprocessable
 from app.core.headers import header_problems
 from app.core.idempotency import INT_RANGE
 from app.core.signing import decode_secrets
@@ -193,18 +194,28 @@ class JobIn(BaseModel):
     def _schedule(self) -> JobIn:
         if self.run_at is not None and self.delay_s:
             raise ValueError("give delay_s or run_at, not both")
-        if self.run_at is not None and self.run_at.timestamp() > _now() + MAX_DELAY_S:
-            raise ValueError("run_at is more than a year away")
-        if self.expires_at is not None:
-            if self.expires_at.timestamp() <= _now():
-                raise ValueError("expires_at is in the past")
-            if self.expires_at >= EXPIRES_BEFORE:
-                raise ValueError("expires_at must be before 9999-01-01T00:00:00Z")
+        if self.expires_at is not None and self.expires_at >= EXPIRES_BEFORE:
+            raise ValueError("expires_at must be before 9999-01-01T00:00:00Z")
         return self
 
+    def refusal(self, now: float) -> Unprocessable | None:
+        """Why this body may not make a new job at ``now``, if it may not.
 
-def _now() -> float:
-    return datetime.now(UTC).timestamp()
+        Checks that depend on the time are not validation: a repeated request
+        gets its stored job even when the same body would now be refused, so
+        the store weighs this only for a key it has not seen."""
+        if self.run_at is not None and self.run_at.timestamp() > now + MAX_DELAY_S:
+            return _field_refusal("run_at", "run_at is more than a year away")
+        if self.expires_at is not None and self.expires_at.timestamp() <= now:
+            return _field_refusal("expires_at", "expires_at is in the past")
+        return None
+
+
+def _field_refusal(field: str, message: str) -> Unprocessable:
+    return Unprocessable(
+        f"{field}: {message}",
+        extensions={"errors": [{"loc": ["body", field], "msg": message, "type": "value_error"}]},
+    )
 
 
 class JobOut(BaseModel):

@@ -15,9 +15,11 @@ translates them without a lookup table::
     │   └── KeyInFlight             same key while the first is being stored
     ├── PayloadTooLarge (413)
     ├── Unprocessable (422)         invalid field, unknown target, refused URL
-    │   └── IdempotencyKeyReused    same key, different request
+    │   ├── IdempotencyKeyReused    same key, different request
+    │   └── RefusedByDatabase       the database refuses this request's values
     ├── BacklogFull (429)           storing would exceed CSJD_MAX_BACKLOG
-    └── Unavailable (503)           draining, database unreachable
+    └── Unavailable (503)           draining
+        └── DatabaseUnavailable     unreachable, restarting, or busy past the retries
 """
 
 from __future__ import annotations
@@ -139,6 +141,11 @@ class IdempotencyKeyReused(Unprocessable):
     title = "Idempotency-Key reused with a different request"
 
 
+class RefusedByDatabase(Unprocessable):
+    slug = "refused-by-database"
+    title = "The database refused this request's values"
+
+
 class BacklogFull(CsjdError):
     status = 429
     slug = "backlog-full"
@@ -149,3 +156,16 @@ class Unavailable(CsjdError):
     status = 503
     slug = "unavailable"
     title = "Service unavailable"
+
+
+class DatabaseUnavailable(Unavailable):
+    slug = "database-unavailable"
+    title = "Database unavailable"
+
+    def __init__(self, detail: str | None = None, *, retry_after_s: int = 2) -> None:
+        super().__init__(
+            detail
+            or "the database cannot be reached now; try again (sending a job again "
+            "with the same Idempotency-Key is safe)",
+            retry_after_s=retry_after_s,
+        )

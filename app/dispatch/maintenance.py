@@ -32,6 +32,9 @@ DUTY = "maintenance"
 #: a leader that stops renewing (every tick) is replaced after this long
 LEADER_TTL_S = 15.0
 PURGE_EVERY_TICKS = 12
+#: a lease is rescued this long after it lapsed: a holder that lost the database
+#: for a while renews it (or writes its result) first once the database is back
+RESCUE_GRACE_S = 10.0
 
 
 class Maintenance:
@@ -72,7 +75,9 @@ class Maintenance:
         self._metrics.set_job_counts(await self._store.count_by_state())
 
     async def _lead(self, now: float, *, purge: bool) -> None:
-        rescued = await self._store.rescue(now, self._rng, expired_only=True)
+        rescued = await self._store.rescue(
+            now, self._rng, expired_only=True, grace_s=RESCUE_GRACE_S
+        )
         if rescued:
             log.warning("expired_leases_rescued", extra={"count": rescued})
         expired = await self._store.fail_expired(now)

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from app.core.errors import CsjdError
 from app.core.job import FailureReason, JobState
 from app.core.outcome import Outcome
 from app.core.retry import Decision, Random
@@ -61,6 +62,9 @@ class NewJob:
     next_attempt_at: float
     expires_at: float | None
     created_at: float
+    #: why this request may not make a new job; it stands only if the key is new
+    #: (a repeated request gets its stored job, whatever has changed since)
+    refusal: CsjdError | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -129,6 +133,8 @@ class Completion:
     #: False when the claimed job goes back without a request being sent, so
     #: its request number is not used up.
     sent: bool = True
+    #: a rescue's: written only if the lease still lapsed before this time
+    lapsed_before: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -11,10 +11,22 @@ Operations of one kind can also be merged: ``run_batched(handler, item)``
 calls ``handler`` once per transaction with every item waiting for it, so a
 burst of intake becomes one multi-row ``INSERT`` instead of one per job.
 
-If an operation raises, the batch is rolled back and each of its operations is
-run again alone, so one bad operation fails only its own caller. Operations
-must therefore be safe to run twice: all their effects are in the transaction,
-and side effects in memory are deferred to ``Tx.after_commit``.
+If an operation raises, what happens depends on what the error means
+(``faults.py``). A transient error (a dropped connection, a deadlock,
+``SQLITE_BUSY``) runs the whole batch again after a backoff, for up to
+``TRANSIENT_BUDGET_S``; past that every caller gets ``DatabaseUnavailable``,
+and until a commit succeeds again later batches get one try each, so an
+outage answers ``503`` at once instead of queueing producers behind retries.
+Any other error rolls the batch back and runs each operation again alone, so
+one bad operation (a row the database refuses) fails only its own caller.
+Operations must therefore be safe to run twice: all their effects are in the
+transaction, and side effects in memory are deferred to ``Tx.after_commit``.
+
+Locks are taken in one order on Postgres, so that transactions of different
+replicas never wait on each other in a cycle: operations that lock rows
+others write in batches (operator commands, leadership, rescue) run in a
+transaction of their own (``run(op, alone=True)``), and writes to target rows
+are deferred to the end of the transaction (``Tx.at_end``), in name order.
 """
 
 from __future__ import annotations
@@ -26,13 +38,21 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
-
+from app.core.errors import DatabaseUnavailable, RefusedByDatabase
 from app.storage.engine import Conn, Database
+from app.storage.faults import Fault, classify
 
 log = logging.getLogger("csjd.storage")
 
 T = TypeVar("T")
+
+#: how long a batch is run again after transient errors before its callers hear 503
+TRANSIENT_BUDGET_S = 3.0
+FIRST_BACKOFF_S = 0.02
+MAX_BACKOFF_S = 0.5
+
+#: a write to run at the end of the transaction
+EndOp = Callable[[Conn], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -43,15 +63,23 @@ class Tx:
     after_commit: list[Callable[[], None]] = field(default_factory=list)
     #: scratch space shared by the operations of one batch.
     batch: dict[str, Any] = field(default_factory=dict)
+    _at_end: list[tuple[str, int, EndOp]] = field(default_factory=list)
+
+    def at_end(self, key: str, op: EndOp) -> None:
+        """Run ``op`` just before the commit, after every operation, in ``key`` order
+        (then in the order given): how target rows are locked in one order."""
+        self._at_end.append((key, len(self._at_end), op))
+
+    async def run_at_end(self) -> None:
+        ops, self._at_end = sorted(self._at_end, key=lambda e: e[:2]), []
+        for _, _, op in ops:
+            await op(self.conn)
 
 
-def database_unavailable(exc: BaseException) -> bool:
-    """Whether ``exc`` says the database cannot be reached now (not that a query is wrong)."""
-    if isinstance(exc, IntegrityError | DataError | ProgrammingError):
-        return False
-    if isinstance(exc, DBAPIError):
-        return True  # operational, interface and driver errors: connection trouble
-    return isinstance(exc, OSError | ConnectionError | TimeoutError)
+def unavailable(exc: BaseException) -> DatabaseUnavailable:
+    error = DatabaseUnavailable()
+    error.__cause__ = exc
+    return error
 
 
 Operation = Callable[[Tx], Awaitable[T]]
@@ -65,6 +93,7 @@ class _Pending:
     op: Operation[Any] | None = None
     handler: BatchHandler | None = None
     item: Any = None
+    alone: bool = False
 
 
 class GroupCommitter:
@@ -75,6 +104,10 @@ class GroupCommitter:
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
         self.operations = 0
+        #: transient errors met (and run again)
+        self.transient_errors = 0
+        #: a batch used up its retries and no commit has succeeded since
+        self.failing = False
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="csjd-writer")
@@ -91,8 +124,10 @@ class GroupCommitter:
             if not pending.future.done():
                 pending.future.set_exception(RuntimeError("the store is closed"))
 
-    async def run(self, op: Operation[T]) -> T:
-        return await self._submit(_Pending(self._future(), op=op))  # type: ignore[no-any-return]
+    async def run(self, op: Operation[T], *, alone: bool = False) -> T:
+        """``alone``: in a transaction of its own (see the module's note on locks)."""
+        pending = _Pending(self._future(), op=op, alone=alone)
+        return await self._submit(pending)  # type: ignore[no-any-return]
 
     async def run_batched(self, handler: BatchHandler, item: Any) -> Any:
         return await self._submit(_Pending(self._future(), handler=handler, item=item))
@@ -112,28 +147,43 @@ class GroupCommitter:
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             batch = [p for p in batch if not p.future.cancelled()]
-            if batch:
-                await self._commit_batch(batch)
+            shared = [p for p in batch if not p.alone]
+            if shared:
+                await self._commit_batch(shared)
+            for pending in batch:
+                if pending.alone:
+                    await self._commit_batch([pending])
 
     async def _commit_batch(self, batch: list[_Pending]) -> None:
         try:
-            results, hooks = await self._transaction(batch)
+            results, hooks = await self._transaction_retried(batch)
         except asyncio.CancelledError:
             for pending in batch:
                 if not pending.future.done():
                     pending.future.set_exception(RuntimeError("the store is closing"))
             raise
         except Exception as exc:
-            if len(batch) == 1 or database_unavailable(exc):
-                # one operation, or the database itself is down: no point in
-                # running each again alone
+            fault = classify(exc)
+            if fault is Fault.TRANSIENT:
+                error: BaseException = unavailable(exc)
+            elif fault is Fault.REFUSED:
+                error = RefusedByDatabase("the database refused to store this request's values")
+                error.__cause__ = exc
+            else:
+                error = exc
+            if len(batch) == 1 or fault is Fault.TRANSIENT:
+                # one operation, or the database itself is out of reach: no
+                # point in running each again alone
+                if fault is not Fault.TRANSIENT:
+                    log.warning("write_refused", extra={"error": type(exc).__name__})
                 for pending in batch:
-                    self._settle(pending, exc=exc)
+                    self._settle(pending, exc=error)
                 return
-            log.debug("group commit of %d failed (%r); retrying one by one", len(batch), exc)
+            log.debug("group commit of %d failed (%s); each alone", len(batch), type(exc).__name__)
             for pending in batch:
                 await self._commit_batch([pending])
             return
+        self.failing = False
         self.batches += 1
         self.operations += len(batch)
         for hook in hooks:
@@ -144,16 +194,39 @@ class GroupCommitter:
         for pending, result in zip(batch, results, strict=True):
             self._settle(pending, result=result)
 
+    async def _transaction_retried(
+        self, batch: list[_Pending]
+    ) -> tuple[list[Any], list[Callable[[], None]]]:
+        """``_transaction``, run again after transient errors, within the budget."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (0.0 if self.failing else TRANSIENT_BUDGET_S)
+        backoff = FIRST_BACKOFF_S
+        while True:
+            try:
+                return await self._transaction(batch)
+            except Exception as exc:
+                if classify(exc) is not Fault.TRANSIENT:
+                    raise
+                self.transient_errors += 1
+                if loop.time() + backoff > deadline:
+                    if not self.failing:
+                        log.warning("database_unavailable", extra={"error": type(exc).__name__})
+                    self.failing = True
+                    raise
+                log.info("transient_database_error", extra={"error": type(exc).__name__})
+            await asyncio.sleep(backoff)
+            backoff = min(MAX_BACKOFF_S, backoff * 2)
+
     async def _transaction(
         self, batch: list[_Pending]
     ) -> tuple[list[Any], list[Callable[[], None]]]:
-        results: dict[int, Any] = {}
-        groups: dict[BatchHandler, list[int]] = {}
-        for i, pending in enumerate(batch):
-            if pending.handler is not None:
-                groups.setdefault(pending.handler, []).append(i)
-
-        async def unit(conn: Conn) -> list[Callable[[], None]]:
+        async def unit(conn: Conn) -> tuple[dict[int, Any], list[Callable[[], None]]]:
+            # built anew on every run: a batch may run more than once
+            results: dict[int, Any] = {}
+            groups: dict[BatchHandler, list[int]] = {}
+            for i, pending in enumerate(batch):
+                if pending.handler is not None:
+                    groups.setdefault(pending.handler, []).append(i)
             tx = Tx(conn)
             for i, pending in enumerate(batch):
                 if pending.op is not None:
@@ -162,9 +235,10 @@ class GroupCommitter:
                     members = groups.pop(pending.handler)
                     out = await pending.handler(tx, [batch[j].item for j in members])
                     results.update(zip(members, out, strict=True))
-            return tx.after_commit
+            await tx.run_at_end()
+            return results, tx.after_commit
 
-        hooks = await self._database.write(unit)
+        results, hooks = await self._database.write(unit)
         return [results[i] for i in range(len(batch))], hooks
 
     @staticmethod

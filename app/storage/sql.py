@@ -9,8 +9,10 @@ raised afterwards, so they never roll back other callers' writes.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from itertools import chain
 from typing import Any, TypeVar
 
@@ -33,8 +35,15 @@ from app.storage.base import (
     TargetRecord,
     TargetSpec,
 )
-from app.storage.engine import Conn, Database
-from app.storage.group import GroupCommitter, Tx
+from app.storage.engine import Conn, Database, Unit
+from app.storage.faults import Fault, classify
+from app.storage.group import (
+    FIRST_BACKOFF_S,
+    MAX_BACKOFF_S,
+    GroupCommitter,
+    Tx,
+    unavailable,
+)
 from app.storage.models import attempts, jobs, targets
 
 T = TypeVar("T")
@@ -59,6 +68,12 @@ _PROMOTE = text(
     "UPDATE jobs SET state = 'queued', updated_at = :now "
     "WHERE state IN ('scheduled', 'retrying') AND next_attempt_at <= :now RETURNING id"
 )
+# Replicas promote at once: each takes the rows no other is promoting, never waits.
+_PROMOTE_PG = text(
+    "UPDATE jobs SET state = 'queued', updated_at = :now WHERE id IN (SELECT id FROM jobs "
+    "WHERE state IN ('scheduled', 'retrying') AND next_attempt_at <= :now "
+    "FOR UPDATE SKIP LOCKED) RETURNING id"
+)
 _CLAIM_SQL = (
     "UPDATE jobs SET state = 'running', deliveries = deliveries + 1, claimed_at = :now, "
     "lease_expires_at = :lease_expires_at, updated_at = :now "
@@ -69,12 +84,24 @@ _CLAIM_SQL = (
 _CLAIM = text(_CLAIM_SQL.format(lock="")).columns(*jobs.c)
 # Replicas skip rows another replica is claiming instead of waiting for them.
 _CLAIM_PG = text(_CLAIM_SQL.format(lock=" FOR UPDATE SKIP LOCKED")).columns(*jobs.c)
-# A target's max_concurrency holds across replicas: its row is locked while a
-# claim counts the target's running jobs, so two replicas cannot both fill it.
+# A target's max_concurrency holds across replicas: one replica at a time
+# counts a target's running jobs and claims (a transaction-scoped advisory
+# lock); a replica that finds it taken skips the target this round instead of
+# waiting, and the one that holds it commits its claim within milliseconds.
+CLAIM_LOCK_CLASS = 0x63736A64  # "csjd"
 _TARGET_ROOM_PG = text(
-    "SELECT t.max_concurrency - (SELECT count(*) FROM jobs "
-    "WHERE jobs.target = t.name AND jobs.state = 'running') "
-    "FROM targets t WHERE t.name = :target FOR UPDATE"
+    "SELECT CASE WHEN pg_try_advisory_xact_lock(:lock_class, hashtext(t.name)) "
+    "THEN t.max_concurrency - (SELECT count(*) FROM jobs "
+    "WHERE jobs.target = t.name AND jobs.state = 'running') ELSE 0 END "
+    "FROM targets t WHERE t.name = :target"
+)
+# Intake holds the targets it names against a delete (which locks FOR UPDATE)
+# until its jobs are committed; key-share locks conflict with nothing else.
+_LOCK_TARGETS_PG = text(
+    "SELECT * FROM targets WHERE name IN :names ORDER BY name FOR KEY SHARE"
+).bindparams(bindparam("names", expanding=True))
+_LOCK_TARGET_FOR_DELETE_PG = text(
+    "SELECT name FROM targets WHERE name = :name FOR UPDATE SKIP LOCKED"
 )
 _NOTIFY_PG = text("SELECT pg_notify('csjd_jobs', '')")
 # One row per duty: the holder renews it; anyone may take it once it lapsed.
@@ -92,12 +119,20 @@ _COMPLETE_CANCELLED = text(
     "last_error = CASE WHEN :recorded = 1 THEN :error ELSE last_error END, "
     "lease_expires_at = NULL, updated_at = :now "
     "WHERE id = :id AND deliveries = :lease AND state = 'cancelled' "
-    "AND lease_expires_at IS NOT NULL"
+    "AND lease_expires_at IS NOT NULL AND (CAST(:lapsed_before AS DOUBLE PRECISION) IS NULL "
+    "OR lease_expires_at < CAST(:lapsed_before AS DOUBLE PRECISION))"
 )
-_FAIL_EXPIRED = text(
+_FAIL_EXPIRED_SQL = (
     "UPDATE jobs SET state = 'failed', failure_reason = 'expired', completed_at = :now, "
     "next_attempt_at = NULL, updated_at = :now "
-    "WHERE state IN ('scheduled', 'queued', 'retrying') AND expires_at <= :now"
+    "WHERE {where}"
+)
+_EXPIRED = "state IN ('scheduled', 'queued', 'retrying') AND expires_at <= :now"
+_FAIL_EXPIRED = text(_FAIL_EXPIRED_SQL.format(where=_EXPIRED))
+_FAIL_EXPIRED_PG = text(
+    _FAIL_EXPIRED_SQL.format(
+        where=f"id IN (SELECT id FROM jobs WHERE {_EXPIRED} FOR UPDATE SKIP LOCKED)"
+    )
 )
 # One statement completes a whole chunk of attempts (UPDATE ... FROM a VALUES
 # list); the guard on deliveries (the lease token) and state makes stale rows
@@ -115,6 +150,7 @@ _COMPLETE_FIELDS = (
     "error",
     "now",
     "unsent",
+    "lapsed_before",
 )
 _COMPLETE_SQL_HEAD = f"WITH v({', '.join(_COMPLETE_FIELDS)}) AS (VALUES "
 _COMPLETE_SQL_TAIL = (
@@ -126,6 +162,8 @@ _COMPLETE_SQL_TAIL = (
     "last_error = CASE WHEN v.recorded = 1 THEN v.error ELSE jobs.last_error END, "
     "lease_expires_at = NULL, updated_at = v.now, deliveries = jobs.deliveries - v.unsent "
     "FROM v WHERE jobs.id = v.id AND jobs.deliveries = v.lease AND jobs.state = 'running' "
+    # a rescue writes only over a lease still lapsed (a heartbeat may have renewed it)
+    "AND (v.lapsed_before IS NULL OR jobs.lease_expires_at < v.lapsed_before) "
     "RETURNING jobs.id"
 )
 _COMPLETE_TYPES = (
@@ -141,6 +179,7 @@ _COMPLETE_TYPES = (
     "varchar",
     "float8",
     "int",
+    "float8",
 )
 COMPLETE_CHUNK = 500
 #: watched jobs whose versions one statement reads
@@ -185,6 +224,7 @@ def _completion_params(c: Completion) -> dict[str, Any]:
         "error": storable(a.error, 1024) if a else None,
         "now": c.now,
         "unsent": 0 if c.sent else 1,
+        "lapsed_before": c.lapsed_before,
     }
 
 
@@ -231,22 +271,32 @@ _RETRY = text(
     "WHERE id = :id AND caller = :caller AND state IN ('failed', 'cancelled') "
     f"RETURNING {_COLUMNS}"
 ).columns(*jobs.c)
-_PURGE_ATTEMPTS = text(
+_PURGE_ATTEMPTS_SQL = (
     "DELETE FROM attempts WHERE job_id IN (SELECT id FROM jobs "
     "WHERE completed_at IS NOT NULL AND completed_at < :before "
-    "AND state IN ('succeeded', 'failed', 'cancelled') LIMIT :limit)"
+    "AND state IN ('succeeded', 'failed', 'cancelled') LIMIT :limit{lock})"
 )
-_PURGE_JOBS = text(
+_PURGE_JOBS_SQL = (
     "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs "
     "WHERE completed_at IS NOT NULL AND completed_at < :before "
-    "AND state IN ('succeeded', 'failed', 'cancelled') LIMIT :limit)"
+    "AND state IN ('succeeded', 'failed', 'cancelled') LIMIT :limit{lock})"
 )
-_STALE_RUNNING = text(
+_SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"
+_PURGE_ATTEMPTS = text(_PURGE_ATTEMPTS_SQL.format(lock=""))
+_PURGE_ATTEMPTS_PG = text(_PURGE_ATTEMPTS_SQL.format(lock=_SKIP_LOCKED))
+_PURGE_JOBS = text(_PURGE_JOBS_SQL.format(lock=""))
+_PURGE_JOBS_PG = text(_PURGE_JOBS_SQL.format(lock=_SKIP_LOCKED))
+_STALE_RUNNING_SQL = (
     f"SELECT {_COLUMNS} FROM jobs WHERE lease_expires_at IS NOT NULL "
-    "AND lease_expires_at < :before AND state IN ('running', 'cancelled')"
-).columns(*jobs.c)
+    "AND lease_expires_at < :before AND state IN ('running', 'cancelled'){lock}"
+)
+_STALE_RUNNING = text(_STALE_RUNNING_SQL.format(lock="")).columns(*jobs.c)
+# rows another replica is completing right now are not stale: skipped, never waited for
+_STALE_RUNNING_PG = text(_STALE_RUNNING_SQL.format(lock=_SKIP_LOCKED)).columns(*jobs.c)
 
 PURGE_BATCH = 5000
+#: how long a read is tried again after transient errors before it answers 503
+READ_BUDGET_S = 1.0
 
 
 def job_record(row: RowMapping) -> JobRecord:
@@ -390,7 +440,24 @@ class SqlJobStore:
         async def unit(conn: Conn) -> None:
             await conn.execute(text("SELECT 1"))
 
-        await self._database.read(unit)
+        await self._read(unit, budget_s=0.0)
+
+    async def _read(self, unit: Unit[T], *, budget_s: float = READ_BUDGET_S) -> T:
+        """``unit`` on a reader, run again after transient errors for ``budget_s``;
+        then ``DatabaseUnavailable``. No driver error leaves the store."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget_s
+        backoff = FIRST_BACKOFF_S
+        while True:
+            try:
+                return await self._database.read(unit)
+            except Exception as exc:
+                if classify(exc) is not Fault.TRANSIENT:
+                    raise
+                if loop.time() + backoff > deadline:
+                    raise unavailable(exc) from exc
+            await asyncio.sleep(backoff)
+            backoff = min(MAX_BACKOFF_S, backoff * 2)
 
     @property
     def active(self) -> int:
@@ -449,24 +516,39 @@ class SqlJobStore:
             row = (await tx.conn.execute(_TARGET_BY_NAME, {"name": spec.name})).mappings().one()
             return target_record(row), current is None
 
-        return await self._writer.run(op)
+        return await self._writer.run(op, alone=True)
 
     async def get_target(self, name: str) -> TargetRecord | None:
         async def unit(conn: Conn) -> TargetRecord | None:
             row = (await conn.execute(_TARGET_BY_NAME, {"name": name})).mappings().first()
             return None if row is None else target_record(row)
 
-        return await self._database.read(unit)
+        return await self._read(unit)
 
     async def list_targets(self) -> list[TargetRecord]:
         async def unit(conn: Conn) -> list[TargetRecord]:
             rows = (await conn.execute(select(targets).order_by(targets.c.name))).mappings()
             return [target_record(row) for row in rows]
 
-        return await self._database.read(unit)
+        return await self._read(unit)
 
     async def delete_target(self, name: str) -> None:
+        """Delete a target no unfinished job names.
+
+        On Postgres the target's row is locked first, so no other replica's
+        intake can add a job for it between the count and the delete (intake
+        holds a key-share lock on the targets it names until it commits). The
+        lock is taken without waiting: a target intake holds right now is in use.
+        """
+
         async def op(tx: Tx) -> errors.CsjdError | None:
+            if self._pg:
+                held = (await tx.conn.execute(_LOCK_TARGET_FOR_DELETE_PG, {"name": name})).first()
+                if held is None and await self._target_in_batch(tx, name) is not None:
+                    return errors.Conflict(
+                        f"target '{name}' is taking jobs right now; try again",
+                        retry_after_s=1,
+                    )
             busy = (
                 await tx.conn.execute(
                     text(f"SELECT count(*) FROM jobs WHERE target = :t AND state IN {_ACTIVE_SQL}"),
@@ -486,7 +568,7 @@ class SqlJobStore:
             await tx.conn.execute(targets.delete().where(targets.c.name == name))
             return None
 
-        _raise_if_error(await self._writer.run(op))
+        _raise_if_error(await self._writer.run(op, alone=True))
 
     async def backlog_by_target(self) -> dict[str, dict[str, int]]:
         async def unit(conn: Conn) -> dict[str, dict[str, int]]:
@@ -495,7 +577,7 @@ class SqlJobStore:
                 out.setdefault(target, {})[state] = int(count)
             return out
 
-        return await self._database.read(unit)
+        return await self._read(unit)
 
     # -- intake --------------------------------------------------------------
 
@@ -509,7 +591,13 @@ class SqlJobStore:
         results: list[Enqueued | errors.CsjdError | None] = [None] * len(batch)
         rows: list[dict[str, Any]] = []
         positions: list[int] = []
+        if self._pg:
+            await self._hold_targets(tx, {job.target for job in batch})
         for i, job in enumerate(batch):
+            if job.refusal is not None:
+                # refused as a new job; a stored job with this key still answers
+                results[i] = job.refusal
+                continue
             target = await self._target_in_batch(tx, job.target)
             if target is None:
                 results[i] = errors.UnknownTarget(
@@ -527,7 +615,10 @@ class SqlJobStore:
         inserted: set[str] = set()
         if rows:
             statement = _INSERT_PG if tx.conn.dialect.name == "postgresql" else _INSERT_SQLITE
-            inserted = {row[0] for row in await tx.conn.execute(statement, rows)}
+            # Replicas insert keys in one order: two batches sharing keys wait on
+            # each other's unique-index entries, never in a cycle.
+            ordered = sorted(rows, key=lambda r: (r["caller"], r["idempotency_key"]))
+            inserted = {row[0] for row in await tx.conn.execute(statement, ordered)}
             self._adjust_active(tx, len(inserted))
             if self._pg and inserted:
                 await tx.conn.execute(_NOTIFY_PG)  # once per batch: wakes every replica
@@ -547,6 +638,11 @@ class SqlJobStore:
                     results[i] = results[i] or errors.KeyInFlight(
                         "a request with this key is still being stored", retry_after_s=1
                     )
+                elif row["id"] == job.id:
+                    # this very request, stored by an earlier run of this batch whose
+                    # commit was cut off before its answer (a dropped connection)
+                    self._adjust_active(tx, 1)
+                    results[i] = Enqueued(job=job_record(row), replayed=False)
                 elif row["fingerprint"] != job.fingerprint:
                     results[i] = _key_reused(job, row)
                 else:
@@ -568,6 +664,14 @@ class SqlJobStore:
                 found[(caller, row["idempotency_key"])] = row
         return found
 
+    async def _hold_targets(self, tx: Tx, names: set[str]) -> None:
+        """Key-share lock the named targets (Postgres), and cache what they are."""
+        cache: dict[str, TargetRecord | None] = tx.batch.setdefault("targets", {})
+        rows = (await tx.conn.execute(_LOCK_TARGETS_PG, {"names": sorted(names)})).mappings()
+        found = {row["name"]: target_record(row) for row in rows}
+        for name in names:
+            cache[name] = found.get(name)
+
     async def _target_in_batch(self, tx: Tx, name: str) -> TargetRecord | None:
         cache: dict[str, TargetRecord | None] = tx.batch.setdefault("targets", {})
         if name not in cache:
@@ -586,7 +690,7 @@ class SqlJobStore:
             row = (await conn.execute(statement, params)).mappings().first()
             return None if row is None else job_record(row)
 
-        return await self._database.read(unit)
+        return await self._read(unit)
 
     async def list_jobs(
         self,
@@ -612,7 +716,7 @@ class SqlJobStore:
         async def unit(conn: Conn) -> list[JobRecord]:
             return [job_record(row) for row in (await conn.execute(query)).mappings()]
 
-        return await self._database.read(unit)
+        return await self._read(unit)
 
     async def list_attempts(self, caller: str, job_id: str) -> list[AttemptRecord] | None:
         async def unit(conn: Conn) -> list[AttemptRecord] | None:
@@ -632,7 +736,7 @@ class SqlJobStore:
             ).mappings()
             return [attempt_record(row) for row in rows]
 
-        return await self._database.read(unit)
+        return await self._read(unit)
 
     async def job_versions(self, job_ids: list[str]) -> dict[str, tuple[str, float]]:
         """(state, updated_at) of each of these jobs that exists."""
@@ -650,7 +754,7 @@ class SqlJobStore:
                 )
             return found
 
-        return await self._database.read(unit)
+        return await self._read(unit)
 
     async def activity(self, since: float, until: float, bucket_s: float) -> list[Activity]:
         """Jobs accepted, and jobs finished (succeeded or failed), per target and per
@@ -696,7 +800,7 @@ class SqlJobStore:
             ]
             return out
 
-        return await self._database.read(unit)
+        return await self._read(unit)
 
     async def count_by_state(self) -> dict[JobState, int]:
         async def unit(conn: Conn) -> dict[JobState, int]:
@@ -705,14 +809,14 @@ class SqlJobStore:
                 counts[JobState(state)] = int(count)
             return counts
 
-        return await self._database.read(unit)
+        return await self._read(unit)
 
     async def next_due(self) -> float | None:
         async def unit(conn: Conn) -> float | None:
             value = (await conn.execute(_NEXT_DUE)).scalar_one_or_none()
             return None if value is None else float(value)
 
-        return await self._database.read(unit)
+        return await self._read(unit)
 
     # -- operator commands ------------------------------------------------------
 
@@ -728,7 +832,7 @@ class SqlJobStore:
             self._adjust_active(tx, -1)
             return job_record(row)
 
-        cancelled = _raise_if_error(await self._writer.run(op))
+        cancelled = _raise_if_error(await self._writer.run(op, alone=True))
         self.on_change((job_id,))
         return cancelled
 
@@ -743,6 +847,8 @@ class SqlJobStore:
             ).first()
             if current is None:
                 return errors.NotFound(f"no job '{job_id}'")
+            if self._pg:
+                await self._hold_targets(tx, {current.target})  # against a delete
             if await self._target_in_batch(tx, current.target) is None:
                 return errors.Conflict(f"the job's target '{current.target}' no longer exists")
             if self._pending_active(tx) + 1 > self._max_backlog:
@@ -760,7 +866,7 @@ class SqlJobStore:
             self._adjust_active(tx, +1)
             return job_record(row)
 
-        retried = _raise_if_error(await self._writer.run(op))
+        retried = _raise_if_error(await self._writer.run(op, alone=True))
         self.on_change((job_id,))
         return retried
 
@@ -781,14 +887,17 @@ class SqlJobStore:
         self, requests: Sequence[ClaimRequest], now: float, lease_s: Mapping[str, float]
     ) -> list[JobRecord]:
         async def op(tx: Tx) -> tuple[list[JobRecord], list[str]]:
-            promoted = [row[0] for row in await tx.conn.execute(_PROMOTE, {"now": now})]
+            promote = _PROMOTE_PG if self._pg else _PROMOTE
+            promoted = [row[0] for row in await tx.conn.execute(promote, {"now": now})]
             claimed: list[JobRecord] = []
-            # one lock order for every replica: by target name
             for request in sorted(requests, key=lambda r: r.target):
                 limit = request.limit
                 if self._pg and limit > 0:
                     room = (
-                        await tx.conn.execute(_TARGET_ROOM_PG, {"target": request.target})
+                        await tx.conn.execute(
+                            _TARGET_ROOM_PG,
+                            {"target": request.target, "lock_class": CLAIM_LOCK_CLASS},
+                        )
                     ).scalar_one_or_none()
                     limit = min(limit, int(room or 0))
                 if limit <= 0:
@@ -840,31 +949,10 @@ class SqlJobStore:
         if rows:
             await tx.conn.execute(_INSERT_ATTEMPTS, rows)
         for c, ok in zip(batch, written, strict=True):
-            if ok:
-                await self._apply_target_effects(tx, c)
+            if ok and (c.decision.pause_target_until is not None or c.decision.disable_target):
+                # target rows last, in name order: see group.py on lock order
+                tx.at_end(c.target, partial(_apply_target_effects, c))
         return written
-
-    async def _apply_target_effects(self, tx: Tx, c: Completion) -> None:
-        d = c.decision
-        if d.pause_target_until is not None:
-            await tx.conn.execute(
-                text(
-                    "UPDATE targets SET paused_until = :until WHERE name = :name "
-                    "AND (paused_until IS NULL OR paused_until < :until)"
-                ),
-                {"until": d.pause_target_until, "name": c.target},
-            )
-        if d.disable_target:
-            status = c.attempt.status_code if c.attempt else None
-            await tx.conn.execute(
-                update(targets)
-                .where(targets.c.name == c.target)
-                .values(
-                    enabled=False,
-                    disabled_reason=f"the target answered {status} Gone",
-                    updated_at=c.now,
-                )
-            )
 
     async def extend_leases(self, leases: Mapping[str, int], until: float) -> int:
         """Push out the leases of attempts still running (guarded by their tokens)."""
@@ -900,29 +988,36 @@ class SqlJobStore:
             ).first()
             return row is not None
 
-        return await self._writer.run(op)
+        return await self._writer.run(op, alone=True)
 
     async def fail_expired(self, now: float) -> int:
         async def op(tx: Tx) -> int:
-            count = int((await tx.conn.execute(_FAIL_EXPIRED, {"now": now})).rowcount)
+            statement = _FAIL_EXPIRED_PG if self._pg else _FAIL_EXPIRED
+            count = int((await tx.conn.execute(statement, {"now": now})).rowcount)
             self._adjust_active(tx, -count)
             return count
 
-        expired = await self._writer.run(op)
+        expired = await self._writer.run(op, alone=True)
         if expired:
             self.on_change(None)
         return expired
 
-    async def rescue(self, now: float, rng: Random, *, expired_only: bool = False) -> int:
+    async def rescue(
+        self, now: float, rng: Random, *, expired_only: bool = False, grace_s: float = 0.0
+    ) -> int:
         """Bring back attempts whose worker is gone (counted, ``interrupted``).
 
         At start every leased job is orphaned; while running, only those whose
-        lease ran out (their attempt's deadline is long past).
+        lease ran out more than ``grace_s`` ago (their attempt's deadline is
+        long past; the grace lets a live holder that lost the database for a
+        while renew or complete first). Each write re-checks that the lease
+        still lapsed, so a lease renewed meanwhile is left alone.
         """
-        before = now if expired_only else float("inf")
+        before = now - grace_s if expired_only else float("inf")
 
         async def op(tx: Tx) -> int:
-            rows = (await tx.conn.execute(_STALE_RUNNING, {"before": before})).mappings().all()
+            stale = _STALE_RUNNING_PG if self._pg else _STALE_RUNNING
+            rows = (await tx.conn.execute(stale, {"before": before})).mappings().all()
             completions: list[Completion] = []
             for row in rows:
                 job = job_record(row)
@@ -952,11 +1047,12 @@ class SqlJobStore:
                         response_excerpt=None,
                     ),
                     now=now,
+                    lapsed_before=before if expired_only else None,
                 )
                 completions.append(completion)
             return sum(await self._complete_batch(tx, completions))
 
-        rescued = await self._writer.run(op)
+        rescued = await self._writer.run(op, alone=True)
         if rescued:
             self.on_change(None)
         return rescued
@@ -964,15 +1060,39 @@ class SqlJobStore:
     async def purge(self, completed_before: float) -> int:
         async def op(tx: Tx) -> int:
             params = {"before": completed_before, "limit": PURGE_BATCH}
-            await tx.conn.execute(_PURGE_ATTEMPTS, params)
-            return int((await tx.conn.execute(_PURGE_JOBS, params)).rowcount)
+            await tx.conn.execute(_PURGE_ATTEMPTS_PG if self._pg else _PURGE_ATTEMPTS, params)
+            purge_jobs = _PURGE_JOBS_PG if self._pg else _PURGE_JOBS
+            return int((await tx.conn.execute(purge_jobs, params)).rowcount)
 
         total = 0
-        while (count := await self._writer.run(op)) > 0:
+        while (count := await self._writer.run(op, alone=True)) > 0:
             total += count
             if count < PURGE_BATCH:
                 break
         return total
+
+
+async def _apply_target_effects(c: Completion, conn: Conn) -> None:
+    d = c.decision
+    if d.pause_target_until is not None:
+        await conn.execute(
+            text(
+                "UPDATE targets SET paused_until = :until WHERE name = :name "
+                "AND (paused_until IS NULL OR paused_until < :until)"
+            ),
+            {"until": d.pause_target_until, "name": c.target},
+        )
+    if d.disable_target:
+        status = c.attempt.status_code if c.attempt else None
+        await conn.execute(
+            update(targets)
+            .where(targets.c.name == c.target)
+            .values(
+                enabled=False,
+                disabled_reason=f"the target answered {status} Gone",
+                updated_at=c.now,
+            )
+        )
 
 
 def _key_reused(job: NewJob, row: RowMapping) -> errors.CsjdError:

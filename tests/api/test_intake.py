@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from datetime import UTC, datetime
 
 import httpx
 import pytest
 
-from app.testing import FakeSender
+from app.testing import FakeClock, FakeSender
 from tests.conftest import Api, ApiFactory
 
 PROBLEM = "application/problem+json"
@@ -384,3 +386,49 @@ async def test_a_time_before_year_one_in_utc_is_422(api: Api) -> None:
         "k", {"target": "billing", "payload": 1, "run_at": "0001-01-01T00:00:00+14:00"}
     )
     assert response.status_code == 422, response.text
+
+
+async def test_a_repeated_request_replays_after_its_expires_at_has_passed(
+    api_factory: ApiFactory,
+) -> None:
+    """The stored job answers a repeat, even when the same body is no longer valid."""
+    clock = FakeClock(start=time.time())
+    api = await api_factory(sender=FakeSender(), clock=clock)
+    await api.put_target(enabled=False)  # the job waits, so its state stays put
+    expires_at = clock.now() + 0.5
+    body = {
+        "target": "billing",
+        "payload": 1,
+        "expires_at": datetime.fromtimestamp(expires_at, UTC).isoformat(),
+    }
+    first = await api.post_job("k", body)
+    assert first.status_code == 202, first.text
+    deadline = time.monotonic() + 5
+    while time.time() <= expires_at:  # wall time too: it must be past on every clock
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    clock.advance(5)
+    again = await api.post_job("k", body)
+    assert again.status_code == 202, again.text
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"]
+    # a new key with the same body is refused: the time check still stands for new jobs
+    fresh = await api.post_job("k2", body)
+    assert fresh.status_code == 422
+    assert fresh.json()["errors"][0]["loc"] == ["body", "expires_at"]
+
+
+async def test_a_repeated_request_replays_after_its_run_at_fell_out_of_range(
+    api_factory: ApiFactory,
+) -> None:
+    clock = FakeClock(start=time.time())
+    api = await api_factory(sender=FakeSender(), clock=clock)
+    await api.put_target()
+    run_at = datetime.fromtimestamp(clock.now() + 300 * 86400, UTC).isoformat()
+    body = {"target": "billing", "payload": 1, "run_at": run_at}
+    first = await api.post_job("k", body)
+    assert first.status_code == 202, first.text
+    clock.advance(-100 * 86400)  # the producer's clock was ahead; now the year is too short
+    again = await api.post_job("k", body)
+    assert (again.status_code, again.json()["id"]) == (202, first.json()["id"])
+    assert (await api.post_job("k2", body)).status_code == 422

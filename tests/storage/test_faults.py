@@ -1,0 +1,242 @@
+"""Database faults met by the store: what is run again, what fails alone, what is a 503.
+
+Real faults on real databases: a second SQLite connection holding the write
+lock, a Postgres backend terminated in the middle of a transaction, a row the
+database refuses, a server that is not there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy import exc as sa
+
+from app.core import errors
+from app.settings import Settings
+from app.storage import sqlite as sqlite_engines
+from app.storage.base import TargetSpec
+from app.storage.factory import build_store
+from app.storage.faults import Fault, classify
+from app.storage.sql import SqlJobStore
+from tests.pg import ADMIN_URL, PostgresDatabases
+from tests.storage.test_store_contract import NOW, new_job
+
+# -- what each error means ------------------------------------------------------------
+
+
+def _sqlite_error(cls: type[sqlite3.Error], code: int) -> sqlite3.Error:
+    error = cls("said by SQLite")
+    error.sqlite_errorcode = code  # type: ignore[attr-defined]
+    return error
+
+
+@pytest.mark.parametrize(
+    ("error", "fault"),
+    [
+        (asyncpg.exceptions.DeadlockDetectedError("deadlock detected"), Fault.TRANSIENT),
+        (asyncpg.exceptions.SerializationError("could not serialize"), Fault.TRANSIENT),
+        (asyncpg.exceptions.AdminShutdownError("terminating connection"), Fault.TRANSIENT),
+        (asyncpg.exceptions.CannotConnectNowError("the database is starting up"), Fault.TRANSIENT),
+        (asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed"), Fault.TRANSIENT),
+        (asyncpg.exceptions.CharacterNotInRepertoireError("invalid byte 0x00"), Fault.REFUSED),
+        (asyncpg.exceptions.NotNullViolationError("null value"), Fault.REFUSED),
+        (asyncpg.exceptions.UndefinedColumnError("no such column"), Fault.BUG),
+        (_sqlite_error(sqlite3.OperationalError, 5), Fault.TRANSIENT),  # SQLITE_BUSY
+        (_sqlite_error(sqlite3.OperationalError, 6), Fault.TRANSIENT),  # SQLITE_LOCKED
+        (_sqlite_error(sqlite3.OperationalError, 517), Fault.TRANSIENT),  # BUSY_SNAPSHOT
+        (_sqlite_error(sqlite3.IntegrityError, 1299), Fault.REFUSED),  # NOT NULL
+        (_sqlite_error(sqlite3.OperationalError, 1), Fault.BUG),  # a wrong statement
+        (ConnectionRefusedError(111, "refused"), Fault.TRANSIENT),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else str(v),
+)
+def test_errors_are_read_by_what_they_mean(error: BaseException, fault: Fault) -> None:
+    # as the driver raises it, and as SQLAlchemy wraps it
+    assert classify(error) is fault
+    wrapped = sa.DBAPIError("SELECT 1", {}, error)  # type: ignore[arg-type]
+    assert classify(wrapped) is fault
+
+
+def test_an_error_that_is_not_the_databases_is_a_bug() -> None:
+    assert classify(ValueError("nope")) is Fault.BUG
+
+
+# -- SQLite: a second process holds the write lock ---------------------------------------
+
+
+@pytest.fixture
+def quick_busy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite gives up waiting for its write lock after 0.2 s (10 s in production)."""
+    monkeypatch.setattr(sqlite_engines, "BUSY_TIMEOUT_MS", 200)
+
+
+@pytest.fixture
+async def sqlite_store(db_url: str, quick_busy: None) -> AsyncIterator[SqlJobStore]:
+    s = build_store(Settings(database_url=db_url, max_backlog=1000))
+    await s.open()
+    await s.put_target(TargetSpec(name="billing", url="http://x/hook"), NOW)
+    yield s
+    await s.close()
+
+
+def _hold_write_lock(path: str, seconds: float, held: threading.Event) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        held.set()
+        time.sleep(seconds)
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def lock_holder(db_url: str) -> Iterator[object]:
+    threads: list[threading.Thread] = []
+
+    def hold(seconds: float) -> None:
+        held = threading.Event()
+        path = db_url.split("///", 1)[1]
+        thread = threading.Thread(target=_hold_write_lock, args=(path, seconds, held))
+        thread.start()
+        threads.append(thread)
+        assert held.wait(5)
+
+    yield hold
+    for thread in threads:
+        thread.join(15)
+
+
+async def test_a_write_waits_out_a_short_lock_held_by_another_process(
+    sqlite_store: SqlJobStore, lock_holder: object
+) -> None:
+    lock_holder(1.0)  # type: ignore[operator]
+    enqueued = await sqlite_store.enqueue(new_job("a"))
+    assert not enqueued.replayed
+    assert sqlite_store.committer.transient_errors >= 1  # SQLITE_BUSY, then run again
+    assert await sqlite_store.get_job("", enqueued.job.id) is not None
+
+
+async def test_a_lock_held_past_the_retries_is_a_503_then_writes_resume(
+    sqlite_store: SqlJobStore, lock_holder: object
+) -> None:
+    lock_holder(4.5)  # type: ignore[operator]
+    started = time.monotonic()
+    with pytest.raises(errors.DatabaseUnavailable) as info:
+        await sqlite_store.enqueue(new_job("a"))
+    assert info.value.status == 503 and info.value.retry_after_s
+    assert time.monotonic() - started < 4.5  # answered within the retry budget
+    deadline = time.monotonic() + 10
+    while True:  # once the lock is gone, the same request is stored
+        try:
+            enqueued = await sqlite_store.enqueue(new_job("a"))
+            break
+        except errors.DatabaseUnavailable:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+    assert not enqueued.replayed
+
+
+# -- a refused row fails alone -------------------------------------------------------------
+
+
+async def test_a_row_the_database_refuses_fails_only_its_own_request(backend_url: str) -> None:
+    store = build_store(Settings(database_url=backend_url, max_backlog=1000))
+    await store.open()
+    try:
+        await store.put_target(TargetSpec(name="billing", url="http://x/hook"), NOW)
+        good = [new_job(f"good-{i}") for i in range(20)]
+        bad = new_job("bad", fingerprint=None)  # NOT NULL: refused by either database
+        results = await asyncio.gather(
+            *(store.enqueue(job) for job in [*good[:10], bad, *good[10:]]),
+            return_exceptions=True,
+        )
+        refused = results.pop(10)
+        assert isinstance(refused, errors.RefusedByDatabase)
+        assert refused.status == 422
+        assert all(not isinstance(r, BaseException) for r in results), results
+        for job in good:
+            assert await store.get_job("", job.id) is not None
+        assert await store.get_job("", bad.id) is None
+        assert store.active == 20
+    finally:
+        await store.close()
+
+
+# -- Postgres: a connection terminated mid-transaction; a server that is not there ---------
+
+
+async def _admin(sql: str, *args: object) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(ADMIN_URL)
+    try:
+        return list(await conn.fetch(sql, *args))
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def pg_url(postgres: PostgresDatabases) -> str:
+    return postgres.fresh()
+
+
+async def test_a_transaction_cut_by_a_terminated_connection_is_run_again(pg_url: str) -> None:
+    url = pg_url
+    database = url.rsplit("/", 1)[1]
+    store = build_store(Settings(database_url=url, max_backlog=1000))
+    await store.open()
+    blocker = await asyncpg.connect(ADMIN_URL.rsplit("/", 1)[0] + "/" + database)
+    try:
+        await store.put_target(TargetSpec(name="billing", url="http://x/hook"), NOW)
+        # hold the target's row so that the next write to it waits, mid-transaction
+        await blocker.execute("BEGIN")
+        await blocker.execute("SELECT * FROM targets WHERE name = 'billing' FOR UPDATE")
+        write = asyncio.create_task(
+            store.put_target(TargetSpec(name="billing", url="http://y/hook"), NOW + 1)
+        )
+        deadline = time.monotonic() + 10
+        waiting: list[asyncpg.Record] = []
+        while not waiting:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+            waiting = await _admin(
+                "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'",
+                database,
+            )
+        await _admin("SELECT pg_terminate_backend($1)", waiting[0]["pid"])
+        await blocker.execute("ROLLBACK")
+        target, created = await asyncio.wait_for(write, 10)
+        assert (target.spec.url, created) == ("http://y/hook", False)
+        assert store.committer.transient_errors >= 1
+    finally:
+        await blocker.close()
+        await store.close()
+
+
+async def test_a_postgres_server_that_is_not_there_is_database_unavailable() -> None:
+    url = "postgresql+asyncpg://postgres@127.0.0.1:9/nowhere"  # the discard port: refused
+    store = build_store(Settings(database_url=url, max_backlog=1000))
+    started = time.monotonic()
+    with pytest.raises(errors.DatabaseUnavailable):
+        await store.open()  # counts the backlog: a write
+    with pytest.raises(errors.DatabaseUnavailable):
+        await store.get_job("", "x")
+    with pytest.raises(errors.DatabaseUnavailable):
+        await store.ping()
+    assert time.monotonic() - started < 10
+    await store.close()
+
+
+async def test_a_missing_sqlite_directory_is_not_a_driver_error(tmp_path: Path) -> None:
+    store = build_store(
+        Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}")
+    )
+    with pytest.raises(errors.DatabaseUnavailable):
+        await store.open()
+    await store.close()
