@@ -240,3 +240,97 @@ async def test_a_missing_sqlite_directory_is_not_a_driver_error(tmp_path: Path) 
     with pytest.raises(errors.DatabaseUnavailable):
         await store.open()
     await store.close()
+
+
+# -- Postgres: deleting a target while another replica takes jobs for it -------------------
+
+
+async def test_a_delete_racing_intake_on_another_replica_never_strands_a_job(
+    pg_url: str,
+) -> None:
+    """Two stores on one database stand for two replicas: one deletes and puts the
+    target back again and again while the other takes jobs for it. Every job
+    stored names a target that exists, and every refusal is a 409 or a 422."""
+    settings = Settings(database_url=pg_url, max_backlog=100_000)
+    admin, intake = build_store(settings), build_store(settings)
+    await admin.open()
+    await intake.open()
+    spec = TargetSpec(name="billing", url="http://x/hook")
+    try:
+        await admin.put_target(spec, NOW)
+        stop = asyncio.Event()
+        outcomes: dict[str, int] = {}
+
+        async def churn() -> None:
+            while not stop.is_set():
+                try:
+                    await admin.delete_target("billing")
+                    outcomes["deleted"] = outcomes.get("deleted", 0) + 1
+                    await admin.put_target(spec, NOW)
+                except errors.Conflict as exc:
+                    outcomes[str(exc.status)] = outcomes.get(str(exc.status), 0) + 1
+
+        async def deliver() -> None:
+            # what dispatchers do: jobs finish at once, so the target is often free
+            # (first counting the unfinished jobs whose target is gone: stranded)
+            while not stop.is_set():
+                [(n,)] = await _admin_db(pg_url, _STRANDED)
+                outcomes["stranded"] = outcomes.get("stranded", 0) + n
+                await _admin_db(
+                    pg_url, "UPDATE jobs SET state = 'succeeded' WHERE state = 'queued'"
+                )
+
+        async def produce(p: int, n: int) -> None:
+            for i in range(n):
+                try:
+                    await intake.enqueue(new_job(f"k-{p}-{i}"))
+                except errors.UnknownTarget:
+                    outcomes["422"] = outcomes.get("422", 0) + 1
+
+        background = [asyncio.create_task(churn()), asyncio.create_task(deliver())]
+        await asyncio.gather(*(produce(p, 100) for p in range(8)))
+        stop.set()
+        await asyncio.gather(*background)
+        assert outcomes.get("deleted", 0) > 0, outcomes
+        [(n,)] = await _admin_db(pg_url, _STRANDED)
+        assert outcomes.get("stranded", 0) + n == 0, outcomes
+    finally:
+        await admin.close()
+        await intake.close()
+
+
+async def test_a_delete_does_not_wait_for_intake_that_holds_the_target(pg_url: str) -> None:
+    store = build_store(Settings(database_url=pg_url, max_backlog=1000))
+    await store.open()
+    holder = await asyncpg.connect(_plain(pg_url))
+    try:
+        await store.put_target(TargetSpec(name="billing", url="http://x/hook"), NOW)
+        await holder.execute("BEGIN")
+        # what an intake transaction holds until its jobs are committed
+        await holder.execute("SELECT 1 FROM targets WHERE name = 'billing' FOR KEY SHARE")
+        with pytest.raises(errors.Conflict) as info:
+            await asyncio.wait_for(store.delete_target("billing"), 5)
+        assert info.value.retry_after_s
+        await holder.execute("ROLLBACK")
+        await store.delete_target("billing")
+    finally:
+        await holder.close()
+        await store.close()
+
+
+_STRANDED = (
+    "SELECT count(*) FROM jobs j WHERE j.state IN ('scheduled', 'queued', 'running', 'retrying') "
+    "AND NOT EXISTS (SELECT 1 FROM targets t WHERE t.name = j.target)"
+)
+
+
+def _plain(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+async def _admin_db(url: str, sql: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(_plain(url))
+    try:
+        return list(await conn.fetch(sql))
+    finally:
+        await conn.close()
