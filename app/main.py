@@ -42,6 +42,7 @@ from app.metrics import Metrics
 from app.net import check_target_url
 from app.settings import Role, Settings
 from app.storage import postgres
+from app.storage.clock import DatabaseClock
 from app.storage.factory import build_store
 from app.storage.migrate import upgrade_async
 from app.storage.sql import SqlJobStore
@@ -152,13 +153,17 @@ def create_app(
 ) -> CsjdApp:
     """The gateway; ``role`` splits it over two processes on one database (both
     serve the API, only the ``dispatcher`` one delivers), so each gets a core."""
-    clock = clock or SystemClock()
     rng = rng or random.Random()
     keyring = build_keyring(settings)
     metrics = Metrics()
     watch = JobWatch()
     supervisor = Supervisor()
     store = build_store(settings, shared=role is not Role.ALL)
+    # replicas on Postgres compare times each other wrote: all use the database's
+    database_clock = (
+        DatabaseClock(store.database_time) if clock is None and settings.is_postgres else None
+    )
+    clock = clock or database_clock or SystemClock()
     store.on_change = watch.changed
     sender = sender or AiohttpSender(
         max_connections=settings.max_inflight, allow_private=settings.allow_private_targets
@@ -205,6 +210,9 @@ def create_app(
             await upgrade_async(settings.database_url)
             await store.open()
             try:
+                if database_clock is not None:
+                    await database_clock.sync()
+                    supervisor.start("clock", database_clock.keep_synced)
                 if settings.targets_file is not None:
                     count = await load_targets_file(
                         settings.targets_file, store, settings, clock.now()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from itertools import chain
@@ -103,6 +104,7 @@ _LOCK_TARGETS_PG = text(
 _LOCK_TARGET_FOR_DELETE_PG = text(
     "SELECT name FROM targets WHERE name = :name FOR UPDATE SKIP LOCKED"
 )
+_DATABASE_TIME_PG = text("SELECT extract(epoch FROM clock_timestamp())::float8")
 _NOTIFY_PG = text("SELECT pg_notify('csjd_jobs', '')")
 # One row per duty: the holder renews it; anyone may take it once it lapsed.
 _LEAD = text(
@@ -458,6 +460,16 @@ class SqlJobStore:
                     raise unavailable(exc) from exc
             await asyncio.sleep(backoff)
             backoff = min(MAX_BACKOFF_S, backoff * 2)
+
+    async def database_time(self) -> float:
+        """The database server's clock, in epoch seconds (Postgres; else this host's)."""
+        if not self._pg:
+            return time.time()
+
+        async def unit(conn: Conn) -> float:
+            return float((await conn.execute(_DATABASE_TIME_PG)).scalar_one())
+
+        return await self._read(unit, budget_s=0.0)
 
     @property
     def active(self) -> int:
