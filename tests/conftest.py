@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -14,6 +16,7 @@ import pytest
 
 from app.main import create_app
 from app.settings import Settings
+from app.storage import sqlite as sqlite_engines
 from app.storage.migrate import upgrade
 from app.testing import FakeSender
 from tests.pg import PostgresDatabases, require_postgres
@@ -144,6 +147,45 @@ async def api_factory(db_url: str) -> AsyncIterator[ApiFactory]:
 @pytest.fixture
 async def api(api_factory: ApiFactory, sender: FakeSender) -> Api:
     return await api_factory(sender=sender)
+
+
+@pytest.fixture
+def quick_busy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite gives up waiting for its write lock after 0.2 s (10 s in production)."""
+    monkeypatch.setattr(sqlite_engines, "BUSY_TIMEOUT_MS", 200)
+
+
+def _hold_write_lock(path: str, seconds: float, held: threading.Event) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        held.set()
+        time.sleep(seconds)
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+LockHolder = Callable[[float], None]
+
+
+@pytest.fixture
+def sqlite_lock_holder(db_url: str) -> Iterator[LockHolder]:
+    """Holds ``db_url``'s write lock for some seconds from another connection, as a
+    second process would; returns once the lock is held."""
+    threads: list[threading.Thread] = []
+
+    def hold(seconds: float) -> None:
+        held = threading.Event()
+        path = db_url.split("///", 1)[1]
+        thread = threading.Thread(target=_hold_write_lock, args=(path, seconds, held))
+        thread.start()
+        threads.append(thread)
+        assert held.wait(5)
+
+    yield hold
+    for thread in threads:
+        thread.join(30)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:

@@ -33,6 +33,7 @@ from typing import Any
 from app.core import answer
 from app.core import breaker as br
 from app.core.clock import Clock
+from app.core.errors import DatabaseUnavailable
 from app.core.job import FailureReason, JobState
 from app.core.outcome import (
     Classified,
@@ -63,6 +64,11 @@ TARGET_REFRESH_S = 2.0
 LOOP_EXIT_TIMEOUT_S = 5.0
 #: a retry over budget waits about this long (jittered) before it is due again
 RETRY_DEFER_S = 1.0
+#: a result the database could not take is written again after this, doubling
+WRITE_RETRY_FIRST_S = 0.1
+WRITE_RETRY_MAX_S = 2.0
+#: the claim loop and the heartbeat try again this soon after the database failed them
+UNAVAILABLE_PAUSE_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,18 +161,34 @@ class Dispatcher:
     # -- the loop -------------------------------------------------------------
 
     async def _run(self) -> None:
-        """The claim loop; an error ends it, and the supervisor restarts it."""
+        """The claim loop; an error ends it, and the supervisor restarts it. A database
+        out of reach is not an error here: the loop waits a moment and claims again."""
         while self._claiming:
-            if await self._claim_round():
-                continue  # a claim came back full: there may be more due work
-            await self._sleep()
+            try:
+                if await self._claim_round():
+                    continue  # a claim came back full: there may be more due work
+                await self._sleep()
+            except DatabaseUnavailable:
+                log.warning("claim_deferred", extra={"retry_in_s": UNAVAILABLE_PAUSE_S})
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(UNAVAILABLE_PAUSE_S):
+                        while self._claiming:
+                            await self._wake.wait()
+                            self._wake.clear()
 
     async def _heartbeat(self) -> None:
-        """Extend the leases of running attempts, so only a dead process's lapse."""
+        """Extend the leases of running attempts, so only a dead process's lapse.
+        After the database failed a renewal, the next comes in a second, not ten."""
+        pause = HEARTBEAT_S
         while True:
-            await asyncio.sleep(HEARTBEAT_S)
+            await asyncio.sleep(pause)
+            pause = HEARTBEAT_S
             if self._leases:
-                await self._store.extend_leases(dict(self._leases), self._clock.now() + LEASE_S)
+                try:
+                    await self._store.extend_leases(dict(self._leases), self._clock.now() + LEASE_S)
+                except DatabaseUnavailable:
+                    log.warning("lease_renewal_deferred", extra={"leases": len(self._leases)})
+                    pause = UNAVAILABLE_PAUSE_S
 
     async def _sleep(self) -> None:
         timeout = self._idle_poll_s
@@ -438,16 +460,34 @@ class Dispatcher:
             now=now,
             sent=sent,
         )
-        try:
-            written = await self._store.complete(completion)
-        except Exception:
-            # the lease brings the job back; nothing else to do from here
-            log.exception("completion_write_failed", extra={"job_id": job.id})
+        written = await self._write(completion)
+        if written is None:
             return
         if not written:
             log.warning("stale_attempt_ignored", extra={"job_id": job.id, "lease": job.deliveries})
             return
         self._apply_target_effects(job.target, decision)
+
+    async def _write(self, completion: Completion) -> bool | None:
+        """Write an attempt's result until it lands (True) or the store says the lease
+        is no longer this attempt's (False: rescued, or written by an earlier try
+        whose answer was lost). While the database is out of reach the result is
+        kept and the write tried again, and the heartbeat keeps the lease; only a
+        write the store refuses outright is given up (None), to the lease."""
+        backoff = WRITE_RETRY_FIRST_S
+        while True:
+            try:
+                return await self._store.complete(completion)
+            except DatabaseUnavailable:
+                log.warning(
+                    "completion_write_deferred",
+                    extra={"job_id": completion.job_id, "retry_in_s": backoff},
+                )
+            except Exception:
+                log.exception("completion_write_failed", extra={"job_id": completion.job_id})
+                return None
+            await asyncio.sleep(backoff)
+            backoff = min(WRITE_RETRY_MAX_S, backoff * 2)
 
     def _apply_target_effects(self, name: str, decision: Decision) -> None:
         target = self._targets.get(name)

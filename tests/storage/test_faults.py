@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -20,11 +19,11 @@ from sqlalchemy import exc as sa
 
 from app.core import errors
 from app.settings import Settings
-from app.storage import sqlite as sqlite_engines
 from app.storage.base import TargetSpec
 from app.storage.factory import build_store
 from app.storage.faults import Fault, classify
 from app.storage.sql import SqlJobStore
+from tests.conftest import LockHolder
 from tests.pg import ADMIN_URL, PostgresDatabases
 from tests.storage.test_store_contract import NOW, new_job
 
@@ -72,12 +71,6 @@ def test_an_error_that_is_not_the_databases_is_a_bug() -> None:
 
 
 @pytest.fixture
-def quick_busy(monkeypatch: pytest.MonkeyPatch) -> None:
-    """SQLite gives up waiting for its write lock after 0.2 s (10 s in production)."""
-    monkeypatch.setattr(sqlite_engines, "BUSY_TIMEOUT_MS", 200)
-
-
-@pytest.fixture
 async def sqlite_store(db_url: str, quick_busy: None) -> AsyncIterator[SqlJobStore]:
     s = build_store(Settings(database_url=db_url, max_backlog=1000))
     await s.open()
@@ -86,38 +79,10 @@ async def sqlite_store(db_url: str, quick_busy: None) -> AsyncIterator[SqlJobSto
     await s.close()
 
 
-def _hold_write_lock(path: str, seconds: float, held: threading.Event) -> None:
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        held.set()
-        time.sleep(seconds)
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
-
-
-@pytest.fixture
-def lock_holder(db_url: str) -> Iterator[object]:
-    threads: list[threading.Thread] = []
-
-    def hold(seconds: float) -> None:
-        held = threading.Event()
-        path = db_url.split("///", 1)[1]
-        thread = threading.Thread(target=_hold_write_lock, args=(path, seconds, held))
-        thread.start()
-        threads.append(thread)
-        assert held.wait(5)
-
-    yield hold
-    for thread in threads:
-        thread.join(15)
-
-
 async def test_a_write_waits_out_a_short_lock_held_by_another_process(
-    sqlite_store: SqlJobStore, lock_holder: object
+    sqlite_store: SqlJobStore, sqlite_lock_holder: LockHolder
 ) -> None:
-    lock_holder(1.0)  # type: ignore[operator]
+    sqlite_lock_holder(1.0)
     enqueued = await sqlite_store.enqueue(new_job("a"))
     assert not enqueued.replayed
     assert sqlite_store.committer.transient_errors >= 1  # SQLITE_BUSY, then run again
@@ -125,9 +90,9 @@ async def test_a_write_waits_out_a_short_lock_held_by_another_process(
 
 
 async def test_a_lock_held_past_the_retries_is_a_503_then_writes_resume(
-    sqlite_store: SqlJobStore, lock_holder: object
+    sqlite_store: SqlJobStore, sqlite_lock_holder: LockHolder
 ) -> None:
-    lock_holder(4.5)  # type: ignore[operator]
+    sqlite_lock_holder(4.5)
     started = time.monotonic()
     with pytest.raises(errors.DatabaseUnavailable) as info:
         await sqlite_store.enqueue(new_job("a"))
