@@ -387,7 +387,7 @@ def _activity(postgres: bool) -> tuple[TextClause, TextClause]:
     window, so a refresh reads the window's rows and never the whole table."""
     accepted = text(
         f"SELECT target, {_bucket(postgres, 'created_at')} AS b, count(*) FROM jobs "
-        "WHERE id >= :first_id AND id < :last_id "
+        "WHERE id >= :first_id AND id <= :last_id "
         "AND created_at >= :since AND created_at < :until GROUP BY target, b"
     )
     finished = text(
@@ -401,11 +401,13 @@ def _activity(postgres: bool) -> tuple[TextClause, TextClause]:
 
 _ACTIVITY_SQLITE = _activity(postgres=False)
 _ACTIVITY_PG = _activity(postgres=True)
-#: An id can run ahead of its job's creation time (a millisecond borrowed when
-#: its counter ran out, a clock stepped back), so the ids' upper bound is loose
-#: and ``created_at`` does the exact filtering. It is there at all because with
-#: an open range SQLite preferred to read every row in target order (GROUP BY).
-_ID_SLACK_S = 86400.0
+#: The largest id there can be: the accepted count's upper bound on ids excludes
+#: nothing (an id can run ahead of its creation time, by a borrowed millisecond or
+#: a clock stepped back, and ``created_at`` does the exact filtering). It is there
+#: because SQLite, without statistics, takes a closed range on the primary key
+#: for a few rows, and preferred to read an open one's every row in target order
+#: to save the GROUP BY its sort.
+_LAST_ID = "ffffffff-ffff-ffff-ffff-ffffffffffff"
 
 
 def activity_params(since: float, until: float, bucket_s: float) -> dict[str, Any]:
@@ -414,7 +416,7 @@ def activity_params(since: float, until: float, bucket_s: float) -> dict[str, An
         "until": until,
         "bucket_s": bucket_s,
         "first_id": _first_id(since),
-        "last_id": _first_id(until + _ID_SLACK_S),
+        "last_id": _LAST_ID,
     }
 
 
