@@ -1,6 +1,6 @@
 """The end-to-end benchmark behind ``make bench``: real processes, real sockets.
 
-Six scenarios, each on its own ``csjd serve`` with a fresh database (a SQLite
+Seven scenarios, each on its own ``csjd serve`` with a fresh database (a SQLite
 file in a temporary directory or, with ``--db postgres``, a Postgres database
 created for the run and dropped after it), and one webhook sink
 (``bench/sink.py``) in a separate process. ``end_to_end`` (the default)
@@ -32,18 +32,26 @@ starts again on that file, and the same measurement runs with new
 idempotency keys while ``parked`` keeps its jobs queued (checked at the end).
 ``CSJD_MAX_BACKLOG`` is raised to make room.
 
+``big_backlog_scheduled`` is the same with the backlog scheduled instead: the
+seeded jobs are due 1 to 20 days from now (spread evenly), ``parked`` is
+enabled, and the dispatcher and maintenance run their statements over a
+million jobs that are not due (promotion, the next due time, expiry, the
+state gauge). ``parked`` must end with all of them still scheduled and none
+sent.
+
 ``soak`` (10 minutes with the defaults; not part of ``all``) offers ``--rate``
 jobs/s (default 350: half load) to a healthy ``bench`` for ``--duration`` s
 (default 600), samples csjd's RSS every 10 s, and reports the RSS drift from
 the first minute to the last (goal: within 10 %) and the enqueue-to-delivery
 p50/p99 per minute of send time (goal: a steady p99).
 
-``--scenario all`` runs every scenario but ``soak`` (``big_backlog`` only with
-``--db sqlite``). One JSON line per scenario goes to stdout; progress goes to
+``--scenario all`` runs every scenario but ``soak`` (the ``big_backlog`` ones only
+with ``--db sqlite``). One JSON line per scenario goes to stdout; progress goes to
 stderr.
 
 Usage: ``python bench/run.py
-[--scenario end_to_end|outage|intake|drain|big_backlog|soak|all] [--jobs 20000]
+[--scenario end_to_end|outage|intake|drain|big_backlog|big_backlog_scheduled|soak|all]
+[--jobs 20000]
 [--concurrency 64] [--skip-ceilings] [--replicas 1] [--rate 100] [--duration 60]
 [--outage-start 10] [--outage-s 30] [--backlog 100000] [--big-backlog 1000000]
 [--db sqlite|postgres] [--pg-admin-url URL] [--deadline 600] [--keep]``
@@ -112,12 +120,15 @@ SOAK_RATE, SOAK_DURATION_S = 350.0, 600.0
 SOAK_SAMPLE_S = 10.0
 #: the soak's goal: RSS over its last minute within this of its first minute (percent)
 SOAK_RSS_DRIFT_MAX_PCT = 10.0
-#: big_backlog: the disabled target holding the seeded backlog, on its own sink path
+#: big_backlog: the target holding the seeded backlog (disabled when it is queued), on its own
+#: sink path
 PARKED_TARGET = "parked"
 PARKED_PATH = "/parked"
 #: big_backlog: rows per seeding transaction, and how long the seeded jobs stay unexpired
 SEED_CHUNK = 50_000
 PARKED_TTL_S = 30 * 86400.0
+#: big_backlog_scheduled: the seeded jobs are due this many days from now, spread evenly
+SCHEDULED_DAYS = (1.0, 20.0)
 #: big_backlog's goals: csjd's peak RSS, and the full-to-empty rate ratios
 BIG_BACKLOG_RSS_MAX_MB = 150.0
 BIG_BACKLOG_RATIO_MIN = 0.8
@@ -1255,17 +1266,41 @@ async def drain(args: argparse.Namespace, tmp: Path, sink: Service) -> dict[str,
 # -- big_backlog ------------------------------------------------------------------------------
 
 
-def seed_parked(path: Path, n: int) -> None:
-    """Insert ``n`` queued jobs for ``PARKED_TARGET`` straight into the SQLite file ``path``.
+@dataclass(frozen=True)
+class Parked:
+    """How the jobs ``big_backlog`` seeds at ``PARKED_TARGET`` wait there."""
+
+    #: ``queued`` (due, held by a disabled target) or ``scheduled`` (not due yet)
+    state: str
+    #: whether ``PARKED_TARGET`` is registered enabled
+    enabled: bool
+
+    def next_attempt_at(self, created_at: float, i: int, n: int, now: float) -> float:
+        if self.state == "queued":
+            return created_at
+        first, last = SCHEDULED_DAYS
+        return now + 86400.0 * (first + (last - first) * i / max(1, n - 1))
+
+
+#: big_backlog: a deep queue at a disabled target
+PARKED_QUEUED = Parked(state="queued", enabled=False)
+#: big_backlog_scheduled: a deep schedule at an enabled target, none of it due
+PARKED_SCHEDULED = Parked(state="scheduled", enabled=True)
+
+
+def seed_parked(path: Path, n: int, parked: Parked) -> None:
+    """Insert ``n`` jobs for ``PARKED_TARGET`` straight into the SQLite file ``path``.
 
     csjd must be stopped, and the target registered. The rows are what
-    ``SqlJobStore`` stores for a job it accepts as queued (``_row_values`` in
-    ``app/storage/sql.py``), through the app's own table: caller ``""`` (no API
-    keys), ``Idempotency-Key: parked-<i>``, payload ``{"i":<i>}``, one job per
-    millisecond ending an hour ago (uuid7 ids of those milliseconds, so they
-    sort before anything csjd accepts later), expiring in ``PARKED_TTL_S``.
-    ``SEED_CHUNK`` rows per transaction; then the WAL is checkpointed, so that
-    the next csjd starts on a settled file.
+    ``SqlJobStore`` stores for a job it accepts as queued or scheduled
+    (``_row_values`` in ``app/storage/sql.py``), through the app's own table:
+    caller ``""`` (no API keys), ``Idempotency-Key: parked-<i>``, payload
+    ``{"i":<i>}``, one job per millisecond ending an hour ago (uuid7 ids of
+    those milliseconds, so they sort before anything csjd accepts later),
+    expiring in ``PARKED_TTL_S``; due when created (queued) or as
+    ``Parked.next_attempt_at`` says (scheduled). ``SEED_CHUNK`` rows per
+    transaction; then the WAL is checkpointed, so that the next csjd starts on
+    a settled file.
     """
     now = time.time()
     first_ms = int(now * 1000) - n - 3_600_000
@@ -1286,13 +1321,13 @@ def seed_parked(path: Path, n: int) -> None:
                         "target": PARKED_TARGET,
                         "payload": payload,
                         "headers": None,
-                        "state": "queued",
+                        "state": parked.state,
                         "attempts": 0,
                         "deliveries": 0,
                         "max_attempts": 10,
                         "created_at": ms / 1000,
                         "updated_at": ms / 1000,
-                        "next_attempt_at": ms / 1000,
+                        "next_attempt_at": parked.next_attempt_at(ms / 1000, i, n, now),
                         "expires_at": expires_at,
                     }
                 )
@@ -1374,13 +1409,15 @@ async def backlog_phase(
     database_url: str,
     key_prefix: str,
     parked: int,
+    kind: Parked,
 ) -> BacklogPhase:
-    """A csjd on ``database_url``, where ``parked`` jobs wait at the disabled ``parked``.
+    """A csjd on ``database_url``, where ``parked`` jobs wait at ``parked`` as ``kind`` says.
 
-    Registers ``bench`` disabled and ``parked`` disabled, checks that
-    ``parked`` holds ``parked`` queued jobs, queues ``--jobs`` jobs at
-    ``bench`` and drains them (``queue_then_drain``), then checks that the
-    parked jobs are all still queued and that none reached the sink.
+    Registers ``bench`` disabled and ``parked`` (enabled as ``kind`` says),
+    checks that ``parked`` holds ``parked`` jobs in ``kind.state``, queues
+    ``--jobs`` jobs at ``bench`` and drains them (``queue_then_drain``), then
+    checks that the parked jobs are all still waiting and that none reached
+    the sink.
     """
     async with client_session(2) as control:
         await sink_reset(control, sink)
@@ -1398,17 +1435,19 @@ async def backlog_phase(
             parked_target = {
                 "url": f"{sink.base_url}{PARKED_PATH}",
                 "max_concurrency": 256,
-                "enabled": False,
+                "enabled": kind.enabled,
             }
             await put_target(control, gateway, PARKED_TARGET, parked_target)
             t0 = time.perf_counter()
-            queued = (await target_backlog(control, gateway, PARKED_TARGET))["queued"]
+            waiting = (await target_backlog(control, gateway, PARKED_TARGET)).get(kind.state, 0)
             get_target_s = time.perf_counter() - t0
-            if queued != parked:
-                raise BenchError(f"{PARKED_TARGET} has {queued} jobs queued at start, not {parked}")
+            if waiting != parked:
+                raise BenchError(
+                    f"{PARKED_TARGET} has {waiting} jobs {kind.state} at start, not {parked}"
+                )
             say(
                 f"pushing {args.jobs} jobs over {args.concurrency} connections "
-                f"(target disabled; {parked} jobs parked)"
+                f"(target disabled; {parked} jobs {kind.state} at {PARKED_TARGET})"
             )
             drained = await queue_then_drain(
                 control,
@@ -1420,7 +1459,7 @@ async def backlog_phase(
                 deadline_s=args.deadline,
                 key_prefix=key_prefix,
             )
-            still = (await target_backlog(control, gateway, PARKED_TARGET))["queued"]
+            still = (await target_backlog(control, gateway, PARKED_TARGET)).get(kind.state, 0)
             leaked = (await sink_stats(control, sink, path=PARKED_PATH))["total"]
         say("every accepted job was delivered; stopping csjd")
     finally:
@@ -1428,7 +1467,7 @@ async def backlog_phase(
     report_exit(gateway, code)
     if still != parked or leaked:
         raise BenchError(
-            f"{PARKED_TARGET} (disabled) ended with {still} of {parked} jobs queued, "
+            f"{PARKED_TARGET} ended with {still} of {parked} jobs {kind.state}, "
             f"and the sink got {leaked} requests on {PARKED_PATH}"
         )
     return BacklogPhase(
@@ -1443,33 +1482,51 @@ async def backlog_phase(
 
 async def big_backlog(args: argparse.Namespace, tmp: Path, sink: Service) -> dict[str, Any]:
     """Intake and claim rates with ``--big-backlog`` jobs queued, next to an empty database."""
-    path = tmp / "big_backlog.db"
+    return await backlog_scenario(args, tmp, sink, PARKED_QUEUED)
+
+
+async def big_backlog_scheduled(
+    args: argparse.Namespace, tmp: Path, sink: Service
+) -> dict[str, Any]:
+    """Intake and claim rates with ``--big-backlog`` jobs scheduled far ahead, next to an
+    empty database."""
+    return await backlog_scenario(args, tmp, sink, PARKED_SCHEDULED)
+
+
+async def backlog_scenario(
+    args: argparse.Namespace, tmp: Path, sink: Service, kind: Parked
+) -> dict[str, Any]:
+    """Phase A on an empty file, ``--big-backlog`` jobs seeded as ``kind`` says, phase B."""
+    path = tmp / f"big_backlog_{kind.state}.db"
     database_url = f"sqlite+aiosqlite:///{path}"
     say("phase A: an empty database")
     empty = await backlog_phase(
         args,
         tmp,
         sink,
-        name="csjd_big_empty",
+        name=f"csjd_big_{kind.state}_empty",
         database_url=database_url,
         key_prefix="empty",
         parked=0,
+        kind=kind,
     )
-    say(f"seeding {args.big_backlog} queued jobs for the disabled target {PARKED_TARGET}")
+    enabled = "enabled" if kind.enabled else "disabled"
+    say(f"seeding {args.big_backlog} {kind.state} jobs for the {enabled} target {PARKED_TARGET}")
     t0 = time.perf_counter()
-    await asyncio.to_thread(seed_parked, path, args.big_backlog)
+    await asyncio.to_thread(seed_parked, path, args.big_backlog, kind)
     seed_s = time.perf_counter() - t0
     db_mb = path.stat().st_size / 2**20
     say(f"  seeded in {seed_s:.1f}s; the database file is {db_mb:.0f} MB")
-    say(f"phase B: {args.big_backlog} jobs queued")
+    say(f"phase B: {args.big_backlog} jobs {kind.state}")
     full = await backlog_phase(
         args,
         tmp,
         sink,
-        name="csjd_big_full",
+        name=f"csjd_big_{kind.state}_full",
         database_url=database_url,
         key_prefix="full",
         parked=args.big_backlog,
+        kind=kind,
     )
 
     e, f = empty.figures(), full.figures()
@@ -1479,6 +1536,7 @@ async def big_backlog(args: argparse.Namespace, tmp: Path, sink: Service) -> dic
     }
     return {
         "backlog": args.big_backlog,
+        "backlog_state": kind.state,
         "jobs": args.jobs,
         "concurrency": args.concurrency,
         "seed_s": round(seed_s, 1),
@@ -1770,14 +1828,15 @@ SCENARIOS = {
         {OUTBOUND_CLIENT: ("drained_vs_outbound_client", "drained_per_s")},
     ),
     "big_backlog": scenario("big_backlog", big_backlog),
+    "big_backlog_scheduled": scenario("big_backlog_scheduled", big_backlog_scheduled),
     "soak": scenario("soak", soak),
 }
 #: what ``--scenario all`` runs, in this order (the soak takes its 10 minutes only on demand)
-IN_ALL = ("end_to_end", "outage", "intake", "drain", "big_backlog")
+IN_ALL = ("end_to_end", "outage", "intake", "drain", "big_backlog", "big_backlog_scheduled")
 #: scenarios that seed a SQLite file directly, skipped by ``all`` with ``--db postgres``
-SQLITE_ONLY = ("big_backlog",)
+SQLITE_ONLY = ("big_backlog", "big_backlog_scheduled")
 #: scenarios that run one csjd, whatever --split and --replicas say
-ONE_CSJD = ("intake", "drain", "big_backlog", "soak")
+ONE_CSJD = ("intake", "drain", "big_backlog", "big_backlog_scheduled", "soak")
 
 
 async def bench(args: argparse.Namespace, tmp: Path, loop_name: str) -> None:
@@ -1904,7 +1963,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=int,
         default=1_000_000,
         help="big_backlog: jobs seeded, queued at a disabled target, before the second "
-        "measurement (default 1000000)",
+        "measurement; big_backlog_scheduled: the same, scheduled days ahead at an enabled "
+        "one (default 1000000)",
     )
     args = parser.parse_args(argv)
     # soak is never part of all, so one run needs one default

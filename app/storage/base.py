@@ -8,7 +8,7 @@ its lease), so a stale or concurrent writer changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -183,7 +183,9 @@ class JobStore(Protocol):
         before_id: str | None,
     ) -> list[JobRecord]: ...
     async def list_attempts(self, caller: str, job_id: str) -> list[AttemptRecord] | None: ...
-    async def count_by_state(self) -> dict[JobState, int]: ...
+    async def count_by_state(
+        self, states: Collection[JobState] = tuple(JobState)
+    ) -> dict[JobState, int]: ...
     async def activity(self, since: float, until: float, bucket_s: float) -> list[Activity]: ...
 
     # operator commands

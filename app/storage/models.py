@@ -3,6 +3,17 @@
 Timestamps are stored as epoch seconds (floating point) on every backend so
 that SQLite and Postgres compare and index them the same way. Job payloads are
 stored as the exact compact JSON bytes that will be delivered.
+
+Every hot statement has an index of its own, and on SQLite it must be the one
+the planner picks without statistics (csjd never runs ``ANALYZE`` there; see
+``app/storage/sql.py``). Hence no index leads with ``state`` for all rows:
+SQLite assumes an equality on an indexed column matches about ten rows, so
+such an index beat the partial indexes for every statement that names a set
+of states, and scanned the whole backlog instead. State-led indexes are
+partial instead, one per set of states (``ACTIVE_SQL``, ``FINISHED_SQL``):
+SQLite uses a partial index only for a statement that repeats its ``WHERE``
+term exactly, so each serves the statements written for it and misleads no
+other. ``tests/storage/test_plans.py`` holds every hot statement to its index.
 """
 
 from __future__ import annotations
@@ -15,6 +26,11 @@ from sqlmodel import Field, SQLModel
 
 _WAITING = "state IN ('scheduled', 'retrying')"
 _UNFINISHED = "state IN ('scheduled', 'queued', 'retrying')"
+#: The ``WHERE`` terms of the partial indexes by set of states. A statement
+#: meant for one of them repeats the term as it is written here: SQLite
+#: matches a partial index by the form of the term, not by what it implies.
+ACTIVE_SQL = "state IN ('scheduled', 'queued', 'running', 'retrying')"
+FINISHED_SQL = "state IN ('succeeded', 'failed', 'cancelled')"
 
 
 class TargetRow(SQLModel, table=True):
@@ -73,8 +89,25 @@ class JobRow(SQLModel, table=True):
             sqlite_where=text("completed_at IS NOT NULL"),
             postgresql_where=text("completed_at IS NOT NULL"),
         ),
-        Index("ix_jobs_target_state", "target", "state"),
-        Index("ix_jobs_state", "state"),
+        # counts by state (the gauge, the backlog per target) without the table
+        Index(
+            "ix_jobs_active",
+            "state",
+            "target",
+            sqlite_where=text(ACTIVE_SQL),
+            postgresql_where=text(ACTIVE_SQL),
+        ),
+        # finished jobs by state, newest first (the dashboard's failed jobs), and counted
+        Index(
+            "ix_jobs_finished",
+            "state",
+            "id",
+            sqlite_where=text(FINISHED_SQL),
+            postgresql_where=text(FINISHED_SQL),
+        ),
+        # GET /jobs: a caller's jobs, or a target's, newest first
+        Index("ix_jobs_caller_id", "caller", "id"),
+        Index("ix_jobs_target_id", "target", "id"),
     )
 
     id: str = Field(sa_column=Column(String(36), primary_key=True))

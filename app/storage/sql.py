@@ -5,6 +5,17 @@ own pool. Hot-path statements are plain SQL with literal state names so that
 the partial indexes of ``models.py`` match them. Expected refusals (unknown
 target, reused key, full backlog) are returned by operations as values and
 raised afterwards, so they never roll back other callers' writes.
+
+Plans. Each hot statement is written for one index (``models.py``) and
+``tests/storage/test_plans.py`` checks that both backends use it. Postgres
+plans from the statistics that autovacuum keeps. SQLite is never analysed:
+statistics are a snapshot, and a snapshot taken while the backlog was empty
+(or all finished) would keep steering the planner after the table changed
+shape, while without them its choices follow from the statements and the
+indexes alone and do not drift. So the statements carry what the planner
+needs: a set of states is named with the exact term of its partial index,
+and a term that must not lead to an index is written so that it cannot
+(``NOT IN``, a closed range where an open one lost to a scan).
 """
 
 from __future__ import annotations
@@ -12,17 +23,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from functools import partial
 from itertools import chain
 from typing import Any, TypeVar
 
-from sqlalchemy import RowMapping, bindparam, insert, select, text, update
+from sqlalchemy import RowMapping, Select, TextClause, bindparam, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.core import errors
 from app.core.answer import EXCERPT_BYTES, storable
-from app.core.job import ACTIVE, FailureReason, IllegalTransition, JobState
+from app.core.job import ACTIVE, TERMINAL, FailureReason, IllegalTransition, JobState
 from app.core.outcome import Classified, Outcome
 from app.core.retry import Policy, Random, decide
 from app.storage.base import (
@@ -45,11 +56,10 @@ from app.storage.group import (
     Tx,
     unavailable,
 )
-from app.storage.models import attempts, jobs, targets
+from app.storage.models import ACTIVE_SQL, FINISHED_SQL, attempts, jobs, targets
 
 T = TypeVar("T")
 
-_ACTIVE_SQL = "('scheduled', 'queued', 'running', 'retrying')"
 _COLUMNS = ", ".join(c.name for c in jobs.c)
 _ACTIVE_DELTA = "active_delta"
 
@@ -253,16 +263,23 @@ _TARGET_BY_NAME = select(targets).where(targets.c.name == bindparam("name"))
 _INSERT_ATTEMPTS = insert(attempts)
 _JOB = select(jobs).where(jobs.c.id == bindparam("id"), jobs.c.caller == bindparam("caller"))
 _JOB_OF_ANYONE = select(jobs).where(jobs.c.id == bindparam("id"))
-_COUNT_BY_STATE = text("SELECT state, count(*) FROM jobs GROUP BY state")
-_NEXT_DUE = text("SELECT min(next_attempt_at) FROM jobs WHERE state IN ('scheduled', 'retrying')")
-_COUNT_ACTIVE = text(f"SELECT count(*) FROM jobs WHERE state IN {_ACTIVE_SQL}")
-_BACKLOG = text(
-    f"SELECT target, state, count(*) FROM jobs WHERE state IN {_ACTIVE_SQL} GROUP BY target, state"
+# Each set of states is counted from its own partial index, never from the
+# table: the unfinished ones hold the backlog (bounded by CSJD_MAX_BACKLOG), the
+# finished ones everything kept for CSJD_RETENTION_S (see count_by_state).
+_COUNT_ACTIVE_BY_STATE = text(f"SELECT state, count(*) FROM jobs WHERE {ACTIVE_SQL} GROUP BY state")
+_COUNT_FINISHED_BY_STATE = text(
+    f"SELECT state, count(*) FROM jobs WHERE {FINISHED_SQL} GROUP BY state"
 )
+_NEXT_DUE = text("SELECT min(next_attempt_at) FROM jobs WHERE state IN ('scheduled', 'retrying')")
+_COUNT_ACTIVE = text(f"SELECT count(*) FROM jobs WHERE {ACTIVE_SQL}")
+_BACKLOG = text(
+    f"SELECT target, state, count(*) FROM jobs WHERE {ACTIVE_SQL} GROUP BY target, state"
+)
+_BUSY = text(f"SELECT count(*) FROM jobs WHERE target = :t AND {ACTIVE_SQL}")
 _CANCEL = text(
     "UPDATE jobs SET state = 'cancelled', completed_at = :now, next_attempt_at = NULL, "
     "updated_at = :now "
-    f"WHERE id = :id AND caller = :caller AND state IN {_ACTIVE_SQL} "
+    f"WHERE id = :id AND caller = :caller AND {ACTIVE_SQL} "
     f"RETURNING {_COLUMNS}"
 ).columns(*jobs.c)
 _RETRY = text(
@@ -273,21 +290,20 @@ _RETRY = text(
     "WHERE id = :id AND caller = :caller AND state IN ('failed', 'cancelled') "
     f"RETURNING {_COLUMNS}"
 ).columns(*jobs.c)
-_PURGE_ATTEMPTS_SQL = (
-    "DELETE FROM attempts WHERE job_id IN (SELECT id FROM jobs "
-    "WHERE completed_at IS NOT NULL AND completed_at < :before "
-    "AND state IN ('succeeded', 'failed', 'cancelled') LIMIT :limit{lock})"
-)
-_PURGE_JOBS_SQL = (
-    "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs "
-    "WHERE completed_at IS NOT NULL AND completed_at < :before "
-    "AND state IN ('succeeded', 'failed', 'cancelled') LIMIT :limit{lock})"
+# The oldest finished jobs, by ix_jobs_completed. Only finished jobs have a
+# completed_at; the state check stays as a guard, written NOT IN so that it is
+# not ix_jobs_finished's term, which SQLite would take for the cheaper way in.
+_PURGEABLE = (
+    "SELECT id FROM jobs WHERE completed_at IS NOT NULL AND completed_at < :before "
+    "AND state NOT IN ('scheduled', 'queued', 'running', 'retrying') LIMIT :limit{lock}"
 )
 _SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"
-_PURGE_ATTEMPTS = text(_PURGE_ATTEMPTS_SQL.format(lock=""))
-_PURGE_ATTEMPTS_PG = text(_PURGE_ATTEMPTS_SQL.format(lock=_SKIP_LOCKED))
-_PURGE_JOBS = text(_PURGE_JOBS_SQL.format(lock=""))
-_PURGE_JOBS_PG = text(_PURGE_JOBS_SQL.format(lock=_SKIP_LOCKED))
+_PURGE_ATTEMPTS = text(f"DELETE FROM attempts WHERE job_id IN ({_PURGEABLE.format(lock='')})")
+_PURGE_ATTEMPTS_PG = text(
+    f"DELETE FROM attempts WHERE job_id IN ({_PURGEABLE.format(lock=_SKIP_LOCKED)})"
+)
+_PURGE_JOBS = text(f"DELETE FROM jobs WHERE id IN ({_PURGEABLE.format(lock='')})")
+_PURGE_JOBS_PG = text(f"DELETE FROM jobs WHERE id IN ({_PURGEABLE.format(lock=_SKIP_LOCKED)})")
 _STALE_RUNNING_SQL = (
     f"SELECT {_COLUMNS} FROM jobs WHERE lease_expires_at IS NOT NULL "
     "AND lease_expires_at < :before AND state IN ('running', 'cancelled'){lock}"
@@ -380,18 +396,80 @@ def decode_cursor(cursor: str) -> str:
     return raw
 
 
+def list_query(
+    caller: str | None,
+    *,
+    state: JobState | None,
+    target: str | None,
+    limit: int,
+    before_id: str | None,
+) -> Select[Any]:
+    """``GET /jobs``: by ``(caller, id)`` or ``(target, id)``, or by the partial index of
+    the state asked for, which the statement names by its exact term (``models.py``)."""
+    query = select(jobs)
+    if caller is not None:
+        query = query.where(jobs.c.caller == caller)
+    if state is not None:
+        query = query.where(jobs.c.state == state.value)
+        query = query.where(text(FINISHED_SQL if state in TERMINAL else ACTIVE_SQL))
+    if target is not None:
+        query = query.where(jobs.c.target == target)
+    if before_id is not None:
+        query = query.where(jobs.c.id < before_id)
+    return query.order_by(jobs.c.id.desc()).limit(limit)
+
+
 def _first_id(ts: float) -> str:
     """The smallest UUIDv7 (see ``app/core/ids.py``) of the millisecond ``ts`` falls in."""
     h = f"{(int(ts * 1000) & ((1 << 48) - 1)) << 80 | 0x7 << 76:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def _bucket(conn: Conn, column: str) -> str:
+def _bucket(postgres: bool, column: str) -> str:
     """SQL for the bucket a timestamp falls in, counted from ``:since``."""
-    if conn.dialect.name == "postgresql":
+    if postgres:
         return f"CAST(floor(({column} - :since) / :bucket_s) AS INTEGER)"
     # SQLite's CAST truncates, which is floor for the non-negative values selected
     return f"CAST(({column} - :since) / :bucket_s AS INTEGER)"
+
+
+def _activity(postgres: bool) -> tuple[TextClause, TextClause]:
+    """The dashboard's two counts: jobs accepted (by the primary key: ids are made
+    from the creation time) and jobs finished (by ``ix_jobs_completed``), both in a
+    window, so a refresh reads the window's rows and never the whole table."""
+    accepted = text(
+        f"SELECT target, {_bucket(postgres, 'created_at')} AS b, count(*) FROM jobs "
+        "WHERE id >= :first_id AND id <= :last_id "
+        "AND created_at >= :since AND created_at < :until GROUP BY target, b"
+    )
+    finished = text(
+        f"SELECT target, state, {_bucket(postgres, 'completed_at')} AS b, count(*) FROM jobs "
+        "WHERE completed_at IS NOT NULL AND completed_at >= :since "
+        "AND completed_at < :until AND state IN ('succeeded', 'failed') "
+        "GROUP BY target, state, b"
+    )
+    return accepted, finished
+
+
+_ACTIVITY_SQLITE = _activity(postgres=False)
+_ACTIVITY_PG = _activity(postgres=True)
+#: The largest id there can be: the accepted count's upper bound on ids excludes
+#: nothing (an id can run ahead of its creation time, by a borrowed millisecond or
+#: a clock stepped back, and ``created_at`` does the exact filtering). It is there
+#: because SQLite, without statistics, takes a closed range on the primary key
+#: for a few rows, and preferred to read an open one's every row in target order
+#: to save the GROUP BY its sort.
+_LAST_ID = "ffffffff-ffff-ffff-ffff-ffffffffffff"
+
+
+def activity_params(since: float, until: float, bucket_s: float) -> dict[str, Any]:
+    return {
+        "since": since,
+        "until": until,
+        "bucket_s": bucket_s,
+        "first_id": _first_id(since),
+        "last_id": _LAST_ID,
+    }
 
 
 def _raise_if_error(result: T | errors.CsjdError) -> T:
@@ -561,12 +639,7 @@ class SqlJobStore:
                         f"target '{name}' is taking jobs right now; try again",
                         retry_after_s=1,
                     )
-            busy = (
-                await tx.conn.execute(
-                    text(f"SELECT count(*) FROM jobs WHERE target = :t AND state IN {_ACTIVE_SQL}"),
-                    {"t": name},
-                )
-            ).scalar_one()
+            busy = (await tx.conn.execute(_BUSY, {"t": name})).scalar_one()
             exists = (
                 await tx.conn.execute(select(targets.c.name).where(targets.c.name == name))
             ).first()
@@ -714,16 +787,7 @@ class SqlJobStore:
         before_id: str | None,
     ) -> list[JobRecord]:
         """Newest first; ``caller=None`` lists every caller's jobs."""
-        query = select(jobs)
-        if caller is not None:
-            query = query.where(jobs.c.caller == caller)
-        if state is not None:
-            query = query.where(jobs.c.state == state.value)
-        if target is not None:
-            query = query.where(jobs.c.target == target)
-        if before_id is not None:
-            query = query.where(jobs.c.id < before_id)
-        query = query.order_by(jobs.c.id.desc()).limit(limit)
+        query = list_query(caller, state=state, target=target, limit=limit, before_id=before_id)
 
         async def unit(conn: Conn) -> list[JobRecord]:
             return [job_record(row) for row in (await conn.execute(query)).mappings()]
@@ -777,48 +841,44 @@ class SqlJobStore:
         the creation time, so the primary key bounds them); finished ones by the
         index on ``completed_at``. A job retried and finished again counts once.
         """
-        params = {
-            "since": since,
-            "until": until,
-            "bucket_s": bucket_s,
-            "first_id": _first_id(since),
-        }
+        params = activity_params(since, until, bucket_s)
+        accepted, finished = _ACTIVITY_PG if self._pg else _ACTIVITY_SQLITE
 
         async def unit(conn: Conn) -> list[Activity]:
-            accepted = _bucket(conn, "created_at")
-            finished = _bucket(conn, "completed_at")
             out = [
                 Activity(target=target, kind="accepted", bucket=int(b), count=int(n))
-                for target, b, n in await conn.execute(
-                    text(
-                        f"SELECT target, {accepted} AS b, count(*) FROM jobs "
-                        "WHERE id >= :first_id AND created_at >= :since AND created_at < :until "
-                        "GROUP BY target, b"
-                    ),
-                    params,
-                )
+                for target, b, n in await conn.execute(accepted, params)
             ]
             out += [
                 Activity(target=target, kind=state, bucket=int(b), count=int(n))
-                for target, state, b, n in await conn.execute(
-                    text(
-                        f"SELECT target, state, {finished} AS b, count(*) FROM jobs "
-                        "WHERE completed_at IS NOT NULL AND completed_at >= :since "
-                        "AND completed_at < :until AND state IN ('succeeded', 'failed') "
-                        "GROUP BY target, state, b"
-                    ),
-                    params,
-                )
+                for target, state, b, n in await conn.execute(finished, params)
             ]
             return out
 
         return await self._read(unit)
 
-    async def count_by_state(self) -> dict[JobState, int]:
+    async def count_by_state(
+        self, states: Collection[JobState] = tuple(JobState)
+    ) -> dict[JobState, int]:
+        """How many jobs are in each of ``states``. Each set of states is counted from
+        its own partial index: the unfinished ones read the backlog's index entries,
+        the finished ones those of every job kept (``CSJD_RETENTION_S``), which is
+        why maintenance counts those less often."""
+        statements = [
+            statement
+            for group, statement in (
+                (ACTIVE, _COUNT_ACTIVE_BY_STATE),
+                (TERMINAL, _COUNT_FINISHED_BY_STATE),
+            )
+            if group & set(states)
+        ]
+
         async def unit(conn: Conn) -> dict[JobState, int]:
-            counts = dict.fromkeys(JobState, 0)
-            for state, count in await conn.execute(_COUNT_BY_STATE):
-                counts[JobState(state)] = int(count)
+            counts = dict.fromkeys(states, 0)
+            for statement in statements:
+                for state, count in await conn.execute(statement):
+                    if JobState(state) in counts:
+                        counts[JobState(state)] = int(count)
             return counts
 
         return await self._read(unit)

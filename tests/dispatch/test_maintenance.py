@@ -1,0 +1,110 @@
+"""The ``csjd_jobs`` gauge: unfinished states every tick, finished ones as they can afford."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Collection
+from typing import Any
+
+import pytest
+
+from app.core.ids import uuid7
+from app.core.job import TERMINAL, JobState
+from app.dispatch.maintenance import FINISHED_COUNT_SHARE, Maintenance
+from app.metrics import Metrics
+from app.settings import Settings
+from app.storage.base import NewJob, TargetSpec
+from app.storage.factory import build_store
+from app.storage.sql import SqlJobStore
+from app.supervisor import Supervisor
+from app.testing import FakeClock
+
+#: how long the fake count of the finished jobs takes
+FINISHED_COUNT_S = 0.1
+
+
+class SlowFinishedCounts:
+    """The real store, whose count of finished jobs takes ``FINISHED_COUNT_S`` of fake time."""
+
+    def __init__(self, store: SqlJobStore, clock: FakeClock) -> None:
+        self._store = store
+        self._clock = clock
+        self.finished_counts = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def count_by_state(self, states: Collection[JobState]) -> dict[JobState, int]:
+        if set(states) & TERMINAL:
+            self.finished_counts += 1
+            self._clock.advance(FINISHED_COUNT_S)
+        return await self._store.count_by_state(states)
+
+
+@pytest.fixture
+async def store(db_url: str) -> AsyncIterator[SqlJobStore]:
+    s = build_store(Settings(database_url=db_url))
+    await s.open()
+    await s.put_target(TargetSpec(name="billing", url="http://x/hook"), 0.0)
+    yield s
+    await s.close()
+
+
+async def enqueue(store: SqlJobStore, key: str, now: float) -> str:
+    job = NewJob(
+        id=uuid7(),
+        caller="",
+        idempotency_key=key,
+        fingerprint=key,
+        target="billing",
+        payload=b"{}",
+        headers=None,
+        max_attempts=None,
+        next_attempt_at=now,
+        expires_at=None,
+        created_at=now,
+    )
+    return (await store.enqueue(job)).job.id
+
+
+def gauge(metrics: Metrics, state: JobState) -> float:
+    value = metrics.registry.get_sample_value("csjd_jobs", {"state": state.value})
+    assert value is not None
+    return value
+
+
+async def test_finished_jobs_are_counted_again_once_their_last_count_is_paid_for(
+    store: SqlJobStore,
+) -> None:
+    clock = FakeClock()
+    counting = SlowFinishedCounts(store, clock)
+    metrics = Metrics()
+    maintenance = Maintenance(
+        counting,  # type: ignore[arg-type]
+        clock=clock,
+        rng=random.Random(1).random,
+        metrics=metrics,
+        retention_s=86400,
+        supervisor=Supervisor(),
+        monotonic=clock.now,
+    )
+    now = clock.now()
+    await store.cancel("", await enqueue(store, "a", now), now)
+    await enqueue(store, "b", now)
+
+    await maintenance.tick(purge=False)
+    assert (gauge(metrics, JobState.QUEUED), gauge(metrics, JobState.CANCELLED)) == (1, 1)
+
+    await store.cancel("", await enqueue(store, "c", now), now)
+    await enqueue(store, "d", now)
+    pause = FINISHED_COUNT_S / FINISHED_COUNT_SHARE  # the count took 0.1 s: 5 s
+    clock.advance(pause / 2)
+    await maintenance.tick(purge=False)
+    # the unfinished states are always fresh; the finished ones wait their turn
+    assert (gauge(metrics, JobState.QUEUED), gauge(metrics, JobState.CANCELLED)) == (2, 1)
+    assert counting.finished_counts == 1
+
+    clock.advance(pause / 2)
+    await maintenance.tick(purge=False)
+    assert (gauge(metrics, JobState.QUEUED), gauge(metrics, JobState.CANCELLED)) == (2, 2)
+    assert counting.finished_counts == 2
