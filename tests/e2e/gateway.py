@@ -101,12 +101,14 @@ class GatewayProcess:
         return code
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.signal(signal.SIGTERM)
-            try:
-                self.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill9()
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.signal(signal.SIGTERM)
+                try:
+                    self.wait(30)
+                except subprocess.TimeoutExpired:
+                    self.kill9()
+            self.log.close()  # also when it had exited by itself
         self.client.close()
 
     # -- API helpers -------------------------------------------------------------

@@ -25,6 +25,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -256,6 +257,46 @@ class PrivatePostgres:
                 await conn.close(timeout=timeout)
 
         return _off_the_loop(go, timeout)
+
+    @contextlib.contextmanager
+    def holding(self, *statements: str, database: str = "postgres") -> Iterator[None]:
+        """Inside the block, a transaction that ran ``statements`` stays open, its
+        locks and uncommitted rows in everyone's way; it is rolled back after. A
+        starting gate: whoever needs those rows waits, then all go at once."""
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="csjd-pg-holder", daemon=True)
+        thread.start()
+
+        def call(make: Callable[[], Awaitable[T]], timeout: float = 10) -> T:
+            async def bounded() -> T:
+                async with asyncio.timeout(timeout):
+                    return await make()
+
+            return asyncio.run_coroutine_threadsafe(bounded(), loop).result(timeout + 5)
+
+        try:
+            conn = call(lambda: asyncpg.connect(self.dsn(database), timeout=10))
+            try:
+                call(lambda: conn.execute("BEGIN"))
+                for statement in statements:
+                    call(lambda statement=statement: conn.execute(statement))
+                yield
+                call(lambda: conn.execute("ROLLBACK"))
+            finally:
+                call(lambda: conn.close(timeout=5))
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10)
+            loop.close()
+
+    def lock_waiters(self, database: str) -> int:
+        """Sessions of ``database`` waiting for a lock (row, table, transaction, advisory)."""
+        rows = self.query(
+            "SELECT count(*)::int AS n FROM pg_stat_activity "
+            "WHERE datname = $1 AND wait_event_type = 'Lock'",
+            database,
+        )
+        return int(rows[0]["n"])
 
     def create_database(self, name: str | None = None) -> str:
         """An empty database's URL (csjd migrates it when it starts)."""
