@@ -130,6 +130,53 @@ SECRET = "whsec_" + base64.b64encode(b"a secret that no log may ever show").deco
 HEADER_VALUE = "Bearer a header value that no log may show"
 
 
+async def test_putting_a_target_creates_it_then_replaces_it(store: SqlJobStore) -> None:
+    spec = TargetSpec(
+        name="search", url="http://x/a", secret=SECRET, headers={"authorization": HEADER_VALUE}
+    )
+    created, is_new = await store.put_target(spec, NOW)
+    assert is_new and created.spec == spec
+    assert (created.created_at, created.updated_at) == (NOW, NOW)
+
+    replacement = TargetSpec(name="search", url="http://x/b", max_attempts=3, enabled=False)
+    replaced, is_new = await store.put_target(replacement, NOW + 5)
+    assert not is_new and replaced.spec == replacement  # secret and headers replaced too
+    assert (replaced.created_at, replaced.updated_at) == (NOW, NOW + 5)
+    assert replaced.disabled_reason == "disabled by an operator"
+    assert await store.get_target("search") == replaced
+
+
+async def test_puts_of_one_new_target_in_one_transaction_create_it_once(
+    store: SqlJobStore,
+) -> None:
+    before = store.committer.batches
+    results = await asyncio.gather(
+        *(store.put_target(TargetSpec(name="search", url=f"http://x/{i}"), NOW) for i in range(4))
+    )
+    assert store.committer.batches - before == 1  # one group commit: one transaction
+    assert [is_new for _, is_new in results] == [True, False, False, False]
+    stored = await store.get_target("search")
+    assert stored is not None and stored.spec.url == "http://x/3"
+
+
+async def test_two_stores_putting_one_new_target_at_once_create_it_once(backend_url: str) -> None:
+    """Two replicas loading one targets file: the database, not a read, decides who
+    created each target, and the other replaces it instead of failing."""
+    a = build_store(Settings(database_url=backend_url, max_backlog=1000))
+    b = build_store(Settings(database_url=backend_url, max_backlog=1000))
+    await a.open()
+    await b.open()
+    try:
+        for i in range(10):
+            spec = TargetSpec(name=f"race-{i}", url="http://x/hook", secret=SECRET)
+            # the same clock reading on both: creation is not told from created_at
+            results = await asyncio.gather(a.put_target(spec, NOW), b.put_target(spec, NOW))
+            assert sorted(is_new for _, is_new in results) == [False, True]
+    finally:
+        await a.close()
+        await b.close()
+
+
 async def test_database_errors_show_no_parameters(store: SqlJobStore) -> None:
     """Parameters hold secrets, header values and payloads: an error's text, and so
     any traceback in a log, must not."""
