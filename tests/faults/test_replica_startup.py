@@ -90,6 +90,22 @@ def _assert_all_ready_and_quiet(group: list[GatewayProcess]) -> None:
     assert sorted(names) == sorted(TARGETS)
 
 
+def test_replicas_migrating_one_fresh_database_together_all_start(
+    private_postgres: PrivatePostgres, replicas: tuple[str, list[GatewayProcess]]
+) -> None:
+    url, group = replicas
+    database = url.rsplit("/", 1)[1]
+    # an uncommitted alembic_version table: every replica's migration waits on it
+    gate = "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)"
+    with private_postgres.holding(gate, database=database):
+        for gateway in group:
+            gateway.start(wait=False)
+        _release_when_all_wait(private_postgres, database, group)
+    _assert_all_ready_and_quiet(group)
+    versions = private_postgres.query("SELECT version_num FROM alembic_version", database=database)
+    assert len(versions) == 1
+
+
 def test_replicas_loading_one_targets_file_together_all_start_and_log_no_secret(
     private_postgres: PrivatePostgres, replicas: tuple[str, list[GatewayProcess]]
 ) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,6 +19,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.storage.migrate import upgrade
 from app.storage.models import metadata
+from tests.faults.sqlite_lock import SqliteWriteLock
 from tests.pg import PostgresDatabases
 
 T = TypeVar("T")
@@ -79,3 +83,25 @@ def test_an_empty_postgres_database_migrates_to_the_models(postgres: PostgresDat
     assert _drift(url) == []
     assert _indexes(url) >= EXPECTED_INDEXES
     upgrade(url)  # a second run is a no-op
+
+
+@pytest.mark.slow
+def test_migrations_started_together_on_one_sqlite_file_all_succeed(tmp_path: Path) -> None:
+    """``upgrade`` from several processes at once (``csjd migrate`` itself refuses
+    to run beside another csjd on the file; ``alembic upgrade`` does not): each
+    migration holds the write lock throughout, so the others wait and find it done."""
+    path = tmp_path / "fresh.db"
+    sqlite3.connect(path).close()
+    url = f"sqlite+aiosqlite:///{path}"
+    migrate = f"from app.storage.migrate import upgrade; upgrade({url!r})"
+    # a starting gate: the migrators queue behind another writer, then go at once
+    with SqliteWriteLock(path, seconds=3):
+        migrators = [
+            subprocess.Popen(
+                [sys.executable, "-c", migrate], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            )
+            for _ in range(4)
+        ]
+        outputs = [m.communicate(timeout=120)[0].decode(errors="replace") for m in migrators]
+    assert [m.returncode for m in migrators] == [0, 0, 0, 0], "\n".join(outputs)
+    assert _drift(url) == []
