@@ -8,8 +8,10 @@ deadline on every wait and everything stopped at teardown.
   ``private_postgres_factory``): a Postgres server of the test's own, in a
   temporary folder on a free port, that a test may ``stop()`` (fast or
   immediate) and ``start()`` again on the same port and data. It makes
-  migrated or empty databases, and reads its own log and statistics so that
-  a test can state "no lock waits, no deadlocks".
+  migrated or empty databases, holds a transaction open as a starting gate
+  (``holding()``, with ``lock_waiters()`` to see who queues behind it), and
+  reads its own log and statistics so that a test can state "no lock waits,
+  no deadlocks".
 - ``clock.faketime_env(skew_s)``: the environment that runs a process with its
   wall clock skewed (Debian's libfaketime) while its monotonic clock, and so
   asyncio's timers, stay true. ``GatewayProcess(..., clock_skew_s=60)`` and

@@ -131,20 +131,31 @@ def test_faketime_skews_a_childs_wall_clock_and_leaves_its_timers_true(skew: int
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(("backend", "skew"), [("sqlite", 60), ("postgres", -60)])
 def test_a_skewed_gateway_stamps_jobs_by_its_own_clock(
-    tmp_path: Path, replica_factory: ReplicaFactory, sink: Sink
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    replica_factory: ReplicaFactory,
+    sink: Sink,
+    backend: str,
+    skew: int,
 ) -> None:
-    gateway = replica_factory(f"sqlite+aiosqlite:///{tmp_path / 'skewed.db'}", clock_skew_s=60)
+    if backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'skewed.db'}"
+    else:
+        url = request.getfixturevalue("private_postgres").create_database()
+    gateway = replica_factory(url, clock_skew_s=skew)
     gateway.start()
     gateway.put_target("t", url=sink.url("/hook"))
     before = time.time()
     job = gateway.post_job("k", "t", 1).json()
     after = time.time()
     created = datetime.fromisoformat(job["created_at"]).timestamp()
-    assert before + 59 <= created <= after + 61
+    assert before + skew - 1 <= created <= after + skew + 1
     gateway.wait_job(job["id"], ("succeeded",))
     # webhook-timestamp comes from the same skewed clock
-    assert int(sink.received("/hook")[0].headers["webhook-timestamp"]) >= int(before) + 59
+    stamp = int(sink.received("/hook")[0].headers["webhook-timestamp"])
+    assert int(before) + skew - 1 <= stamp <= int(after) + skew + 1
 
 
 # -- hostile targets ------------------------------------------------------------------

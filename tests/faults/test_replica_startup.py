@@ -79,7 +79,7 @@ def _release_when_all_wait(pg: PrivatePostgres, database: str, group: list[Gatew
         time.sleep(0.05)
 
 
-def _assert_all_ready_and_quiet(group: list[GatewayProcess]) -> None:
+def _assert_all_ready_and_quiet(pg: PrivatePostgres, group: list[GatewayProcess]) -> None:
     for gateway in group:
         gateway.wait_ready(timeout=60)
     for gateway in group:
@@ -88,6 +88,8 @@ def _assert_all_ready_and_quiet(group: list[GatewayProcess]) -> None:
         assert HEADER_VALUE not in log
     names = [t["name"] for t in group[-1].client.get("/targets").json()]
     assert sorted(names) == sorted(TARGETS)
+    # they queued (the gate saw to that), and none was taken for a deadlock victim
+    assert pg.deadlocks() == []
 
 
 def test_replicas_migrating_one_fresh_database_together_all_start(
@@ -101,7 +103,7 @@ def test_replicas_migrating_one_fresh_database_together_all_start(
         for gateway in group:
             gateway.start(wait=False)
         _release_when_all_wait(private_postgres, database, group)
-    _assert_all_ready_and_quiet(group)
+    _assert_all_ready_and_quiet(private_postgres, group)
     versions = private_postgres.query("SELECT version_num FROM alembic_version", database=database)
     assert len(versions) == 1
 
@@ -123,4 +125,4 @@ def test_replicas_loading_one_targets_file_together_all_start_and_log_no_secret(
         for gateway in group:
             gateway.start(wait=False)
         _release_when_all_wait(private_postgres, database, group)
-    _assert_all_ready_and_quiet(group)
+    _assert_all_ready_and_quiet(private_postgres, group)
