@@ -13,6 +13,7 @@ from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from app.storage.migrate import serialize_migrations
 from app.storage.models import metadata
 
 config = context.config
@@ -28,6 +29,9 @@ def _url() -> str:
 
 
 def _run(connection: Connection) -> None:
+    # before alembic looks at the version table: replicas starting together migrate
+    # one after another (alembic then runs in the transaction this began)
+    serialize_migrations(connection)
     context.configure(
         connection=connection,
         target_metadata=metadata,
@@ -39,7 +43,8 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_async() -> None:
-    engine = create_async_engine(_url(), poolclass=pool.NullPool)
+    # like the store's engines: an error's text never shows parameters
+    engine = create_async_engine(_url(), poolclass=pool.NullPool, hide_parameters=True)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run)

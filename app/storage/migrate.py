@@ -2,6 +2,11 @@
 
 Alembic's environment runs its own event loop, so from inside a running loop
 the upgrade is done in a worker thread.
+
+Every replica migrates when it starts, and replicas start together: without a
+lock two of them would both find no ``alembic_version`` table, both create it,
+and one would die on the other's. ``serialize_migrations`` makes each migration
+wait for the one before it, whose end the next then finds at head.
 """
 
 from __future__ import annotations
@@ -11,6 +16,12 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import Connection, text
+
+#: the advisory lock taken by whoever migrates a Postgres database ("csjdmigr" in ASCII)
+MIGRATION_LOCK_KEY = 0x63736A646D696772
+#: how long a migration on SQLite waits for another one to finish
+SQLITE_WAIT_MS = 60_000
 
 
 def migrations_dir() -> Path:
@@ -25,6 +36,20 @@ def alembic_config(database_url: str) -> Config:
     config.set_main_option("script_location", str(migrations_dir()))
     config.attributes["database_url"] = database_url
     return config
+
+
+def serialize_migrations(connection: Connection) -> None:
+    """Wait until no one else migrates this database, then keep it so until this
+    connection's transaction ends. Call first on the migration's connection, so
+    alembic runs inside the transaction this opens."""
+    if connection.dialect.name == "postgresql":
+        # a transaction lock: committing the migration releases it, and so does a crash
+        connection.execute(text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"))
+    elif connection.dialect.name == "sqlite":
+        # the write lock, held to the commit; without it each CREATE TABLE would
+        # commit alone and a second migrator would trip over the first one's tables
+        connection.exec_driver_sql(f"PRAGMA busy_timeout = {SQLITE_WAIT_MS}")
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def upgrade(database_url: str) -> None:

@@ -32,12 +32,10 @@ CHANNEL = "csjd_jobs"
 
 def create_database(settings: Settings) -> AsyncDatabase:
     """Writer and reader engines for the configured Postgres database."""
-    writer = create_async_engine(
-        settings.database_url, pool_size=2, max_overflow=2, pool_pre_ping=True, **ENGINE_JSON
-    )
-    reader = create_async_engine(
-        settings.database_url, pool_size=4, max_overflow=8, pool_pre_ping=True, **ENGINE_JSON
-    )
+    # parameters hold secrets, header values and payloads: no error's text may show them
+    options: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True, **ENGINE_JSON}
+    writer = create_async_engine(settings.database_url, pool_size=2, max_overflow=2, **options)
+    reader = create_async_engine(settings.database_url, pool_size=4, max_overflow=8, **options)
     return AsyncDatabase(writer, reader)
 
 

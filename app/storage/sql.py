@@ -28,7 +28,18 @@ from functools import partial
 from itertools import chain
 from typing import Any, TypeVar
 
-from sqlalchemy import RowMapping, Select, TextClause, bindparam, insert, select, text, update
+from sqlalchemy import (
+    Boolean,
+    RowMapping,
+    Select,
+    TextClause,
+    bindparam,
+    insert,
+    literal_column,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.core import errors
@@ -260,6 +271,42 @@ def _attempt_row(c: Completion) -> dict[str, Any]:
 
 # built once: building a select per call (and its cache key) cost more than running it
 _TARGET_BY_NAME = select(targets).where(targets.c.name == bindparam("name"))
+# Replicas loading one targets file at once upsert the same names: the primary
+# key, not an earlier read, decides who creates a target, and the others replace
+# it rather than fail. ``created_at`` is written on insert only.
+_TARGET_FIELDS = (
+    "url",
+    "timeout_s",
+    "max_concurrency",
+    "rate_limit_per_s",
+    "max_attempts",
+    "backoff_initial_s",
+    "backoff_max_s",
+    "max_retry_duration_s",
+    "secret",
+    "headers",
+    "enabled",
+    "disabled_reason",
+    "updated_at",
+)
+
+
+def _upsert_target(dialect_insert: Any) -> Any:
+    statement = dialect_insert(targets).values(
+        {name: bindparam(name) for name in ("name", "created_at", *_TARGET_FIELDS)}
+    )
+    return statement.on_conflict_do_update(
+        index_elements=[targets.c.name],
+        set_={name: statement.excluded[name] for name in _TARGET_FIELDS},
+    )
+
+
+# On Postgres the row says which it was: only a row this statement inserted has
+# no xmax (an update leaves there the row lock it took), in or out of a batch.
+_UPSERT_TARGET_PG = _upsert_target(postgresql.insert).returning(
+    *targets.c, literal_column("xmax = 0", Boolean).label("inserted")
+)
+_UPSERT_TARGET_SQLITE = _upsert_target(sqlite.insert).returning(*targets.c)
 _INSERT_ATTEMPTS = insert(attempts)
 _JOB = select(jobs).where(jobs.c.id == bindparam("id"), jobs.c.caller == bindparam("caller"))
 _JOB_OF_ANYONE = select(jobs).where(jobs.c.id == bindparam("id"))
@@ -576,35 +623,34 @@ class SqlJobStore:
     # -- targets -----------------------------------------------------------
 
     async def put_target(self, spec: TargetSpec, now: float) -> tuple[TargetRecord, bool]:
+        parameters: dict[str, Any] = {
+            "name": spec.name,
+            "created_at": now,
+            "url": spec.url,
+            "timeout_s": spec.timeout_s,
+            "max_concurrency": spec.max_concurrency,
+            "rate_limit_per_s": spec.rate_limit_per_s,
+            "max_attempts": spec.max_attempts,
+            "backoff_initial_s": spec.backoff_initial_s,
+            "backoff_max_s": spec.backoff_max_s,
+            "max_retry_duration_s": spec.max_retry_duration_s,
+            "secret": spec.secret,
+            "headers": dict(spec.headers),
+            "enabled": spec.enabled,
+            "disabled_reason": None if spec.enabled else "disabled by an operator",
+            "updated_at": now,
+        }
+
         async def op(tx: Tx) -> tuple[TargetRecord, bool]:
-            current = (
-                (await tx.conn.execute(_TARGET_BY_NAME, {"name": spec.name})).mappings().first()
-            )
-            values: dict[str, Any] = {
-                "url": spec.url,
-                "timeout_s": spec.timeout_s,
-                "max_concurrency": spec.max_concurrency,
-                "rate_limit_per_s": spec.rate_limit_per_s,
-                "max_attempts": spec.max_attempts,
-                "backoff_initial_s": spec.backoff_initial_s,
-                "backoff_max_s": spec.backoff_max_s,
-                "max_retry_duration_s": spec.max_retry_duration_s,
-                "secret": spec.secret,
-                "headers": dict(spec.headers),
-                "enabled": spec.enabled,
-                "disabled_reason": None if spec.enabled else "disabled by an operator",
-                "updated_at": now,
-            }
-            if current is None:
-                await tx.conn.execute(
-                    insert(targets).values(name=spec.name, created_at=now, **values)
-                )
-            else:
-                await tx.conn.execute(
-                    update(targets).where(targets.c.name == spec.name).values(**values)
-                )
-            row = (await tx.conn.execute(_TARGET_BY_NAME, {"name": spec.name})).mappings().one()
-            return target_record(row), current is None
+            if self._pg:
+                result = await tx.conn.execute(_UPSERT_TARGET_PG, parameters)
+                row = result.mappings().one()
+                return target_record(row), bool(row["inserted"])
+            # SQLite writes begin with BEGIN IMMEDIATE: no one else writes between
+            # this read and the upsert
+            before = (await tx.conn.execute(_TARGET_BY_NAME, {"name": spec.name})).first()
+            row = (await tx.conn.execute(_UPSERT_TARGET_SQLITE, parameters)).mappings().one()
+            return target_record(row), before is None
 
         return await self._writer.run(op, alone=True)
 

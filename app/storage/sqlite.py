@@ -107,10 +107,12 @@ def create_database(settings: Settings) -> ThreadedSqlite:
     """The configured SQLite file through ``sqlite3`` in threads (see ``engine.py``)."""
     synchronous = settings.sqlite_synchronous.value
     url = make_url(settings.database_url).set(drivername="sqlite")
-    # connections are made and used in the worker threads, one thread at a time each
+    # connections are made and used in the worker threads, one thread at a time each;
+    # parameters hold secrets, header values and payloads: no error's text may show them
     options: dict[str, Any] = {
         "connect_args": {"check_same_thread": False},
         "poolclass": QueuePool,
+        "hide_parameters": True,
         **ENGINE_JSON,
     }
     writer = create_engine(url, pool_size=1, max_overflow=0, **options)

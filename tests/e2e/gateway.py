@@ -1,4 +1,9 @@
-"""A real ``csjd serve`` process for end-to-end tests."""
+"""A real ``csjd serve`` process for end-to-end tests.
+
+By default it runs on a SQLite file in its working folder; ``database_url``
+points it elsewhere (a Postgres replica), and ``clock_skew_s`` runs it with
+its wall clock that many seconds off (libfaketime, see ``tests/faults/clock.py``).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,8 @@ from typing import Any
 
 import httpx
 
+from tests.faults.clock import faketime_env
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -23,16 +30,26 @@ def free_port() -> int:
 
 
 class GatewayProcess:
-    def __init__(self, workdir: Path, *, role: str = "all", **env: str) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        role: str = "all",
+        database_url: str | None = None,
+        clock_skew_s: int = 0,
+        **env: str,
+    ) -> None:
         self.workdir = workdir
         self.role = role
         self.db = workdir / "csjd.db"
         self.port = free_port()
+        self.clock_skew_s = clock_skew_s
         self.env = {
             **os.environ,
-            "CSJD_DATABASE_URL": f"sqlite+aiosqlite:///{self.db}",
+            "CSJD_DATABASE_URL": database_url or f"sqlite+aiosqlite:///{self.db}",
             "CSJD_ALLOW_PRIVATE_TARGETS": "true",
             "CSJD_LOG_FORMAT": "json",
+            **(faketime_env(clock_skew_s) if clock_skew_s else {}),
             **env,
         }
         self.proc: subprocess.Popen[bytes] | None = None
@@ -84,12 +101,14 @@ class GatewayProcess:
         return code
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.signal(signal.SIGTERM)
-            try:
-                self.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill9()
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.signal(signal.SIGTERM)
+                try:
+                    self.wait(30)
+                except subprocess.TimeoutExpired:
+                    self.kill9()
+            self.log.close()  # also when it had exited by itself
         self.client.close()
 
     # -- API helpers -------------------------------------------------------------

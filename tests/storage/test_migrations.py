@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,6 +20,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.storage.migrate import alembic_config, upgrade
 from app.storage.models import metadata
+from tests.faults.sqlite_lock import SqliteWriteLock
 from tests.pg import PostgresDatabases
 
 T = TypeVar("T")
@@ -92,3 +96,25 @@ def test_the_index_migration_goes_down_and_up_again(backend_url: str) -> None:
     upgrade(backend_url)
     assert _drift(backend_url) == []
     assert _indexes(backend_url) >= EXPECTED_INDEXES
+
+
+@pytest.mark.slow
+def test_migrations_started_together_on_one_sqlite_file_all_succeed(tmp_path: Path) -> None:
+    """``upgrade`` from several processes at once (``csjd migrate`` itself refuses
+    to run beside another csjd on the file; ``alembic upgrade`` does not): each
+    migration holds the write lock throughout, so the others wait and find it done."""
+    path = tmp_path / "fresh.db"
+    sqlite3.connect(path).close()
+    url = f"sqlite+aiosqlite:///{path}"
+    migrate = f"from app.storage.migrate import upgrade; upgrade({url!r})"
+    # a starting gate: the migrators queue behind another writer, then go at once
+    with SqliteWriteLock(path, seconds=3):
+        migrators = [
+            subprocess.Popen(
+                [sys.executable, "-c", migrate], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            )
+            for _ in range(4)
+        ]
+        outputs = [m.communicate(timeout=120)[0].decode(errors="replace") for m in migrators]
+    assert [m.returncode for m in migrators] == [0, 0, 0, 0], "\n".join(outputs)
+    assert _drift(url) == []

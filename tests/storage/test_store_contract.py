@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import random
+import traceback
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import insert, text
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from app.core import errors
 from app.core.ids import uuid7
@@ -20,6 +22,7 @@ from app.settings import Settings
 from app.storage.base import AttemptRecord, ClaimRequest, Completion, NewJob, TargetSpec
 from app.storage.engine import Conn
 from app.storage.factory import build_store
+from app.storage.models import targets
 from app.storage.sql import SqlJobStore
 from app.storage.sqlite import DatabaseInUse, DatabaseLock
 
@@ -119,6 +122,91 @@ async def test_the_database_itself_refuses_a_second_row_for_a_key(store: SqlJobS
 
     with pytest.raises(IntegrityError):
         await store.database.write(insert_same_key)
+
+
+# -- targets -------------------------------------------------------------------
+
+SECRET = "whsec_" + base64.b64encode(b"a secret that no log may ever show").decode()
+HEADER_VALUE = "Bearer a header value that no log may show"
+
+
+async def test_putting_a_target_creates_it_then_replaces_it(store: SqlJobStore) -> None:
+    spec = TargetSpec(
+        name="search", url="http://x/a", secret=SECRET, headers={"authorization": HEADER_VALUE}
+    )
+    created, is_new = await store.put_target(spec, NOW)
+    assert is_new and created.spec == spec
+    assert (created.created_at, created.updated_at) == (NOW, NOW)
+
+    replacement = TargetSpec(name="search", url="http://x/b", max_attempts=3, enabled=False)
+    replaced, is_new = await store.put_target(replacement, NOW + 5)
+    assert not is_new and replaced.spec == replacement  # secret and headers replaced too
+    assert (replaced.created_at, replaced.updated_at) == (NOW, NOW + 5)
+    assert replaced.disabled_reason == "disabled by an operator"
+    assert await store.get_target("search") == replaced
+
+
+async def test_puts_of_one_new_target_at_once_create_it_once(store: SqlJobStore) -> None:
+    results = await asyncio.gather(
+        *(store.put_target(TargetSpec(name="search", url=f"http://x/{i}"), NOW) for i in range(4))
+    )
+    assert [is_new for _, is_new in results] == [True, False, False, False]
+    stored = await store.get_target("search")
+    assert stored is not None and stored.spec.url == "http://x/3"
+
+
+async def test_two_stores_putting_one_new_target_at_once_create_it_once(backend_url: str) -> None:
+    """Two replicas loading one targets file: the database, not a read, decides who
+    created each target, and the other replaces it instead of failing."""
+    a = build_store(Settings(database_url=backend_url, max_backlog=1000))
+    b = build_store(Settings(database_url=backend_url, max_backlog=1000))
+    await a.open()
+    await b.open()
+    try:
+        for i in range(10):
+            spec = TargetSpec(name=f"race-{i}", url="http://x/hook", secret=SECRET)
+            # the same clock reading on both: creation is not told from created_at
+            results = await asyncio.gather(a.put_target(spec, NOW), b.put_target(spec, NOW))
+            assert sorted(is_new for _, is_new in results) == [False, True]
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_database_errors_show_no_parameters(store: SqlJobStore) -> None:
+    """Parameters hold secrets, header values and payloads: an error's text, and so
+    any traceback in a log, must not."""
+
+    async def insert_twice(conn: Conn) -> None:
+        await conn.execute(
+            insert(targets).values(
+                name="billing",
+                url="http://x/hook",
+                timeout_s=10,
+                max_concurrency=1,
+                max_attempts=1,
+                backoff_initial_s=1,
+                backoff_max_s=1,
+                max_retry_duration_s=1,
+                secret=SECRET,
+                headers={"authorization": HEADER_VALUE},
+                enabled=True,
+                created_at=NOW,
+                updated_at=NOW,
+            )
+        )
+
+    async def read_missing(conn: Conn) -> None:
+        await conn.execute(text("SELECT :secret FROM no_such_table"), {"secret": SECRET})
+
+    with pytest.raises(IntegrityError) as written:
+        await store.database.write(insert_twice)
+    with pytest.raises(DBAPIError) as read:
+        await store.database.read(read_missing)
+    for caught in (written, read):
+        shown = "".join(traceback.format_exception(caught.value))
+        assert "INSERT INTO targets" in shown or "no_such_table" in shown
+        assert SECRET not in shown and HEADER_VALUE not in shown
 
 
 async def test_unknown_target_is_refused_and_nothing_stored(store: SqlJobStore) -> None:
