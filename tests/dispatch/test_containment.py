@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from app.core import budget as bg
 from app.dispatch.dispatcher import LiveState
+from app.dispatch.sender import Failure, Request, Response
 from app.testing import FakeClock, FakeSender, Reply
 from tests.conftest import Api, ApiFactory
 from tests.dispatch.test_dispatcher import URL, eventually
@@ -175,3 +176,95 @@ async def test_timeouts_halve_the_adaptive_limit(api_factory: ApiFactory) -> Non
     state = await target_state(api)
     assert state["concurrency_limit"] == 2
     assert 'csjd_concurrency_limit{target="billing"} 2.0' in (await api.client.get("/metrics")).text
+
+
+HUNG = "http://127.0.0.1:9/hung"
+FINE = "http://127.0.0.1:9/fine"
+
+
+class HungTarget(FakeSender):
+    """Holds every request to one URL until released; answers the others at once.
+
+    ``hung_at_others`` records, at each request to another URL, how many
+    requests to the hung URL were in flight: what the hung target held then.
+    """
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+        self.gates: list[asyncio.Future[None]] = []
+        self.hung_at_others: list[int] = []
+
+    @property
+    def hung(self) -> int:
+        return sum(not gate.done() for gate in self.gates)
+
+    def to(self, url: str) -> int:
+        return sum(r.url == url for r in self.requests)
+
+    async def send(self, request: Request) -> Response | Failure:
+        if request.url != self.url:
+            self.hung_at_others.append(self.hung)
+            return await super().send(request)
+        gate = asyncio.get_running_loop().create_future()
+        self.gates.append(gate)
+        try:
+            await gate
+        finally:
+            gate.cancel()  # cut off (drain): no longer counted as hung
+        return await super().send(request)
+
+    def release(self, n: int | None = None) -> None:
+        for gate in [g for g in self.gates if not g.done()][:n]:
+            gate.set_result(None)
+
+
+async def hung_and_fine(
+    api_factory: ApiFactory, clock: FakeClock | None = None
+) -> tuple[Api, HungTarget]:
+    sender = HungTarget(HUNG)
+    api = await api_factory(sender=sender, clock=clock, max_inflight=8)
+    # a limit far above the pool: only the share keeps it from taking everything
+    await api.put_target("hung", url=HUNG, max_concurrency=100, timeout_s=300)
+    await api.put_target("fine", url=FINE, max_concurrency=16)
+    return api, sender
+
+
+async def test_a_hung_target_holds_at_most_its_share_while_another_has_due_work(
+    api_factory: ApiFactory,
+) -> None:
+    clock = FakeClock()
+    api, sender = await hung_and_fine(api_factory, clock)
+    try:
+        # both targets' jobs come due at the same moment
+        for i in range(30):
+            await api.post_job(f"h{i}", {"target": "hung", "payload": i, "delay_s": 5})
+            await api.post_job(f"f{i}", {"target": "fine", "payload": i, "delay_s": 5})
+        clock.advance(5)
+        api.gateway.dispatcher.wake()
+        await eventually(lambda: sender.to(FINE) == 30)
+        assert max(sender.hung_at_others) <= 4, "the hung target took more than half the pool"
+        # nobody else has work now: the hung target may use the whole pool
+        await eventually(lambda: sender.hung == 8)
+    finally:
+        sender.release()
+
+
+async def test_slots_a_hung_target_gives_up_go_to_targets_with_due_work(
+    api_factory: ApiFactory,
+) -> None:
+    api, sender = await hung_and_fine(api_factory)
+    try:
+        for i in range(30):
+            await api.post_job(f"h{i}", {"target": "hung", "payload": i})
+        await eventually(lambda: sender.hung == 8)  # alone, it may use the whole pool
+        for i in range(30):
+            await api.post_job(f"f{i}", {"target": "fine", "payload": i})
+        await settle()
+        assert sender.to(FINE) == 0  # nothing is free yet: in-flight work is not cut off
+        sender.release(4)  # four of its attempts end; its other jobs are still due
+        await eventually(lambda: sender.to(FINE) == 30)
+        assert max(sender.hung_at_others) <= 4, "the hung target took back the slots it gave up"
+        await eventually(lambda: sender.hung == 8)
+    finally:
+        sender.release()
