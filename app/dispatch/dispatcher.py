@@ -2,20 +2,20 @@
 
 One loop claims jobs in batches under a lease, only as many as there are free
 slots (``CSJD_MAX_INFLIGHT`` overall) and as each target's ``TargetGuard``
-admits (breaker, adaptive limit, rate), and starts one owned task per claimed
-job at once, so claimed-but-not-started work is bounded by the free slots.
-Free slots go to targets by their share of the whole pool
-(``app.core.share``), so a hung target holds at most its share while others
-have due work. A
-delivery task builds the request, sends it through the ``Sender`` seam under
-the target's hard deadline, classifies the answer, asks
-``app.core.retry.decide`` what follows, and writes that through the store,
-guarded by the lease. Nothing that happens inside one delivery can
+admits (breaker, adaptive limit, rate, and no more retries than its retry
+budget lets start), and starts one owned task per claimed job at once, so
+claimed-but-not-started work is bounded by the free slots and nothing is
+claimed only to be put back. Free slots go to targets by their share of the
+whole pool (``app.core.share``), so a hung target holds at most its share
+while others have due work. A delivery task builds the request, sends it
+through the ``Sender`` seam under the target's hard deadline, classifies the
+answer, asks ``app.core.retry.decide`` what follows, and writes that through
+the store, guarded by the lease. Nothing that happens inside one delivery can
 stop the loop: any exception ends that attempt as retryable, with the error.
 
 The loop sleeps until woken (a job was accepted, a slot freed, targets
-changed) or until the next scheduled job, pause, breaker re-open or rate token
-comes due, at most ``idle_poll_s``. A heartbeat extends the leases of running
+changed) or until the next scheduled job, pause, breaker re-open, rate token
+or retry budget comes due, at most ``idle_poll_s``. A heartbeat extends the leases of running
 attempts. Both loops run under the ``Supervisor``.
 ``stop`` stops claiming, lets in-flight deliveries finish for the drain
 timeout, then cancels the rest; those are put back ``queued``, not counted.
@@ -282,12 +282,18 @@ class Dispatcher:
             # (a target that drained may have work by now)
             idle = {name: rooms[name] for name in names if name in drained}
             grants.update(share.grants(left, holding, idle))
-        requests = [ClaimRequest(target=name, limit=n) for name, n in grants.items()]
+        # no more retries than the budget lets start: the rest wait in the queue,
+        # unclaimed, and first attempts behind them still go
+        requests = [
+            ClaimRequest(target=name, limit=n, retries=min(n, self._guards[name].retry_room(now)))
+            for name, n in grants.items()
+        ]
         lease = dict.fromkeys((r.target for r in requests), LEASE_S)
         jobs = await self._store.claim(requests, now, lease)
         for job in jobs:
             self._admit(job, self._targets[job.target], now)
         claimed = Counter(job.target for job in jobs)
+        retried = Counter(job.target for job in jobs if job.deliveries > 1)
         full = False
         short: set[str] = set()
         marked = time.monotonic()
@@ -295,9 +301,13 @@ class Dispatcher:
             if claimed[r.target] >= r.limit:
                 full = True
                 self._drained.pop(r.target, None)
-            else:
-                short.add(r.target)
-                self._drained[r.target] = marked
+                continue
+            # short: no more due work that can start now
+            short.add(r.target)
+            self._drained[r.target] = marked
+            if r.retries is not None and r.retries < r.limit and retried[r.target] == r.retries:
+                # the budget, not a lack of work, may have ended this claim
+                self._metrics.retries_deferred.labels(target=r.target, reason="budget").inc()
         self._slot_bound = self._slot_bound or full or bool(wanting)
         # slots held for targets that had less work than their share can go to
         # the ones held back for them, at once
@@ -306,20 +316,21 @@ class Dispatcher:
     def _admit(self, job: JobRecord, target: TargetRecord, now: float) -> None:
         """Start a claimed job's delivery, or put it back if its retry is over budget."""
         guard = self._guards[target.name]
-        guard.claimed(job.id, now)
         self._leases[job.id] = job.deliveries
         self._metrics.target(target.name).inflight.inc()
-        if job.deliveries <= 1:
-            guard.first_attempt(now)
-        elif not guard.admit_retry(now):
-            self._metrics.retries_deferred.labels(target=target.name, reason="budget").inc()
-            delay = RETRY_DEFER_S * (0.5 + self._rng())
-            decision = Decision(
-                state=JobState.RETRYING, attempts=job.attempts, next_attempt_at=now + delay
-            )
-            self._spawn(job, target, self._put_back(job, target, decision, now))
+        # (the claim set deliveries to this request's number: above 1, a retry)
+        if guard.start(job.id, retry=job.deliveries > 1, now=now):
+            self._spawn(job, target, self._deliver(job, target))
             return
-        self._spawn(job, target, self._deliver(job, target))
+        # The claim asked for no more retries than the budget allows, so this
+        # is a store that ignored the bound: the retry waits, never dropped.
+        guard.hold()
+        self._metrics.retries_deferred.labels(target=target.name, reason="budget").inc()
+        delay = RETRY_DEFER_S * (0.5 + self._rng())
+        decision = Decision(
+            state=JobState.RETRYING, attempts=job.attempts, next_attempt_at=now + delay
+        )
+        self._spawn(job, target, self._put_back(job, target, decision, now))
 
     def _spawn(self, job: JobRecord, target: TargetRecord, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work, name=f"csjd-deliver-{job.id}")
@@ -334,8 +345,10 @@ class Dispatcher:
             await self._record(job, decision, None, now, sent=False)
         finally:
             self._leases.pop(job.id, None)
-            self._guards[target.name].unclaimed(job.id, now)
+            self._guards[target.name].release()
             self._metrics.target(target.name).inflight.dec()
+            if self._slot_bound:
+                self._wake.set()
 
     # -- one delivery -------------------------------------------------------------
 
