@@ -1,4 +1,4 @@
-"""Failure containment in the dispatcher: breaker, budget, adaptive limit, rate."""
+"""Failure containment in the dispatcher: breaker, budget, adaptive limit, rate, pool share."""
 
 from __future__ import annotations
 
