@@ -15,8 +15,8 @@ stop the loop: any exception ends that attempt as retryable, with the error.
 
 The loop sleeps until woken (a job was accepted, a slot freed, targets
 changed) or until the next scheduled job, pause, breaker re-open, rate token
-or retry budget comes due, at most ``idle_poll_s``. A heartbeat extends the leases of running
-attempts. Both loops run under the ``Supervisor``.
+or retry budget comes due, at most ``idle_poll_s``. A heartbeat extends the
+leases of running attempts. Both loops run under the ``Supervisor``.
 ``stop`` stops claiming, lets in-flight deliveries finish for the drain
 timeout, then cancels the rest; those are put back ``queued``, not counted.
 """
