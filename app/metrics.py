@@ -71,7 +71,10 @@ class Metrics:
             "csjd_concurrency_limit", "Current adaptive concurrency limit", ["target"], registry=r
         )
         self.retries_deferred = Counter(
-            "csjd_retries_deferred", "Retries postponed", ["target", "reason"], registry=r
+            "csjd_retries_deferred",
+            "Claims that left due retries waiting",
+            ["target", "reason"],
+            registry=r,
         )
 
     def target(self, name: str) -> TargetMetrics:

@@ -3,8 +3,10 @@
 Over a sliding 10 s window a target may receive retries up to 20 % of its
 first attempts plus a floor of 10 per second (the shape of Finagle's
 ``RetryBudget``). A retry over budget is postponed, never dropped, so however
-badly a target behaves the traffic it receives stays near the offered load.
-The window is kept as per-second buckets in an immutable tuple.
+badly a target behaves the traffic it receives stays near the offered load:
+the dispatcher claims no more retries than ``retries_allowed`` and looks again
+after ``next_retry_in``. The window is kept as per-second buckets in an
+immutable tuple.
 """
 
 from __future__ import annotations
@@ -52,3 +54,14 @@ def retries_allowed(b: Budget, now: float) -> int:
     firsts = sum(f for _, f, _ in buckets)
     retries = sum(r for _, _, r in buckets)
     return max(0, int(RATIO * firsts + FLOOR_PER_S * WINDOW_S) - retries)
+
+
+def next_retry_in(b: Budget, now: float) -> float | None:
+    """Seconds until a retry may go out (0: now); None if the window never allows one."""
+    if retries_allowed(b, now) > 0:
+        return 0.0
+    # the allowance changes only as whole seconds leave the window
+    for second in range(int(now) + 1, int(now) + WINDOW_S + 1):
+        if retries_allowed(b, second) > 0:
+            return second - now
+    return None

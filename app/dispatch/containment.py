@@ -3,10 +3,13 @@
 ``TargetGuard`` holds one target's breaker, retry budget, adaptive
 concurrency and rate bucket (pure values from ``app.core``) and the number of
 its deliveries in flight. The dispatcher asks it how many attempts may start
-(``room``), tells it what it claimed and what came back, and it moves the pure
-states along. This state lives in the process: after a restart a breaker
-starts closed and the limit at ``max_concurrency`` (pauses and disabled
-targets are in the database and survive).
+(``room``) and how many of them may be retries (``retry_room``), so it claims
+only what can start; it tells the guard which claimed attempts start and what
+came back, and the guard moves the pure states along. Only an attempt that
+starts spends a rate token, a breaker probe or the retry budget. This state
+lives in the process: after a restart a breaker starts closed and the limit
+at ``max_concurrency`` (pauses and disabled targets are in the database and
+survive).
 """
 
 from __future__ import annotations
@@ -51,27 +54,40 @@ class TargetGuard:
             room = min(room, limits.available(self.bucket, now))
         return max(0, room)
 
+    def retry_room(self, now: float) -> int:
+        """How many retries the budget lets start now (first attempts are not bounded)."""
+        return bg.retries_allowed(self.budget, now)
+
     def at_limit(self) -> bool:
         return self.inflight >= self.concurrency.limit
 
-    def claimed(self, job_id: str, now: float) -> None:
+    def start(self, job_id: str, *, retry: bool, now: float) -> bool:
+        """A claimed job's attempt starts: True, with its budget, token and probe spent.
+
+        False for a retry over budget: nothing is spent, and the caller puts
+        the job back (``hold`` while it does).
+        """
+        if retry:
+            if bg.retries_allowed(self.budget, now) <= 0:
+                return False
+            self.budget = bg.record_retry(self.budget, now)
+        else:
+            self.budget = bg.record_first(self.budget, now)
         self.inflight += 1
         self.breaker = br.start_probe(self.breaker, job_id, now)
         if self.bucket is not None:
             self.bucket = limits.take(self.bucket, 1, now)
-
-    def admit_retry(self, now: float) -> bool:
-        """Spend a retry from the budget, or say it must wait."""
-        if bg.retries_allowed(self.budget, now) <= 0:
-            return False
-        self.budget = bg.record_retry(self.budget, now)
         return True
 
-    def first_attempt(self, now: float) -> None:
-        self.budget = bg.record_first(self.budget, now)
+    def hold(self) -> None:
+        """A claimed job goes back unsent: it keeps a slot until it is written."""
+        self.inflight += 1
+
+    def release(self) -> None:
+        self.inflight -= 1
 
     def unclaimed(self, job_id: str, now: float) -> None:
-        """A claimed job was put back without being sent."""
+        """A started attempt ended without sending (expired first) or without an answer."""
         self.inflight -= 1
         self.breaker = br.probe_lost(self.breaker, job_id, now)
 
@@ -103,4 +119,9 @@ class TargetGuard:
             waits.append(b.reopens_at - now)
         if self.bucket is not None and limits.available(self.bucket, now) < 1:
             waits.append(limits.next_token_in(self.bucket, now))
+        if bg.retries_allowed(self.budget, now) <= 0:
+            # retries left waiting in the queue may be claimed from then on
+            budget = bg.next_retry_in(self.budget, now)
+            if budget is not None:
+                waits.append(budget)
         return min(waits) if waits else None

@@ -2,18 +2,21 @@
 
 One loop claims jobs in batches under a lease, only as many as there are free
 slots (``CSJD_MAX_INFLIGHT`` overall) and as each target's ``TargetGuard``
-admits (breaker, adaptive limit, rate), and starts one owned task per claimed
-job at once, so claimed-but-not-started work is bounded by the free slots. A
-delivery task builds the request, sends it through the ``Sender`` seam under
-the target's hard deadline, classifies the answer, asks
-``app.core.retry.decide`` what follows, and writes that through the store,
-guarded by the lease. Nothing that happens inside one delivery can
+admits (breaker, adaptive limit, rate, and no more retries than its retry
+budget lets start), and starts one owned task per claimed job at once, so
+claimed-but-not-started work is bounded by the free slots and nothing is
+claimed only to be put back. Free slots go to targets by their share of the
+whole pool (``app.core.share``), so a hung target holds at most its share
+while others have due work. A delivery task builds the request, sends it
+through the ``Sender`` seam under the target's hard deadline, classifies the
+answer, asks ``app.core.retry.decide`` what follows, and writes that through
+the store, guarded by the lease. Nothing that happens inside one delivery can
 stop the loop: any exception ends that attempt as retryable, with the error.
 
 The loop sleeps until woken (a job was accepted, a slot freed, targets
-changed) or until the next scheduled job, pause, breaker re-open or rate token
-comes due, at most ``idle_poll_s``. A heartbeat extends the leases of running
-attempts. Both loops run under the ``Supervisor``.
+changed) or until the next scheduled job, pause, breaker re-open, rate token
+or retry budget comes due, at most ``idle_poll_s``. A heartbeat extends the
+leases of running attempts. Both loops run under the ``Supervisor``.
 ``stop`` stops claiming, lets in-flight deliveries finish for the drain
 timeout, then cancels the rest; those are put back ``queued``, not counted.
 """
@@ -30,7 +33,7 @@ from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from app.core import answer
+from app.core import answer, share
 from app.core import breaker as br
 from app.core.clock import Clock
 from app.core.errors import DatabaseUnavailable
@@ -111,6 +114,11 @@ class Dispatcher:
         self._rotation = 0
         self._slot_bound = False
         self._refreshed_at = 0.0
+        #: target -> when (monotonic) its last claim came back short: it had no
+        #: more due work then, so it does not hold others to their share
+        self._drained: dict[str, float] = {}
+        #: when the next scheduled job or retry comes due, as last read
+        self._next_due: float | None = None
 
     # -- control -------------------------------------------------------------
 
@@ -133,10 +141,13 @@ class Dispatcher:
         )
 
     def wake(self) -> None:
+        """Jobs may have come due (accepted, retried, put back): look for them."""
+        self._drained.clear()  # whose, the wake does not say
         self._wake.set()
 
     def targets_changed(self) -> None:
         self._targets_stale = True
+        self._drained.clear()
         self._wake.set()
 
     def stop_claiming(self) -> None:
@@ -193,7 +204,7 @@ class Dispatcher:
     async def _sleep(self) -> None:
         timeout = self._idle_poll_s
         now = self._clock.now()
-        due = await self._store.next_due()
+        due = self._next_due = await self._store.next_due()
         if due is not None:
             timeout = min(timeout, max(0.0, due - now))
         for target in self._targets.values():
@@ -202,13 +213,25 @@ class Dispatcher:
             wait = self._guards[target.name].wake_in(now)
             if wait is not None:
                 timeout = min(timeout, max(0.0, wait))
+        woken = False
         if timeout > 0:
             # asyncio.timeout, not wait_for: wait_for can swallow a cancellation
             # that arrives as the event is set (Python 3.11)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
-                    await self._wake.wait()
+                    woken = await self._wake.wait()
         self._wake.clear()
+        if not woken:
+            # a scheduled job or retry came due, or another process moved jobs:
+            # any target may have due work again
+            self._drained.clear()
+        # Other processes make jobs due without waking this one, and a loop kept
+        # busy by finished deliveries never times out: a mark lasts one idle poll,
+        # the longest the loop goes without looking anyway. (Only here, between
+        # rounds, so claiming again at once always sees the marks just made.)
+        oldest = time.monotonic() - self._idle_poll_s
+        for name in [n for n, at in self._drained.items() if at < oldest]:
+            del self._drained[name]
 
     async def _refresh_targets(self) -> None:
         self._targets_stale = False
@@ -232,12 +255,14 @@ class Dispatcher:
         series.concurrency_limit.set(guard.concurrency.limit)
 
     async def _claim_round(self) -> bool:
-        """Claim what can start now; True if a claim came back full (claim again).
+        """Claim what can start now; True if the loop should claim again at once.
 
         Only work that can start is claimed: the target is enabled and not
         paused, its breaker admits, it is below its adaptive limit and within
-        its rate. Free slots are shared across targets in turn, so one slow or
-        hung target holds at most its own limit and never delays the others.
+        its rate. Free slots go to the targets with due work by their share of
+        the whole pool, counted against what each already holds, so a slow or
+        hung target never takes the slots other targets' due work needs; slots
+        none of those can use go to the rest (a target alone may use them all).
         """
         if self._targets_stale or time.monotonic() - self._refreshed_at > TARGET_REFRESH_S:
             # other gateways on a shared database change targets and pauses too
@@ -255,7 +280,7 @@ class Dispatcher:
                 continue
             room = self._guards[target.name].room(now)
             if room > 0:
-                rooms[target.name] = room
+                rooms[target.name] = min(room, free)
         if not rooms:
             # scheduled jobs still come due while every target is busy
             await self._store.claim([], now, {})
@@ -263,40 +288,71 @@ class Dispatcher:
         names = list(rooms)
         self._rotation = (self._rotation + 1) % len(names)
         names = names[self._rotation :] + names[: self._rotation]
-        share = max(1, free // len(names))
-        requests: list[ClaimRequest] = []
-        for name in names:
-            limit = min(rooms[name], share, free)
-            if limit <= 0:
-                break
-            requests.append(ClaimRequest(target=name, limit=limit))
-            free -= limit
+        if self._next_due is not None and now >= self._next_due:
+            # this claim makes some target's scheduled jobs or retries due
+            self._next_due = None
+            self._drained.clear()
+        holding = {name: self._guards[name].inflight for name in names}
+        drained = set(self._drained)
+        due = {name: rooms[name] for name in names if name not in drained}
+        grants = share.grants(free, holding, due)
+        # targets held below what they could start, for others' sake
+        wanting = {name for name in due if grants.get(name, 0) < due[name]}
+        left = free - sum(grants.values())
+        if left > 0:
+            # nobody known to have work wants these: look at the others again
+            # (a target that drained may have work by now)
+            idle = {name: rooms[name] for name in names if name in drained}
+            grants.update(share.grants(left, holding, idle))
+        # no more retries than the budget lets start: the rest wait in the queue,
+        # unclaimed, and first attempts behind them still go
+        requests = [
+            ClaimRequest(target=name, limit=n, retries=min(n, self._guards[name].retry_room(now)))
+            for name, n in grants.items()
+        ]
         lease = dict.fromkeys((r.target for r in requests), LEASE_S)
         jobs = await self._store.claim(requests, now, lease)
         for job in jobs:
             self._admit(job, self._targets[job.target], now)
         claimed = Counter(job.target for job in jobs)
-        full = any(claimed[r.target] >= r.limit for r in requests)
-        self._slot_bound = self._slot_bound or full
-        return full
+        retried = Counter(job.target for job in jobs if job.deliveries > 1)
+        full = False
+        short: set[str] = set()
+        marked = time.monotonic()
+        for r in requests:
+            if claimed[r.target] >= r.limit:
+                full = True
+                self._drained.pop(r.target, None)
+                continue
+            # short: no more due work that can start now
+            short.add(r.target)
+            self._drained[r.target] = marked
+            if r.retries is not None and r.retries < r.limit and retried[r.target] == r.retries:
+                # the budget, not a lack of work, may have ended this claim
+                self._metrics.retries_deferred.labels(target=r.target, reason="budget").inc()
+        self._slot_bound = self._slot_bound or full or bool(wanting)
+        # slots held for targets that had less work than their share can go to
+        # the ones held back for them, at once
+        return full or bool(short and wanting - short)
 
     def _admit(self, job: JobRecord, target: TargetRecord, now: float) -> None:
         """Start a claimed job's delivery, or put it back if its retry is over budget."""
         guard = self._guards[target.name]
-        guard.claimed(job.id, now)
         self._leases[job.id] = job.deliveries
         self._metrics.target(target.name).inflight.inc()
-        if job.deliveries <= 1:
-            guard.first_attempt(now)
-        elif not guard.admit_retry(now):
-            self._metrics.retries_deferred.labels(target=target.name, reason="budget").inc()
-            delay = RETRY_DEFER_S * (0.5 + self._rng())
-            decision = Decision(
-                state=JobState.RETRYING, attempts=job.attempts, next_attempt_at=now + delay
-            )
-            self._spawn(job, target, self._put_back(job, target, decision, now))
+        # (the claim set deliveries to this request's number: above 1, a retry)
+        if guard.start(job.id, retry=job.deliveries > 1, now=now):
+            self._spawn(job, target, self._deliver(job, target))
             return
-        self._spawn(job, target, self._deliver(job, target))
+        # The claim asked for no more retries than the budget allows, so this
+        # is a store that ignored the bound: the retry waits, never dropped.
+        guard.hold()
+        self._metrics.retries_deferred.labels(target=target.name, reason="budget").inc()
+        delay = RETRY_DEFER_S * (0.5 + self._rng())
+        decision = Decision(
+            state=JobState.RETRYING, attempts=job.attempts, next_attempt_at=now + delay
+        )
+        self._spawn(job, target, self._put_back(job, target, decision, now))
 
     def _spawn(self, job: JobRecord, target: TargetRecord, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work, name=f"csjd-deliver-{job.id}")
@@ -311,8 +367,10 @@ class Dispatcher:
             await self._record(job, decision, None, now, sent=False)
         finally:
             self._leases.pop(job.id, None)
-            self._guards[target.name].unclaimed(job.id, now)
+            self._guards[target.name].release()
             self._metrics.target(target.name).inflight.dec()
+            if self._slot_bound:
+                self._wake.set()
 
     # -- one delivery -------------------------------------------------------------
 

@@ -114,8 +114,14 @@ class AttemptRecord:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClaimRequest:
+    """Up to ``limit`` of a target's due jobs, the longest due first."""
+
     target: str
     limit: int
+    #: of which at most this many retries (jobs already sent: ``deliveries > 0``),
+    #: so a claim takes only what the retry budget lets start; None: no bound.
+    #: First attempts are never held back by retries left waiting.
+    retries: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -31,6 +31,8 @@ _UNFINISHED = "state IN ('scheduled', 'queued', 'retrying')"
 #: matches a partial index by the form of the term, not by what it implies.
 ACTIVE_SQL = "state IN ('scheduled', 'queued', 'running', 'retrying')"
 FINISHED_SQL = "state IN ('succeeded', 'failed', 'cancelled')"
+_QUEUED_FIRST = "state = 'queued' AND deliveries = 0"
+_QUEUED_RETRY = "state = 'queued' AND deliveries > 0"
 
 
 class TargetRow(SQLModel, table=True):
@@ -58,12 +60,20 @@ class JobRow(SQLModel, table=True):
     __tablename__ = "jobs"
     __table_args__ = (
         UniqueConstraint("caller", "idempotency_key", name="uq_jobs_caller_key"),
+        # claims read first attempts and retries apart (a retry bound skips none)
         Index(
-            "ix_jobs_claim",
+            "ix_jobs_claim_first",
             "target",
             "next_attempt_at",
-            sqlite_where=text("state = 'queued'"),
-            postgresql_where=text("state = 'queued'"),
+            sqlite_where=text(_QUEUED_FIRST),
+            postgresql_where=text(_QUEUED_FIRST),
+        ),
+        Index(
+            "ix_jobs_claim_retry",
+            "target",
+            "next_attempt_at",
+            sqlite_where=text(_QUEUED_RETRY),
+            postgresql_where=text(_QUEUED_RETRY),
         ),
         Index(
             "ix_jobs_waiting",

@@ -96,11 +96,21 @@ _PROMOTE_PG = text(
     "WHERE state IN ('scheduled', 'retrying') AND next_attempt_at <= :now "
     "FOR UPDATE SKIP LOCKED) RETURNING id"
 )
+# First attempts and retries are read apart, each along its own partial index,
+# so a bound on retries never makes a claim walk past retries left waiting (nor
+# past first attempts); together they keep the order in which jobs came due.
 _CLAIM_SQL = (
     "UPDATE jobs SET state = 'running', deliveries = deliveries + 1, claimed_at = :now, "
     "lease_expires_at = :lease_expires_at, updated_at = :now "
-    "WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND target = :target "
-    "ORDER BY next_attempt_at LIMIT :limit{lock}) "
+    "WHERE id IN (SELECT id FROM ("
+    "SELECT id, next_attempt_at FROM (SELECT id, next_attempt_at FROM jobs "
+    "WHERE state = 'queued' AND deliveries = 0 AND target = :target "
+    "ORDER BY next_attempt_at LIMIT :limit{lock}) AS firsts "
+    "UNION ALL "
+    "SELECT id, next_attempt_at FROM (SELECT id, next_attempt_at FROM jobs "
+    "WHERE state = 'queued' AND deliveries > 0 AND target = :target "
+    "ORDER BY next_attempt_at LIMIT :retries{lock}) AS retries"
+    ") AS due ORDER BY next_attempt_at LIMIT :limit) "
     f"RETURNING {_COLUMNS}"
 )
 _CLAIM = text(_CLAIM_SQL.format(lock="")).columns(*jobs.c)
@@ -1027,6 +1037,7 @@ class SqlJobStore:
                             "now": now,
                             "target": request.target,
                             "limit": limit,
+                            "retries": limit if request.retries is None else request.retries,
                             "lease_expires_at": now + lease_s[request.target],
                         },
                     )

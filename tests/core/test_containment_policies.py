@@ -110,6 +110,17 @@ def test_retry_budget_is_a_fifth_of_first_attempts_plus_ten_a_second() -> None:
     assert bg.retries_allowed(b, T + 10) == 100  # the window slid past them
 
 
+def test_a_spent_budget_says_when_the_next_retry_may_go() -> None:
+    b = bg.Budget()
+    assert bg.next_retry_in(b, T) == 0.0
+    for _ in range(100):  # the whole floor, spent in one second
+        b = bg.record_retry(b, T)
+    assert bg.retries_allowed(b, T + 9.9) == 0
+    # that second leaves the window at T + 10
+    assert bg.next_retry_in(b, T + 3.25) == 6.75
+    assert bg.retries_allowed(b, T + 10) == 100
+
+
 def test_aimd_adds_one_per_window_and_halves_on_overload() -> None:
     c = limits.fresh(8)
     c = limits.on_overload(c)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from app.testing import Reply, Sink
+from app.testing import Received, Reply, Sink
 from tests.e2e.gateway import GatewayProcess
 
 pytestmark = pytest.mark.slow
@@ -49,6 +52,44 @@ def test_a_hung_target_does_not_delay_another(gateway: GatewayProcess, sink: Sin
     for r in delivered:
         if r.path == "/fine":
             assert r.at - accepted[r.headers["webhook-id"]] < 3.0
+
+
+def test_a_hung_target_with_a_large_limit_holds_only_its_share_of_the_pool(
+    gateway_factory: Callable[..., GatewayProcess], sink: Sink
+) -> None:
+    gateway = gateway_factory(CSJD_MAX_INFLIGHT="8", CSJD_DRAIN_TIMEOUT_S="1").start()
+    sink.answer("/hung", Reply(hang=True))
+    # its limit is far above the pool, and its attempts outlast the test
+    gateway.put_target("hung", url=sink.url("/hung"), max_concurrency=100, timeout_s=120)
+    gateway.put_target("fine", url=sink.url("/fine"))
+    due = datetime.now(UTC) + timedelta(seconds=3)
+
+    def post(key: str) -> int:
+        target = key.rstrip("0123456789")
+        return gateway.post_job(key, target, key, run_at=due.isoformat()).status_code
+
+    # both targets' jobs come due at the same moment, all stored before it
+    with ThreadPoolExecutor(8) as pool:
+        keys = [f"{target}{i}" for i in range(40) for target in ("hung", "fine")]
+        assert set(pool.map(post, keys)) == {202}
+    assert time.time() < due.timestamp(), "storing the jobs took longer than the test allows"
+
+    def fine(got: list[Received]) -> list[Received]:
+        return [r for r in got if r.path == "/fine"]
+
+    got = sink.wait_for(
+        lambda got: len(fine(got)) == 40, timeout=due.timestamp() - time.time() + 10
+    )
+    held = 0  # every /hung request is still hanging: each one seen holds a slot
+    for r in got:
+        if r.path == "/hung":
+            held += 1
+            continue
+        assert held <= 4, f"the hung target held {held} of 8 slots while another had due work"
+        assert r.at - due.timestamp() < 5
+    # nobody else has work now: it may use the whole pool, and no more
+    sink.wait_for(lambda got: sum(r.path == "/hung" for r in got) == 8)
+    assert gateway.client.get("/targets/hung").json()["state"]["inflight"] == 8
 
 
 def test_recovery_starts_with_one_probe_then_ramps_up(gateway: GatewayProcess, sink: Sink) -> None:

@@ -59,7 +59,8 @@ def _indexes(url: str) -> set[str]:
 
 
 EXPECTED_INDEXES = {
-    "ix_jobs_claim",
+    "ix_jobs_claim_first",
+    "ix_jobs_claim_retry",
     "ix_jobs_waiting",
     "ix_jobs_expiry",
     "ix_jobs_running",

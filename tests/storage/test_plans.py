@@ -151,7 +151,13 @@ def _hot(conn: Conn) -> dict[str, tuple[ClauseElement | str, Any, set[str]]]:
     pg = dialect == "postgresql"
     pk, by_key = PRIMARY[dialect], BY_KEY[dialect]
     purge = {"before": NOW - RETENTION_S, "limit": sql.PURGE_BATCH}
-    claim = {"now": NOW, "target": "billing", "limit": 64, "lease_expires_at": NOW + 30}
+    claim = {
+        "now": NOW,
+        "target": "billing",
+        "limit": 64,
+        "retries": 64,
+        "lease_expires_at": NOW + 30,
+    }
     completions = 2
     values = sql.values_rows(conn, completions, sql._COMPLETE_TYPES)
     complete = sql._COMPLETE_SQL_HEAD + values + sql._COMPLETE_SQL_TAIL
@@ -165,7 +171,11 @@ def _hot(conn: Conn) -> dict[str, tuple[ClauseElement | str, Any, set[str]]]:
     statements: dict[str, tuple[ClauseElement | str, Any, set[str]]] = {
         # the dispatcher, every claim round
         "promote": (sql._PROMOTE_PG if pg else sql._PROMOTE, {"now": NOW}, {"ix_jobs_waiting"}),
-        "claim": (sql._CLAIM_PG if pg else sql._CLAIM, claim, {"ix_jobs_claim", pk}),
+        "claim": (
+            sql._CLAIM_PG if pg else sql._CLAIM,
+            claim,
+            {"ix_jobs_claim_first", "ix_jobs_claim_retry", pk},
+        ),
         "next_due": (sql._NEXT_DUE, {}, {"ix_jobs_waiting"}),
         "complete": (complete, completion * completions, {pk}),
         # maintenance, every tick or every purge

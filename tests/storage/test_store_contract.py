@@ -261,6 +261,67 @@ async def test_scheduled_jobs_are_claimed_only_once_due(store: SqlJobStore) -> N
     assert len(claimed) == 1
 
 
+async def sent_once(store: SqlJobStore, key: str, due: float, *, sent: bool = True) -> str:
+    """A job whose claim went back (``sent``: after one request) to wait until ``due``."""
+    job = (await store.enqueue(new_job(key, next_attempt_at=due - 100))).job
+    [claimed] = await store.claim(
+        [ClaimRequest(target="billing", limit=1)], due - 100, {"billing": 1}
+    )
+    assert claimed.id == job.id
+    back = Decision(state=JobState.RETRYING, attempts=int(sent), next_attempt_at=due)
+    written = await store.complete(
+        Completion(
+            job_id=job.id,
+            target="billing",
+            lease=claimed.deliveries,
+            decision=back,
+            attempt=attempt(1, Outcome.RETRYABLE, 500) if sent else None,
+            now=due - 100,
+            sent=sent,
+        )
+    )
+    assert written
+    return job.id
+
+
+async def test_a_claim_takes_no_more_retries_than_it_asks_for(store: SqlJobStore) -> None:
+    retries = [await sent_once(store, f"r{i}", NOW - 10 + i) for i in range(3)]
+    firsts = [
+        (await store.enqueue(new_job(f"f{i}", next_attempt_at=NOW + i))).job.id for i in range(3)
+    ]
+    claim = [ClaimRequest(target="billing", limit=5, retries=1)]
+    claimed = await store.claim(claim, NOW + 5, {"billing": 30})
+    # the oldest retry, then first attempts in order: over-budget retries do not
+    # hold first attempts back
+    assert [j.id for j in claimed] == [retries[0], *firsts]
+    assert [j.deliveries for j in claimed] == [2, 1, 1, 1]
+    none = [ClaimRequest(target="billing", limit=5, retries=0)]
+    assert await store.claim(none, NOW + 5, {"billing": 30}) == []
+    left = await store.claim([ClaimRequest(target="billing", limit=5)], NOW + 5, {"billing": 30})
+    assert [j.id for j in left] == retries[1:]
+
+
+async def test_claims_with_a_retry_bound_keep_due_order(store: SqlJobStore) -> None:
+    retries = [await sent_once(store, f"r{i}", NOW - 10 + i) for i in range(3)]
+    firsts = [
+        (await store.enqueue(new_job(f"f{i}", next_attempt_at=NOW + i))).job.id for i in range(3)
+    ]
+    claim = [ClaimRequest(target="billing", limit=2, retries=2)]
+    assert [j.id for j in await store.claim(claim, NOW + 5, {"billing": 30})] == retries[:2]
+    claim = [ClaimRequest(target="billing", limit=2, retries=5)]
+    assert [j.id for j in await store.claim(claim, NOW + 5, {"billing": 30})] == [
+        retries[2],
+        firsts[0],
+    ]
+
+
+async def test_a_job_put_back_unsent_is_still_a_first_attempt(store: SqlJobStore) -> None:
+    job_id = await sent_once(store, "k", NOW, sent=False)
+    claim = [ClaimRequest(target="billing", limit=1, retries=0)]
+    [claimed] = await store.claim(claim, NOW, {"billing": 30})
+    assert (claimed.id, claimed.deliveries) == (job_id, 1)
+
+
 async def test_a_stale_completion_changes_nothing(store: SqlJobStore) -> None:
     job = (await store.enqueue(new_job())).job
     claimed = (await store.claim([ClaimRequest(target="billing", limit=1)], NOW, {"billing": 1}))[0]
