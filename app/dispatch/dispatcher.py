@@ -333,6 +333,7 @@ class Dispatcher:
             return None
         t0 = time.perf_counter()
         response: Response | None = None
+        detail: str | None = None
         try:
             outcome = await self._send(job, target, started)
             if isinstance(outcome, Response):
@@ -341,7 +342,8 @@ class Dispatcher:
                     outcome.status, outcome.headers.get("Retry-After"), self._clock.now()
                 )
             else:
-                result = classify_failure(outcome.kind, outcome.message)
+                detail = outcome.message
+                result = classify_failure(outcome.kind, timeout_s=target.spec.timeout_s)
         except asyncio.CancelledError:
             # drain ran out: put the job back without counting the attempt
             result = Classified(
@@ -353,8 +355,10 @@ class Dispatcher:
             raise
         except Exception as exc:
             log.exception("delivery_error", extra={"job_id": job.id, "target": target.name})
-            result = classify_failure(FailureKind.INTERNAL, f"{type(exc).__name__}: {exc}")
-        await self._finish(job, target, policy, result, response, started, t0)
+            # the exception's text is csjd's business, not the producer's
+            detail = f"{type(exc).__name__}: {exc}"
+            result = classify_failure(FailureKind.INTERNAL, timeout_s=target.spec.timeout_s)
+        await self._finish(job, target, policy, result, response, started, t0, detail)
         return result
 
     async def _send(self, job: JobRecord, target: TargetRecord, now: float) -> Response | Failure:
@@ -388,7 +392,10 @@ class Dispatcher:
         response: Response | None,
         started: float,
         t0: float,
+        detail: str | None = None,
     ) -> None:
+        """Record the attempt and what follows; ``detail`` is the failure's full
+        text, URL and addresses included, which only the log gets."""
         duration = time.perf_counter() - t0
         now = self._clock.now()
         decision = decide(policy, job.attempts, result, now, self._rng)
@@ -416,6 +423,7 @@ class Dispatcher:
                 "duration_ms": attempt.duration_ms,
                 "state": decision.state.value,
                 **({"error": result.error} if result.error and not response else {}),
+                **({"detail": detail} if detail else {}),
             },
         )
         await self._record(job, decision, attempt, now)

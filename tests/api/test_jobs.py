@@ -124,11 +124,13 @@ async def test_a_failed_job_can_be_retried_with_attempts_reset(
 
 async def test_a_transport_error_is_recorded_as_retryable(api_factory: ApiFactory) -> None:
     sender = FakeSender()
-    sender.script("http://127.0.0.1:9/hook", [Failure(kind=FailureKind.CONNECT, message="refused")])
+    sender.script(
+        "http://127.0.0.1:9/hook", [Failure(kind=FailureKind.CONNECTION_REFUSED, message="refused")]
+    )
     api = await api_factory(sender=sender)
     await api.put_target(max_attempts=1)
     job = (await api.post_job()).json()
     failed = await api.wait_for_job(job["id"], lambda j: j["state"] == "failed")
     assert failed["failure_reason"] == "attempts_exhausted"
-    assert failed["last_error"] == "connect: refused"
+    assert failed["last_error"] == "connection refused"
     assert failed["last_status_code"] is None

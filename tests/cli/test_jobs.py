@@ -25,7 +25,7 @@ def test_list_passes_the_filters_and_shows_a_row_per_job(
                     attempts=3,
                     max_attempts=3,
                     last_status_code=None,
-                    last_error="connect: refused",
+                    last_error="connection refused",
                     failure_reason="attempts_exhausted",
                 ),
                 job("j1"),
@@ -44,7 +44,7 @@ def test_list_passes_the_filters_and_shows_a_row_per_job(
         "failed",
         "3/3",
         "attempts_exhausted",
-        "connect: refused",
+        "connection refused",
         "2026-01-01T00:00:00.000Z",
     ]
     assert _cells(run.line("j1"))[2:6] == ["succeeded", "1/10", "-", "200"]

@@ -78,7 +78,7 @@ async def test_private_hosts_are_refused_at_connect_and_nothing_arrives(
         result = await sender.send(request(f"http://{host}:{sink.port}/hook"))
     finally:
         await sender.close()
-    assert isinstance(result, Failure) and result.kind is FailureKind.REFUSED, result
+    assert isinstance(result, Failure) and result.kind is FailureKind.PRIVATE_ADDRESS, result
     assert result.message.startswith(shown)
     assert result.message.endswith(
         "private targets are refused unless CSJD_ALLOW_PRIVATE_TARGETS is set"
@@ -109,7 +109,7 @@ async def test_a_name_that_rebinds_to_loopback_after_registration_is_refused(
         result = await sender.send(request(url))
     finally:
         await sender.close()
-    assert isinstance(result, Failure) and result.kind is FailureKind.REFUSED, result
+    assert isinstance(result, Failure) and result.kind is FailureKind.PRIVATE_ADDRESS, result
     assert result.message == (
         "'rebind.example' resolves to a loopback address (127.0.0.1); "
         "private targets are refused unless CSJD_ALLOW_PRIVATE_TARGETS is set"
