@@ -117,6 +117,20 @@ async def test_a_name_that_rebinds_to_loopback_after_registration_is_refused(
     assert sink.received() == []
 
 
+async def test_local_use_nat64_is_refused_at_connect_as_a_literal_and_as_a_name() -> None:
+    nat64 = "64:ff9b:1::5db8:d822"  # a public IPv4 address behind the operator's translator
+    dns = ScriptedResolver({"nat64.example": [nat64]})
+    sender = AiohttpSender(max_connections=4, resolver=dns)
+    try:
+        literal = await sender.send(request(f"http://[{nat64}]/hook"))
+        named = await sender.send(request("http://nat64.example/hook"))
+    finally:
+        await sender.close()
+    for result in (literal, named):
+        assert isinstance(result, Failure) and result.kind is FailureKind.PRIVATE_ADDRESS, result
+        assert "a local-use NAT64 address" in result.message
+
+
 async def test_the_scripted_name_does_reach_the_sink_when_private_targets_are_allowed(
     sink: Sink,
 ) -> None:
