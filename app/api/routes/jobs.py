@@ -19,13 +19,15 @@ from app.api.problems import documented
 from app.api.schemas import AttemptOut, JobIn, JobOut, JobPageOut, StateName
 from app.core.errors import NotFound
 from app.core.job import TERMINAL, JobState
-from app.storage.base import JobRecord
+from app.storage.base import ATTEMPTS_PAGE, MAX_ATTEMPTS_PAGE, JobRecord
 from app.storage.sql import decode_cursor, encode_cursor
 
 router = APIRouter(tags=["jobs"])
 
 #: the longest ``Prefer: wait`` honoured, in seconds
 MAX_WAIT_S = 30.0
+#: attempt numbers are 32-bit integers in the database; ``after`` stays within them
+MAX_ATTEMPT_NUMBER = 2**31 - 1
 
 _KEY_PARAMETER = {
     "name": "Idempotency-Key",
@@ -198,11 +200,22 @@ def prefer_wait(values: list[str]) -> float | None:
 @router.get(
     "/jobs/{job_id}/attempts",
     response_model=list[AttemptOut],
-    summary="Every attempt made for a job",
+    summary="A job's attempts in order, a page at a time",
     responses=documented(404, 422),
 )
-async def list_attempts(job_id: str, gateway: GatewayDep, caller: CallerDep) -> Response:
-    attempts = await gateway.store.list_attempts(caller, job_id)
+async def list_attempts(
+    job_id: str,
+    gateway: GatewayDep,
+    caller: CallerDep,
+    after: Annotated[
+        int,
+        Query(ge=0, le=MAX_ATTEMPT_NUMBER, description="only attempts numbered above this"),
+    ] = 0,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_ATTEMPTS_PAGE, description="at most this many attempts")
+    ] = ATTEMPTS_PAGE,
+) -> Response:
+    attempts = await gateway.store.list_attempts(caller, job_id, after=after, limit=limit)
     if attempts is None:
         raise NotFound(f"no job '{job_id}'")
     return _json([attempt_json(a) for a in attempts])
