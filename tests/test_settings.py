@@ -19,6 +19,7 @@ def test_defaults_are_the_contracts(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.allow_private_targets is False
     assert s.sqlite_synchronous is SqliteSynchronous.FULL
     assert s.log_format is LogFormat.JSON
+    assert s.max_waiters == 10_000
 
 
 def test_a_plain_postgres_url_gets_the_async_driver() -> None:
