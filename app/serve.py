@@ -20,6 +20,7 @@ import contextlib
 import gc
 import logging
 import os
+import resource
 import signal
 from collections.abc import Generator
 
@@ -27,7 +28,7 @@ import uvicorn
 
 from app.api.deps import Gateway
 from app.api.http_limits import LimitedHttpToolsProtocol
-from app.main import create_app
+from app.main import CsjdApp, create_app
 from app.settings import Role, Settings
 
 log = logging.getLogger("csjd")
@@ -57,23 +58,57 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-async def serve(settings: Settings, host: str, port: int, role: Role = Role.ALL) -> int:
-    app = create_app(settings, role=role)
-    tune_gc()
-    gateway: Gateway = app.state.gateway
-    config = uvicorn.Config(
+#: connections the kernel queues before csjd accepts them (the limit on
+#: connections is applied after accepting, by ``CSJD_MAX_CONNECTIONS``)
+LISTEN_BACKLOG = 2048
+#: file descriptors beyond the connections: database, log, outgoing deliveries' spare
+FD_RESERVE = 256
+
+
+def server_config(app: CsjdApp, settings: Settings, host: str, port: int) -> uvicorn.Config:
+    """uvicorn's configuration for the gateway, its limits taken from ``settings``."""
+    return uvicorn.Config(
         app,
         host=host,
         port=port,
         log_config=None,
         access_log=False,
         lifespan="on",
-        # httptools, with limits on headers and on slow clients (431, 408)
+        # httptools, with limits on headers and on slow clients (431, 408) and
+        # the connection limit answered as problem+json (503)
         http=LimitedHttpToolsProtocol,
+        limit_concurrency=settings.max_connections,
+        backlog=LISTEN_BACKLOG,
         # requests under way get this long once the listener closes
         timeout_graceful_shutdown=max(1, int(settings.drain_timeout_s)),
     )
-    server = GatewayServer(config)
+
+
+def raise_fd_limit(wanted: int) -> int:
+    """Raise this process's soft limit on open files towards ``wanted`` (never past
+    the hard limit); the soft limit now. A connection limit above it would be
+    met by failed accepts instead of 503s."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return wanted
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft
+
+
+async def serve(settings: Settings, host: str, port: int, role: Role = Role.ALL) -> int:
+    app = create_app(settings, role=role)
+    tune_gc()
+    gateway: Gateway = app.state.gateway
+    wanted = settings.max_connections + settings.max_inflight + FD_RESERVE
+    if (files := raise_fd_limit(wanted)) < wanted:
+        log.warning(
+            "open_files_limit_low",
+            extra={"limit": files, "wanted": wanted, "max_connections": settings.max_connections},
+        )
+    server = GatewayServer(server_config(app, settings, host, port))
     loop = asyncio.get_running_loop()
     lame_duck: asyncio.Task[None] | None = None
 
