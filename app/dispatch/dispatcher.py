@@ -105,6 +105,7 @@ class Dispatcher:
         self._rotation = 0
         self._slot_bound = False
         self._refreshed_at = 0.0
+        self._stopping: asyncio.Task[None] | None = None
 
     # -- control -------------------------------------------------------------
 
@@ -137,14 +138,32 @@ class Dispatcher:
         self._claiming = False
         self._wake.set()
 
+    def begin_stop(self, drain_timeout_s: float) -> asyncio.Task[None]:
+        """Start ``stop`` without waiting for it: the drain's clock starts now."""
+        if self._stopping is None:
+            self._stopping = asyncio.create_task(
+                self._stop(drain_timeout_s), name="csjd-dispatcher-stop"
+            )
+        return self._stopping
+
     async def stop(self, drain_timeout_s: float) -> None:
-        """Stop claiming; give deliveries ``drain_timeout_s``; cancel and requeue the rest."""
+        """Stop claiming; give deliveries ``drain_timeout_s``; cancel and requeue the rest.
+
+        Once begun, a stop is not begun again: a later call waits for the same
+        one, so the drain's clock is the first call's."""
+        await self.begin_stop(drain_timeout_s)
+
+    async def _stop(self, drain_timeout_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + drain_timeout_s
         self.stop_claiming()
         # let the loop leave by itself: cancelling it mid-claim could commit a
-        # claim whose jobs nobody starts (they would wait for a rescue)
+        # claim whose jobs nobody starts (they would wait for a rescue); it
+        # leaves within one claim, and its wait counts against the drain
         await self._supervisor.finish("dispatcher", LOOP_EXIT_TIMEOUT_S)
         if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=drain_timeout_s)
+            remaining = max(0.0, deadline - loop.time())
+            _, pending = await asyncio.wait(set(self._tasks), timeout=remaining)
             for task in pending:
                 task.cancel()
             if pending:
