@@ -8,7 +8,10 @@ delivery task builds the request, sends it through the ``Sender`` seam under
 the target's hard deadline, classifies the answer, asks
 ``app.core.retry.decide`` what follows, and writes that through the store,
 guarded by the lease. Nothing that happens inside one delivery can
-stop the loop: any exception ends that attempt as retryable, with the error.
+stop the loop: any exception ends that attempt as retryable (the exception is
+logged; the producer reads only that csjd failed). What a failure was in full,
+the target's URL and addresses included, goes to the ``delivery`` log line and
+nowhere else.
 
 The loop sleeps until woken (a job was accepted, a slot freed, targets
 changed) or until the next scheduled job, pause, breaker re-open or rate token
@@ -16,6 +19,8 @@ comes due, at most ``idle_poll_s``. A heartbeat extends the leases of running
 attempts. Both loops run under the ``Supervisor``.
 ``stop`` stops claiming, lets in-flight deliveries finish for the drain
 timeout, then cancels the rest; those are put back ``queued``, not counted.
+It runs once: ``begin_stop`` starts it (and its clock) when the listener
+closes, and the lifespan's ``stop`` waits for that same one.
 """
 
 from __future__ import annotations
