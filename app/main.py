@@ -156,7 +156,7 @@ def create_app(
     rng = rng or random.Random()
     keyring = build_keyring(settings)
     metrics = Metrics()
-    watch = JobWatch()
+    watch = JobWatch(max_waiters=settings.max_waiters)
     supervisor = Supervisor()
     store = build_store(settings, shared=role is not Role.ALL)
     # replicas on Postgres compare times each other wrote: all use the database's

@@ -6,11 +6,18 @@ replaced, because a deploy's ``SIGTERM`` must cost nothing:
 1. The first ``SIGTERM``/``SIGINT`` makes the gateway a lame duck at once:
    ``/readyz`` answers 503, ``POST /jobs`` answers 503 with ``Retry-After``,
    reads keep working, and the dispatcher claims nothing new.
-2. After ``CSJD_SHUTDOWN_DELAY_S`` the server stops: the listener closes and
-   requests under way finish; then the app's lifespan drains deliveries for
-   ``CSJD_DRAIN_TIMEOUT_S`` and puts the rest back. The exit status is 0.
+2. After ``CSJD_SHUTDOWN_DELAY_S`` the listener closes. From that moment both
+   the requests under way and the deliveries in flight get
+   ``CSJD_DRAIN_TIMEOUT_S``, side by side, not one after the other; deliveries
+   still running then are put back. The exit status is 0.
 3. A second signal stops the process at once; the leases of whatever was in
    flight bring those jobs back on the next start.
+
+So a stop takes at most ``shutdown_budget_s``: the delay, the drain, and
+``SHUTDOWN_MARGIN_S`` for what follows (the claim loop's last claim, the put-back
+writes, closing the database). That bound is enforced: a process still running
+when it is spent (a database that no longer answers, say) logs
+``shutdown_overran`` and exits with status 1, and leases bring its jobs back.
 """
 
 from __future__ import annotations
@@ -19,7 +26,9 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 import os
+import resource
 import signal
 from collections.abc import Generator
 
@@ -27,7 +36,7 @@ import uvicorn
 
 from app.api.deps import Gateway
 from app.api.http_limits import LimitedHttpToolsProtocol
-from app.main import create_app
+from app.main import CsjdApp, create_app
 from app.settings import Role, Settings
 
 log = logging.getLogger("csjd")
@@ -57,23 +66,81 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-async def serve(settings: Settings, host: str, port: int, role: Role = Role.ALL) -> int:
-    app = create_app(settings, role=role)
-    tune_gc()
-    gateway: Gateway = app.state.gateway
-    config = uvicorn.Config(
+#: after the lame duck and the drain, what the stop may still take: the claim
+#: loop's last claim, the writes that put interrupted jobs back, closing
+SHUTDOWN_MARGIN_S = 5.0
+#: the exit status of a stop that overran its budget
+OVERRAN_EXIT = 1
+
+
+def shutdown_budget_s(settings: Settings) -> float:
+    """The longest a gateway runs after its first ``SIGTERM``/``SIGINT``."""
+    return settings.shutdown_delay_s + settings.drain_timeout_s + SHUTDOWN_MARGIN_S
+
+
+def enforce_budget(budget_s: float) -> asyncio.TimerHandle:
+    """Exit the process if it is still running ``budget_s`` from now."""
+
+    def overran() -> None:
+        log.error("shutdown_overran", extra={"budget_s": budget_s})
+        logging.shutdown()
+        os._exit(OVERRAN_EXIT)
+
+    return asyncio.get_running_loop().call_later(budget_s, overran)
+
+
+#: connections the kernel queues before csjd accepts them (the limit on
+#: connections is applied after accepting, by ``CSJD_MAX_CONNECTIONS``)
+LISTEN_BACKLOG = 2048
+#: file descriptors beyond the connections: database, log, outgoing deliveries' spare
+FD_RESERVE = 256
+
+
+def server_config(app: CsjdApp, settings: Settings, host: str, port: int) -> uvicorn.Config:
+    """uvicorn's configuration for the gateway, its limits taken from ``settings``."""
+    return uvicorn.Config(
         app,
         host=host,
         port=port,
         log_config=None,
         access_log=False,
         lifespan="on",
-        # httptools, with limits on headers and on slow clients (431, 408)
+        # httptools, with limits on headers and on slow clients (431, 408) and
+        # the connection limit answered as problem+json (503)
         http=LimitedHttpToolsProtocol,
-        # requests under way get this long once the listener closes
-        timeout_graceful_shutdown=max(1, int(settings.drain_timeout_s)),
+        limit_concurrency=settings.max_connections,
+        backlog=LISTEN_BACKLOG,
+        # requests under way get the drain once the listener closes, while the
+        # deliveries get theirs (at least a second, and uvicorn counts whole ones)
+        timeout_graceful_shutdown=max(1, math.ceil(settings.drain_timeout_s)),
     )
-    server = GatewayServer(config)
+
+
+def raise_fd_limit(wanted: int) -> int:
+    """Raise this process's soft limit on open files towards ``wanted`` (never past
+    the hard limit); the soft limit now. A connection limit above it would be
+    met by failed accepts instead of 503s."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return wanted
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft
+
+
+async def serve(settings: Settings, host: str, port: int, role: Role = Role.ALL) -> int:
+    app = create_app(settings, role=role)
+    tune_gc()
+    gateway: Gateway = app.state.gateway
+    wanted = settings.max_connections + settings.max_inflight + FD_RESERVE
+    if (files := raise_fd_limit(wanted)) < wanted:
+        log.warning(
+            "open_files_limit_low",
+            extra={"limit": files, "wanted": wanted, "max_connections": settings.max_connections},
+        )
+    server = GatewayServer(server_config(app, settings, host, port))
     loop = asyncio.get_running_loop()
     lame_duck: asyncio.Task[None] | None = None
 
@@ -81,6 +148,9 @@ async def serve(settings: Settings, host: str, port: int, role: Role = Role.ALL)
         await asyncio.sleep(settings.shutdown_delay_s)
         log.info("listener_closing")
         server.should_exit = True
+        # the deliveries' drain runs beside uvicorn's wait for requests under
+        # way; the lifespan's stop then waits for this one
+        gateway.dispatcher.begin_stop(settings.drain_timeout_s)
 
     def on_signal(sig: signal.Signals) -> None:
         nonlocal lame_duck
@@ -88,14 +158,17 @@ async def serve(settings: Settings, host: str, port: int, role: Role = Role.ALL)
             log.warning("forced_exit", extra={"signal": sig.name})
             logging.shutdown()
             os._exit(128 + sig.value)
+        budget_s = shutdown_budget_s(settings)
         log.info(
             "draining",
             extra={
                 "signal": sig.name,
                 "shutdown_delay_s": settings.shutdown_delay_s,
                 "drain_timeout_s": settings.drain_timeout_s,
+                "exit_within_s": budget_s,
             },
         )
+        enforce_budget(budget_s)
         gateway.draining = True
         gateway.watch.close()  # requests waiting on jobs answer now
         gateway.dispatcher.stop_claiming()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIN_RETENTION_S = 86400
@@ -58,10 +58,26 @@ class Settings(BaseSettings):
     drain_timeout_s: float = Field(default=20.0, ge=0)
     retention_s: int = Field(default=604_800, ge=MIN_RETENTION_S)
     max_body_bytes: int = Field(default=262_144, ge=1024)
+    #: ``Prefer: wait`` requests waiting at once (and at most 1000 of one caller)
+    max_waiters: int = Field(default=10_000, ge=0)
+    #: uvicorn's ``limit_concurrency``: open connections, or requests under way,
+    #: at which a new request is answered 503
+    max_connections: int = Field(default=12_000, ge=2)
     api_keys: str | None = None
     api_keys_file: Path | None = None
     sqlite_synchronous: SqliteSynchronous = SqliteSynchronous.FULL
     log_format: LogFormat = LogFormat.JSON
+
+    @model_validator(mode="after")
+    def _room_for_the_waiters(self) -> Settings:
+        # every waiting request holds a connection; with no room beyond them a
+        # full house of long polls would turn every other request away
+        if self.max_connections <= self.max_waiters:
+            raise ValueError(
+                f"CSJD_MAX_CONNECTIONS ({self.max_connections}) must be larger than "
+                f"CSJD_MAX_WAITERS ({self.max_waiters}): each waiting request holds a connection"
+            )
+        return self
 
     @field_validator("sqlite_synchronous", mode="before")
     @classmethod

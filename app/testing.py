@@ -63,7 +63,7 @@ class FakeSender:
             return reply
         if reply.hang or reply.delay_s >= request.timeout_s:
             await asyncio.sleep(request.timeout_s)
-            return Failure(kind=FailureKind.TIMEOUT, message="fake timeout")
+            return Failure(kind=FailureKind.TIMEOUT, message=f"{request.url}: fake timeout")
         if reply.delay_s:
             await asyncio.sleep(reply.delay_s)
         return Response(status=reply.status, headers=CIMultiDict(reply.headers), body=reply.body)

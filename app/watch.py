@@ -9,6 +9,12 @@ dispatcher, Postgres replicas), ``poll`` reads the versions of every watched
 job in one query twice a second while anyone waits, and wakes those that
 moved: one read per process, never one per waiter. Deciding what to answer
 is the route's business.
+
+Waiting is bounded: a request must first take a ``Place``, and there are at
+most ``max_waiters`` (``CSJD_MAX_WAITERS``) of them in the process and
+``max_per_caller`` for one caller. A request that finds none is answered at
+once, as if it had not asked to wait; a place is given back when its request
+ends, however it ends (answered, cancelled, its client gone).
 """
 
 from __future__ import annotations
@@ -19,6 +25,10 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 
 #: how often ``poll`` reads the watched jobs while anyone waits
 POLL_INTERVAL_S = 0.5
+#: requests that may wait at once, all callers together (``CSJD_MAX_WAITERS``)
+MAX_WAITERS = 10_000
+#: requests of one caller (one API key's name) that may wait at once
+MAX_WAITERS_PER_CALLER = 1000
 
 #: what ``poll`` compares: a job's version as the store reports it
 Version = tuple[str, float]
@@ -35,15 +45,64 @@ class Waiter:
         self.version = version
 
 
+class Place:
+    """Leave to wait, held by one request until it ends (``with place: ...``)."""
+
+    __slots__ = ("_caller", "_watch")
+
+    def __init__(self, watch: JobWatch, caller: str) -> None:
+        self._watch: JobWatch | None = watch
+        self._caller = caller
+
+    def __enter__(self) -> Place:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch._give_back(self._caller)
+
+
 class JobWatch:
-    def __init__(self) -> None:
+    def __init__(
+        self, *, max_waiters: int = MAX_WAITERS, max_per_caller: int = MAX_WAITERS_PER_CALLER
+    ) -> None:
         self._waiters: dict[str, set[Waiter]] = {}
         self._someone_waits = asyncio.Event()
         self._closed = False
+        self._max_waiters = max_waiters
+        self._max_per_caller = max_per_caller
+        self._places = 0
+        self._places_by_caller: dict[str, int] = {}
 
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def places_taken(self) -> int:
+        """How many requests hold a place to wait now."""
+        return self._places
+
+    def place(self, caller: str) -> Place | None:
+        """A place to wait for a request of ``caller``, or None if every one is taken."""
+        held = self._places_by_caller.get(caller, 0)
+        if self._places >= self._max_waiters or held >= self._max_per_caller:
+            return None
+        self._places += 1
+        self._places_by_caller[caller] = held + 1
+        return Place(self, caller)
+
+    def _give_back(self, caller: str) -> None:
+        self._places -= 1
+        left = self._places_by_caller[caller] - 1
+        if left:
+            self._places_by_caller[caller] = left
+        else:
+            del self._places_by_caller[caller]
 
     def waiting(self, job_id: str) -> int:
         """How many requests wait on ``job_id`` now."""

@@ -19,6 +19,8 @@ def test_defaults_are_the_contracts(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.allow_private_targets is False
     assert s.sqlite_synchronous is SqliteSynchronous.FULL
     assert s.log_format is LogFormat.JSON
+    assert s.max_waiters == 10_000
+    assert s.max_connections == 12_000
 
 
 def test_a_plain_postgres_url_gets_the_async_driver() -> None:
@@ -47,6 +49,8 @@ def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None
         {"max_inflight": 0},
         {"database_url": "mysql+aiomysql://localhost/test"},
         {"log_format": "xml"},
+        {"max_waiters": 5000, "max_connections": 5000},
+        {"max_connections": 1},
     ],
 )
 def test_settings_that_cannot_work_are_refused(overrides: dict[str, object]) -> None:

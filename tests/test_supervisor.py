@@ -30,12 +30,13 @@ async def test_a_crashing_loop_is_restarted_and_reported_while_down(
     while not supervisor.status()["worker"].startswith("restarting"):
         assert time.monotonic() < deadline
         await asyncio.sleep(0.001)
-    assert "RuntimeError: boom" in supervisor.status()["worker"]
+    assert supervisor.status()["worker"] == "restarting"  # why is for the log alone
     while runs < 2:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.01)
     assert supervisor.status()["worker"] == "ok"
-    assert any(r.getMessage() == "loop_crashed" for r in caplog.records)
+    [crash] = [r for r in caplog.records if r.getMessage() == "loop_crashed"]
+    assert crash.exc_info is not None and str(crash.exc_info[1]) == "boom"
     release.set()
     while supervisor.status()["worker"] != "stopped":
         assert time.monotonic() < deadline
@@ -65,7 +66,8 @@ async def test_the_dispatcher_comes_back_after_a_crash(
     while crashes < 3 or not seen_down:
         ready = await api.client.get("/readyz")
         if ready.status_code == 503:
-            assert ready.json()["checks"]["dispatcher"].startswith("restarting")
+            assert ready.json()["checks"]["dispatcher"] == "restarting"
+            assert "claim failed" not in ready.text and "RuntimeError" not in ready.text
             seen_down = True
         assert time.monotonic() < deadline, "the crash was never reported"
         await asyncio.sleep(0.005)

@@ -6,15 +6,17 @@ line and headers over ``max_head_bytes``, get ``431``; a client that has not
 sent its whole request line and headers ``head_timeout_s`` after it connected
 (or after it began the request, on a kept-alive connection), or its whole body
 ``body_timeout_s`` after its headers, gets ``408``; a request httptools cannot
-parse gets ``400``. Each answer is problem+json and closes the connection, so
-slow or endless requests cannot pile up connections; a connection that sent
-nothing is closed without an answer. Per request this costs a few integer
-updates and one ``len`` of the headers uvicorn collects anyway; the headers'
-bytes are summed, and a timer armed, only when the reads leave room for
-doubt. What a request says (its body's size, type and nesting) is
-``guard.py``'s to judge; an idle kept-alive connection is closed by uvicorn
-(``timeout_keep_alive``); the total number of connections is left to whatever
-is in front (uvicorn's ``limit_concurrency`` answers a plain-text 503).
+parse gets ``400``. A request that arrives while uvicorn's ``limit_concurrency``
+(``CSJD_MAX_CONNECTIONS``) is reached gets ``503``, judged as uvicorn judges it
+(open connections, this one included, or requests under way) but answered
+here, ahead of uvicorn's own plain-text 503. Each answer is problem+json and
+closes the connection, so slow or endless requests cannot pile up
+connections; a connection that sent nothing is closed without an answer. Per
+request this costs a few integer updates and one ``len`` of the headers
+uvicorn collects anyway; the headers' bytes are summed, and a timer armed,
+only when the reads leave room for doubt. What a request says (its body's
+size, type and nesting) is ``guard.py``'s to judge; an idle kept-alive
+connection is closed by uvicorn (``timeout_keep_alive``).
 """
 
 from __future__ import annotations
@@ -41,7 +43,10 @@ _ANSWERS = {
     400: ("malformed-request", "Malformed request"),
     408: ("request-timeout", "Request timeout"),
     431: ("request-header-fields-too-large", "Request header fields too large"),
+    503: ("too-many-connections", "Too many connections"),
 }
+#: how soon a client refused for too many connections may try again
+BUSY_RETRY_AFTER_S = 1
 
 
 class _OverLimit(Exception):
@@ -124,6 +129,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         if self._deadline is not None:
             self._disarm()
+        limit = self.limit_concurrency
+        if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
+            self._stop((503, f"the server is at its limit of {limit} connections; try again"))
         # uvicorn has collected the headers; their count and size are checked
         # once, and the size only when the reads could hold that many bytes
         if len(self.headers) > self.max_headers:
@@ -188,7 +196,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()  # an earlier request's answer is still being written
             return
         slug, title = _ANSWERS[status]
-        response = problems.problem(status, detail=detail, title=title, type_=PROBLEM_BASE + slug)
+        response = problems.problem(
+            status,
+            detail=detail,
+            title=title,
+            type_=PROBLEM_BASE + slug,
+            retry_after_s=BUSY_RETRY_AFTER_S if status == 503 else None,
+        )
         lines = [STATUS_LINE[status]]
         for name, value in (
             *self.server_state.default_headers,

@@ -24,6 +24,9 @@ from app import __version__
 
 JsonObject = dict[str, Any]
 
+#: the largest page of attempts the gateway gives out
+ATTEMPTS_PAGE = 1000
+
 
 class ConsoleError(Exception):
     exit_code = 1
@@ -175,8 +178,17 @@ class Api:
         return self._object(self._request("GET", f"/jobs/{segment(job_id, 'job id')}"))
 
     def attempts(self, job_id: str) -> list[JsonObject]:
+        """Every attempt, a page of ``ATTEMPTS_PAGE`` at a time."""
         path = f"/jobs/{segment(job_id, 'job id')}/attempts"
-        return self._array(self._request("GET", path))
+        found: list[JsonObject] = []
+        while True:
+            after = found[-1].get("n", 0) if found else 0
+            page = self._array(
+                self._request("GET", path, params={"after": after, "limit": ATTEMPTS_PAGE})
+            )
+            found += page
+            if len(page) < ATTEMPTS_PAGE:
+                return found
 
     def cancel(self, job_id: str) -> JsonObject:
         path = f"/jobs/{segment(job_id, 'job id')}/cancel"

@@ -1,9 +1,9 @@
 """Which network addresses a target may point at.
 
 Targets on loopback, RFC 1918, link-local (cloud metadata), CGNAT, IPv6 ULA,
-unspecified, multicast or reserved addresses are refused unless the operator
-allows private targets. IPv4-mapped and IPv4-compatible IPv6 forms are judged
-by the IPv4 address they carry.
+local-use NAT64, unspecified, multicast or reserved addresses are refused
+unless the operator allows private targets. IPv4-mapped, 6to4 and well-known
+NAT64 IPv6 forms are judged by the IPv4 address they carry.
 """
 
 from __future__ import annotations
@@ -12,6 +12,9 @@ import ipaddress
 
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+#: local-use NAT64 (RFC 8215): a translator inside the operator's own network,
+#: so whatever IPv4 address it carries, it leads inside
+_LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")
 #: IPv6 site-local, deprecated (RFC 3879) but still routed inside some networks
 _SITE_LOCAL = ipaddress.ip_network("fec0::/10")
 
@@ -33,6 +36,8 @@ def refusal(address: IPAddress) -> str | None:
             return refusal(mapped)
         if address in _NAT64:
             return refusal(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+        if address in _LOCAL_NAT64:
+            return "a local-use NAT64 address"
         if address.teredo is not None:
             return "a Teredo address"
         if address in _SITE_LOCAL:

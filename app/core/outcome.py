@@ -3,6 +3,9 @@
 Classification is pure: an HTTP status and its ``Retry-After`` header, or a
 transport failure kind, become an ``Outcome`` with whether the attempt counts.
 What happens to the job afterwards is ``app.core.retry.decide``'s business.
+The error a producer reads (``last_error``, an attempt's ``error``) is made
+here from the kind alone, never from what the network said: the transport's
+own text names the target's URL, host and addresses, and belongs in the log.
 """
 
 from __future__ import annotations
@@ -27,12 +30,30 @@ class FailureKind(StrEnum):
     """Why no HTTP answer came back."""
 
     TIMEOUT = "timeout"
-    CONNECT = "connect"
+    #: no connection could be made (refused, or no route to the address)
+    CONNECTION_REFUSED = "connection_refused"
+    #: the connection broke, or was closed, before a whole answer came back
+    CONNECTION_RESET = "connection_reset"
     DNS = "dns"
+    TLS = "tls"
+    #: the peer answered, but not with HTTP csjd can read
+    INVALID_RESPONSE = "invalid_response"
     #: every address the host resolves to is private (connect-time SSRF guard)
-    REFUSED = "refused"
-    PROTOCOL = "protocol"
+    PRIVATE_ADDRESS = "private_address"
+    #: csjd itself failed during the attempt
     INTERNAL = "internal"
+
+
+#: what a producer reads for each kind (a timeout names the deadline too)
+_SHOWN = {
+    FailureKind.CONNECTION_REFUSED: "connection refused",
+    FailureKind.CONNECTION_RESET: "connection reset",
+    FailureKind.DNS: "DNS lookup failed",
+    FailureKind.TLS: "TLS handshake failed",
+    FailureKind.INVALID_RESPONSE: "invalid HTTP response",
+    FailureKind.PRIVATE_ADDRESS: "address refused (private network)",
+    FailureKind.INTERNAL: "internal error in csjd",
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,7 +117,15 @@ def classify_response(status: int, retry_after: str | None, now: float) -> Class
     )
 
 
-def classify_failure(kind: FailureKind, message: str) -> Classified:
+def describe_failure(kind: FailureKind, timeout_s: float) -> str:
+    """What producers read of a failure: its kind, and for a timeout the deadline
+    (``timeout_s``, the target's) that ran out."""
+    if kind is FailureKind.TIMEOUT:
+        return f"timed out after {timeout_s:g} s"
+    return _SHOWN[kind]
+
+
+def classify_failure(kind: FailureKind, *, timeout_s: float) -> Classified:
     """A request that produced no answer: retryable, and counted.
 
     A refused address counts too, like a DNS error: the name may resolve to a
@@ -105,6 +134,6 @@ def classify_failure(kind: FailureKind, message: str) -> Classified:
     return Classified(
         outcome=Outcome.RETRYABLE,
         counted=True,
-        error=f"{kind.value}: {message}" if message else kind.value,
+        error=describe_failure(kind, timeout_s),
         timed_out=kind is FailureKind.TIMEOUT,
     )

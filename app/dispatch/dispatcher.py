@@ -11,7 +11,10 @@ while others have due work. A delivery task builds the request, sends it
 through the ``Sender`` seam under the target's hard deadline, classifies the
 answer, asks ``app.core.retry.decide`` what follows, and writes that through
 the store, guarded by the lease. Nothing that happens inside one delivery can
-stop the loop: any exception ends that attempt as retryable, with the error.
+stop the loop: any exception ends that attempt as retryable (the exception is
+logged; the producer reads only that csjd failed). What a failure was in full,
+the target's URL and addresses included, goes to the ``delivery`` log line and
+nowhere else.
 
 The loop sleeps until woken (a job was accepted, a slot freed, targets
 changed) or until the next scheduled job, pause, breaker re-open, rate token
@@ -19,6 +22,8 @@ or retry budget comes due, at most ``idle_poll_s``. A heartbeat extends the
 leases of running attempts. Both loops run under the ``Supervisor``.
 ``stop`` stops claiming, lets in-flight deliveries finish for the drain
 timeout, then cancels the rest; those are put back ``queued``, not counted.
+It runs once: ``begin_stop`` starts it (and its clock) when the listener
+closes, and the lifespan's ``stop`` waits for that same one.
 """
 
 from __future__ import annotations
@@ -119,6 +124,7 @@ class Dispatcher:
         self._drained: dict[str, float] = {}
         #: when the next scheduled job or retry comes due, as last read
         self._next_due: float | None = None
+        self._stopping: asyncio.Task[None] | None = None
 
     # -- control -------------------------------------------------------------
 
@@ -154,14 +160,32 @@ class Dispatcher:
         self._claiming = False
         self._wake.set()
 
+    def begin_stop(self, drain_timeout_s: float) -> asyncio.Task[None]:
+        """Start ``stop`` without waiting for it: the drain's clock starts now."""
+        if self._stopping is None:
+            self._stopping = asyncio.create_task(
+                self._stop(drain_timeout_s), name="csjd-dispatcher-stop"
+            )
+        return self._stopping
+
     async def stop(self, drain_timeout_s: float) -> None:
-        """Stop claiming; give deliveries ``drain_timeout_s``; cancel and requeue the rest."""
+        """Stop claiming; give deliveries ``drain_timeout_s``; cancel and requeue the rest.
+
+        Once begun, a stop is not begun again: a later call waits for the same
+        one, so the drain's clock is the first call's."""
+        await self.begin_stop(drain_timeout_s)
+
+    async def _stop(self, drain_timeout_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + drain_timeout_s
         self.stop_claiming()
         # let the loop leave by itself: cancelling it mid-claim could commit a
-        # claim whose jobs nobody starts (they would wait for a rescue)
+        # claim whose jobs nobody starts (they would wait for a rescue); it
+        # leaves within one claim, and its wait counts against the drain
         await self._supervisor.finish("dispatcher", LOOP_EXIT_TIMEOUT_S)
         if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=drain_timeout_s)
+            remaining = max(0.0, deadline - loop.time())
+            _, pending = await asyncio.wait(set(self._tasks), timeout=remaining)
             for task in pending:
                 task.cancel()
             if pending:
@@ -413,6 +437,7 @@ class Dispatcher:
             return None
         t0 = time.perf_counter()
         response: Response | None = None
+        detail: str | None = None
         try:
             outcome = await self._send(job, target, started)
             if isinstance(outcome, Response):
@@ -421,7 +446,8 @@ class Dispatcher:
                     outcome.status, outcome.headers.get("Retry-After"), self._clock.now()
                 )
             else:
-                result = classify_failure(outcome.kind, outcome.message)
+                detail = outcome.message
+                result = classify_failure(outcome.kind, timeout_s=target.spec.timeout_s)
         except asyncio.CancelledError:
             # drain ran out: put the job back without counting the attempt
             result = Classified(
@@ -433,8 +459,10 @@ class Dispatcher:
             raise
         except Exception as exc:
             log.exception("delivery_error", extra={"job_id": job.id, "target": target.name})
-            result = classify_failure(FailureKind.INTERNAL, f"{type(exc).__name__}: {exc}")
-        await self._finish(job, target, policy, result, response, started, t0)
+            # the exception's text is csjd's business, not the producer's
+            detail = f"{type(exc).__name__}: {exc}"
+            result = classify_failure(FailureKind.INTERNAL, timeout_s=target.spec.timeout_s)
+        await self._finish(job, target, policy, result, response, started, t0, detail)
         return result
 
     async def _send(self, job: JobRecord, target: TargetRecord, now: float) -> Response | Failure:
@@ -468,7 +496,10 @@ class Dispatcher:
         response: Response | None,
         started: float,
         t0: float,
+        detail: str | None = None,
     ) -> None:
+        """Record the attempt and what follows; ``detail`` is the failure's full
+        text, URL and addresses included, which only the log gets."""
         duration = time.perf_counter() - t0
         now = self._clock.now()
         decision = decide(policy, job.attempts, result, now, self._rng)
@@ -496,6 +527,7 @@ class Dispatcher:
                 "duration_ms": attempt.duration_ms,
                 "state": decision.state.value,
                 **({"error": result.error} if result.error and not response else {}),
+                **({"detail": detail} if detail else {}),
             },
         )
         await self._record(job, decision, attempt, now)

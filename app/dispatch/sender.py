@@ -7,13 +7,17 @@ shared session, no redirects, the whole attempt under one hard deadline);
 tests put a fake behind the same protocol. Unless private targets are allowed,
 it holds every connection to the address policy itself (``app.net``): names
 are resolved through a ``GuardedResolver`` and IP-literal hosts are judged
-before any connection, so a ``refused`` failure is all a private address gets.
+before any connection, so a ``private_address`` failure is all a private
+address gets. Errors are sorted into kinds by what aiohttp raised
+(``failure_from``); a ``Failure``'s ``message`` keeps the full detail (URL,
+host, address) for the log, and producers only ever see the kind.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -53,6 +57,7 @@ class Response:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Failure:
     kind: FailureKind
+    #: what went wrong in full, URL and addresses included: for the log only
     message: str
 
 
@@ -124,7 +129,7 @@ class AiohttpSender:
         except ValueError:
             host = None  # aiohttp refuses it the same way, as a protocol failure
         why = literal_refusal(host) if host else None
-        verdict = None if why is None else Failure(kind=FailureKind.REFUSED, message=why)
+        verdict = None if why is None else Failure(kind=FailureKind.PRIVATE_ADDRESS, message=why)
         if len(self._verdicts) >= VERDICT_CACHE_SIZE:
             self._verdicts.clear()
         self._verdicts[url] = verdict
@@ -151,21 +156,39 @@ class AiohttpSender:
         except TimeoutError:
             return Failure(
                 kind=FailureKind.TIMEOUT,
-                message=f"no complete answer within {request.timeout_s:g}s",
+                message=f"{request.url}: no complete answer within {request.timeout_s:g}s",
             )
-        except aiohttp.ClientConnectorError as exc:
-            # what the resolver raised arrives wrapped, as a DNS error
-            if isinstance(exc.os_error, RefusedAddress):
-                return Failure(kind=FailureKind.REFUSED, message=str(exc.os_error))
-            if isinstance(exc, aiohttp.ClientConnectorDNSError) or isinstance(
-                exc.os_error, socket.gaierror
-            ):
-                return Failure(kind=FailureKind.DNS, message=str(exc))
-            return Failure(kind=FailureKind.CONNECT, message=str(exc))
-        except (aiohttp.ClientError, ValueError) as exc:
-            return Failure(kind=FailureKind.PROTOCOL, message=f"{type(exc).__name__}: {exc}")
-        except OSError as exc:
-            return Failure(kind=FailureKind.CONNECT, message=str(exc))
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            return failure_from(exc, request.url)
+
+
+def failure_from(exc: aiohttp.ClientError | OSError | ValueError, url: str) -> Failure:
+    """The kind of failure aiohttp's ``exc`` stands for, with the URL and the
+    exception's text for the log.
+
+    The order matters: aiohttp's TLS errors are connector errors, and its
+    connector errors are ``OSError``s."""
+    message = f"{url}: {type(exc).__name__}: {exc}"
+    if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError | ssl.CertificateError):
+        return Failure(kind=FailureKind.TLS, message=message)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        # what the resolver raised arrives wrapped, as a DNS error
+        cause = exc.os_error
+        if isinstance(cause, RefusedAddress):
+            return Failure(kind=FailureKind.PRIVATE_ADDRESS, message=str(cause))
+        if isinstance(exc, aiohttp.ClientConnectorDNSError) or isinstance(cause, socket.gaierror):
+            return Failure(kind=FailureKind.DNS, message=message)
+        if isinstance(cause, ConnectionResetError | ConnectionAbortedError):
+            # accepted, then dropped during the TLS handshake
+            return Failure(kind=FailureKind.CONNECTION_RESET, message=message)
+        # refused, or no route: either way nothing answered at that address
+        return Failure(kind=FailureKind.CONNECTION_REFUSED, message=message)
+    if isinstance(exc, aiohttp.ServerDisconnectedError | OSError):
+        # the connection was made, then closed or broken before the answer was whole
+        return Failure(kind=FailureKind.CONNECTION_RESET, message=message)
+    # a status line or headers that are not HTTP, a body cut short or badly
+    # framed (ClientResponseError, ClientPayloadError), or a URL aiohttp refuses
+    return Failure(kind=FailureKind.INVALID_RESPONSE, message=message)
 
 
 def _with_defaults(headers: Mapping[str, str]) -> CIMultiDict[str]:

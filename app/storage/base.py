@@ -17,6 +17,11 @@ from app.core.job import FailureReason, JobState
 from app.core.outcome import Outcome
 from app.core.retry import Decision, Random
 
+#: attempts in one page of ``list_attempts`` unless the caller asks for fewer
+ATTEMPTS_PAGE = 100
+#: the most attempts one page may hold
+MAX_ATTEMPTS_PAGE = 1000
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TargetSpec:
@@ -188,7 +193,10 @@ class JobStore(Protocol):
         limit: int,
         before_id: str | None,
     ) -> list[JobRecord]: ...
-    async def list_attempts(self, caller: str, job_id: str) -> list[AttemptRecord] | None: ...
+    # the attempts numbered above ``after``, in order, at most ``limit``; None: no such job
+    async def list_attempts(
+        self, caller: str, job_id: str, *, after: int = 0, limit: int = ATTEMPTS_PAGE
+    ) -> list[AttemptRecord] | None: ...
     async def count_by_state(
         self, states: Collection[JobState] = tuple(JobState)
     ) -> dict[JobState, int]: ...

@@ -48,6 +48,7 @@ from app.core.job import ACTIVE, TERMINAL, FailureReason, IllegalTransition, Job
 from app.core.outcome import Classified, Outcome
 from app.core.retry import Policy, Random, decide
 from app.storage.base import (
+    ATTEMPTS_PAGE,
     Activity,
     AttemptRecord,
     ClaimRequest,
@@ -850,7 +851,12 @@ class SqlJobStore:
 
         return await self._read(unit)
 
-    async def list_attempts(self, caller: str, job_id: str) -> list[AttemptRecord] | None:
+    async def list_attempts(
+        self, caller: str, job_id: str, *, after: int = 0, limit: int = ATTEMPTS_PAGE
+    ) -> list[AttemptRecord] | None:
+        """One page of a job's attempts, numbered above ``after``; a range scan of
+        ``ix_attempts_job`` (job_id, n), however long the job's history."""
+
         async def unit(conn: Conn) -> list[AttemptRecord] | None:
             owner = (
                 await conn.execute(
@@ -862,8 +868,9 @@ class SqlJobStore:
             rows = (
                 await conn.execute(
                     select(attempts)
-                    .where(attempts.c.job_id == job_id)
+                    .where(attempts.c.job_id == job_id, attempts.c.n > after)
                     .order_by(attempts.c.n, attempts.c.id)
+                    .limit(limit)
                 )
             ).mappings()
             return [attempt_record(row) for row in rows]

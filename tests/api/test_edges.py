@@ -44,6 +44,26 @@ async def test_health_and_readiness(api: Api) -> None:
     api.gateway.draining = False
 
 
+async def test_readiness_says_the_database_is_unreachable_and_only_the_log_says_why(
+    api: Api, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    class DriverError(OSError):
+        pass
+
+    async def ping() -> None:
+        raise DriverError("connect to db.internal:5432 as csjd_owner failed")
+
+    monkeypatch.setattr(api.gateway.store, "ping", ping)
+    ready = await api.client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.headers["content-type"] == "application/problem+json"
+    assert ready.json()["checks"]["database"] == "unreachable"
+    for leak in ("DriverError", "OSError", "db.internal", "5432", "csjd_owner"):
+        assert leak not in ready.text
+    [logged] = [r for r in caplog.records if r.getMessage() == "readiness_database_unreachable"]
+    assert logged.exc_info is not None and "db.internal" in str(logged.exc_info[1])
+
+
 async def test_metrics_count_accepted_jobs_and_deliveries(api: Api) -> None:
     await api.put_target()
     job = (await api.post_job()).json()

@@ -124,11 +124,43 @@ async def test_a_failed_job_can_be_retried_with_attempts_reset(
 
 async def test_a_transport_error_is_recorded_as_retryable(api_factory: ApiFactory) -> None:
     sender = FakeSender()
-    sender.script("http://127.0.0.1:9/hook", [Failure(kind=FailureKind.CONNECT, message="refused")])
+    sender.script(
+        "http://127.0.0.1:9/hook", [Failure(kind=FailureKind.CONNECTION_REFUSED, message="refused")]
+    )
     api = await api_factory(sender=sender)
     await api.put_target(max_attempts=1)
     job = (await api.post_job()).json()
     failed = await api.wait_for_job(job["id"], lambda j: j["state"] == "failed")
     assert failed["failure_reason"] == "attempts_exhausted"
-    assert failed["last_error"] == "connect: refused"
+    assert failed["last_error"] == "connection refused"
     assert failed["last_status_code"] is None
+
+
+async def test_attempts_come_a_page_at_a_time_after_a_number(api: Api, sender: FakeSender) -> None:
+    sender.default = Reply(status=503)
+    await api.put_target(max_attempts=5, backoff_initial_s=0.001, backoff_max_s=0.001)
+    job = (await api.post_job()).json()
+    await api.wait_for_job(job["id"], lambda j: j["state"] == "failed")
+    path = f"/jobs/{job['id']}/attempts"
+
+    async def numbers(query: str) -> list[int]:
+        response = await api.client.get(f"{path}{query}")
+        assert response.status_code == 200, response.text
+        return [a["n"] for a in response.json()]
+
+    assert await numbers("") == [1, 2, 3, 4, 5]
+    assert await numbers("?limit=2") == [1, 2]
+    assert await numbers("?after=2&limit=2") == [3, 4]
+    assert await numbers("?after=4&limit=1000") == [5]
+    assert await numbers("?after=5") == []
+    assert (await api.client.get(f"/jobs/{UNKNOWN}/attempts?after=1")).status_code == 404
+
+
+async def test_out_of_range_attempt_pages_are_problems(api: Api) -> None:
+    await api.put_target(enabled=False)
+    job = (await api.post_job()).json()
+    for query in ("limit=0", "limit=1001", "after=-1", "after=2147483648", "limit=x"):
+        response = await api.client.get(f"/jobs/{job['id']}/attempts?{query}")
+        assert response.status_code == 422, query
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["errors"], query

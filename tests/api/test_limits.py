@@ -19,7 +19,7 @@ from uvicorn.server import ServerState
 from app.api.guard import MAX_JSON_DEPTH, nested_deeper_than
 from app.api.http_limits import LimitedHttpToolsProtocol
 from app.main import create_app
-from app.serve import GatewayServer
+from app.serve import LISTEN_BACKLOG, GatewayServer, server_config
 from app.testing import FakeSender
 from tests.conftest import Api, ApiFactory, make_settings
 from tests.e2e.gateway import free_port
@@ -196,7 +196,9 @@ async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 @asynccontextmanager
-async def serving(app: Any, *, lifespan: str = "off") -> AsyncIterator[int]:
+async def serving(
+    app: Any, *, lifespan: str = "off", limit_concurrency: int | None = None
+) -> AsyncIterator[int]:
     """``app`` under uvicorn with ``QuickProtocol``, in this process, on a free port."""
     port = free_port()
     config = uvicorn.Config(
@@ -207,6 +209,7 @@ async def serving(app: Any, *, lifespan: str = "off") -> AsyncIterator[int]:
         lifespan=lifespan,  # type: ignore[arg-type]
         log_config=None,
         access_log=False,
+        limit_concurrency=limit_concurrency,
     )
     server = GatewayServer(config)
     task = asyncio.create_task(server.serve())
@@ -398,6 +401,36 @@ async def test_a_header_that_never_ends_is_431_once_its_reads_outgrow_the_limit(
     assert transport.written.startswith(b"HTTP/1.1 431 ")
     assert reads * 4096 <= 16384 + 4096  # refused by the first read past the limit
     protocol.connection_lost(None)
+
+
+async def test_a_request_over_the_connection_limit_is_a_503_problem() -> None:
+    async with serving(echo, limit_concurrency=2) as port:
+        _, idle = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            # with the idle one and its own, two connections are open: the limit
+            deadline = time.monotonic() + 5
+            while (refused := await exchange(port, request())).status != 503:
+                assert refused.status == 200
+                assert time.monotonic() < deadline, "the idle connection was never counted"
+            problem = refused.problem()
+            assert problem["type"].endswith("/too-many-connections")
+            assert "limit of 2 connections" in problem["detail"]
+            assert refused.headers["retry-after"] == "1"
+        finally:
+            idle.close()
+        deadline = time.monotonic() + 5
+        while (served := await exchange(port, request())).status != 200:
+            assert time.monotonic() < deadline, "the closed connection was never given back"
+        assert orjson.loads(served.body)["body"] == 0
+
+
+def test_the_gateway_is_served_with_its_connection_limits(db_url: str) -> None:
+    settings = make_settings(db_url, max_connections=500, max_waiters=100, drain_timeout_s=7)
+    config = server_config(create_app(settings), settings, "127.0.0.1", 8080)
+    assert config.limit_concurrency == 500
+    assert config.backlog == LISTEN_BACKLOG
+    assert config.http is LimitedHttpToolsProtocol
+    assert config.timeout_graceful_shutdown == 7
 
 
 async def test_on_the_gateway_requests_over_the_limits_store_nothing(db_url: str) -> None:

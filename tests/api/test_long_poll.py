@@ -223,3 +223,98 @@ async def test_a_change_committed_while_the_job_is_read_is_not_missed(api: Api) 
         del store.get_job
     assert response.status_code == 200
     assert response.json()["state"] == "cancelled"
+
+
+# -- how many may wait ------------------------------------------------------------------
+
+
+async def _until_places(api: Api, count: int, timeout_s: float = EARLY_S) -> None:
+    async with asyncio.timeout(timeout_s):
+        while True:
+            if api.gateway.watch.places_taken == count:
+                return
+            await asyncio.sleep(0.005)
+
+
+async def test_beyond_max_waiters_a_wait_is_answered_at_once_as_without_prefer(
+    api_factory: ApiFactory,
+) -> None:
+    api = await api_factory(max_waiters=2)
+    job = await _scheduled_job(api)
+    waiting = [_get(api, job["id"], Prefer="wait=30") for _ in range(2)]
+    await _until_places(api, 2)
+    over = await _answer(_get(api, job["id"], Prefer="wait=30"))
+    assert over.status_code == 200 and over.json()["state"] == "scheduled"
+    assert "preference-applied" not in over.headers
+    assert over.headers["etag"]
+    await api.client.post(f"/jobs/{job['id']}/cancel")
+    for response in [await _answer(w) for w in waiting]:
+        assert response.headers["preference-applied"] == "wait=30"
+    # the places are given back once the waits end
+    assert api.gateway.watch.places_taken == 0
+    again = await _answer(_get(api, job["id"], Prefer="wait=0.1"))
+    assert again.headers["preference-applied"] == "wait=0.1"
+
+
+async def test_a_cancelled_wait_gives_its_place_back(api_factory: ApiFactory) -> None:
+    api = await api_factory(max_waiters=1)
+    job = await _scheduled_job(api)
+    waiting = _get(api, job["id"], Prefer="wait=30")
+    await _until_places(api, 1)
+    waiting.cancel()  # the client gave up: its request is cancelled in the app
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await _until_places(api, 0)
+    assert api.gateway.watch.waiting(job["id"]) == 0
+    response = await _answer(_get(api, job["id"], Prefer="wait=0.1"))
+    assert response.headers["preference-applied"] == "wait=0.1"
+
+
+async def test_one_caller_may_hold_at_most_1000_waits(api_factory: ApiFactory) -> None:
+    roles = {"ops": "admin", "busy": "producer", "other": "producer"}
+    tokens = {name: f"{name}-token-0123456789abcdefghij" for name in roles}
+    api = await api_factory(
+        api_keys=",".join(f"{name}:{tokens[name]}:{role}" for name, role in roles.items())
+    )
+    auth = {name: {"Authorization": f"Bearer {token}"} for name, token in tokens.items()}
+    target = {"url": "http://127.0.0.1:9/hook"}
+    assert (await api.client.put("/targets/billing", json=target, headers=auth["ops"])).is_success
+    jobs = {}
+    for name in ("busy", "other"):
+        posted = await api.client.post(
+            "/jobs",
+            json={"target": "billing", "payload": 1, "delay_s": 3600},
+            headers={"Idempotency-Key": name, **auth[name]},
+        )
+        assert posted.status_code == 202, posted.text
+        jobs[name] = posted.json()["id"]
+    busy = [_get(api, jobs["busy"], Prefer="wait=30", **auth["busy"]) for _ in range(1000)]
+    try:
+        await _until_places(api, 1000, timeout_s=30)
+        over = await _answer(_get(api, jobs["busy"], Prefer="wait=30", **auth["busy"]))
+        assert over.status_code == 200 and "preference-applied" not in over.headers
+        # another caller still gets to wait
+        other = await _answer(_get(api, jobs["other"], Prefer="wait=0.1", **auth["other"]))
+        assert other.headers["preference-applied"] == "wait=0.1"
+    finally:
+        api.gateway.watch.close()
+        await asyncio.gather(*busy)
+    assert api.gateway.watch.places_taken == 0
+
+
+def test_places_are_counted_per_caller_and_in_all() -> None:
+    watch = JobWatch(max_waiters=3, max_per_caller=2)
+    a1, a2 = watch.place("a"), watch.place("a")
+    assert a1 is not None and a2 is not None
+    assert watch.place("a") is None  # the caller's share
+    b1 = watch.place("b")
+    assert b1 is not None
+    assert watch.place("c") is None  # the process's
+    a1.release()
+    a1.release()  # given back once, however often released
+    assert watch.places_taken == 2
+    c1 = watch.place("c")
+    assert c1 is not None
+    with c1:
+        assert watch.places_taken == 3
+    assert watch.places_taken == 2

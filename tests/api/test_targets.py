@@ -160,6 +160,20 @@ async def test_private_addresses_are_refused_unless_allowed(
     assert (await strict.client.get("/targets")).json() == []
 
 
+async def test_a_local_use_nat64_address_is_refused_at_registration(
+    api_factory: ApiFactory,
+) -> None:
+    strict = await api_factory(allow_private_targets=False)
+    # it carries a public IPv4 address, but the translator is the operator's own
+    url = "http://[64:ff9b:1::5db8:d822]/a"
+    response = await strict.client.put("/targets/nat64", json={"url": url})
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"].endswith("/refused-url")
+    assert "a local-use NAT64 address" in response.json()["detail"]
+    assert (await strict.client.get("/targets")).json() == []
+
+
 async def test_public_addresses_are_accepted_when_private_ones_are_not(
     api_factory: ApiFactory,
 ) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 import respx
 
+from app.console import client
 from tests.cli.conftest import TOKEN, Csjd, job, problem
 
 
@@ -25,7 +27,7 @@ def test_list_passes_the_filters_and_shows_a_row_per_job(
                     attempts=3,
                     max_attempts=3,
                     last_status_code=None,
-                    last_error="connect: refused",
+                    last_error="connection refused",
                     failure_reason="attempts_exhausted",
                 ),
                 job("j1"),
@@ -44,7 +46,7 @@ def test_list_passes_the_filters_and_shows_a_row_per_job(
         "failed",
         "3/3",
         "attempts_exhausted",
-        "connect: refused",
+        "connection refused",
         "2026-01-01T00:00:00.000Z",
     ]
     assert _cells(run.line("j1"))[2:6] == ["succeeded", "1/10", "-", "200"]
@@ -163,6 +165,21 @@ def test_attempts_are_a_table(mock_api: respx.MockRouter, csjd: Csjd) -> None:
     ]
     assert _cells(run.line("success"))[3:5] == ["200", "success"]
     assert csjd("jobs", "attempts", "j1", "--json").json() == attempts
+
+
+def test_attempts_are_read_page_after_page(
+    mock_api: respx.MockRouter, csjd: Csjd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(client, "ATTEMPTS_PAGE", 2)
+    stored = [{"n": n, "outcome": "retryable", "error": "HTTP 503"} for n in range(1, 6)]
+
+    def page(request: httpx.Request) -> httpx.Response:
+        after, limit = int(request.url.params["after"]), int(request.url.params["limit"])
+        return httpx.Response(200, json=[a for a in stored if a["n"] > after][:limit])
+
+    route = mock_api.get("/jobs/j1/attempts").mock(side_effect=page)
+    assert [a["n"] for a in csjd("jobs", "attempts", "j1", "--json").json()] == [1, 2, 3, 4, 5]
+    assert [c.request.url.params["after"] for c in route.calls] == ["0", "2", "4"]
 
 
 def test_cancel_posts_and_shows_the_job(mock_api: respx.MockRouter, csjd: Csjd) -> None:

@@ -7,6 +7,7 @@ from app.core.outcome import (
     Outcome,
     classify_failure,
     classify_response,
+    describe_failure,
     parse_retry_after,
 )
 
@@ -42,12 +43,42 @@ def test_the_outcome_table(
     assert result.gone is (status == 410)
 
 
-@pytest.mark.parametrize("kind", list(FailureKind))
-def test_no_answer_at_all_is_retryable_and_counted(kind: FailureKind) -> None:
-    result = classify_failure(kind, "boom")
+@pytest.mark.parametrize(
+    ("kind", "shown"),
+    [
+        (FailureKind.TIMEOUT, "timed out after 10 s"),
+        (FailureKind.CONNECTION_REFUSED, "connection refused"),
+        (FailureKind.CONNECTION_RESET, "connection reset"),
+        (FailureKind.DNS, "DNS lookup failed"),
+        (FailureKind.TLS, "TLS handshake failed"),
+        (FailureKind.INVALID_RESPONSE, "invalid HTTP response"),
+        (FailureKind.PRIVATE_ADDRESS, "address refused (private network)"),
+        (FailureKind.INTERNAL, "internal error in csjd"),
+    ],
+)
+def test_no_answer_at_all_is_retryable_counted_and_named_by_its_kind_alone(
+    kind: FailureKind, shown: str
+) -> None:
+    result = classify_failure(kind, timeout_s=10)
     assert (result.outcome, result.counted) == (Outcome.RETRYABLE, True)
-    assert result.error == f"{kind.value}: boom"
+    assert result.error == shown
     assert result.timed_out is (kind is FailureKind.TIMEOUT)
+
+
+def test_every_failure_kind_has_a_text_for_producers() -> None:
+    assert all(describe_failure(kind, 10) for kind in FailureKind)
+
+
+@pytest.mark.parametrize(
+    ("timeout_s", "shown"),
+    [
+        (0.5, "timed out after 0.5 s"),
+        (10.0, "timed out after 10 s"),
+        (0.1, "timed out after 0.1 s"),
+    ],
+)
+def test_a_timeout_names_the_targets_deadline(timeout_s: float, shown: str) -> None:
+    assert describe_failure(FailureKind.TIMEOUT, timeout_s) == shown
 
 
 def test_retry_after_in_seconds_is_clamped_to_one_second_and_one_hour() -> None:

@@ -29,6 +29,19 @@ def test_private_and_special_addresses_are_refused(address: str) -> None:
     assert refusal(ipaddress.ip_address(address)) is not None
 
 
+@pytest.mark.parametrize(
+    "address",
+    ["64:ff9b:1::a00:1", "64:ff9b:1::5db8:d822", "64:ff9b:1:ffff:ffff:ffff:ffff:ffff"],
+)
+def test_local_use_nat64_is_refused_whatever_ipv4_address_it_carries(address: str) -> None:
+    assert refusal(ipaddress.ip_address(address)) == "a local-use NAT64 address"
+
+
+def test_well_known_nat64_is_judged_by_the_ipv4_address_it_carries() -> None:
+    assert refusal(ipaddress.ip_address("64:ff9b::5db8:d822")) is None  # 93.184.216.34
+    assert refusal(ipaddress.ip_address("64:ff9b::a00:1")) == "a private address"
+
+
 @pytest.mark.parametrize("address", ["93.184.216.34", "8.8.8.8", "2606:4700::1111"])
 def test_public_addresses_pass(address: str) -> None:
     assert refusal(ipaddress.ip_address(address)) is None

@@ -48,7 +48,7 @@ def test_retryable_failure_backs_off_with_jitter() -> None:
 
 
 def test_last_counted_attempt_fails_the_job_as_exhausted() -> None:
-    d = decide(POLICY, 2, classify_failure(FailureKind.TIMEOUT, "slow"), NOW, always(0.5))
+    d = decide(POLICY, 2, classify_failure(FailureKind.TIMEOUT, timeout_s=10), NOW, always(0.5))
     assert d.state is JobState.FAILED
     assert d.failure_reason is FailureReason.ATTEMPTS_EXHAUSTED
     assert d.attempts == 3

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 from collections import Counter
+from collections.abc import Callable
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -12,49 +14,77 @@ import pytest
 import yaml
 
 from app.core.access import parse_keys_document
+from app.serve import SHUTDOWN_MARGIN_S, shutdown_budget_s
 from app.settings import Settings
 from tests.deploy.kit import KUBERNETES, ROOT, kubernetes_objects
 
+Objects = list[dict[str, Any]]
 
-def one(kind: str) -> dict[str, Any]:
-    found = [o for o in kubernetes_objects() if o["kind"] == kind]
+
+def one(kind: str, objects: Objects | None = None) -> dict[str, Any]:
+    found = [o for o in objects or kubernetes_objects() if o["kind"] == kind]
     assert len(found) == 1, f"expected one {kind}, found {len(found)}"
     return found[0]
 
 
-def container() -> dict[str, Any]:
-    containers = one("Deployment")["spec"]["template"]["spec"]["containers"]
+def container(objects: Objects | None = None) -> dict[str, Any]:
+    containers = one("Deployment", objects)["spec"]["template"]["spec"]["containers"]
     assert len(containers) == 1
     return dict(containers[0])
 
 
-def environment() -> dict[str, str]:
+def environment(objects: Objects | None = None) -> dict[str, str]:
     """The container's environment: its ConfigMaps (envFrom), then its own env."""
-    objects = kubernetes_objects()
+    objects = objects or kubernetes_objects()
     configmaps = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ConfigMap"}
     env: dict[str, str] = {}
-    for source in container().get("envFrom", []):
+    for source in container(objects).get("envFrom", []):
         env.update(configmaps[source["configMapRef"]["name"]]["data"])
-    env.update({e["name"]: e["value"] for e in container().get("env", []) if "value" in e})
+    env.update({e["name"]: e["value"] for e in container(objects).get("env", []) if "value" in e})
     return env
 
 
-def seconds(name: str) -> float:
+def seconds(name: str, objects: Objects | None = None) -> float:
     """A CSJD_*_S setting as the container gets it, or csjd's default."""
-    value = environment().get(name)
+    value = environment(objects).get(name)
     if value is None:
         field = name.removeprefix("CSJD_").lower()
         return float(Settings.model_fields[field].default)
     return float(value)
 
 
-def prestop_sleep() -> float:
-    hook = container()["lifecycle"]["preStop"]
+def prestop_sleep(objects: Objects | None = None) -> float:
+    hook = container(objects)["lifecycle"]["preStop"]
     if "sleep" in hook:
         return float(hook["sleep"]["seconds"])
     command = hook["exec"]["command"]
     assert command[0] == "sleep" and len(command) == 2, command
     return float(command[1])
+
+
+def shutdown_problems(objects: Objects) -> list[str]:
+    """Where the example's timings fail csjd's shutdown bound (``shutdown_budget_s``)."""
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        shutdown_delay_s=seconds("CSJD_SHUTDOWN_DELAY_S", objects),
+        drain_timeout_s=seconds("CSJD_DRAIN_TIMEOUT_S", objects),
+    )
+    budget = shutdown_budget_s(settings)
+    grace = one("Deployment", objects)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    prestop = prestop_sleep(objects)
+    liveness = container(objects)["livenessProbe"]
+    problems = []
+    if prestop <= 0:
+        problems.append("no preStop sleep for the endpoints to catch up")
+    if grace < prestop + budget:
+        problems.append(
+            f"terminationGracePeriodSeconds {grace} < preStop {prestop:g} + "
+            f"csjd's shutdown bound {budget:g} (delay + drain + {SHUTDOWN_MARGIN_S:g})"
+        )
+    # a draining pod (listener closed) must not be restarted by its liveness probe
+    if liveness["periodSeconds"] * liveness["failureThreshold"] <= budget:
+        problems.append(f"the liveness probe gives up within the shutdown bound {budget:g}")
+    return problems
 
 
 def test_the_manifests_parse_and_kustomize_lists_them_all() -> None:
@@ -128,14 +158,40 @@ def test_the_probes_ask_readyz_and_healthz_on_the_container_port() -> None:
     assert service_port in ports or service_port in ports.values()
 
 
-def test_the_grace_period_covers_prestop_lame_duck_and_drain() -> None:
-    grace = one("Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-    delay, drain = seconds("CSJD_SHUTDOWN_DELAY_S"), seconds("CSJD_DRAIN_TIMEOUT_S")
-    assert prestop_sleep() > 0
-    assert grace > prestop_sleep() + delay + drain
-    # a draining pod (listener closed) must not be restarted by its liveness probe
-    liveness = container()["livenessProbe"]
-    assert liveness["periodSeconds"] * liveness["failureThreshold"] > delay + drain
+def test_the_grace_period_covers_prestop_and_the_whole_shutdown() -> None:
+    assert shutdown_problems(kubernetes_objects()) == []
+
+
+def _drain_of(drain_s: int) -> Callable[[Objects], None]:
+    def change(objects: Objects) -> None:
+        one("ConfigMap", objects)["data"]["CSJD_DRAIN_TIMEOUT_S"] = str(drain_s)
+
+    return change
+
+
+def _grace_of(grace_s: int) -> Callable[[Objects], None]:
+    def change(objects: Objects) -> None:
+        one("Deployment", objects)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = (
+            grace_s
+        )
+
+    return change
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        # 5 (preStop) + 5 (delay) + 20 (drain) + 5 (margin) = 35 is needed
+        _grace_of(34),
+        _grace_of(31),  # more than preStop + delay + drain, but nothing for the margin
+        _drain_of(31),
+    ],
+    ids=["grace-one-short", "grace-without-margin", "drain-raised-alone"],
+)
+def test_an_inconsistent_example_is_caught(change: Callable[[Objects], None]) -> None:
+    objects = copy.deepcopy(kubernetes_objects())
+    change(objects)
+    assert shutdown_problems(objects)
 
 
 def test_the_container_serves_on_all_interfaces_of_the_image_port() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -11,6 +10,8 @@ import pytest
 from app.core.outcome import FailureKind
 from app.dispatch.sender import MAX_RESPONSE_BYTES, AiohttpSender, Failure, Request, Response
 from app.testing import Reply, Sink
+from tests import peers
+from tests.peers import closed_port
 
 
 @pytest.fixture
@@ -79,14 +80,32 @@ async def test_a_slow_body_counts_against_the_same_deadline(
     assert isinstance(result, Failure) and result.kind is FailureKind.TIMEOUT
 
 
-async def test_connection_refused_is_a_connect_failure(sender: AiohttpSender) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # nothing listens here once closed
-    result = await sender.send(request(f"http://127.0.0.1:{port}/hook"))
-    assert isinstance(result, Failure) and result.kind is FailureKind.CONNECT
+async def test_connection_refused_is_a_refused_connection(sender: AiohttpSender) -> None:
+    result = await sender.send(request(f"http://127.0.0.1:{closed_port()}/hook"))
+    assert isinstance(result, Failure) and result.kind is FailureKind.CONNECTION_REFUSED
 
 
 async def test_an_unresolvable_host_is_a_dns_failure(sender: AiohttpSender) -> None:
     result = await sender.send(request("http://no-such-host.invalid/hook"))
     assert isinstance(result, Failure) and result.kind is FailureKind.DNS
+
+
+@pytest.mark.parametrize(
+    ("handler", "scheme", "kind"),
+    [
+        (peers.reset, "http", FailureKind.CONNECTION_RESET),
+        (peers.hang_up, "http", FailureKind.CONNECTION_RESET),
+        (peers.garbage, "http", FailureKind.INVALID_RESPONSE),
+        # a plain-text peer where TLS was expected
+        (peers.garbage, "https", FailureKind.TLS),
+    ],
+    ids=["reset", "closed-without-answer", "not-http", "not-tls"],
+)
+async def test_a_misbehaving_peer_is_named_by_what_it_did(
+    sender: AiohttpSender, handler: peers.Handler, scheme: str, kind: FailureKind
+) -> None:
+    async with peers.peer(handler) as port:
+        url = f"{scheme}://127.0.0.1:{port}/hook"
+        result = await sender.send(request(url))
+    assert isinstance(result, Failure) and result.kind is kind, result
+    assert result.message.startswith(url)  # the detail is kept whole, for the log

@@ -78,7 +78,7 @@ async def test_private_hosts_are_refused_at_connect_and_nothing_arrives(
         result = await sender.send(request(f"http://{host}:{sink.port}/hook"))
     finally:
         await sender.close()
-    assert isinstance(result, Failure) and result.kind is FailureKind.REFUSED, result
+    assert isinstance(result, Failure) and result.kind is FailureKind.PRIVATE_ADDRESS, result
     assert result.message.startswith(shown)
     assert result.message.endswith(
         "private targets are refused unless CSJD_ALLOW_PRIVATE_TARGETS is set"
@@ -109,12 +109,26 @@ async def test_a_name_that_rebinds_to_loopback_after_registration_is_refused(
         result = await sender.send(request(url))
     finally:
         await sender.close()
-    assert isinstance(result, Failure) and result.kind is FailureKind.REFUSED, result
+    assert isinstance(result, Failure) and result.kind is FailureKind.PRIVATE_ADDRESS, result
     assert result.message == (
         "'rebind.example' resolves to a loopback address (127.0.0.1); "
         "private targets are refused unless CSJD_ALLOW_PRIVATE_TARGETS is set"
     )
     assert sink.received() == []
+
+
+async def test_local_use_nat64_is_refused_at_connect_as_a_literal_and_as_a_name() -> None:
+    nat64 = "64:ff9b:1::5db8:d822"  # a public IPv4 address behind the operator's translator
+    dns = ScriptedResolver({"nat64.example": [nat64]})
+    sender = AiohttpSender(max_connections=4, resolver=dns)
+    try:
+        literal = await sender.send(request(f"http://[{nat64}]/hook"))
+        named = await sender.send(request("http://nat64.example/hook"))
+    finally:
+        await sender.close()
+    for result in (literal, named):
+        assert isinstance(result, Failure) and result.kind is FailureKind.PRIVATE_ADDRESS, result
+        assert "a local-use NAT64 address" in result.message
 
 
 async def test_the_scripted_name_does_reach_the_sink_when_private_targets_are_allowed(

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -13,8 +16,10 @@ import psutil
 import pytest
 
 from app.dispatch.sender import KEEPALIVE_S
+from app.serve import OVERRAN_EXIT, shutdown_budget_s
+from app.settings import Settings
 from app.testing import Reply, Sink
-from tests.e2e.gateway import GatewayProcess
+from tests.e2e.gateway import ROOT, GatewayProcess
 
 pytestmark = pytest.mark.slow
 
@@ -111,6 +116,60 @@ def test_a_hung_target_cannot_hold_up_shutdown(
             assert job["attempts"] == 1, "the interrupted attempt was not counted"
     finally:
         again.stop()
+
+
+def test_a_stop_ends_within_its_bound_with_a_hung_delivery_and_a_stalled_request(
+    gateway_factory: Callable[..., GatewayProcess], sink: Sink
+) -> None:
+    """The drain of deliveries and uvicorn's wait for requests under way run side
+    by side; one after the other they would take delay + 2 x drain."""
+    env = {"CSJD_SHUTDOWN_DELAY_S": "0.5", "CSJD_DRAIN_TIMEOUT_S": "6"}
+    budget = shutdown_budget_s(Settings(_env_file=None, shutdown_delay_s=0.5, drain_timeout_s=6))  # type: ignore[call-arg]
+    sink.answer("/hung", Reply(hang=True))
+    gateway = gateway_factory(**env).start()
+    gateway.put_target("hung", url=sink.url("/hung"), timeout_s=120)
+    job = gateway.post_job("k", "hung", 1).json()
+    sink.wait_for(lambda got: len(got) == 1)
+    # a request under way when the listener closes: its body never finishes
+    stalled = socket.create_connection(("127.0.0.1", gateway.port))
+    try:
+        stalled.sendall(
+            # not POST /jobs: a draining gateway refuses those before their body
+            b"PUT /targets/stalled HTTP/1.1\r\nHost: csjd\r\n"
+            b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"url'
+        )
+        signalled = time.monotonic()
+        gateway.signal(signal.SIGTERM)
+        assert gateway.wait(30) == 0
+        took = time.monotonic() - signalled
+    finally:
+        stalled.close()
+    assert 6 <= took <= budget, f"the stop took {took:.1f}s; its bound is {budget:g}s"
+    sink.answer("/hung", Reply(status=200))
+    again = restart(gateway, **env)
+    try:
+        attempts = again.client.get(f"/jobs/{job['id']}/attempts").json()
+        assert attempts[0]["outcome"] == "interrupted"  # put back, not counted
+    finally:
+        again.stop()
+
+
+def test_a_stop_that_overruns_its_budget_is_cut_short() -> None:
+    """What enforces the bound, on its own: a stop that hangs exits at the budget."""
+    program = (
+        "import asyncio\n"
+        "from app.serve import enforce_budget\n"
+        "async def stop_that_hangs():\n"
+        "    enforce_budget(0.5)\n"
+        "    await asyncio.Event().wait()\n"
+        "asyncio.run(stop_that_hangs())\n"
+    )
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", program], cwd=ROOT, capture_output=True, timeout=30
+    )
+    assert done.returncode == OVERRAN_EXIT, done.stderr
+    assert time.monotonic() - started < 10  # the interpreter's start included
 
 
 def test_a_second_signal_stops_at_once(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import socket
+import time
+from collections.abc import Callable
 
 import pytest
 
@@ -51,3 +53,39 @@ def test_too_many_or_too_large_headers_are_431_and_store_nothing(
     accepted = gateway.post_job("k", "billing", 1)  # a new connection works as ever
     assert accepted.status_code == 202
     assert len(gateway.client.get("/jobs").json()["items"]) == 1
+
+
+def test_connections_over_the_limit_get_a_503_problem(
+    gateway_factory: Callable[..., GatewayProcess],
+) -> None:
+    gateway = gateway_factory(CSJD_MAX_CONNECTIONS="3", CSJD_MAX_WAITERS="1").start()
+    gateway.client.close()  # its kept-alive connection would count too
+    idle = [socket.create_connection(("127.0.0.1", gateway.port)) for _ in range(3)]
+    try:
+        deadline = time.monotonic() + 10
+        while (answer := get(gateway, "/healthz"))[0] != 503:
+            assert time.monotonic() < deadline, f"never refused: {answer}"
+        _, fields, body = answer
+        assert fields["content-type"] == "application/problem+json"
+        assert fields["retry-after"] == "1"
+        assert json.loads(body)["status"] == 503
+    finally:
+        for sock in idle:
+            sock.close()
+    deadline = time.monotonic() + 10
+    while get(gateway, "/healthz")[0] != 200:
+        assert time.monotonic() < deadline, "the closed connections were never given back"
+
+
+def get(gateway: GatewayProcess, path: str) -> tuple[int, dict[str, str], bytes]:
+    """GET ``path`` on a connection of its own; the answer, read until the server closes."""
+    head = f"GET {path} HTTP/1.1\r\nHost: csjd.test\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        sock.sendall(head.encode())
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    top, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *lines = top.decode("latin-1").split("\r\n")
+    fields = {k.lower(): v for k, v in (line.split(": ", 1) for line in lines)}
+    return int(status_line.split()[1]), fields, body

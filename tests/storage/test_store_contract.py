@@ -19,7 +19,14 @@ from app.core.job import FailureReason, JobState
 from app.core.outcome import Outcome
 from app.core.retry import Decision
 from app.settings import Settings
-from app.storage.base import AttemptRecord, ClaimRequest, Completion, NewJob, TargetSpec
+from app.storage.base import (
+    ATTEMPTS_PAGE,
+    AttemptRecord,
+    ClaimRequest,
+    Completion,
+    NewJob,
+    TargetSpec,
+)
 from app.storage.engine import Conn
 from app.storage.factory import build_store
 from app.storage.models import targets
@@ -390,6 +397,50 @@ async def test_an_answer_with_nul_bytes_is_stored_and_shares_its_commit(
         "application/octet-stream\ufffd",
         70_000,
     )
+
+
+async def _attempted(store: SqlJobStore, times: int) -> str:
+    """A job with ``times`` attempts, each a retryable failure that makes it due again."""
+    job = (await store.enqueue(new_job("paged"))).job
+    for _ in range(times):
+        [claimed] = await store.claim(
+            [ClaimRequest(target="billing", limit=1)], NOW, {"billing": 1}
+        )
+        again = Decision(
+            state=JobState.RETRYING, attempts=claimed.attempts + 1, next_attempt_at=NOW
+        )
+        completion = Completion(
+            job_id=job.id,
+            target="billing",
+            lease=claimed.deliveries,
+            decision=again,
+            attempt=attempt(claimed.deliveries, Outcome.RETRYABLE, 503),
+            now=NOW,
+        )
+        assert await store.complete(completion)
+    return job.id
+
+
+async def test_attempts_are_listed_a_page_at_a_time_after_a_number(store: SqlJobStore) -> None:
+    job_id = await _attempted(store, 7)
+
+    async def numbers(**page: int) -> list[int]:
+        found = await store.list_attempts("", job_id, **page)
+        assert found is not None
+        return [a.n for a in found]
+
+    assert await numbers() == [1, 2, 3, 4, 5, 6, 7]
+    assert await numbers(limit=3) == [1, 2, 3]
+    assert await numbers(after=3, limit=3) == [4, 5, 6]
+    assert await numbers(after=6, limit=3) == [7]
+    assert await numbers(after=7) == []
+    assert await store.list_attempts("someone-else", job_id, after=0, limit=3) is None
+
+
+async def test_a_page_of_attempts_is_bounded_by_default(store: SqlJobStore) -> None:
+    job_id = await _attempted(store, ATTEMPTS_PAGE + 2)
+    first = await store.list_attempts("", job_id)
+    assert first is not None and [a.n for a in first] == list(range(1, ATTEMPTS_PAGE + 1))
 
 
 async def test_rescue_brings_back_running_jobs_counting_the_attempt(store: SqlJobStore) -> None:

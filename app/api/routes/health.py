@@ -1,8 +1,14 @@
-"""``/healthz`` (the process answers) and ``/readyz`` (it can do its job)."""
+"""``/healthz`` (the process answers) and ``/readyz`` (it can do its job).
+
+Both answer anyone, without auth, so ``/readyz`` says which check fails and
+never why: an exception's text (or its class) can name hosts, users and
+drivers, and goes to the log instead.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from fastapi import APIRouter
 from starlette.responses import Response
@@ -10,6 +16,8 @@ from starlette.responses import Response
 from app.api.deps import GatewayDep
 from app.api.problems import documented, problem
 from app.api.schemas import Health
+
+log = logging.getLogger("csjd.health")
 
 router = APIRouter(tags=["health"])
 
@@ -33,8 +41,9 @@ async def readyz(gateway: GatewayDep) -> Response | Health:
         async with asyncio.timeout(PING_TIMEOUT_S):
             await gateway.store.ping()
         checks["database"] = "ok"
-    except Exception as exc:
-        checks["database"] = f"unreachable: {type(exc).__name__}"
+    except Exception:
+        log.warning("readiness_database_unreachable", exc_info=True)
+        checks["database"] = "unreachable"
     for loop, status in sorted(gateway.supervisor.status().items()):
         checks[loop] = status
     checks["lifecycle"] = (

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
+from starlette.types import Receive
 
 from app.api.deps import CallerDep, Gateway, GatewayDep, IntakeDep
 from app.api.intake import accept, accepted_headers
@@ -19,13 +20,15 @@ from app.api.problems import documented
 from app.api.schemas import AttemptOut, JobIn, JobOut, JobPageOut, StateName
 from app.core.errors import NotFound
 from app.core.job import TERMINAL, JobState
-from app.storage.base import JobRecord
+from app.storage.base import ATTEMPTS_PAGE, MAX_ATTEMPTS_PAGE, JobRecord
 from app.storage.sql import decode_cursor, encode_cursor
 
 router = APIRouter(tags=["jobs"])
 
 #: the longest ``Prefer: wait`` honoured, in seconds
 MAX_WAIT_S = 30.0
+#: attempt numbers are 32-bit integers in the database; ``after`` stays within them
+MAX_ATTEMPT_NUMBER = 2**31 - 1
 
 _KEY_PARAMETER = {
     "name": "Idempotency-Key",
@@ -131,11 +134,14 @@ async def get_job(
     wait_s = prefer_wait(request.headers.getlist("prefer"))
     known = {t.strip() for t in request.headers.get("if-none-match", "").split(",")} - {""}
     headers: dict[str, str] = {}
-    if wait_s is None:
+    # with every place to wait taken, the request is answered as if it had not asked
+    place = None if wait_s is None else gateway.watch.place(caller)
+    if wait_s is None or place is None:
         job = await _job(gateway, caller, job_id)
     else:
-        headers["Preference-Applied"] = f"wait={wait_s:g}"
-        job = await _wait_for_change(gateway, caller, job_id, wait_s, known)
+        with place:
+            headers["Preference-Applied"] = f"wait={wait_s:g}"
+            job = await _wait_for_change(gateway, caller, job_id, wait_s, known, request.receive)
     headers["ETag"] = etag = _etag(job)
     if etag in known or "*" in known:
         return Response(status_code=304, headers=headers)
@@ -150,11 +156,17 @@ async def _job(gateway: Gateway, caller: str, job_id: str) -> JobRecord:
 
 
 async def _wait_for_change(
-    gateway: Gateway, caller: str, job_id: str, wait_s: float, known: set[str]
+    gateway: Gateway,
+    caller: str,
+    job_id: str,
+    wait_s: float,
+    known: set[str],
+    receive: Receive,
 ) -> JobRecord:
     """The job once its state differs from what it was (or from the version the
-    client names in ``If-None-Match``), or as it is after ``wait_s``. Woken by
-    the gateway's own notices of change (``app/watch.py``), not by polling."""
+    client names in ``If-None-Match``), or as it is after ``wait_s``, or as soon
+    as the client has gone (``receive`` says so). Woken by the gateway's own
+    notices of change (``app/watch.py``), not by polling."""
     deadline = asyncio.get_running_loop().time() + wait_s
     with gateway.watch.watching(job_id) as waiter:
         job = first = await _job(gateway, caller, job_id)
@@ -163,19 +175,37 @@ async def _wait_for_change(
             # a client naming an older version has missed a change already
             return job.state is not first.state or (bool(known) and _etag(job) not in known)
 
-        while not moved(job) and job.state not in TERMINAL:
-            waiter.version = (job.state.value, job.updated_at)
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0 or gateway.watch.closed:
-                break
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):
-                    await waiter.event.wait()
-            # cleared before the read, never after it: a change committed while
-            # the read runs sets the event again, and the next turn sees it
-            waiter.event.clear()
-            job = await _job(gateway, caller, job_id)
+        # a client that hangs up must not hold its place for the rest of the wait
+        gone = asyncio.create_task(_hung_up(receive, waiter.event))
+        try:
+            while not moved(job) and job.state not in TERMINAL:
+                waiter.version = (job.state.value, job.updated_at)
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0 or gateway.watch.closed or gone.done():
+                    break
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(remaining):
+                        await waiter.event.wait()
+                if gone.done():
+                    break  # nobody is left to answer
+                # cleared before the read, never after it: a change committed while
+                # the read runs sets the event again, and the next turn sees it
+                waiter.event.clear()
+                job = await _job(gateway, caller, job_id)
+        finally:
+            gone.cancel()
+            # waited for, not awaited: a cancellation of this request must not be
+            # mistaken for the watcher's own and swallowed
+            await asyncio.wait({gone})
     return job
+
+
+async def _hung_up(receive: Receive, wake: asyncio.Event) -> None:
+    """Return (and set ``wake``) once the client has disconnected. A GET's body,
+    if it sent one, is read and dropped on the way."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    wake.set()
 
 
 def prefer_wait(values: list[str]) -> float | None:
@@ -198,11 +228,22 @@ def prefer_wait(values: list[str]) -> float | None:
 @router.get(
     "/jobs/{job_id}/attempts",
     response_model=list[AttemptOut],
-    summary="Every attempt made for a job",
+    summary="A job's attempts in order, a page at a time",
     responses=documented(404, 422),
 )
-async def list_attempts(job_id: str, gateway: GatewayDep, caller: CallerDep) -> Response:
-    attempts = await gateway.store.list_attempts(caller, job_id)
+async def list_attempts(
+    job_id: str,
+    gateway: GatewayDep,
+    caller: CallerDep,
+    after: Annotated[
+        int,
+        Query(ge=0, le=MAX_ATTEMPT_NUMBER, description="only attempts numbered above this"),
+    ] = 0,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_ATTEMPTS_PAGE, description="at most this many attempts")
+    ] = ATTEMPTS_PAGE,
+) -> Response:
+    attempts = await gateway.store.list_attempts(caller, job_id, after=after, limit=limit)
     if attempts is None:
         raise NotFound(f"no job '{job_id}'")
     return _json([attempt_json(a) for a in attempts])
