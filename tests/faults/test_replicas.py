@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import UTC, datetime
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
