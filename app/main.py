@@ -36,7 +36,7 @@ from app.core.clock import Clock, SystemClock
 from app.core.errors import CsjdError
 from app.dispatch import wakeup
 from app.dispatch.dispatcher import Dispatcher
-from app.dispatch.maintenance import Maintenance
+from app.dispatch.maintenance import RESCUE_GRACE_S, Maintenance
 from app.dispatch.sender import AiohttpSender, Sender
 from app.metrics import Metrics
 from app.net import check_target_url
@@ -220,9 +220,13 @@ def create_app(
                     log.info("targets_loaded", extra={"count": count})
                 if role.dispatches:
                     # alone on SQLite every leased job is orphaned; on Postgres
-                    # only expired leases are (other replicas own the rest)
+                    # only leases lapsed past the grace are (other replicas own the
+                    # rest, and one that just got the database back renews first)
                     rescued = await store.rescue(
-                        clock.now(), rng.random, expired_only=settings.is_postgres
+                        clock.now(),
+                        rng.random,
+                        expired_only=settings.is_postgres,
+                        grace_s=RESCUE_GRACE_S if settings.is_postgres else 0.0,
                     )
                     if rescued:
                         log.warning("attempts_rescued", extra={"count": rescued})

@@ -19,7 +19,7 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("attempts") as batch:
         batch.add_column(sa.Column("content_type", sa.String(255), nullable=True))
-        batch.add_column(sa.Column("response_bytes", sa.Integer(), nullable=True))
+        batch.add_column(sa.Column("response_bytes", sa.BigInteger(), nullable=True))
 
 
 def downgrade() -> None:

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 #: bytes of the answer's body kept as its excerpt
 EXCERPT_BYTES = 2048
 REPLACEMENT = "\ufffd"
+#: the largest length recorded (a signed 64-bit column holds it on every backend)
+MAX_LENGTH = 2**62
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -47,7 +49,7 @@ def media_type(headers: Mapping[str, str]) -> str | None:
 
 def length(headers: Mapping[str, str], body: bytes) -> int:
     """The answer's length: its ``Content-Length`` when it states one, else the bytes read."""
-    declared = headers.get("Content-Length")
-    if declared is not None and declared.strip().isdigit() and len(declared.strip()) < 16:
-        return max(int(declared.strip()), len(body))
+    declared = (headers.get("Content-Length") or "").strip()
+    if declared.isdigit() and len(declared) <= len(str(MAX_LENGTH)):
+        return min(MAX_LENGTH, max(int(declared), len(body)))
     return len(body)

@@ -41,7 +41,7 @@ from typing import Any
 from app.core import answer, share
 from app.core import breaker as br
 from app.core.clock import Clock
-from app.core.errors import DatabaseUnavailable
+from app.core.errors import DatabaseUnavailable, RefusedByDatabase
 from app.core.job import FailureReason, JobState
 from app.core.outcome import (
     Classified,
@@ -573,6 +573,20 @@ class Dispatcher:
                     "completion_write_deferred",
                     extra={"job_id": completion.job_id, "retry_in_s": backoff},
                 )
+            except RefusedByDatabase:
+                if completion.attempt is None or completion.attempt.response_excerpt is None:
+                    log.exception("completion_refused", extra={"job_id": completion.job_id})
+                    return None
+                # what the target sent is the only text from outside: keep the result
+                # without it rather than leave a known answer to the lease
+                log.warning(
+                    "completion_refused_answer_dropped", extra={"job_id": completion.job_id}
+                )
+                bare = dataclasses.replace(
+                    completion.attempt, response_excerpt=None, content_type=None
+                )
+                completion = dataclasses.replace(completion, attempt=bare)
+                continue
             except Exception:
                 log.exception("completion_write_failed", extra={"job_id": completion.job_id})
                 return None

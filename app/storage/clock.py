@@ -5,9 +5,10 @@ wrote: leases, leadership, when a retry or a scheduled job comes due. If
 their clocks disagree, a replica ahead of the others sees live leases as
 lapsed and sends a job twice. ``DatabaseClock`` is a ``Clock`` whose ``now``
 is the database server's: it reads the server's time now and then
-(``sync``), keeps the offset to the local clock measured in the quietest of a
-few round trips, and adds it to the local clock in between. Its error is
-half a round trip; the local clock's drift between reads is negligible.
+(``sync``), keeps the offset to this host's monotonic clock measured in the
+quietest of a few round trips, and adds it to that clock in between. Its
+error is half a round trip; a step of the local wall clock (NTP) changes
+nothing, and the monotonic clock's drift between reads is negligible.
 """
 
 from __future__ import annotations
@@ -28,27 +29,33 @@ SAMPLES = 3
 class DatabaseClock:
     def __init__(self, read_database_time: Callable[[], Awaitable[float]]) -> None:
         self._read = read_database_time
-        #: database time minus local time, in seconds
-        self.offset = 0.0
+        #: database time minus this host's monotonic clock, in seconds
+        self._base = time.time() - time.monotonic()
         self.synced = False
 
     def now(self) -> float:
-        return time.time() + self.offset
+        return time.monotonic() + self._base
+
+    @property
+    def offset(self) -> float:
+        """The database's time minus this host's wall clock, in seconds (as last read)."""
+        return self.now() - time.time()
 
     async def sync(self) -> float:
         """Measure the offset again; returns it."""
         best: tuple[float, float] | None = None
         for _ in range(SAMPLES):
-            before = time.time()
+            before = time.monotonic()
             database = await self._read()
-            after = time.time()
+            after = time.monotonic()
             rtt = after - before
             if best is None or rtt < best[0]:
                 best = (rtt, database - (before + after) / 2)
         assert best is not None
-        if not self.synced or abs(best[1] - self.offset) > 1.0:
-            log.info("database_clock", extra={"offset_s": round(best[1], 3)})
-        self.offset = best[1]
+        moved = abs(best[1] - self._base) > 1.0
+        self._base = best[1]
+        if not self.synced or moved:
+            log.info("database_clock", extra={"offset_s": round(self.offset, 3)})
         self.synced = True
         return self.offset
 

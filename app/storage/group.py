@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 
 from app.core.errors import DatabaseUnavailable, RefusedByDatabase
 from app.storage.engine import Conn, Database
-from app.storage.faults import Fault, classify
+from app.storage.faults import Fault, classify, contention
 
 log = logging.getLogger("csjd.storage")
 
@@ -147,12 +147,18 @@ class GroupCommitter:
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             batch = [p for p in batch if not p.future.cancelled()]
-            shared = [p for p in batch if not p.alone]
-            if shared:
-                await self._commit_batch(shared)
-            for pending in batch:
-                if pending.alone:
-                    await self._commit_batch([pending])
+            try:
+                shared = [p for p in batch if not p.alone]
+                if shared:
+                    await self._commit_batch(shared)
+                for pending in batch:
+                    if pending.alone:
+                        await self._commit_batch([pending])
+            except asyncio.CancelledError:
+                # whatever was taken from the queue and not settled is answered
+                for pending in batch:
+                    self._settle(pending, exc=RuntimeError("the store is closing"))
+                raise
 
     async def _commit_batch(self, batch: list[_Pending]) -> None:
         try:
@@ -171,11 +177,22 @@ class GroupCommitter:
                 error.__cause__ = exc
             else:
                 error = exc
-            if len(batch) == 1 or fault is Fault.TRANSIENT:
+            if (
+                fault is Fault.TRANSIENT
+                and len(batch) > 1
+                and not contention(exc)
+                and await self._answers()
+            ):
+                # the database answers, yet this batch keeps failing: one of its
+                # operations may be what fails, so each runs alone (one try each)
+                fault = Fault.BUG
+            elif len(batch) == 1 or fault is Fault.TRANSIENT:
                 # one operation, or the database itself is out of reach: no
                 # point in running each again alone
-                if fault is not Fault.TRANSIENT:
+                if fault is Fault.REFUSED:
                     log.warning("write_refused", extra={"error": type(exc).__name__})
+                elif fault is Fault.BUG:
+                    log.error("write_failed", exc_info=exc)
                 for pending in batch:
                     self._settle(pending, exc=error)
                 return
@@ -240,6 +257,18 @@ class GroupCommitter:
 
         results, hooks = await self._database.write(unit)
         return [results[i] for i in range(len(batch))], hooks
+
+    async def _answers(self) -> bool:
+        """Whether the database answers a trivial read right now."""
+
+        async def ping(conn: Conn) -> None:
+            await conn.exec_driver_sql("SELECT 1")
+
+        try:
+            await self._database.read(ping)
+        except Exception:
+            return False
+        return True
 
     @staticmethod
     def _settle(pending: _Pending, *, result: Any = None, exc: BaseException | None = None) -> None:

@@ -21,7 +21,17 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, Column, ForeignKey, Index, LargeBinary, String, UniqueConstraint, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+    text,
+)
 from sqlmodel import Field, SQLModel
 
 _WAITING = "state IN ('scheduled', 'retrying')"
@@ -162,7 +172,7 @@ class AttemptRow(SQLModel, table=True):
     response_excerpt: str | None = Field(default=None, sa_column=Column(String(2048)))
     #: the answer's media type and its length in bytes, whatever its bytes were
     content_type: str | None = Field(default=None, sa_column=Column(String(255)))
-    response_bytes: int | None = None
+    response_bytes: int | None = Field(default=None, sa_column=Column(BigInteger))
 
 
 metadata = SQLModel.metadata

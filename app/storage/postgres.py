@@ -30,10 +30,27 @@ log = logging.getLogger("csjd.storage")
 CHANNEL = "csjd_jobs"
 
 
+#: a server that stops answering (rather than refusing) is given up on after these:
+#: connecting, one statement, and a transaction left idle by a replica cut off
+CONNECT_TIMEOUT_S = 5
+STATEMENT_TIMEOUT_S = 30
+IDLE_IN_TRANSACTION_MS = 60_000
+
+
 def create_database(settings: Settings) -> AsyncDatabase:
     """Writer and reader engines for the configured Postgres database."""
+    connect_args = {
+        "timeout": CONNECT_TIMEOUT_S,
+        "command_timeout": STATEMENT_TIMEOUT_S,
+        "server_settings": {"idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_MS)},
+    }
     # parameters hold secrets, header values and payloads: no error's text may show them
-    options: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True, **ENGINE_JSON}
+    options: dict[str, Any] = {
+        "pool_pre_ping": True,
+        "hide_parameters": True,
+        "connect_args": connect_args,
+        **ENGINE_JSON,
+    }
     writer = create_async_engine(settings.database_url, pool_size=2, max_overflow=2, **options)
     reader = create_async_engine(settings.database_url, pool_size=4, max_overflow=8, **options)
     return AsyncDatabase(writer, reader)

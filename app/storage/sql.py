@@ -91,11 +91,14 @@ _PROMOTE = text(
     "UPDATE jobs SET state = 'queued', updated_at = :now "
     "WHERE state IN ('scheduled', 'retrying') AND next_attempt_at <= :now RETURNING id"
 )
+#: due jobs one claim round promotes on Postgres (the rest in the next rounds), so
+#: a mass of jobs coming due together does not hold the claim's transaction long
+PROMOTE_BATCH = 10_000
 # Replicas promote at once: each takes the rows no other is promoting, never waits.
 _PROMOTE_PG = text(
     "UPDATE jobs SET state = 'queued', updated_at = :now WHERE id IN (SELECT id FROM jobs "
     "WHERE state IN ('scheduled', 'retrying') AND next_attempt_at <= :now "
-    "FOR UPDATE SKIP LOCKED) RETURNING id"
+    f"LIMIT {PROMOTE_BATCH} FOR UPDATE SKIP LOCKED) RETURNING id"
 )
 # First attempts and retries are read apart, each along its own partial index,
 # so a bound on retries never makes a claim walk past retries left waiting (nor
@@ -115,6 +118,10 @@ _CLAIM_SQL = (
     f"RETURNING {_COLUMNS}"
 )
 _CLAIM = text(_CLAIM_SQL.format(lock="")).columns(*jobs.c)
+_CLAIMED_AT = text(
+    f"SELECT {_COLUMNS} FROM jobs WHERE lease_expires_at IS NOT NULL AND claimed_at = :now "
+    "AND state = 'running'"
+).columns(*jobs.c)
 # Replicas skip rows another replica is claiming instead of waiting for them.
 _CLAIM_PG = text(_CLAIM_SQL.format(lock=" FOR UPDATE SKIP LOCKED")).columns(*jobs.c)
 # A target's max_concurrency holds across replicas: one replica at a time
@@ -590,7 +597,11 @@ class SqlJobStore:
             try:
                 return await self._database.read(unit)
             except Exception as exc:
-                if classify(exc) is not Fault.TRANSIENT:
+                fault = classify(exc)
+                if fault is Fault.REFUSED:
+                    # a value no query can hold (a NUL byte in an id): the asker's
+                    raise errors.BadRequest("the database refused a value of this request") from exc
+                if fault is not Fault.TRANSIENT:
                     raise
                 if loop.time() + backoff > deadline:
                     raise unavailable(exc) from exc
@@ -1021,7 +1032,18 @@ class SqlJobStore:
     async def claim(
         self, requests: Sequence[ClaimRequest], now: float, lease_s: Mapping[str, float]
     ) -> list[JobRecord]:
+        runs = 0
+
         async def op(tx: Tx) -> tuple[list[JobRecord], list[str]]:
+            nonlocal runs
+            runs += 1
+            if runs > 1:
+                # Run again after an error: if that was a commit cut off after the
+                # server made it, these jobs are already this claim's (claimed_at is
+                # this call's own reading of the clock), and nobody else will start them.
+                earlier = (await tx.conn.execute(_CLAIMED_AT, {"now": now})).mappings().all()
+                if earlier:
+                    return [job_record(row) for row in earlier], []
             promote = _PROMOTE_PG if self._pg else _PROMOTE
             promoted = [row[0] for row in await tx.conn.execute(promote, {"now": now})]
             claimed: list[JobRecord] = []
@@ -1143,8 +1165,9 @@ class SqlJobStore:
     ) -> int:
         """Bring back attempts whose worker is gone (counted, ``interrupted``).
 
-        At start every leased job is orphaned; while running, only those whose
-        lease ran out more than ``grace_s`` ago (their attempt's deadline is
+        Alone on SQLite at start, every leased job is orphaned
+        (``expired_only=False``); otherwise only those whose lease ran out more
+        than ``grace_s`` ago (their attempt's deadline is
         long past; the grace lets a live holder that lost the database for a
         while renew or complete first). Each write re-checks that the lease
         still lapsed, so a lease renewed meanwhile is left alone.

@@ -30,7 +30,9 @@ from app.settings import Settings
 from app.storage.engine import ThreadedSqlite
 from app.storage.models import ENGINE_JSON
 
-BUSY_TIMEOUT_MS = 10_000
+#: within the store's retry budget (group.py), so a lock held by another process
+#: longer than that is a 503 in seconds, not a writer stuck ten seconds a batch
+BUSY_TIMEOUT_MS = 2_000
 #: reader threads, each with its own connection (WAL lets them read while the writer writes)
 READERS = 4
 

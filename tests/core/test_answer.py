@@ -34,3 +34,8 @@ def test_the_media_type_is_kept_as_sent() -> None:
         "text/plain; charset=latin-1"
     )
     assert answer.media_type({}) is None
+
+
+def test_a_length_past_any_column_is_clamped() -> None:
+    assert answer.length({"Content-Length": "9" * 30}, b"") == 0  # not a length
+    assert answer.length({"Content-Length": str(2**63)}, b"") == answer.MAX_LENGTH

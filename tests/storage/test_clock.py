@@ -89,3 +89,17 @@ async def test_a_gateway_on_postgres_keeps_the_databases_time(
     clock = api.gateway.clock
     assert isinstance(clock, DatabaseClock) and clock.synced
     assert api.gateway.dispatcher._clock is clock  # leases and schedules read it too
+
+
+async def test_a_step_of_the_local_wall_clock_does_not_move_the_database_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def reader() -> float:
+        return 1_900_000_000.0
+
+    clock = DatabaseClock(reader)
+    await clock.sync()
+    before = clock.now()
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 3600)  # NTP stepped the clock an hour
+    assert clock.now() == pytest.approx(before, abs=0.5)

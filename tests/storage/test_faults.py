@@ -12,14 +12,17 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
 from sqlalchemy import exc as sa
 
 from app.core import errors
+from app.core.job import JobState
 from app.settings import Settings
-from app.storage.base import TargetSpec
+from app.storage.base import ClaimRequest, TargetSpec
+from app.storage.engine import Database
 from app.storage.factory import build_store
 from app.storage.faults import Fault, classify
 from app.storage.sql import SqlJobStore
@@ -44,6 +47,9 @@ def _sqlite_error(cls: type[sqlite3.Error], code: int) -> sqlite3.Error:
         (asyncpg.exceptions.AdminShutdownError("terminating connection"), Fault.TRANSIENT),
         (asyncpg.exceptions.CannotConnectNowError("the database is starting up"), Fault.TRANSIENT),
         (asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed"), Fault.TRANSIENT),
+        (asyncpg.exceptions.ReadOnlySQLTransactionError("read-only"), Fault.TRANSIENT),  # failover
+        (asyncpg.exceptions.InterfaceError("connection is closed"), Fault.TRANSIENT),
+        (asyncpg.exceptions.InterfaceError("the server expects 2 arguments"), Fault.BUG),
         (asyncpg.exceptions.CharacterNotInRepertoireError("invalid byte 0x00"), Fault.REFUSED),
         (asyncpg.exceptions.NotNullViolationError("null value"), Fault.REFUSED),
         (asyncpg.exceptions.UndefinedColumnError("no such column"), Fault.BUG),
@@ -299,3 +305,106 @@ async def _admin_db(url: str, sql: str) -> list[asyncpg.Record]:
         return list(await conn.fetch(sql))
     finally:
         await conn.close()
+
+
+# -- a commit whose answer was lost: the batch runs again --------------------------------
+
+
+class AnswerLostOnce:
+    """A database whose next write commits, then fails as if the connection had
+    dropped before the server's answer came back (a commit in doubt)."""
+
+    def __init__(self, inner: Database) -> None:
+        self.inner = inner
+        self.armed = False
+
+    @property
+    def dialect(self) -> Any:
+        return self.inner.dialect
+
+    async def write(self, unit: Any) -> Any:
+        result = await self.inner.write(unit)
+        if self.armed:
+            self.armed = False
+            raise ConnectionResetError(104, "connection reset by peer")
+        return result
+
+    async def read(self, unit: Any) -> Any:
+        return await self.inner.read(unit)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+@pytest.fixture
+async def in_doubt(backend_url: str) -> AsyncIterator[tuple[SqlJobStore, AnswerLostOnce]]:
+    plain = build_store(Settings(database_url=backend_url, max_backlog=1000))
+    database = AnswerLostOnce(plain.database)
+    store = SqlJobStore(database, max_backlog=1000)
+    await store.open()
+    await store.put_target(TargetSpec(name="billing", url="http://x/hook"), NOW)
+    yield store, database
+    await store.close()
+
+
+async def test_a_claim_whose_commit_was_in_doubt_returns_what_it_claimed(
+    in_doubt: tuple[SqlJobStore, AnswerLostOnce],
+) -> None:
+    store, database = in_doubt
+    first = (await store.enqueue(new_job("a"))).job
+    second = (await store.enqueue(new_job("b"))).job
+    database.armed = True
+    claimed = await store.claim([ClaimRequest(target="billing", limit=1)], NOW, {"billing": 30})
+    assert [job.id for job in claimed] == [first.id]
+    assert claimed[0].deliveries == 1
+    # the other job was not claimed by the second run
+    assert (await store.get_job("", second.id)).state is JobState.QUEUED  # type: ignore[union-attr]
+
+
+async def test_a_job_whose_commit_was_in_doubt_is_answered_as_new(
+    in_doubt: tuple[SqlJobStore, AnswerLostOnce],
+) -> None:
+    store, database = in_doubt
+    database.armed = True
+    enqueued = await store.enqueue(new_job("a"))
+    assert not enqueued.replayed
+    assert store.active == 1
+
+
+# -- errors that are not the database's to retry ------------------------------------------
+
+
+async def test_a_value_postgres_cannot_hold_in_a_read_is_a_bad_request(pg_url: str) -> None:
+    store = build_store(Settings(database_url=pg_url))
+    await store.open()
+    try:
+        with pytest.raises(errors.BadRequest):
+            await store.get_job("", "nul\x00id")
+    finally:
+        await store.close()
+
+
+async def test_an_operation_that_fails_for_itself_fails_alone(
+    backend_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A poison operation whose error reads as transient: once the retries are spent
+    and the database still answers, each operation runs alone, and only the poison
+    one fails."""
+    monkeypatch.setattr("app.storage.group.TRANSIENT_BUDGET_S", 0.2)
+    store = build_store(Settings(database_url=backend_url, max_backlog=1000))
+    await store.open()
+    try:
+        await store.put_target(TargetSpec(name="billing", url="http://x/hook"), NOW)
+
+        async def poison(tx: Any) -> None:
+            raise ConnectionResetError(104, "not really the connection")
+
+        results = await asyncio.gather(
+            store.committer.run(poison),
+            *(store.enqueue(new_job(f"k{i}")) for i in range(5)),
+            return_exceptions=True,
+        )
+        assert isinstance(results[0], errors.DatabaseUnavailable)
+        assert all(not isinstance(r, BaseException) for r in results[1:]), results
+    finally:
+        await store.close()

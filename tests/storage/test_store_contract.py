@@ -376,7 +376,7 @@ async def test_an_answer_with_nul_bytes_is_stored_and_shares_its_commit(
         error="HTTP 500\x00",
         response_excerpt="ok\x00\udc80tail",
         content_type="application/octet-stream\x00",
-        response_bytes=70_000,
+        response_bytes=3_000_000_000,  # a large download's Content-Length: past 32 bits
     )
     retry = Decision(state=JobState.RETRYING, attempts=1, next_attempt_at=NOW + 5)
     completion = Completion(
@@ -632,8 +632,8 @@ async def test_connections_use_wal_and_the_configured_synchronous_level(
             names = ("journal_mode", "synchronous", "busy_timeout")
             return [(await conn.execute(text(f"PRAGMA {n}"))).scalar() for n in names]
 
-        assert await s.database.read(pragmas) == ["wal", code, 10_000]
-        assert await s.database.write(pragmas) == ["wal", code, 10_000]
+        assert await s.database.read(pragmas) == ["wal", code, 2_000]
+        assert await s.database.write(pragmas) == ["wal", code, 2_000]
     finally:
         await s.close()
 
