@@ -31,6 +31,7 @@ import uuid
 from collections.abc import Callable
 
 from app.core.clock import Clock
+from app.core.errors import DatabaseUnavailable
 from app.core.job import ACTIVE, TERMINAL, JobState
 from app.core.retry import Random
 from app.metrics import Metrics
@@ -44,9 +45,10 @@ DUTY = "maintenance"
 #: a leader that stops renewing (every tick) is replaced after this long
 LEADER_TTL_S = 15.0
 PURGE_EVERY_TICKS = 12
-#: a lease is rescued this long after it lapsed: a holder that lost the database
-#: for a while renews it (or writes its result) first once the database is back
-RESCUE_GRACE_S = 10.0
+#: a lease is rescued this long after it lapsed, and a leader that lost the
+#: database rescues nothing for this long once it is back: a live holder that
+#: lost it too renews its leases (or writes its results) first, within a second
+RESCUE_GRACE_S = 5.0
 #: the most of its time the gauge may spend counting finished jobs
 FINISHED_COUNT_SHARE = 0.02
 
@@ -74,6 +76,9 @@ class Maintenance:
         self.leading = False
         #: (monotonic) when the finished jobs may be counted again
         self._count_finished_at = 0.0
+        #: (monotonic) no rescue before this: the database was out of reach until lately
+        self._rescue_from = 0.0
+        self._database_lost = False
 
     async def start(self) -> None:
         await self.tick(purge=True)
@@ -85,6 +90,9 @@ class Maintenance:
     async def tick(self, *, purge: bool) -> None:
         now = self._clock.now()
         self.leading = await self._store.try_lead(DUTY, self._holder, now, LEADER_TTL_S)
+        if self._database_lost:
+            self._database_lost = False
+            self._rescue_from = self._monotonic() + RESCUE_GRACE_S
         if self.leading:
             await self._lead(now, purge=purge)
         if purge or self._store.shared:
@@ -102,11 +110,12 @@ class Maintenance:
         return counts
 
     async def _lead(self, now: float, *, purge: bool) -> None:
-        rescued = await self._store.rescue(
-            now, self._rng, expired_only=True, grace_s=RESCUE_GRACE_S
-        )
-        if rescued:
-            log.warning("expired_leases_rescued", extra={"count": rescued})
+        if self._monotonic() >= self._rescue_from:
+            rescued = await self._store.rescue(
+                now, self._rng, expired_only=True, grace_s=RESCUE_GRACE_S
+            )
+            if rescued:
+                log.warning("expired_leases_rescued", extra={"count": rescued})
         expired = await self._store.fail_expired(now)
         if expired:
             log.info("jobs_expired", extra={"count": expired})
@@ -120,7 +129,15 @@ class Maintenance:
         while True:
             await asyncio.sleep(TICK_S)
             ticks += 1
-            try:
-                await self.tick(purge=ticks % PURGE_EVERY_TICKS == 0)
-            except Exception:
-                log.exception("maintenance_failed")
+            await self.tick_guarded(purge=ticks % PURGE_EVERY_TICKS == 0)
+
+    async def tick_guarded(self, *, purge: bool) -> None:
+        """A tick whose failure is logged, never raised; one the database failed
+        also holds rescue back for ``RESCUE_GRACE_S`` after the database is back."""
+        try:
+            await self.tick(purge=purge)
+        except DatabaseUnavailable:
+            self._database_lost = True
+            log.warning("maintenance_deferred")
+        except Exception:
+            log.exception("maintenance_failed")

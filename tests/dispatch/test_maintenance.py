@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
+from app.core.errors import DatabaseUnavailable
 from app.core.ids import uuid7
 from app.core.job import TERMINAL, JobState
-from app.dispatch.maintenance import FINISHED_COUNT_SHARE, Maintenance
+from app.dispatch.maintenance import FINISHED_COUNT_SHARE, RESCUE_GRACE_S, Maintenance
 from app.metrics import Metrics
 from app.settings import Settings
 from app.storage.base import NewJob, TargetSpec
@@ -108,3 +109,52 @@ async def test_finished_jobs_are_counted_again_once_their_last_count_is_paid_for
     await maintenance.tick(purge=False)
     assert (gauge(metrics, JobState.QUEUED), gauge(metrics, JobState.CANCELLED)) == (2, 2)
     assert counting.finished_counts == 2
+
+
+class OutageThenBack:
+    """The real store, out of reach for one tick; counts the rescues it is asked for."""
+
+    def __init__(self, store: SqlJobStore) -> None:
+        self._store = store
+        self.down = False
+        self.rescues = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def try_lead(self, *args: Any) -> bool:
+        if self.down:
+            raise DatabaseUnavailable()
+        result: bool = await self._store.try_lead(*args)
+        return result
+
+    async def rescue(self, *args: Any, **kwargs: Any) -> int:
+        self.rescues += 1
+        result: int = await self._store.rescue(*args, **kwargs)
+        return result
+
+
+async def test_a_leader_back_from_an_outage_waits_before_rescuing(store: SqlJobStore) -> None:
+    """Holders that lost the database too renew their leases first, once it is back."""
+    flaky = OutageThenBack(store)
+    clock = FakeClock()
+    mono = [1000.0]
+    maintenance = Maintenance(
+        flaky,  # type: ignore[arg-type]
+        clock=clock,
+        rng=random.Random(1).random,
+        metrics=Metrics(),
+        retention_s=86400,
+        supervisor=Supervisor(),
+        monotonic=lambda: mono[0],
+    )
+    await maintenance.tick_guarded(purge=False)
+    assert flaky.rescues == 1
+    flaky.down = True
+    await maintenance.tick_guarded(purge=False)  # the outage: logged, not raised
+    flaky.down = False
+    await maintenance.tick_guarded(purge=False)
+    assert flaky.rescues == 1  # back, but within the grace
+    mono[0] += RESCUE_GRACE_S
+    await maintenance.tick_guarded(purge=False)
+    assert flaky.rescues == 2

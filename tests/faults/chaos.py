@@ -36,7 +36,7 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 #: how long a producer keeps sending one job again (503, connection lost)
 PERSIST_S = 60.0
 #: jobs to targets that never answer well expire this soon
-EXPIRE_S = 15.0
+EXPIRE_S = 6.0
 
 
 @dataclass

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.slow
 
 SEED = 20261203
 PRODUCERS = 4
-JOBS_EACH = 40
+JOBS_EACH = 30
 
 
 @pytest.fixture
