@@ -18,9 +18,12 @@ If an operation raises, what happens depends on what the error means
 and until a commit succeeds again later batches get one try each, so an
 outage answers ``503`` at once instead of queueing producers behind retries.
 Any other error rolls the batch back and runs each operation again alone, so
-one bad operation (a row the database refuses) fails only its own caller.
+one bad operation (a row the database refuses) fails only its own caller; so
+does a transient error past the budget while the database answers reads.
 Operations must therefore be safe to run twice: all their effects are in the
 transaction, and side effects in memory are deferred to ``Tx.after_commit``.
+A batch may also run again after a commit whose answer was lost (the server
+may have made it): intake and claims then find their own rows (``sql.py``).
 
 Locks are taken in one order on Postgres, so that transactions of different
 replicas never wait on each other in a cycle: operations that lock rows
