@@ -974,6 +974,16 @@ class SqlJobStore:
                 .first()
             )
             if row is None:
+                current = await self._get_job(tx.conn, caller, job_id)
+                if (
+                    current is not None
+                    and current.state is JobState.CANCELLED
+                    and current.completed_at == now
+                ):
+                    # this very cancel, committed by an earlier run whose answer was
+                    # lost (and with it that run's count of unfinished jobs)
+                    self._adjust_active(tx, -1)
+                    return current
                 return await self._why_not(tx.conn, caller, job_id, "cancel")
             self._adjust_active(tx, -1)
             return job_record(row)
@@ -1015,6 +1025,10 @@ class SqlJobStore:
         retried = _raise_if_error(await self._writer.run(op, alone=True))
         self.on_change((job_id,))
         return retried
+
+    async def _get_job(self, conn: Conn, caller: str, job_id: str) -> JobRecord | None:
+        row = (await conn.execute(_JOB, {"id": job_id, "caller": caller})).mappings().first()
+        return None if row is None else job_record(row)
 
     async def _why_not(self, conn: Conn, caller: str, job_id: str, event: str) -> errors.CsjdError:
         state = (

@@ -408,3 +408,17 @@ async def test_an_operation_that_fails_for_itself_fails_alone(
         assert all(not isinstance(r, BaseException) for r in results[1:]), results
     finally:
         await store.close()
+
+
+async def test_a_cancel_whose_commit_was_in_doubt_answers_the_cancelled_job(
+    in_doubt: tuple[SqlJobStore, AnswerLostOnce],
+) -> None:
+    store, database = in_doubt
+    job = (await store.enqueue(new_job("a"))).job
+    database.armed = True
+    cancelled = await store.cancel("", job.id, NOW + 1)
+    assert cancelled.state is JobState.CANCELLED
+    assert store.active == 0
+    # a later cancel of the same job is still refused
+    with pytest.raises(errors.Conflict):
+        await store.cancel("", job.id, NOW + 2)
