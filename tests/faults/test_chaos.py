@@ -123,7 +123,11 @@ def test_chaos_on_postgres(
     # the seeded schedule: an outage, then a replica killed and started again
     time.sleep(chaos.rng.uniform(1.0, 3.0))
     with private_postgres.down():
-        time.sleep(5)  # the outage outlasts the store's retries (3 s): some 503s
+        # down until producers have met the outage past the store's retries: a 503
+        deadline = time.monotonic() + 20
+        while chaos.history.statuses[503] == 0:
+            assert time.monotonic() < deadline, "no producer met the outage"
+            time.sleep(0.05)
     time.sleep(chaos.rng.uniform(1.0, 3.0))
     _kill_and_restart(doomed, up)
     _join(producers)

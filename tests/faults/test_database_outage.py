@@ -82,9 +82,13 @@ async def test_an_answer_in_flight_when_postgres_stops_is_written_once_it_is_bac
         while not sink.received("/slow"):
             assert time.monotonic() < deadline
             await asyncio.sleep(0.02)
+        committer = api.gateway.store.committer
         with private_postgres.down():
-            # the answer arrives while the server is stopped (it stays down 4 s)
-            await asyncio.sleep(4)
+            # down until the answer has come back and its write has failed
+            deadline = time.monotonic() + 20
+            while not committer.failing:
+                assert time.monotonic() < deadline, "the result was never written to a down server"
+                await asyncio.sleep(0.05)
         done = await api.wait_for_job(job["id"], lambda j: j["state"] == "succeeded", 30)
         assert done["attempts"] == 1
         attempts = (await api.client.get(f"/jobs/{job['id']}/attempts")).json()
