@@ -25,7 +25,7 @@ from app.core.errors import InvalidIdempotencyKey, Unavailable
 from app.dispatch.dispatcher import Dispatcher
 from app.metrics import Metrics
 from app.settings import Settings
-from app.storage.sql import SqlJobStore
+from app.storage.base import JobStore
 from app.supervisor import Supervisor
 from app.watch import JobWatch
 
@@ -33,7 +33,7 @@ from app.watch import JobWatch
 @dataclass(slots=True)
 class Gateway:
     settings: Settings
-    store: SqlJobStore
+    store: JobStore
     dispatcher: Dispatcher
     metrics: Metrics
     clock: Clock

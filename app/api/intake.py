@@ -33,8 +33,7 @@ from app.api.schemas import JobIn
 from app.core import idempotency
 from app.core.errors import CsjdError
 from app.core.ids import uuid7
-from app.core.job import JobState
-from app.storage.base import JobRecord, NewJob
+from app.core.job import JobRecord, JobState, NewJob
 
 PATH = "/jobs"
 _JSON = (b"content-type", b"application/json")

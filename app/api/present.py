@@ -8,8 +8,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from app.api.schemas import MASK
+from app.core.attempt import AttemptRecord
+from app.core.job import JobRecord
+from app.core.target import TargetRecord
 from app.dispatch.dispatcher import LiveState
-from app.storage.base import AttemptRecord, JobRecord, TargetRecord
 
 
 def rfc3339(ts: float | None) -> str | None:
@@ -47,7 +49,7 @@ def job_json(job: JobRecord) -> dict[str, Any]:
 
 def attempt_json(attempt: AttemptRecord) -> dict[str, Any]:
     return {
-        "n": attempt.n,
+        "n": attempt.delivery,
         "started_at": rfc3339(attempt.started_at),
         "finished_at": rfc3339(attempt.finished_at),
         "duration_ms": attempt.duration_ms,

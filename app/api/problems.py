@@ -19,7 +19,6 @@ from starlette.responses import Response
 
 from app.api.schemas import Problem
 from app.core.errors import PROBLEM_BASE, CsjdError, MalformedJson
-from app.storage.faults import Fault, classify
 
 log = logging.getLogger("csjd.api")
 
@@ -164,21 +163,8 @@ def install(app: FastAPI) -> None:
 
 
 def unexpected(exc: Exception, path: str) -> Response:
-    """An exception no route expected: ``500``.
-
-    The store answers a database it cannot reach with ``DatabaseUnavailable``
-    (a ``503`` problem like any ``CsjdError``); should a driver's error escape
-    it all the same, it is still read as what it means."""
-    if classify(exc) is Fault.TRANSIENT:
-        log.warning("database_unavailable", extra={"path": path, "error": type(exc).__name__})
-        return problem(
-            503,
-            detail=(
-                "the database cannot be reached; try again (sending a job again "
-                "with the same Idempotency-Key is safe)"
-            ),
-            instance=path,
-            retry_after_s=2,
-        )
+    """An exception no route expected: ``500``. (A database out of reach is not
+    one: the store raises ``DatabaseUnavailable``, a ``503`` like any
+    ``CsjdError``, and lets no driver error out.)"""
     log.exception("unhandled_error", extra={"path": path})
     return problem(500, detail="an unexpected error occurred", instance=path)

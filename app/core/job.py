@@ -15,9 +15,15 @@ straight back to ``queued``; an operator's retry puts a ``failed`` or
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-from app.core.errors import Conflict
+from app.core.errors import Conflict, CsjdError
+
+if TYPE_CHECKING:
+    from app.core.target import TargetSpec
 
 
 class JobState(StrEnum):
@@ -86,3 +92,86 @@ def transition(state: JobState, event: Event) -> JobState:
             f"a {state.value} job cannot take '{event.value}'",
             extensions={"state": state.value},
         ) from None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewJob:
+    """A producer's request for a job, as intake hands it to the store."""
+
+    id: str
+    caller: str
+    idempotency_key: str
+    fingerprint: str
+    target: str
+    payload: bytes
+    headers: Mapping[str, str] | None
+    max_attempts: int | None
+    next_attempt_at: float
+    expires_at: float | None
+    created_at: float
+    #: why this request may not make a new job; it stands only if the key is new
+    #: (a repeated request gets its stored job, whatever has changed since)
+    refusal: CsjdError | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobRecord:
+    id: str
+    caller: str
+    idempotency_key: str
+    target: str
+    state: JobState
+    attempts: int
+    #: the lease token: the number of the job's current (or last) delivery
+    delivery: int
+    max_attempts: int
+    created_at: float
+    updated_at: float
+    next_attempt_at: float | None
+    expires_at: float
+    completed_at: float | None
+    claimed_at: float | None
+    lease_expires_at: float | None
+    last_status_code: int | None
+    last_error: str | None
+    failure_reason: FailureReason | None
+    payload: bytes
+    headers: Mapping[str, str] | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Enqueued:
+    job: JobRecord
+    replayed: bool
+
+
+def initial_state(next_attempt_at: float, created_at: float) -> JobState:
+    """A new job waits ``scheduled`` until it is due, else starts ``queued``."""
+    return JobState.SCHEDULED if next_attempt_at > created_at else JobState.QUEUED
+
+
+def admit(job: NewJob, target: TargetSpec) -> JobRecord:
+    """The job ``job`` becomes when stored for ``target``: its state, and the
+    target's limits where the producer set none."""
+    return JobRecord(
+        id=job.id,
+        caller=job.caller,
+        idempotency_key=job.idempotency_key,
+        target=job.target,
+        state=initial_state(job.next_attempt_at, job.created_at),
+        attempts=0,
+        delivery=0,
+        max_attempts=job.max_attempts or target.max_attempts,
+        created_at=job.created_at,
+        updated_at=job.created_at,
+        next_attempt_at=job.next_attempt_at,
+        expires_at=job.expires_at or job.created_at + target.max_retry_duration_s,
+        completed_at=None,
+        claimed_at=None,
+        lease_expires_at=None,
+        last_status_code=None,
+        last_error=None,
+        failure_reason=None,
+        payload=job.payload,
+        headers=dict(job.headers) if job.headers else None,
+    )

@@ -11,10 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from app.core.job import FailureReason, JobState
+from app.core.job import FailureReason, JobRecord, JobState
 from app.core.outcome import RETRY_AFTER_MIN_S, Classified, Outcome
+from app.core.target import TargetSpec
 
 Random = Callable[[], float]
+
+#: a retry over its target's budget waits about this long (jittered) before it is due again
+RETRY_DEFER_S = 1.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -25,6 +29,20 @@ class Policy:
     backoff_initial_s: float
     backoff_max_s: float
     expires_at: float
+
+
+def policy_for(job: JobRecord, target: TargetSpec | None) -> Policy:
+    """``job``'s limits on ``target``; a target since deleted lends its defaults."""
+    spec = target or _DEFAULTS
+    return Policy(
+        max_attempts=job.max_attempts,
+        backoff_initial_s=spec.backoff_initial_s,
+        backoff_max_s=spec.backoff_max_s,
+        expires_at=job.expires_at,
+    )
+
+
+_DEFAULTS = TargetSpec(name="", url="")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -114,4 +132,28 @@ def _wait_or_expire(
         attempts=attempts,
         next_attempt_at=at,
         pause_target_until=pause_target_until,
+    )
+
+
+def expired_before_sending(job: JobRecord, now: float) -> Decision | None:
+    """A claimed job whose time ran out before its request could go: ``failed``
+    (``expired``) without an attempt. None while it may still be sent."""
+    if job.expires_at > now:
+        return None
+    return Decision(
+        state=JobState.FAILED,
+        attempts=job.attempts,
+        next_attempt_at=None,
+        failure_reason=FailureReason.EXPIRED,
+    )
+
+
+def deferred(job: JobRecord, now: float, rng: Random) -> Decision:
+    """A claimed retry over its target's retry budget goes back unsent and is due
+    again in about ``RETRY_DEFER_S`` (jittered, so deferred retries do not return
+    as one wave); nothing is counted."""
+    return Decision(
+        state=JobState.RETRYING,
+        attempts=job.attempts,
+        next_attempt_at=now + RETRY_DEFER_S * (0.5 + rng()),
     )

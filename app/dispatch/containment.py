@@ -20,7 +20,7 @@ from app.core import breaker as br
 from app.core import budget as bg
 from app.core import limits
 from app.core.outcome import Classified, Outcome
-from app.storage.base import TargetSpec
+from app.core.target import TargetSpec
 
 
 @dataclass(slots=True)

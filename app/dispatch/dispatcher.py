@@ -40,9 +40,10 @@ from typing import Any
 
 from app.core import answer, share
 from app.core import breaker as br
+from app.core.attempt import AttemptRecord, Completion
 from app.core.clock import Clock
 from app.core.errors import DatabaseUnavailable, RefusedByDatabase
-from app.core.job import FailureReason, JobState
+from app.core.job import JobRecord
 from app.core.outcome import (
     Classified,
     FailureKind,
@@ -50,13 +51,21 @@ from app.core.outcome import (
     classify_failure,
     classify_response,
 )
-from app.core.retry import Decision, Policy, Random, decide
+from app.core.retry import (
+    Decision,
+    Policy,
+    Random,
+    decide,
+    deferred,
+    expired_before_sending,
+    policy_for,
+)
 from app.core.signing import sign
+from app.core.target import TargetRecord, effects, with_effects
 from app.dispatch.containment import TargetGuard
 from app.dispatch.sender import USER_AGENT, Failure, Request, Response, Sender
 from app.metrics import Metrics
-from app.storage.base import AttemptRecord, ClaimRequest, Completion, JobRecord, TargetRecord
-from app.storage.sql import SqlJobStore
+from app.storage.base import ClaimRequest, JobStore
 from app.supervisor import Supervisor
 
 log = logging.getLogger("csjd.dispatch")
@@ -70,8 +79,6 @@ LEASE_S = 30.0
 HEARTBEAT_S = 10.0
 TARGET_REFRESH_S = 2.0
 LOOP_EXIT_TIMEOUT_S = 5.0
-#: a retry over budget waits about this long (jittered) before it is due again
-RETRY_DEFER_S = 1.0
 #: a result the database could not take is written again after this, doubling
 WRITE_RETRY_FIRST_S = 0.1
 WRITE_RETRY_MAX_S = 2.0
@@ -90,7 +97,7 @@ class LiveState:
 class Dispatcher:
     def __init__(
         self,
-        store: SqlJobStore,
+        store: JobStore,
         sender: Sender,
         *,
         clock: Clock,
@@ -114,7 +121,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._targets_stale = True
         self._claiming = True
-        #: job id -> lease token of every attempt this process is running
+        #: job id -> delivery number (the lease token) of each delivery this process runs
         self._leases: dict[str, int] = {}
         self._rotation = 0
         self._slot_bound = False
@@ -339,7 +346,7 @@ class Dispatcher:
         for job in jobs:
             self._admit(job, self._targets[job.target], now)
         claimed = Counter(job.target for job in jobs)
-        retried = Counter(job.target for job in jobs if job.deliveries > 1)
+        retried = Counter(job.target for job in jobs if job.delivery > 1)
         full = False
         short: set[str] = set()
         marked = time.monotonic()
@@ -362,21 +369,17 @@ class Dispatcher:
     def _admit(self, job: JobRecord, target: TargetRecord, now: float) -> None:
         """Start a claimed job's delivery, or put it back if its retry is over budget."""
         guard = self._guards[target.name]
-        self._leases[job.id] = job.deliveries
+        self._leases[job.id] = job.delivery
         self._metrics.target(target.name).inflight.inc()
         # (the claim set deliveries to this request's number: above 1, a retry)
-        if guard.start(job.id, retry=job.deliveries > 1, now=now):
+        if guard.start(job.id, retry=job.delivery > 1, now=now):
             self._spawn(job, target, self._deliver(job, target))
             return
         # The claim asked for no more retries than the budget allows, so this
         # is a store that ignored the bound: the retry waits, never dropped.
         guard.hold()
         self._metrics.retries_deferred.labels(target=target.name, reason="budget").inc()
-        delay = RETRY_DEFER_S * (0.5 + self._rng())
-        decision = Decision(
-            state=JobState.RETRYING, attempts=job.attempts, next_attempt_at=now + delay
-        )
-        self._spawn(job, target, self._put_back(job, target, decision, now))
+        self._spawn(job, target, self._put_back(job, target, deferred(job, now, self._rng), now))
 
     def _spawn(self, job: JobRecord, target: TargetRecord, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work, name=f"csjd-deliver-{job.id}")
@@ -420,20 +423,10 @@ class Dispatcher:
         self, job: JobRecord, target: TargetRecord, started: float
     ) -> Classified | None:
         """Send one attempt and record it; the result, or None if nothing was sent."""
-        policy = Policy(
-            max_attempts=job.max_attempts,
-            backoff_initial_s=target.spec.backoff_initial_s,
-            backoff_max_s=target.spec.backoff_max_s,
-            expires_at=job.expires_at,
-        )
-        if job.expires_at <= started:
-            decision = Decision(
-                state=JobState.FAILED,
-                attempts=job.attempts,
-                next_attempt_at=None,
-                failure_reason=FailureReason.EXPIRED,
-            )
-            await self._record(job, decision, None, started, sent=False)
+        policy = policy_for(job, target.spec)
+        expired = expired_before_sending(job, started)
+        if expired is not None:
+            await self._record(job, expired, None, started, sent=False)
             return None
         t0 = time.perf_counter()
         response: Response | None = None
@@ -476,7 +469,7 @@ class Dispatcher:
         if target.spec.secret:
             headers["webhook-signature"] = sign(target.spec.secret, job.id, timestamp, job.payload)
         headers["idempotency-key"] = job.id
-        headers["csjd-attempt"] = str(job.deliveries)
+        headers["csjd-attempt"] = str(job.delivery)
         if target.spec.headers:
             _merge(headers, target.spec.headers)
         if job.headers:
@@ -504,7 +497,7 @@ class Dispatcher:
         now = self._clock.now()
         decision = decide(policy, job.attempts, result, now, self._rng)
         attempt = AttemptRecord(
-            n=job.deliveries,
+            delivery=job.delivery,
             started_at=started,
             finished_at=now,
             duration_ms=round(duration * 1000, 3),
@@ -521,7 +514,7 @@ class Dispatcher:
             extra={
                 "job_id": job.id,
                 "target": target.name,
-                "attempt": job.deliveries,
+                "attempt": job.delivery,
                 "outcome": result.outcome.value,
                 "status_code": result.status_code,
                 "duration_ms": attempt.duration_ms,
@@ -544,7 +537,7 @@ class Dispatcher:
         completion = Completion(
             job_id=job.id,
             target=job.target,
-            lease=job.deliveries,
+            delivery=job.delivery,
             decision=decision,
             attempt=attempt,
             now=now,
@@ -554,9 +547,14 @@ class Dispatcher:
         if written is None:
             return
         if not written:
-            log.warning("stale_attempt_ignored", extra={"job_id": job.id, "lease": job.deliveries})
+            log.warning("stale_attempt_ignored", extra={"job_id": job.id, "delivery": job.delivery})
             return
-        self._apply_target_effects(job.target, decision)
+        change = effects(decision, attempt.status_code if attempt else None)
+        target = self._targets.get(job.target)
+        if change is not None and target is not None:
+            self._targets[job.target] = with_effects(target, change, now)
+            if change.disabled_reason is not None:
+                self._targets_stale = True
 
     async def _write(self, completion: Completion) -> bool | None:
         """Write an attempt's result until it lands (True) or the store says the lease
@@ -592,20 +590,6 @@ class Dispatcher:
                 return None
             await asyncio.sleep(backoff)
             backoff = min(WRITE_RETRY_MAX_S, backoff * 2)
-
-    def _apply_target_effects(self, name: str, decision: Decision) -> None:
-        target = self._targets.get(name)
-        if target is None:
-            return
-        if decision.pause_target_until is not None:
-            until = max(target.paused_until or 0.0, decision.pause_target_until)
-            target = dataclasses.replace(target, paused_until=until)
-        if decision.disable_target:
-            target = dataclasses.replace(
-                target, spec=dataclasses.replace(target.spec, enabled=False)
-            )
-            self._targets_stale = True
-        self._targets[name] = target
 
 
 def _merge(headers: dict[str, str], extra: Mapping[str, str]) -> None:

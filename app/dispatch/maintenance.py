@@ -35,7 +35,7 @@ from app.core.errors import DatabaseUnavailable
 from app.core.job import ACTIVE, TERMINAL, JobState
 from app.core.retry import Random
 from app.metrics import Metrics
-from app.storage.sql import SqlJobStore
+from app.storage.base import JobStore
 from app.supervisor import Supervisor
 
 log = logging.getLogger("csjd.maintenance")
@@ -56,7 +56,7 @@ FINISHED_COUNT_SHARE = 0.02
 class Maintenance:
     def __init__(
         self,
-        store: SqlJobStore,
+        store: JobStore,
         *,
         clock: Clock,
         rng: Random,

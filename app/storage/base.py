@@ -1,120 +1,36 @@
-"""The storage seam: the ``JobStore`` protocol and the records it hands out.
+"""The storage seam: the ``JobStore`` protocol, which every consumer is typed against.
 
-Records are frozen dataclasses, never ORM objects, so nothing above storage
-can lazily touch the database. Every state change behind this protocol is a
-compare-and-set on the row's current state (and, for a running attempt, on
-its lease), so a stale or concurrent writer changes nothing.
+The store hands out and takes the core's records (``app.core.job``,
+``app.core.target``, ``app.core.attempt``), frozen dataclasses, never ORM
+objects, so nothing above storage can lazily touch the database. Every state
+change behind this protocol is a compare-and-set on the row's current state
+(and, for a running delivery, on its delivery number, the lease token), so a
+stale or concurrent writer changes nothing. The store decides nothing: what a
+job becomes comes from the core, and the store writes it. Every failure it
+raises is the core's (``app.core.errors``): a database out of reach is
+``DatabaseUnavailable``, a value it refuses ``RefusedByDatabase`` or
+``BadRequest``; no driver error leaves a store.
+
+Three backends implement it: ``memory.py`` (in-process, for tests) and the
+SQL store over SQLite and Postgres; ``tests/storage`` runs one contract suite
+over all three.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
-from app.core.errors import CsjdError
-from app.core.job import FailureReason, JobState
-from app.core.outcome import Outcome
-from app.core.retry import Decision, Random
+from app.core.attempt import AttemptRecord, Completion
+from app.core.job import Enqueued, JobRecord, JobState, NewJob
+from app.core.retry import Random
+from app.core.target import TargetRecord, TargetSpec
 
 #: attempts in one page of ``list_attempts`` unless the caller asks for fewer
 ATTEMPTS_PAGE = 100
 #: the most attempts one page may hold
 MAX_ATTEMPTS_PAGE = 1000
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TargetSpec:
-    """A target's configuration as an operator gives it."""
-
-    name: str
-    url: str
-    timeout_s: float = 10.0
-    max_concurrency: int = 16
-    rate_limit_per_s: float | None = None
-    max_attempts: int = 10
-    backoff_initial_s: float = 1.0
-    backoff_max_s: float = 600.0
-    max_retry_duration_s: float = 86400.0
-    secret: str | None = None
-    headers: Mapping[str, str] = field(default_factory=dict)
-    enabled: bool = True
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TargetRecord:
-    spec: TargetSpec
-    disabled_reason: str | None
-    paused_until: float | None
-    created_at: float
-    updated_at: float
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NewJob:
-    id: str
-    caller: str
-    idempotency_key: str
-    fingerprint: str
-    target: str
-    payload: bytes
-    headers: Mapping[str, str] | None
-    max_attempts: int | None
-    next_attempt_at: float
-    expires_at: float | None
-    created_at: float
-    #: why this request may not make a new job; it stands only if the key is new
-    #: (a repeated request gets its stored job, whatever has changed since)
-    refusal: CsjdError | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class JobRecord:
-    id: str
-    caller: str
-    idempotency_key: str
-    target: str
-    state: JobState
-    attempts: int
-    deliveries: int
-    max_attempts: int
-    created_at: float
-    updated_at: float
-    next_attempt_at: float | None
-    expires_at: float
-    completed_at: float | None
-    claimed_at: float | None
-    lease_expires_at: float | None
-    last_status_code: int | None
-    last_error: str | None
-    failure_reason: FailureReason | None
-    payload: bytes
-    headers: Mapping[str, str] | None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Enqueued:
-    job: JobRecord
-    replayed: bool
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AttemptRecord:
-    n: int
-    started_at: float
-    finished_at: float
-    duration_ms: float
-    status_code: int | None
-    outcome: Outcome
-    error: str | None
-    response_excerpt: str | None
-    #: the answer's ``Content-Type`` and length (``Content-Length``, else the bytes read)
-    content_type: str | None = None
-    response_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -130,25 +46,6 @@ class ClaimRequest:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Completion:
-    """The result of one attempt, to be written if the lease still holds."""
-
-    job_id: str
-    target: str
-    #: the ``deliveries`` value the claim set: the lease token.
-    lease: int
-    decision: Decision
-    #: None when no request was sent (the job expired before it could be).
-    attempt: AttemptRecord | None
-    now: float
-    #: False when the claimed job goes back without a request being sent, so
-    #: its request number is not used up.
-    sent: bool = True
-    #: a rescue's: written only if the lease still lapsed before this time
-    lapsed_before: float | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class Activity:
     """How many of a target's jobs were accepted, succeeded or failed in one time bucket."""
 
@@ -160,18 +57,29 @@ class Activity:
     count: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class JobPage:
-    items: Sequence[JobRecord]
-    next_cursor: str | None
-
-
 class JobStore(Protocol):
     """Durable jobs, targets and attempts, behind one seam for every backend."""
+
+    #: told, after each commit, which jobs changed state (None: some, unknown which)
+    on_change: Callable[[Iterable[str] | None], None]
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     async def ping(self) -> None: ...
+    @property
+    def shared(self) -> bool:
+        """Whether other processes write to this store too (counts go stale)."""
+        ...
+
+    @property
+    def active(self) -> int:
+        """Unfinished jobs, as this process counts them (bounds ``max_backlog``)."""
+        ...
+
+    async def recount(self) -> int: ...
+    async def database_time(self) -> float:
+        """The store's clock in epoch seconds (Postgres's server's; else this host's)."""
+        ...
 
     # targets
     async def put_target(self, spec: TargetSpec, now: float) -> tuple[TargetRecord, bool]: ...
@@ -197,6 +105,8 @@ class JobStore(Protocol):
     async def list_attempts(
         self, caller: str, job_id: str, *, after: int = 0, limit: int = ATTEMPTS_PAGE
     ) -> list[AttemptRecord] | None: ...
+    # (state, updated_at) of each of these jobs that exists: what a watch polls
+    async def job_versions(self, job_ids: list[str]) -> dict[str, tuple[str, float]]: ...
     async def count_by_state(
         self, states: Collection[JobState] = tuple(JobState)
     ) -> dict[JobState, int]: ...
@@ -211,9 +121,12 @@ class JobStore(Protocol):
         self, requests: Sequence[ClaimRequest], now: float, lease_s: Mapping[str, float]
     ) -> list[JobRecord]: ...
     async def complete(self, completion: Completion) -> bool: ...
+    # ``leases``: job id -> the delivery number of each running delivery
     async def extend_leases(self, leases: Mapping[str, int], until: float) -> int: ...
     async def try_lead(self, duty: str, holder: str, now: float, ttl_s: float) -> bool: ...
     async def fail_expired(self, now: float) -> int: ...
-    async def rescue(self, now: float, rng: Random, *, expired_only: bool = False) -> int: ...
+    async def rescue(
+        self, now: float, rng: Random, *, expired_only: bool = False, grace_s: float = 0.0
+    ) -> int: ...
     async def next_due(self) -> float | None: ...
     async def purge(self, completed_before: float) -> int: ...

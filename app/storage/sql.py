@@ -21,7 +21,6 @@ and a term that must not lead to an index is written so that it cannot
 from __future__ import annotations
 
 import asyncio
-import base64
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from functools import partial
@@ -44,21 +43,22 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from app.core import errors
 from app.core.answer import EXCERPT_BYTES, storable
-from app.core.job import ACTIVE, TERMINAL, FailureReason, IllegalTransition, JobState
-from app.core.outcome import Classified, Outcome
-from app.core.retry import Policy, Random, decide
-from app.storage.base import (
-    ATTEMPTS_PAGE,
-    Activity,
-    AttemptRecord,
-    ClaimRequest,
-    Completion,
+from app.core.attempt import AttemptRecord, Completion, rescued
+from app.core.job import (
+    ACTIVE,
+    TERMINAL,
     Enqueued,
+    FailureReason,
+    IllegalTransition,
     JobRecord,
+    JobState,
     NewJob,
-    TargetRecord,
-    TargetSpec,
+    admit,
 )
+from app.core.outcome import Outcome
+from app.core.retry import Random
+from app.core.target import SPEC_FIELDS, Effects, TargetRecord, TargetSpec, disabled_reason, effects
+from app.storage.base import ATTEMPTS_PAGE, Activity, ClaimRequest
 from app.storage.engine import Conn, Database, Unit
 from app.storage.faults import Fault, classify
 from app.storage.group import (
@@ -159,7 +159,7 @@ _COMPLETE_CANCELLED = text(
     "last_status_code = CASE WHEN :recorded = 1 THEN :status_code ELSE last_status_code END, "
     "last_error = CASE WHEN :recorded = 1 THEN :error ELSE last_error END, "
     "lease_expires_at = NULL, updated_at = :now "
-    "WHERE id = :id AND deliveries = :lease AND state = 'cancelled' "
+    "WHERE id = :id AND deliveries = :delivery AND state = 'cancelled' "
     "AND lease_expires_at IS NOT NULL AND (CAST(:lapsed_before AS DOUBLE PRECISION) IS NULL "
     "OR lease_expires_at < CAST(:lapsed_before AS DOUBLE PRECISION))"
 )
@@ -176,11 +176,11 @@ _FAIL_EXPIRED_PG = text(
     )
 )
 # One statement completes a whole chunk of attempts (UPDATE ... FROM a VALUES
-# list); the guard on deliveries (the lease token) and state makes stale rows
+# list); the guard on the delivery number (the lease token) and state makes stale rows
 # match nothing, and RETURNING says which rows were written.
 _COMPLETE_FIELDS = (
     "id",
-    "lease",
+    "delivery",
     "state",
     "attempts",
     "next_attempt_at",
@@ -202,7 +202,7 @@ _COMPLETE_SQL_TAIL = (
     "ELSE jobs.last_status_code END, "
     "last_error = CASE WHEN v.recorded = 1 THEN v.error ELSE jobs.last_error END, "
     "lease_expires_at = NULL, updated_at = v.now, deliveries = jobs.deliveries - v.unsent "
-    "FROM v WHERE jobs.id = v.id AND jobs.deliveries = v.lease AND jobs.state = 'running' "
+    "FROM v WHERE jobs.id = v.id AND jobs.deliveries = v.delivery AND jobs.state = 'running' "
     # a rescue writes only over a lease still lapsed (a heartbeat may have renewed it)
     "AND (v.lapsed_before IS NULL OR jobs.lease_expires_at < v.lapsed_before) "
     "RETURNING jobs.id"
@@ -254,7 +254,7 @@ def _completion_params(c: Completion) -> dict[str, Any]:
     a = c.attempt
     return {
         "id": c.job_id,
-        "lease": c.lease,
+        "delivery": c.delivery,
         "state": d.state.value,
         "attempts": d.attempts,
         "next_attempt_at": d.next_attempt_at,
@@ -274,7 +274,7 @@ def _attempt_row(c: Completion) -> dict[str, Any]:
     assert a is not None
     return {
         "job_id": c.job_id,
-        "n": a.n,
+        "n": a.delivery,
         "started_at": a.started_at,
         "finished_at": a.finished_at,
         "duration_ms": a.duration_ms,
@@ -292,21 +292,7 @@ _TARGET_BY_NAME = select(targets).where(targets.c.name == bindparam("name"))
 # Replicas loading one targets file at once upsert the same names: the primary
 # key, not an earlier read, decides who creates a target, and the others replace
 # it rather than fail. ``created_at`` is written on insert only.
-_TARGET_FIELDS = (
-    "url",
-    "timeout_s",
-    "max_concurrency",
-    "rate_limit_per_s",
-    "max_attempts",
-    "backoff_initial_s",
-    "backoff_max_s",
-    "max_retry_duration_s",
-    "secret",
-    "headers",
-    "enabled",
-    "disabled_reason",
-    "updated_at",
-)
+_TARGET_FIELDS = (*SPEC_FIELDS, "disabled_reason", "updated_at")
 
 
 def _upsert_target(dialect_insert: Any) -> Any:
@@ -391,7 +377,7 @@ def job_record(row: RowMapping) -> JobRecord:
         target=row["target"],
         state=JobState(row["state"]),
         attempts=row["attempts"],
-        deliveries=row["deliveries"],
+        delivery=row["deliveries"],
         max_attempts=row["max_attempts"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
@@ -409,20 +395,9 @@ def job_record(row: RowMapping) -> JobRecord:
 
 
 def target_record(row: RowMapping) -> TargetRecord:
-    spec = TargetSpec(
-        name=row["name"],
-        url=row["url"],
-        timeout_s=row["timeout_s"],
-        max_concurrency=row["max_concurrency"],
-        rate_limit_per_s=row["rate_limit_per_s"],
-        max_attempts=row["max_attempts"],
-        backoff_initial_s=row["backoff_initial_s"],
-        backoff_max_s=row["backoff_max_s"],
-        max_retry_duration_s=row["max_retry_duration_s"],
-        secret=row["secret"],
-        headers=dict(row["headers"] or {}),
-        enabled=bool(row["enabled"]),
-    )
+    fields: dict[str, Any] = {name: row[name] for name in SPEC_FIELDS}
+    fields.update(headers=dict(row["headers"] or {}), enabled=bool(row["enabled"]))
+    spec = TargetSpec(name=row["name"], **fields)
     return TargetRecord(
         spec=spec,
         disabled_reason=row["disabled_reason"],
@@ -434,7 +409,7 @@ def target_record(row: RowMapping) -> TargetRecord:
 
 def attempt_record(row: RowMapping) -> AttemptRecord:
     return AttemptRecord(
-        n=row["n"],
+        delivery=row["n"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
         duration_ms=row["duration_ms"],
@@ -445,20 +420,6 @@ def attempt_record(row: RowMapping) -> AttemptRecord:
         content_type=row["content_type"],
         response_bytes=row["response_bytes"],
     )
-
-
-def encode_cursor(job_id: str) -> str:
-    return base64.urlsafe_b64encode(job_id.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> str:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (ValueError, UnicodeDecodeError):
-        raise errors.BadRequest("the cursor is not one this server gave out") from None
-    if len(raw) != 36:
-        raise errors.BadRequest("the cursor is not one this server gave out")
-    return raw
 
 
 def list_query(
@@ -647,19 +608,10 @@ class SqlJobStore:
     async def put_target(self, spec: TargetSpec, now: float) -> tuple[TargetRecord, bool]:
         parameters: dict[str, Any] = {
             "name": spec.name,
-            "created_at": now,
-            "url": spec.url,
-            "timeout_s": spec.timeout_s,
-            "max_concurrency": spec.max_concurrency,
-            "rate_limit_per_s": spec.rate_limit_per_s,
-            "max_attempts": spec.max_attempts,
-            "backoff_initial_s": spec.backoff_initial_s,
-            "backoff_max_s": spec.backoff_max_s,
-            "max_retry_duration_s": spec.max_retry_duration_s,
-            "secret": spec.secret,
+            **{name: getattr(spec, name) for name in SPEC_FIELDS},
             "headers": dict(spec.headers),
-            "enabled": spec.enabled,
-            "disabled_reason": None if spec.enabled else "disabled by an operator",
+            "disabled_reason": disabled_reason(spec),
+            "created_at": now,
             "updated_at": now,
         }
 
@@ -743,6 +695,7 @@ class SqlJobStore:
     ) -> list[Enqueued | errors.CsjdError]:
         results: list[Enqueued | errors.CsjdError | None] = [None] * len(batch)
         rows: list[dict[str, Any]] = []
+        admitted: list[JobRecord] = []
         positions: list[int] = []
         if self._pg:
             await self._hold_targets(tx, {job.target for job in batch})
@@ -763,7 +716,9 @@ class SqlJobStore:
                     retry_after_s=5,
                 )
                 continue
-            rows.append(_row_values(job, target))
+            record = admit(job, target.spec)
+            admitted.append(record)
+            rows.append(job_row(record, job.fingerprint))
             positions.append(i)
         inserted: set[str] = set()
         if rows:
@@ -775,9 +730,9 @@ class SqlJobStore:
             self._adjust_active(tx, len(inserted))
             if self._pg and inserted:
                 await tx.conn.execute(_NOTIFY_PG)  # once per batch: wakes every replica
-        for values, i in zip(rows, positions, strict=True):
-            if values["id"] in inserted:
-                results[i] = Enqueued(job=_new_record(values), replayed=False)
+        for record, i in zip(admitted, positions, strict=True):
+            if record.id in inserted:
+                results[i] = Enqueued(job=record, replayed=False)
         # Everything not created may be a replay: a key already stored wins over
         # any refusal, so a producer retrying a stored job always hears 202.
         undecided = [i for i, r in enumerate(results) if not isinstance(r, Enqueued)]
@@ -1121,9 +1076,10 @@ class SqlJobStore:
         if rows:
             await tx.conn.execute(_INSERT_ATTEMPTS, rows)
         for c, ok in zip(batch, written, strict=True):
-            if ok and (c.decision.pause_target_until is not None or c.decision.disable_target):
+            change = effects(c.decision, c.attempt.status_code if c.attempt else None)
+            if ok and change is not None:
                 # target rows last, in name order: see group.py on lock order
-                tx.at_end(c.target, partial(_apply_target_effects, c))
+                tx.at_end(c.target, partial(_write_target_effects, c.target, change, c.now))
         return written
 
     async def extend_leases(self, leases: Mapping[str, int], until: float) -> int:
@@ -1136,10 +1092,10 @@ class SqlJobStore:
                 chunk = items[start : start + COMPLETE_CHUNK]
                 until_at = placeholder(tx.conn, 2 * len(chunk) + 1, "float8")
                 sql = (
-                    "WITH v(id, lease) AS (VALUES "
+                    "WITH v(id, delivery) AS (VALUES "
                     + values_rows(tx.conn, len(chunk), ("varchar", "int"))
                     + f") UPDATE jobs SET lease_expires_at = {until_at} FROM v "
-                    "WHERE jobs.id = v.id AND jobs.deliveries = v.lease "
+                    "WHERE jobs.id = v.id AND jobs.deliveries = v.delivery "
                     "AND jobs.lease_expires_at IS NOT NULL RETURNING jobs.id"
                 )
                 # (rowcount is -1 for a statement that starts with WITH)
@@ -1195,40 +1151,21 @@ class SqlJobStore:
             for row in rows:
                 job = job_record(row)
                 target = await self._target_in_batch(tx, job.target)
-                policy = Policy(
-                    max_attempts=job.max_attempts,
-                    backoff_initial_s=target.spec.backoff_initial_s if target else 1.0,
-                    backoff_max_s=target.spec.backoff_max_s if target else 600.0,
-                    expires_at=job.expires_at,
+                completions.append(
+                    rescued(
+                        job,
+                        target.spec if target else None,
+                        now,
+                        rng,
+                        lapsed_before=before if expired_only else None,
+                    )
                 )
-                error = "csjd stopped during the attempt; its lease was lost"
-                result = Classified(outcome=Outcome.INTERRUPTED, counted=True, error=error)
-                started = job.claimed_at or now
-                completion = Completion(
-                    job_id=job.id,
-                    target=job.target,
-                    lease=job.deliveries,
-                    decision=decide(policy, job.attempts, result, now, rng),
-                    attempt=AttemptRecord(
-                        n=job.deliveries,
-                        started_at=started,
-                        finished_at=now,
-                        duration_ms=max(0.0, (now - started) * 1000),
-                        status_code=None,
-                        outcome=Outcome.INTERRUPTED,
-                        error=error,
-                        response_excerpt=None,
-                    ),
-                    now=now,
-                    lapsed_before=before if expired_only else None,
-                )
-                completions.append(completion)
             return sum(await self._complete_batch(tx, completions))
 
-        rescued = await self._writer.run(op, alone=True)
-        if rescued:
+        count = await self._writer.run(op, alone=True)
+        if count:
             self.on_change(None)
-        return rescued
+        return count
 
     async def purge(self, completed_before: float) -> int:
         async def op(tx: Tx) -> int:
@@ -1245,27 +1182,21 @@ class SqlJobStore:
         return total
 
 
-async def _apply_target_effects(c: Completion, conn: Conn) -> None:
-    d = c.decision
-    if d.pause_target_until is not None:
-        await conn.execute(
-            text(
-                "UPDATE targets SET paused_until = :until WHERE name = :name "
-                "AND (paused_until IS NULL OR paused_until < :until)"
-            ),
-            {"until": d.pause_target_until, "name": c.target},
-        )
-    if d.disable_target:
-        status = c.attempt.status_code if c.attempt else None
+async def _write_target_effects(target: str, change: Effects, now: float, conn: Conn) -> None:
+    if change.pause_until is not None:
+        await conn.execute(_PAUSE_TARGET, {"until": change.pause_until, "name": target})
+    if change.disabled_reason is not None:
         await conn.execute(
             update(targets)
-            .where(targets.c.name == c.target)
-            .values(
-                enabled=False,
-                disabled_reason=f"the target answered {status} Gone",
-                updated_at=c.now,
-            )
+            .where(targets.c.name == target)
+            .values(enabled=False, disabled_reason=change.disabled_reason, updated_at=now)
         )
+
+
+_PAUSE_TARGET = text(
+    "UPDATE targets SET paused_until = :until WHERE name = :name "
+    "AND (paused_until IS NULL OR paused_until < :until)"
+)
 
 
 def _key_reused(job: NewJob, row: RowMapping) -> errors.CsjdError:
@@ -1276,47 +1207,22 @@ def _key_reused(job: NewJob, row: RowMapping) -> errors.CsjdError:
     )
 
 
-def _row_values(job: NewJob, target: TargetRecord) -> dict[str, Any]:
-    state = JobState.SCHEDULED if job.next_attempt_at > job.created_at else JobState.QUEUED
+def job_row(job: JobRecord, fingerprint: str) -> dict[str, Any]:
+    """The ``jobs`` row of a job just admitted (``app.core.job.admit``)."""
     return {
         "id": job.id,
         "caller": job.caller,
         "idempotency_key": job.idempotency_key,
-        "fingerprint": job.fingerprint,
+        "fingerprint": fingerprint,
         "target": job.target,
         "payload": job.payload,
-        "headers": dict(job.headers) if job.headers else None,
-        "state": state.value,
-        "attempts": 0,
-        "deliveries": 0,
-        "max_attempts": job.max_attempts or target.spec.max_attempts,
+        "headers": job.headers,
+        "state": job.state.value,
+        "attempts": job.attempts,
+        "deliveries": job.delivery,
+        "max_attempts": job.max_attempts,
         "created_at": job.created_at,
-        "updated_at": job.created_at,
+        "updated_at": job.updated_at,
         "next_attempt_at": job.next_attempt_at,
-        "expires_at": job.expires_at or job.created_at + target.spec.max_retry_duration_s,
+        "expires_at": job.expires_at,
     }
-
-
-def _new_record(values: Mapping[str, Any]) -> JobRecord:
-    return JobRecord(
-        id=values["id"],
-        caller=values["caller"],
-        idempotency_key=values["idempotency_key"],
-        target=values["target"],
-        state=JobState(values["state"]),
-        attempts=0,
-        deliveries=0,
-        max_attempts=values["max_attempts"],
-        created_at=values["created_at"],
-        updated_at=values["updated_at"],
-        next_attempt_at=values["next_attempt_at"],
-        expires_at=values["expires_at"],
-        completed_at=None,
-        claimed_at=None,
-        lease_expires_at=None,
-        last_status_code=None,
-        last_error=None,
-        failure_reason=None,
-        payload=values["payload"],
-        headers=values["headers"],
-    )

@@ -12,10 +12,12 @@ import pytest
 from app.core import breaker as br
 from app.core import budget as bg
 from app.core import limits
+from app.core.attempt import Completion
+from app.core.job import JobRecord
+from app.core.target import TargetSpec
 from app.dispatch.containment import TargetGuard
 from app.dispatch.dispatcher import LiveState
 from app.dispatch.sender import Failure, Request, Response
-from app.storage.base import Completion, JobRecord, TargetSpec
 from app.testing import FakeClock, FakeSender, Reply
 from tests.conftest import Api, ApiFactory
 from tests.dispatch.test_dispatcher import URL, eventually

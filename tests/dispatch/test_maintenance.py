@@ -10,11 +10,11 @@ import pytest
 
 from app.core.errors import DatabaseUnavailable
 from app.core.ids import uuid7
-from app.core.job import TERMINAL, JobState
+from app.core.job import TERMINAL, JobState, NewJob
+from app.core.target import TargetSpec
 from app.dispatch.maintenance import FINISHED_COUNT_SHARE, RESCUE_GRACE_S, Maintenance
 from app.metrics import Metrics
 from app.settings import Settings
-from app.storage.base import NewJob, TargetSpec
 from app.storage.factory import build_store
 from app.storage.sql import SqlJobStore
 from app.supervisor import Supervisor

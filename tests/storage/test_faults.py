@@ -20,8 +20,9 @@ from sqlalchemy import exc as sa
 
 from app.core import errors
 from app.core.job import JobState
+from app.core.target import TargetSpec
 from app.settings import Settings
-from app.storage.base import ClaimRequest, TargetSpec
+from app.storage.base import ClaimRequest
 from app.storage.engine import Database
 from app.storage.factory import build_store
 from app.storage.faults import Fault, classify
@@ -356,7 +357,7 @@ async def test_a_claim_whose_commit_was_in_doubt_returns_what_it_claimed(
     database.armed = True
     claimed = await store.claim([ClaimRequest(target="billing", limit=1)], NOW, {"billing": 30})
     assert [job.id for job in claimed] == [first.id]
-    assert claimed[0].deliveries == 1
+    assert claimed[0].delivery == 1
     # the other job was not claimed by the second run
     assert (await store.get_job("", second.id)).state is JobState.QUEUED  # type: ignore[union-attr]
 

@@ -30,9 +30,9 @@ import pytest
 from sqlalchemy import ClauseElement, TextClause, TextualSelect, insert, select, text
 
 from app.core.job import JobState
+from app.core.target import TargetSpec
 from app.settings import Settings
 from app.storage import sql
-from app.storage.base import TargetSpec
 from app.storage.engine import Conn
 from app.storage.factory import build_store
 from app.storage.models import attempts, jobs

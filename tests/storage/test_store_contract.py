@@ -14,19 +14,14 @@ from sqlalchemy import insert, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from app.core import errors
+from app.core.attempt import AttemptRecord, Completion
 from app.core.ids import uuid7
-from app.core.job import FailureReason, JobState
+from app.core.job import FailureReason, JobState, NewJob
 from app.core.outcome import Outcome
 from app.core.retry import Decision
+from app.core.target import TargetSpec
 from app.settings import Settings
-from app.storage.base import (
-    ATTEMPTS_PAGE,
-    AttemptRecord,
-    ClaimRequest,
-    Completion,
-    NewJob,
-    TargetSpec,
-)
+from app.storage.base import ATTEMPTS_PAGE, ClaimRequest
 from app.storage.engine import Conn
 from app.storage.factory import build_store
 from app.storage.models import targets
@@ -67,7 +62,7 @@ def new_job(
 
 def attempt(n: int, outcome: Outcome = Outcome.SUCCESS, status: int | None = 200) -> AttemptRecord:
     return AttemptRecord(
-        n=n,
+        delivery=n,
         started_at=NOW,
         finished_at=NOW + 0.01,
         duration_ms=10.0,
@@ -251,7 +246,7 @@ async def test_claims_respect_the_limit_and_lease(store: SqlJobStore) -> None:
         await store.enqueue(new_job(f"k{i}"))
     claimed = await store.claim([ClaimRequest(target="billing", limit=3)], NOW + 1, {"billing": 40})
     assert len(claimed) == 3
-    assert all(j.state is JobState.RUNNING and j.deliveries == 1 for j in claimed)
+    assert all(j.state is JobState.RUNNING and j.delivery == 1 for j in claimed)
     assert all(j.lease_expires_at == NOW + 41 for j in claimed)
     again = await store.claim([ClaimRequest(target="billing", limit=10)], NOW + 1, {"billing": 40})
     assert len(again) == 2
@@ -280,7 +275,7 @@ async def sent_once(store: SqlJobStore, key: str, due: float, *, sent: bool = Tr
         Completion(
             job_id=job.id,
             target="billing",
-            lease=claimed.deliveries,
+            delivery=claimed.delivery,
             decision=back,
             attempt=attempt(1, Outcome.RETRYABLE, 500) if sent else None,
             now=due - 100,
@@ -301,7 +296,7 @@ async def test_a_claim_takes_no_more_retries_than_it_asks_for(store: SqlJobStore
     # the oldest retry, then first attempts in order: over-budget retries do not
     # hold first attempts back
     assert [j.id for j in claimed] == [retries[0], *firsts]
-    assert [j.deliveries for j in claimed] == [2, 1, 1, 1]
+    assert [j.delivery for j in claimed] == [2, 1, 1, 1]
     none = [ClaimRequest(target="billing", limit=5, retries=0)]
     assert await store.claim(none, NOW + 5, {"billing": 30}) == []
     left = await store.claim([ClaimRequest(target="billing", limit=5)], NOW + 5, {"billing": 30})
@@ -326,7 +321,7 @@ async def test_a_job_put_back_unsent_is_still_a_first_attempt(store: SqlJobStore
     job_id = await sent_once(store, "k", NOW, sent=False)
     claim = [ClaimRequest(target="billing", limit=1, retries=0)]
     [claimed] = await store.claim(claim, NOW, {"billing": 30})
-    assert (claimed.id, claimed.deliveries) == (job_id, 1)
+    assert (claimed.id, claimed.delivery) == (job_id, 1)
 
 
 async def test_a_stale_completion_changes_nothing(store: SqlJobStore) -> None:
@@ -336,7 +331,7 @@ async def test_a_stale_completion_changes_nothing(store: SqlJobStore) -> None:
     stale = Completion(
         job_id=job.id,
         target="billing",
-        lease=claimed.deliveries + 1,
+        delivery=claimed.delivery + 1,
         decision=done,
         attempt=attempt(1),
         now=NOW,
@@ -346,7 +341,7 @@ async def test_a_stale_completion_changes_nothing(store: SqlJobStore) -> None:
     fresh = Completion(
         job_id=job.id,
         target="billing",
-        lease=claimed.deliveries,
+        delivery=claimed.delivery,
         decision=done,
         attempt=attempt(1),
         now=NOW,
@@ -367,7 +362,7 @@ async def test_an_answer_with_nul_bytes_is_stored_and_shares_its_commit(
     job = (await store.enqueue(new_job("a"))).job
     claimed = (await store.claim([ClaimRequest(target="billing", limit=1)], NOW, {"billing": 1}))[0]
     binary = AttemptRecord(
-        n=1,
+        delivery=1,
         started_at=NOW,
         finished_at=NOW + 0.01,
         duration_ms=10.0,
@@ -382,7 +377,7 @@ async def test_an_answer_with_nul_bytes_is_stored_and_shares_its_commit(
     completion = Completion(
         job_id=job.id,
         target="billing",
-        lease=claimed.deliveries,
+        delivery=claimed.delivery,
         decision=retry,
         attempt=binary,
         now=NOW,
@@ -412,9 +407,9 @@ async def _attempted(store: SqlJobStore, times: int) -> str:
         completion = Completion(
             job_id=job.id,
             target="billing",
-            lease=claimed.deliveries,
+            delivery=claimed.delivery,
             decision=again,
-            attempt=attempt(claimed.deliveries, Outcome.RETRYABLE, 503),
+            attempt=attempt(claimed.delivery, Outcome.RETRYABLE, 503),
             now=NOW,
         )
         assert await store.complete(completion)
@@ -427,7 +422,7 @@ async def test_attempts_are_listed_a_page_at_a_time_after_a_number(store: SqlJob
     async def numbers(**page: int) -> list[int]:
         found = await store.list_attempts("", job_id, **page)
         assert found is not None
-        return [a.n for a in found]
+        return [a.delivery for a in found]
 
     assert await numbers() == [1, 2, 3, 4, 5, 6, 7]
     assert await numbers(limit=3) == [1, 2, 3]
@@ -440,7 +435,7 @@ async def test_attempts_are_listed_a_page_at_a_time_after_a_number(store: SqlJob
 async def test_a_page_of_attempts_is_bounded_by_default(store: SqlJobStore) -> None:
     job_id = await _attempted(store, ATTEMPTS_PAGE + 2)
     first = await store.list_attempts("", job_id)
-    assert first is not None and [a.n for a in first] == list(range(1, ATTEMPTS_PAGE + 1))
+    assert first is not None and [a.delivery for a in first] == list(range(1, ATTEMPTS_PAGE + 1))
 
 
 async def test_rescue_brings_back_running_jobs_counting_the_attempt(store: SqlJobStore) -> None:
@@ -522,7 +517,7 @@ async def test_activity_counts_accepted_and_finished_jobs_per_bucket(store: SqlJ
             Completion(
                 job_id=job.id,
                 target="billing",
-                lease=job.deliveries,
+                delivery=job.delivery,
                 decision=Decision(state=JobState.SUCCEEDED, attempts=1, next_attempt_at=None),
                 attempt=attempt(1),
                 now=NOW + 130,
@@ -554,7 +549,7 @@ async def test_an_attempt_running_when_cancelled_is_recorded_but_not_retried(
         Completion(
             job_id=job.id,
             target="billing",
-            lease=claimed.deliveries,
+            delivery=claimed.delivery,
             decision=retry,
             attempt=attempt(1, Outcome.RETRYABLE, 500),
             now=NOW + 2,
@@ -643,8 +638,8 @@ async def test_leases_are_extended_only_under_the_current_token(store: SqlJobSto
     claimed = (await store.claim([ClaimRequest(target="billing", limit=1)], NOW, {"billing": 30}))[
         0
     ]
-    assert await store.extend_leases({job.id: claimed.deliveries + 1}, NOW + 99) == 0
-    assert await store.extend_leases({job.id: claimed.deliveries}, NOW + 60) == 1
+    assert await store.extend_leases({job.id: claimed.delivery + 1}, NOW + 99) == 0
+    assert await store.extend_leases({job.id: claimed.delivery}, NOW + 60) == 1
     extended = await store.get_job("", job.id)
     assert extended is not None and extended.lease_expires_at == NOW + 60
     rng = random.Random(1).random
@@ -700,7 +695,7 @@ async def test_every_change_of_state_is_announced_after_its_commit(store: SqlJob
     finished = Completion(
         job_id=now_job.id,
         target="billing",
-        lease=claimed[0].deliveries,
+        delivery=claimed[0].delivery,
         decision=done,
         attempt=attempt(1),
         now=NOW + 2,

@@ -13,8 +13,8 @@ from app.api.present import target_json
 from app.api.problems import documented
 from app.api.schemas import NAME_PATTERN, TargetIn, TargetOut
 from app.core.errors import NotFound, Unprocessable
+from app.core.target import TargetRecord, TargetSpec
 from app.net import check_target_url
-from app.storage.base import TargetRecord, TargetSpec
 
 router = APIRouter(tags=["targets"])
 
