@@ -2,7 +2,7 @@
 
 It reads the request body and answers ``202`` with a small JSON body (an
 ``id`` and a ``state``, serialized with orjson as csjd's routes do), and does
-nothing else: no validation, no storage, no dispatcher. ``bench/run.py`` runs
+nothing else: no validation, no storage, no dispatcher. The benchmark runs
 it in its own process the way ``csjd serve`` runs (``uvicorn.Server`` with the
 default loop and HTTP implementation, ``log_config=None``,
 ``access_log=False``) and drives it with the same load generator, so

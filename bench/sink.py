@@ -1,6 +1,6 @@
 """The benchmark's webhook sink: a lean HTTP/1.1 server in its own process.
 
-``bench/run.py`` starts it as a separate process (so it never shares the load
+The benchmark starts it as a separate process (so it never shares the load
 generator's or the gateway's GIL) and registers paths on it as csjd targets:
 ``POST /hook`` for the end-to-end scenario, ``POST /flaky`` for the outage
 scenario. Any ``POST /<name>`` is a webhook path. By default every request is
