@@ -12,13 +12,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 
 import pytest
 
 from app.core import errors
 from app.core.ids import uuid7
-from app.core.job import FailureReason, JobState
+from app.core.job import ACTIVE, FailureReason, IllegalTransition, JobState
 from app.core.outcome import Outcome
 from app.core.retry import Decision
 from app.settings import Settings
@@ -27,6 +29,7 @@ from app.storage.base import (
     AttemptRecord,
     ClaimRequest,
     Completion,
+    JobRecord,
     NewJob,
     TargetSpec,
 )
@@ -158,6 +161,43 @@ async def _attempted(store: Store, times: int) -> str:
         )
         assert await store.complete(completion)
     return job.id
+
+
+async def running(store: Store, key: str = "k", *, lease_s: float = 30, **kw: object) -> JobRecord:
+    """A new job, claimed at ``NOW``: its attempt is running under a lease of ``lease_s``.
+    It was due a second before, so no job that came due at ``NOW`` is claimed first."""
+    job = (await store.enqueue(new_job(key, **{"next_attempt_at": NOW - 1, **kw}))).job
+    [claimed] = await store.claim(
+        [ClaimRequest(target=job.target, limit=1)], NOW, {job.target: lease_s}
+    )
+    assert claimed.id == job.id
+    return claimed
+
+
+def result(
+    job: JobRecord,
+    decision: Decision,
+    *,
+    at: float = NOW + 1,
+    status: int | None = 200,
+    sent: bool = True,
+    lapsed_before: float | None = None,
+) -> Completion:
+    """The result of ``job``'s running attempt (``status`` None: no request was recorded)."""
+    outcome = Outcome.SUCCESS if decision.state is JobState.SUCCEEDED else Outcome.RETRYABLE
+    return Completion(
+        job_id=job.id,
+        target=job.target,
+        lease=job.deliveries,
+        decision=decision,
+        attempt=None if status is None else attempt(job.deliveries, outcome, status),
+        now=at,
+        sent=sent,
+        lapsed_before=lapsed_before,
+    )
+
+
+SUCCEEDED = Decision(state=JobState.SUCCEEDED, attempts=1, next_attempt_at=None)
 
 
 class TestStoreContract:
@@ -606,3 +646,415 @@ class TestStoreContract:
         versions = await store.job_versions([*unknown, later.id, cancelled.id])
         assert set(versions) == {later.id, cancelled.id}
         assert versions[cancelled.id] == ("queued", NOW + 64)
+
+    # -- what the memory store must do alike, each proven on every backend ------
+
+    async def test_many_producers_at_once_each_get_their_own_job(self, store: Store) -> None:
+        results = await asyncio.gather(*(store.enqueue(new_job(f"k{i}")) for i in range(300)))
+        assert len({r.job.id for r in results}) == 300 and not any(r.replayed for r in results)
+        assert store.active == 300 and await store.recount() == 300
+
+    async def test_a_new_job_keeps_what_it_says_and_takes_the_rest_from_its_target(
+        self, store: Store
+    ) -> None:
+        made = new_job(
+            max_attempts=3, expires_at=NOW + 50, headers={"x-a": "1"}, payload=b'{"a":[1]}'
+        )
+        job = (await store.enqueue(made)).job
+        assert (job.id, job.caller, job.idempotency_key, job.target) == (
+            made.id,
+            "",
+            "k",
+            "billing",
+        )
+        assert (job.max_attempts, job.expires_at, job.headers, job.payload) == (
+            3,
+            NOW + 50,
+            {"x-a": "1"},
+            b'{"a":[1]}',
+        )
+        assert (job.attempts, job.deliveries, job.created_at, job.updated_at) == (0, 0, NOW, NOW)
+        assert (job.next_attempt_at, job.completed_at, job.claimed_at) == (NOW, None, None)
+        assert (job.lease_expires_at, job.last_status_code, job.last_error) == (None, None, None)
+        assert job.failure_reason is None
+        assert await store.get_job("", job.id) == job
+        no_headers = (await store.enqueue(new_job("other", headers={}))).job
+        assert no_headers.headers is None
+
+    async def test_a_refusal_stands_only_for_a_key_not_yet_stored(self, store: Store) -> None:
+        """A producer sending a stored job again hears of it, whatever would refuse the
+        request now (its expires_at passed, its target deleted since)."""
+        stored = (await store.enqueue(new_job("k"))).job
+        refusal = errors.Unprocessable("expires_at is in the past")
+        replay = await store.enqueue(new_job("k", refusal=refusal))
+        assert replay.replayed and replay.job == stored
+        with pytest.raises(errors.IdempotencyKeyReused):
+            await store.enqueue(new_job("k", fingerprint="other", refusal=refusal))
+        with pytest.raises(errors.Unprocessable) as info:
+            await store.enqueue(new_job("new", refusal=refusal))
+        assert info.value is refusal
+        await store.cancel("", stored.id, NOW)
+        await store.delete_target("billing")
+        gone = await store.enqueue(new_job("k"))
+        assert gone.replayed and gone.job.state is JobState.CANCELLED
+        with pytest.raises(errors.UnknownTarget) as unknown:
+            await store.enqueue(new_job("new"))
+        assert unknown.value.extensions == {"target": "billing"}
+        listed = await store.list_jobs(None, state=None, target=None, limit=10, before_id=None)
+        assert [j.id for j in listed] == [stored.id]
+
+    async def test_the_very_same_request_stored_again_is_answered_as_made(
+        self, store: Store
+    ) -> None:
+        """The same request (its id too) again: as a batch run again after its commit's
+        answer was lost meets it, the job it made, not a replay."""
+        made = new_job("k")
+        first = await store.enqueue(made)
+        again = await store.enqueue(made)
+        assert not again.replayed and again.job == first.job
+
+    async def test_a_target_in_use_says_how_many_unfinished_jobs_name_it(
+        self, store: Store
+    ) -> None:
+        await store.enqueue(new_job("a"))
+        await store.enqueue(new_job("b", next_attempt_at=NOW + 60))
+        done = await running(store, "c")
+        assert await store.complete(result(done, SUCCEEDED))
+        with pytest.raises(errors.Conflict) as info:
+            await store.delete_target("billing")
+        assert info.value.extensions == {"unfinished_jobs": 2}
+        with pytest.raises(errors.NotFound):
+            await store.delete_target("nope")
+
+    async def test_targets_are_listed_by_name(self, store: Store) -> None:
+        for name in ("search", "audit", "mail"):
+            await store.put_target(TargetSpec(name=name, url="http://x/hook"), NOW)
+        names = [t.name for t in await store.list_targets()]
+        assert names == ["audit", "billing", "mail", "search"]
+        assert await store.get_target("nope") is None
+
+    async def test_a_throttling_target_is_paused_never_for_less_than_it_already_is(
+        self, store: Store
+    ) -> None:
+        def throttled(until: float) -> Decision:
+            return Decision(
+                state=JobState.RETRYING,
+                attempts=1,
+                next_attempt_at=until,
+                pause_target_until=until,
+            )
+
+        jobs = [await running(store, f"k{i}") for i in range(3)]
+        assert await store.complete(result(jobs[0], throttled(NOW + 30), status=429))
+        assert await store.complete(result(jobs[1], throttled(NOW + 10), status=429))
+        target = await store.get_target("billing")
+        assert target is not None and (target.paused_until, target.updated_at) == (NOW + 30, NOW)
+        assert await store.complete(result(jobs[2], throttled(NOW + 40), status=429))
+        target = await store.get_target("billing")
+        assert target is not None and target.paused_until == NOW + 40
+        stale = result(jobs[2], throttled(NOW + 90), status=429)
+        assert not await store.complete(stale)  # a stale result moves no target either
+        target = await store.get_target("billing")
+        assert target is not None and target.paused_until == NOW + 40
+        # an operator's new configuration keeps the pause the target asked for
+        replaced, _ = await store.put_target(TargetSpec(name="billing", url="http://x/b"), NOW + 2)
+        assert replaced.paused_until == NOW + 40
+
+    async def test_a_target_that_answered_gone_is_disabled(self, store: Store) -> None:
+        job = await running(store)
+        gone = Decision(
+            state=JobState.FAILED,
+            attempts=1,
+            next_attempt_at=None,
+            failure_reason=FailureReason.TARGET_GONE,
+            disable_target=True,
+        )
+        assert await store.complete(result(job, gone, at=NOW + 3, status=410))
+        target = await store.get_target("billing")
+        assert target is not None and not target.spec.enabled
+        assert (target.disabled_reason, target.updated_at) == (
+            "the target answered 410 Gone",
+            NOW + 3,
+        )
+        failed = await store.get_job("", job.id)
+        assert failed is not None
+        assert (failed.state, failed.failure_reason, failed.completed_at) == (
+            JobState.FAILED,
+            FailureReason.TARGET_GONE,
+            NOW + 3,
+        )
+        assert (failed.last_status_code, failed.lease_expires_at) == (410, None)
+
+    async def test_a_result_without_a_request_keeps_the_last_answer(self, store: Store) -> None:
+        job = await running(store)
+        again = Decision(state=JobState.RETRYING, attempts=1, next_attempt_at=NOW + 5)
+        assert await store.complete(result(job, again, status=503))
+        [job] = await store.claim(
+            [ClaimRequest(target="billing", limit=1)], NOW + 5, {"billing": 30}
+        )
+        expired = Decision(
+            state=JobState.FAILED,
+            attempts=1,
+            next_attempt_at=None,
+            failure_reason=FailureReason.EXPIRED,
+        )
+        assert await store.complete(result(job, expired, at=NOW + 6, status=None, sent=False))
+        failed = await store.get_job("", job.id)
+        assert failed is not None
+        assert (failed.state, failed.last_status_code, failed.deliveries) == (
+            JobState.FAILED,
+            503,
+            1,
+        )
+        assert [a.n for a in await store.list_attempts("", job.id) or []] == [1]
+
+    async def test_a_rescue_writes_nothing_over_a_lease_renewed_meanwhile(
+        self, store: Store
+    ) -> None:
+        job = await running(store)  # leased until NOW + 30
+        interrupted = Decision(state=JobState.RETRYING, attempts=1, next_attempt_at=NOW + 31)
+        assert not await store.complete(result(job, interrupted, lapsed_before=NOW + 30))
+        still = await store.get_job("", job.id)
+        assert still is not None and still.state is JobState.RUNNING
+        assert await store.complete(result(job, interrupted, lapsed_before=NOW + 31))
+
+    async def test_jobs_are_listed_newest_first_by_caller_state_and_target(
+        self, store: Store
+    ) -> None:
+        await store.put_target(TargetSpec(name="search", url="http://x/hook"), NOW)
+        ids = [uuid7(int(NOW * 1000) + i) for i in range(5)]
+        for i, job_id in enumerate(ids):
+            target = "search" if i % 2 else "billing"
+            await store.enqueue(new_job(f"k{i}", id=job_id, target=target, caller="alice"))
+        await store.enqueue(new_job("bob's", caller="bob"))
+        await store.cancel("alice", ids[3], NOW)
+
+        async def listed(
+            caller: str | None = "alice",
+            *,
+            state: JobState | None = None,
+            target: str | None = None,
+            limit: int = 10,
+            before_id: str | None = None,
+        ) -> list[str]:
+            found = await store.list_jobs(
+                caller, state=state, target=target, limit=limit, before_id=before_id
+            )
+            return [job.id for job in found]
+
+        assert await listed() == ids[::-1]
+        assert await listed(limit=2) == [ids[4], ids[3]]
+        assert await listed(limit=2, before_id=ids[3]) == [ids[2], ids[1]]
+        assert await listed(target="search") == [ids[3], ids[1]]
+        assert await listed(state=JobState.CANCELLED) == [ids[3]]
+        assert await listed(state=JobState.QUEUED, target="search") == [ids[1]]
+        assert len(await listed(None)) == 6
+        assert await listed("carol") == []
+
+    async def test_jobs_are_counted_by_state_and_by_target(self, store: Store) -> None:
+        assert await store.next_due() is None
+        await store.enqueue(new_job("queued"))
+        await store.enqueue(new_job("later", next_attempt_at=NOW + 90))
+        await store.enqueue(new_job("soon", next_attempt_at=NOW + 60))
+        cancelled = (await store.enqueue(new_job("cancelled"))).job
+        await store.cancel("", cancelled.id, NOW)
+        await running(store, "running")
+        assert await store.count_by_state() == {
+            JobState.SCHEDULED: 2,
+            JobState.QUEUED: 1,
+            JobState.RUNNING: 1,
+            JobState.RETRYING: 0,
+            JobState.SUCCEEDED: 0,
+            JobState.FAILED: 0,
+            JobState.CANCELLED: 1,
+        }
+        assert await store.count_by_state(ACTIVE) == dict.fromkeys(ACTIVE, 0) | {
+            JobState.SCHEDULED: 2,
+            JobState.QUEUED: 1,
+            JobState.RUNNING: 1,
+        }
+        assert await store.backlog_by_target() == {
+            "billing": {"scheduled": 2, "queued": 1, "running": 1}
+        }
+        assert await store.next_due() == NOW + 60
+        assert store.active == await store.recount() == 4
+
+    async def test_a_cancel_made_again_at_its_time_answers_the_cancelled_job(
+        self, store: Store
+    ) -> None:
+        """As it does when the first run's answer was lost with its connection."""
+        job = (await store.enqueue(new_job())).job
+        cancelled = await store.cancel("", job.id, NOW + 1)
+        assert await store.cancel("", job.id, NOW + 1) == cancelled
+        with pytest.raises(IllegalTransition) as info:
+            await store.cancel("", job.id, NOW + 2)
+        assert info.value.extensions == {"state": "cancelled"}
+        with pytest.raises(errors.NotFound):
+            await store.cancel("someone-else", job.id, NOW + 1)
+
+    async def test_an_operator_retry_needs_the_target_and_room_in_the_backlog(
+        self, open_store: OpenStore
+    ) -> None:
+        s = await open_store(max_backlog=2)
+        await s.put_target(TargetSpec(name="billing", url="http://x/hook"), NOW)
+        await s.put_target(TargetSpec(name="search", url="http://x/hook"), NOW)
+        cancelled = (await s.enqueue(new_job("a"))).job
+        await s.cancel("", cancelled.id, NOW)
+        orphan = (await s.enqueue(new_job("b", target="search"))).job
+        await s.cancel("", orphan.id, NOW)
+        await s.delete_target("search")
+        with pytest.raises(errors.Conflict) as info:
+            await s.retry("", orphan.id, NOW + 1)
+        assert not isinstance(info.value, IllegalTransition)
+        active = (await s.enqueue(new_job("c"))).job
+        with pytest.raises(IllegalTransition) as illegal:
+            await s.retry("", active.id, NOW + 1)
+        assert illegal.value.extensions == {"state": "queued"}
+        await s.enqueue(new_job("d"))
+        with pytest.raises(errors.BacklogFull):
+            await s.retry("", cancelled.id, NOW + 1)
+        with pytest.raises(errors.NotFound):
+            await s.retry("someone-else", cancelled.id, NOW + 1)
+        unchanged = await s.get_job("", cancelled.id)
+        assert unchanged is not None and unchanged.state is JobState.CANCELLED
+
+    async def test_an_operator_retry_of_a_sent_job_is_claimed_as_a_retry(
+        self, store: Store
+    ) -> None:
+        job = await running(store, expires_at=NOW + 100)
+        permanent = Decision(
+            state=JobState.FAILED,
+            attempts=1,
+            next_attempt_at=None,
+            failure_reason=FailureReason.PERMANENT_STATUS,
+        )
+        assert await store.complete(result(job, permanent, status=400))
+        retried = await store.retry("", job.id, NOW + 10)
+        assert (retried.state, retried.attempts, retried.deliveries) == (JobState.QUEUED, 0, 1)
+        assert (retried.failure_reason, retried.completed_at, retried.next_attempt_at) == (
+            None,
+            None,
+            NOW + 10,
+        )
+        assert (retried.expires_at, retried.last_status_code) == (NOW + 110, 400)
+        firsts_only = [ClaimRequest(target="billing", limit=1, retries=0)]
+        assert await store.claim(firsts_only, NOW + 10, {"billing": 30}) == []
+        [again] = await store.claim(
+            [ClaimRequest(target="billing", limit=1)], NOW + 10, {"billing": 30}
+        )
+        assert (again.id, again.deliveries) == (job.id, 2)
+
+    async def test_an_expired_job_whose_attempt_runs_is_left_to_its_attempt(
+        self, store: Store
+    ) -> None:
+        job = await running(store, expires_at=NOW + 10)
+        assert await store.fail_expired(NOW + 11) == 0
+        still = await store.get_job("", job.id)
+        assert still is not None and still.state is JobState.RUNNING
+
+    async def test_an_attempt_cancelled_and_lost_is_rescued_and_stays_cancelled(
+        self, store: Store
+    ) -> None:
+        job = await running(store)
+        await store.cancel("", job.id, NOW + 1)
+        assert await store.extend_leases({job.id: job.deliveries}, NOW + 60) == 1
+        assert await store.rescue(NOW + 61, random.Random(1).random, expired_only=True) == 1
+        rescued = await store.get_job("", job.id)
+        assert rescued is not None
+        assert (rescued.state, rescued.attempts, rescued.lease_expires_at) == (
+            JobState.CANCELLED,
+            1,
+            None,
+        )
+        assert (rescued.completed_at, rescued.updated_at) == (NOW + 1, NOW + 61)
+        [lost] = await store.list_attempts("", job.id) or []
+        assert (lost.n, lost.outcome, lost.started_at, lost.finished_at) == (
+            1,
+            Outcome.INTERRUPTED,
+            NOW,
+            NOW + 61,
+        )
+        assert not await store.complete(result(job, SUCCEEDED, at=NOW + 62))  # too late
+        assert await store.extend_leases({job.id: job.deliveries}, NOW + 90) == 0
+
+    async def test_purge_keeps_unfinished_and_recently_finished_jobs(self, store: Store) -> None:
+        queued = (await store.enqueue(new_job("queued"))).job
+        old = await running(store, "old")
+        assert await store.complete(result(old, SUCCEEDED, at=NOW + 1))
+        recent = await running(store, "recent")
+        assert await store.complete(result(recent, SUCCEEDED, at=NOW + 10))
+        assert await store.purge(NOW + 5) == 1
+        assert await store.get_job("", old.id) is None
+        assert await store.list_attempts("", old.id) is None
+        assert await store.get_job("", queued.id) is not None
+        assert await store.get_job("", recent.id) is not None
+
+    async def test_a_claim_without_room_takes_nothing_yet_brings_jobs_due(
+        self, store: Store
+    ) -> None:
+        await store.put_target(TargetSpec(name="search", url="http://x/hook"), NOW)
+        scheduled = (await store.enqueue(new_job("s", next_attempt_at=NOW + 10))).job
+        await store.enqueue(new_job("other", target="search"))
+        none = [ClaimRequest(target="billing", limit=0)]
+        assert await store.claim(none, NOW + 10, {"billing": 30}) == []
+        due = await store.get_job("", scheduled.id)
+        assert due is not None and (due.state, due.updated_at) == (JobState.QUEUED, NOW + 10)
+        [claimed] = await store.claim(
+            [ClaimRequest(target="billing", limit=5)], NOW + 11, {"billing": 30}
+        )
+        assert claimed.id == scheduled.id  # and none of another target's jobs
+        assert (claimed.claimed_at, claimed.updated_at) == (NOW + 11, NOW + 11)
+
+    async def test_nothing_changed_is_announced_as_nothing(self, store: Store) -> None:
+        heard: list[list[str] | None] = []
+        store.on_change = lambda ids: heard.append(None if ids is None else list(ids))
+        job = await running(store, expires_at=NOW + 100)
+        assert heard == [[job.id]]
+        heard.clear()
+        assert (
+            await store.claim([ClaimRequest(target="billing", limit=5)], NOW, {"billing": 30}) == []
+        )
+        assert not await store.complete(replace(result(job, SUCCEEDED), lease=job.deliveries + 1))
+        assert await store.fail_expired(NOW + 50) == 0
+        assert await store.rescue(NOW + 1, random.Random(1).random, expired_only=True) == 0
+        assert heard == []
+        waiting = (await store.enqueue(new_job("w", expires_at=NOW + 100))).job
+        assert await store.fail_expired(NOW + 100) == 1
+        assert heard == [None]
+        assert (await store.get_job("", waiting.id)).state is JobState.FAILED  # type: ignore[union-attr]
+
+    async def test_activity_counts_a_cancelled_job_only_as_accepted(self, store: Store) -> None:
+        job = (await store.enqueue(new_job(id=uuid7(int(NOW * 1000) + 1)))).job
+        await store.cancel("", job.id, NOW + 1)
+        at_the_end = NOW + 60  # the window's end is not in it
+        await store.enqueue(
+            new_job("late", id=uuid7(int(at_the_end * 1000)), created_at=at_the_end)
+        )
+        [accepted] = await store.activity(NOW, NOW + 60, 60)
+        assert (accepted.target, accepted.kind, accepted.bucket, accepted.count) == (
+            "billing",
+            "accepted",
+            0,
+            1,
+        )
+
+    async def test_times_that_end_at_now_have_ended_only_for_what_is_due(
+        self, store: Store
+    ) -> None:
+        """A job due or expiring at ``now`` is due or expired; a lease or a leadership
+        ending at ``now`` still holds."""
+        assert await store.try_lead("maintenance", "a", NOW, 15)
+        assert not await store.try_lead("maintenance", "b", NOW + 15, 15)
+        job = await running(store, "running")  # leased until NOW + 30
+        assert await store.rescue(NOW + 30, random.Random(1).random, expired_only=True) == 0
+        waiting = (await store.enqueue(new_job("w", expires_at=NOW + 40))).job
+        assert await store.fail_expired(NOW + 40) == 1
+        assert await store.rescue(NOW + 31, random.Random(1).random, expired_only=True) == 1
+        rescued = await store.get_job("", job.id)
+        failed = await store.get_job("", waiting.id)
+        assert rescued is not None and rescued.state is JobState.RETRYING
+        assert failed is not None and failed.state is JobState.FAILED
+
+    async def test_the_store_answers_a_ping_and_tells_the_time(self, store: Store) -> None:
+        await store.ping()
+        assert abs(await store.database_time() - time.time()) < 5
