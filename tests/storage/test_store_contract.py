@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,7 +21,15 @@ import pytest
 
 from app.core import errors
 from app.core.ids import uuid7
-from app.core.job import ACTIVE, FailureReason, IllegalTransition, JobState
+from app.core.job import (
+    _TRANSITIONS,
+    ACTIVE,
+    Event,
+    FailureReason,
+    IllegalTransition,
+    JobState,
+    transition,
+)
 from app.core.outcome import Outcome
 from app.core.retry import Decision
 from app.settings import Settings
@@ -198,6 +207,65 @@ def result(
 
 
 SUCCEEDED = Decision(state=JobState.SUCCEEDED, attempts=1, next_attempt_at=None)
+
+
+# -- the diagram of app/core/job.py, read from its table ----------------------
+
+EDGES = sorted(_TRANSITIONS)
+NON_EDGES = [(s, e) for s in JobState for e in Event if (s, e) not in _TRANSITIONS]
+#: what an attempt's result says to each event that moves a running job
+RESULTS = {
+    Event.SUCCEEDED: SUCCEEDED,
+    Event.RETRY: Decision(state=JobState.RETRYING, attempts=1, next_attempt_at=NOW + 60),
+    # a drain: the attempt is not counted, and the job goes straight back
+    Event.REQUEUE: Decision(state=JobState.QUEUED, attempts=0, next_attempt_at=NOW + 1),
+    Event.FAILED: Decision(
+        state=JobState.FAILED,
+        attempts=1,
+        next_attempt_at=None,
+        failure_reason=FailureReason.PERMANENT_STATUS,
+    ),
+}
+
+
+async def job_in(store: Store, state: JobState) -> JobRecord:
+    """A job brought into ``state`` through the store's public methods: due (if it
+    waits) at ``NOW + 60``, expiring at ``NOW + 100``."""
+    if state in (JobState.SCHEDULED, JobState.QUEUED, JobState.CANCELLED):
+        due = NOW + 60 if state is JobState.SCHEDULED else NOW
+        job = (await store.enqueue(new_job(next_attempt_at=due, expires_at=NOW + 100))).job
+        if state is JobState.CANCELLED:
+            await store.cancel("", job.id, NOW)
+    elif state in (JobState.RUNNING, JobState.RETRYING, JobState.SUCCEEDED, JobState.FAILED):
+        job = await running(store, expires_at=NOW + 100)
+        if state is not JobState.RUNNING:
+            decision = next(d for d in RESULTS.values() if d.state is state)
+            assert await store.complete(result(job, decision))
+    else:
+        pytest.fail(f"no way into a {state} job through the store yet")
+    stored = await store.get_job("", job.id)
+    assert stored is not None and stored.state is state
+    return stored
+
+
+async def take(store: Store, job: JobRecord, event: Event) -> None:
+    """``event`` happening to ``job`` through the store, at a time it could happen."""
+    if event is Event.DUE:
+        await store.claim([], NOW + 60, {})  # every claim round brings due jobs to the queue
+    elif event is Event.CLAIMED:
+        await store.claim([ClaimRequest(target="billing", limit=1)], NOW + 1, {"billing": 30})
+    elif event in (Event.SUCCEEDED, Event.RETRY, Event.REQUEUE):
+        await store.complete(result(job, RESULTS[event]))
+    elif event is Event.FAILED:
+        # a running job fails by its attempt's result, a waiting one by expiring
+        await store.complete(result(job, RESULTS[event]))
+        await store.fail_expired(NOW + 100)
+    elif event is Event.CANCEL:
+        await store.cancel("", job.id, NOW + 1)
+    elif event is Event.OPERATOR_RETRY:
+        await store.retry("", job.id, NOW + 1)
+    else:
+        pytest.fail(f"no way to make '{event}' happen through the store yet")
 
 
 class TestStoreContract:
@@ -1058,3 +1126,29 @@ class TestStoreContract:
     async def test_the_store_answers_a_ping_and_tells_the_time(self, store: Store) -> None:
         await store.ping()
         assert abs(await store.database_time() - time.time()) < 5
+
+    # -- the diagram: every edge the store takes, every other move it refuses ----
+
+    @pytest.mark.parametrize(("state", "event"), EDGES, ids=[f"{s}-{e}" for s, e in EDGES])
+    async def test_the_store_moves_a_job_along_each_edge_of_the_diagram(
+        self, store: Store, state: JobState, event: Event
+    ) -> None:
+        job = await job_in(store, state)
+        await take(store, job, event)
+        moved = await store.get_job("", job.id)
+        assert moved is not None and moved.state is transition(state, event)
+
+    @pytest.mark.parametrize(("state", "event"), NON_EDGES, ids=[f"{s}-{e}" for s, e in NON_EDGES])
+    async def test_the_store_refuses_or_ignores_each_move_the_diagram_lacks(
+        self, store: Store, state: JobState, event: Event
+    ) -> None:
+        with pytest.raises(IllegalTransition):
+            transition(state, event)
+        job = await job_in(store, state)
+        attempts = await store.list_attempts("", job.id)
+        # an operator hears why not; the dispatcher's writes and maintenance match nothing
+        refused = event in (Event.CANCEL, Event.OPERATOR_RETRY)
+        with pytest.raises(IllegalTransition) if refused else contextlib.nullcontext():
+            await take(store, job, event)
+        assert await store.get_job("", job.id) == job
+        assert await store.list_attempts("", job.id) == attempts
