@@ -1,17 +1,15 @@
 """``MemoryJobStore``: the ``JobStore`` held in this process's memory.
 
 It keeps targets, jobs, attempts and duty leases in dicts and answers every
-call as ``SqlJobStore`` does on SQLite, where one process alone writes its
-database: the same records, the same refusals, the same compare-and-set
-guards on a job's state and lease, the same ``on_change`` announcements. It
-is a fake for fast tests of what sits above the seam, not a backend to run:
-nothing is durable, nothing is shared with another process (``shared`` is
-False), and there is no group commit to batch, retry or lose an answer. A call
-reads and writes without suspending, so it is atomic with respect to the event
-loop as a transaction is to the database. Time comes only from the arguments;
-``database_time`` alone reads this host's clock, as it does on SQLite.
-``tests/storage/test_store_contract.py`` holds it and both SQL backends to
-one contract.
+call as ``SqlJobStore`` does on SQLite, where one process alone writes the
+database: the same records, refusals, compare-and-set guards on a job's state
+and lease, and ``on_change`` announcements (``tests/storage/test_store_contract.py``
+holds all three to one contract). It is a fake for fast tests of what sits
+above the seam, not a backend to run: nothing is durable or shared with another
+process, and no group commit batches, retries or loses an answer. A call reads
+and writes without suspending, so it is atomic on the event loop as a
+transaction is in the database. Time comes only from the arguments, except
+``database_time``: this host's clock, as on SQLite.
 """
 
 from __future__ import annotations
@@ -195,8 +193,8 @@ class MemoryJobStore:
         if self._job(caller, job_id) is None:
             return None
         # by number, then in the order written (as the attempts' ids run on SQL)
-        found = sorted((a for a in self._attempts.get(job_id, ()) if a.n > after), key=_number)
-        return found[:limit]
+        found = [a for a in self._attempts.get(job_id, ()) if a.n > after]
+        return sorted(found, key=lambda a: a.n)[:limit]
 
     async def job_versions(self, job_ids: list[str]) -> dict[str, tuple[str, float]]:
         """(state, updated_at) of each of these jobs that exists."""
@@ -409,10 +407,6 @@ class MemoryJobStore:
         if target is not None:
             self._targets[c.target] = writes.with_effects(target, c)
         return True
-
-
-def _number(attempt: AttemptRecord) -> int:
-    return attempt.n
 
 
 def _backlog_full(max_backlog: int) -> errors.BacklogFull:
