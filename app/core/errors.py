@@ -151,6 +151,13 @@ class BacklogFull(CsjdError):
     slug = "backlog-full"
     title = "Backlog full"
 
+    @classmethod
+    def at(cls, max_backlog: int) -> BacklogFull:
+        """Storing one more would take the backlog past ``max_backlog``."""
+        return cls(
+            f"the backlog holds its maximum of {max_backlog} unfinished jobs", retry_after_s=5
+        )
+
 
 class Unavailable(CsjdError):
     status = 503

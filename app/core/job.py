@@ -64,6 +64,11 @@ class IllegalTransition(Conflict):
     slug = "illegal-transition"
     title = "The job cannot make this transition"
 
+    @classmethod
+    def of(cls, state: JobState, verb: str) -> IllegalTransition:
+        """An operator's command a job in ``state`` cannot take (``verb``: "cancelled")."""
+        return cls(f"a {state.value} job cannot be {verb}", extensions={"state": state.value})
+
 
 _TRANSITIONS: dict[tuple[JobState, Event], JobState] = {
     (JobState.SCHEDULED, Event.DUE): JobState.QUEUED,

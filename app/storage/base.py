@@ -57,6 +57,10 @@ class Activity:
     count: int
 
 
+def no_one_listens(job_ids: Iterable[str] | None) -> None:
+    """A store's ``on_change`` until someone listens."""
+
+
 class JobStore(Protocol):
     """Durable jobs, targets and attempts, behind one seam for every backend."""
 

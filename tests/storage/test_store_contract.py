@@ -1,43 +1,89 @@
-"""The SQL store on real SQLite files: constraints, leases, group commit."""
+"""The storage contract: one class of tests, run against every backend.
+
+Every test here speaks to the store through its public methods only, so one
+class holds ``MemoryJobStore`` and ``SqlJobStore`` on SQLite and on Postgres
+to the same behaviour, each on a fresh database. What only the SQL store has
+(its constraints, its engine, group commit, the file lock) is tested in
+``test_sql_store.py``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import random
-import traceback
-from collections.abc import AsyncIterator
-from pathlib import Path
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 
 import pytest
-from sqlalchemy import insert, text
-from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from app.core import errors
 from app.core.attempt import AttemptRecord, Completion
 from app.core.ids import uuid7
-from app.core.job import FailureReason, JobState, NewJob
+from app.core.job import (
+    _TRANSITIONS,
+    ACTIVE,
+    Event,
+    FailureReason,
+    IllegalTransition,
+    JobRecord,
+    JobState,
+    NewJob,
+    transition,
+)
 from app.core.outcome import Outcome
 from app.core.retry import Decision
 from app.core.target import TargetSpec
 from app.settings import Settings
 from app.storage.base import ATTEMPTS_PAGE, ClaimRequest
-from app.storage.engine import Conn
 from app.storage.factory import build_store
-from app.storage.models import targets
+from app.storage.memory import MemoryJobStore
 from app.storage.sql import SqlJobStore
-from app.storage.sqlite import DatabaseInUse, DatabaseLock
 
 NOW = 1_800_000_000.0
 
+Store = MemoryJobStore | SqlJobStore
+OpenStore = Callable[..., Awaitable[Store]]
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """A fresh, migrated database of each SQL backend; None for the memory store."""
+    if request.param == "sqlite":
+        url: str = request.getfixturevalue("db_url")
+        return url
+    if request.param == "postgres":
+        return str(request.getfixturevalue("postgres").fresh())
+    return None
+
 
 @pytest.fixture
-async def store(backend_url: str) -> AsyncIterator[SqlJobStore]:
-    s = build_store(Settings(database_url=backend_url, max_backlog=1000))
-    await s.open()
+async def open_store(database_url: str | None) -> AsyncIterator[OpenStore]:
+    """Opens stores of one backend, all on one database; closes them after the test."""
+    opened: list[Store] = []
+
+    async def open_(*, max_backlog: int = 1000) -> Store:
+        s: Store = (
+            MemoryJobStore(max_backlog=max_backlog)
+            if database_url is None
+            else build_store(Settings(database_url=database_url, max_backlog=max_backlog))
+        )
+        await s.open()
+        opened.append(s)
+        return s
+
+    yield open_
+    for s in reversed(opened):
+        await s.close()
+
+
+@pytest.fixture
+async def store(open_store: OpenStore) -> Store:
+    s = await open_store()
     await s.put_target(TargetSpec(name="billing", url="http://x/hook"), NOW)
-    yield s
-    await s.close()
+    return s
 
 
 def new_job(
@@ -73,197 +119,11 @@ def attempt(n: int, outcome: Outcome = Outcome.SUCCESS, status: int | None = 200
     )
 
 
-async def test_a_new_job_takes_the_targets_limits(store: SqlJobStore) -> None:
-    enqueued = await store.enqueue(new_job())
-    assert not enqueued.replayed
-    job = enqueued.job
-    assert (job.state, job.max_attempts, job.expires_at) == (JobState.QUEUED, 10, NOW + 86400)
-    stored = await store.get_job("", job.id)
-    assert stored == job
-
-
-async def test_a_future_job_is_scheduled(store: SqlJobStore) -> None:
-    job = (await store.enqueue(new_job(next_attempt_at=NOW + 60))).job
-    assert job.state is JobState.SCHEDULED
-
-
-async def test_one_key_makes_one_job_under_concurrency(store: SqlJobStore) -> None:
-    results = await asyncio.gather(*(store.enqueue(new_job("same")) for _ in range(50)))
-    assert len({r.job.id for r in results}) == 1
-    assert sum(not r.replayed for r in results) == 1
-    assert store.active == 1
-
-
-async def test_a_key_reused_for_another_request_is_refused(store: SqlJobStore) -> None:
-    first = (await store.enqueue(new_job("k", fingerprint="a"))).job
-    with pytest.raises(errors.IdempotencyKeyReused) as info:
-        await store.enqueue(new_job("k", fingerprint="b"))
-    assert info.value.extensions["job_id"] == first.id
-
-
-async def test_keys_are_scoped_per_caller(store: SqlJobStore) -> None:
-    a = await store.enqueue(new_job("k", caller="alice"))
-    b = await store.enqueue(new_job("k", caller="bob"))
-    assert a.job.id != b.job.id
-    assert await store.get_job("bob", a.job.id) is None
-
-
-async def test_the_database_itself_refuses_a_second_row_for_a_key(store: SqlJobStore) -> None:
-    await store.enqueue(new_job("k"))
-
-    async def insert_same_key(conn: Conn) -> None:
-        await conn.execute(
-            text(
-                "INSERT INTO jobs (id, caller, idempotency_key, fingerprint, target, payload,"
-                " state, attempts, deliveries, max_attempts, created_at, updated_at,"
-                " expires_at) VALUES ('x', '', 'k', 'f', 'billing', :p, 'queued', 0, 0, 1,"
-                " 0, 0, 0)"
-            ),
-            {"p": b"\x00"},
-        )
-
-    with pytest.raises(IntegrityError):
-        await store.database.write(insert_same_key)
-
-
-# -- targets -------------------------------------------------------------------
-
 SECRET = "whsec_" + base64.b64encode(b"a secret that no log may ever show").decode()
 HEADER_VALUE = "Bearer a header value that no log may show"
 
 
-async def test_putting_a_target_creates_it_then_replaces_it(store: SqlJobStore) -> None:
-    spec = TargetSpec(
-        name="search", url="http://x/a", secret=SECRET, headers={"authorization": HEADER_VALUE}
-    )
-    created, is_new = await store.put_target(spec, NOW)
-    assert is_new and created.spec == spec
-    assert (created.created_at, created.updated_at) == (NOW, NOW)
-
-    replacement = TargetSpec(name="search", url="http://x/b", max_attempts=3, enabled=False)
-    replaced, is_new = await store.put_target(replacement, NOW + 5)
-    assert not is_new and replaced.spec == replacement  # secret and headers replaced too
-    assert (replaced.created_at, replaced.updated_at) == (NOW, NOW + 5)
-    assert replaced.disabled_reason == "disabled by an operator"
-    assert await store.get_target("search") == replaced
-
-
-async def test_puts_of_one_new_target_at_once_create_it_once(store: SqlJobStore) -> None:
-    results = await asyncio.gather(
-        *(store.put_target(TargetSpec(name="search", url=f"http://x/{i}"), NOW) for i in range(4))
-    )
-    assert [is_new for _, is_new in results] == [True, False, False, False]
-    stored = await store.get_target("search")
-    assert stored is not None and stored.spec.url == "http://x/3"
-
-
-async def test_two_stores_putting_one_new_target_at_once_create_it_once(backend_url: str) -> None:
-    """Two replicas loading one targets file: the database, not a read, decides who
-    created each target, and the other replaces it instead of failing."""
-    a = build_store(Settings(database_url=backend_url, max_backlog=1000))
-    b = build_store(Settings(database_url=backend_url, max_backlog=1000))
-    await a.open()
-    await b.open()
-    try:
-        for i in range(10):
-            spec = TargetSpec(name=f"race-{i}", url="http://x/hook", secret=SECRET)
-            # the same clock reading on both: creation is not told from created_at
-            results = await asyncio.gather(a.put_target(spec, NOW), b.put_target(spec, NOW))
-            assert sorted(is_new for _, is_new in results) == [False, True]
-    finally:
-        await a.close()
-        await b.close()
-
-
-async def test_database_errors_show_no_parameters(store: SqlJobStore) -> None:
-    """Parameters hold secrets, header values and payloads: an error's text, and so
-    any traceback in a log, must not."""
-
-    async def insert_twice(conn: Conn) -> None:
-        await conn.execute(
-            insert(targets).values(
-                name="billing",
-                url="http://x/hook",
-                timeout_s=10,
-                max_concurrency=1,
-                max_attempts=1,
-                backoff_initial_s=1,
-                backoff_max_s=1,
-                max_retry_duration_s=1,
-                secret=SECRET,
-                headers={"authorization": HEADER_VALUE},
-                enabled=True,
-                created_at=NOW,
-                updated_at=NOW,
-            )
-        )
-
-    async def read_missing(conn: Conn) -> None:
-        await conn.execute(text("SELECT :secret FROM no_such_table"), {"secret": SECRET})
-
-    with pytest.raises(IntegrityError) as written:
-        await store.database.write(insert_twice)
-    with pytest.raises(DBAPIError) as read:
-        await store.database.read(read_missing)
-    for caught in (written, read):
-        shown = "".join(traceback.format_exception(caught.value))
-        assert "INSERT INTO targets" in shown or "no_such_table" in shown
-        assert SECRET not in shown and HEADER_VALUE not in shown
-
-
-async def test_unknown_target_is_refused_and_nothing_stored(store: SqlJobStore) -> None:
-    with pytest.raises(errors.UnknownTarget):
-        await store.enqueue(new_job(target="nope"))
-    assert await store.list_jobs("", state=None, target=None, limit=10, before_id=None) == []
-
-
-async def test_a_full_backlog_refuses_new_keys_but_replays_stored_ones(backend_url: str) -> None:
-    s = build_store(Settings(database_url=backend_url, max_backlog=2))
-    await s.open()
-    try:
-        await s.put_target(TargetSpec(name="billing", url="http://x/hook"), NOW)
-        first = await s.enqueue(new_job("a"))
-        await s.enqueue(new_job("b"))
-        with pytest.raises(errors.BacklogFull) as info:
-            await s.enqueue(new_job("c"))
-        assert info.value.retry_after_s
-        replay = await s.enqueue(new_job("a"))
-        assert replay.replayed and replay.job.id == first.job.id
-        assert len(await s.list_jobs("", state=None, target=None, limit=10, before_id=None)) == 2
-    finally:
-        await s.close()
-
-
-async def test_many_producers_share_few_transactions(store: SqlJobStore) -> None:
-    before = store.committer.batches
-    await asyncio.gather(*(store.enqueue(new_job(f"k{i}")) for i in range(300)))
-    assert store.committer.batches - before < 30
-    assert store.active == 300
-
-
-async def test_claims_respect_the_limit_and_lease(store: SqlJobStore) -> None:
-    for i in range(5):
-        await store.enqueue(new_job(f"k{i}"))
-    claimed = await store.claim([ClaimRequest(target="billing", limit=3)], NOW + 1, {"billing": 40})
-    assert len(claimed) == 3
-    assert all(j.state is JobState.RUNNING and j.delivery == 1 for j in claimed)
-    assert all(j.lease_expires_at == NOW + 41 for j in claimed)
-    again = await store.claim([ClaimRequest(target="billing", limit=10)], NOW + 1, {"billing": 40})
-    assert len(again) == 2
-    assert {j.id for j in claimed}.isdisjoint({j.id for j in again})
-
-
-async def test_scheduled_jobs_are_claimed_only_once_due(store: SqlJobStore) -> None:
-    await store.enqueue(new_job(next_attempt_at=NOW + 60))
-    assert (
-        await store.claim([ClaimRequest(target="billing", limit=5)], NOW + 59, {"billing": 1}) == []
-    )
-    assert await store.next_due() == NOW + 60
-    claimed = await store.claim([ClaimRequest(target="billing", limit=5)], NOW + 60, {"billing": 1})
-    assert len(claimed) == 1
-
-
-async def sent_once(store: SqlJobStore, key: str, due: float, *, sent: bool = True) -> str:
+async def sent_once(store: Store, key: str, due: float, *, sent: bool = True) -> str:
     """A job whose claim went back (``sent``: after one request) to wait until ``due``."""
     job = (await store.enqueue(new_job(key, next_attempt_at=due - 100))).job
     [claimed] = await store.claim(
@@ -286,115 +146,7 @@ async def sent_once(store: SqlJobStore, key: str, due: float, *, sent: bool = Tr
     return job.id
 
 
-async def test_a_claim_takes_no_more_retries_than_it_asks_for(store: SqlJobStore) -> None:
-    retries = [await sent_once(store, f"r{i}", NOW - 10 + i) for i in range(3)]
-    firsts = [
-        (await store.enqueue(new_job(f"f{i}", next_attempt_at=NOW + i))).job.id for i in range(3)
-    ]
-    claim = [ClaimRequest(target="billing", limit=5, retries=1)]
-    claimed = await store.claim(claim, NOW + 5, {"billing": 30})
-    # the oldest retry, then first attempts in order: over-budget retries do not
-    # hold first attempts back
-    assert [j.id for j in claimed] == [retries[0], *firsts]
-    assert [j.delivery for j in claimed] == [2, 1, 1, 1]
-    none = [ClaimRequest(target="billing", limit=5, retries=0)]
-    assert await store.claim(none, NOW + 5, {"billing": 30}) == []
-    left = await store.claim([ClaimRequest(target="billing", limit=5)], NOW + 5, {"billing": 30})
-    assert [j.id for j in left] == retries[1:]
-
-
-async def test_claims_with_a_retry_bound_keep_due_order(store: SqlJobStore) -> None:
-    retries = [await sent_once(store, f"r{i}", NOW - 10 + i) for i in range(3)]
-    firsts = [
-        (await store.enqueue(new_job(f"f{i}", next_attempt_at=NOW + i))).job.id for i in range(3)
-    ]
-    claim = [ClaimRequest(target="billing", limit=2, retries=2)]
-    assert [j.id for j in await store.claim(claim, NOW + 5, {"billing": 30})] == retries[:2]
-    claim = [ClaimRequest(target="billing", limit=2, retries=5)]
-    assert [j.id for j in await store.claim(claim, NOW + 5, {"billing": 30})] == [
-        retries[2],
-        firsts[0],
-    ]
-
-
-async def test_a_job_put_back_unsent_is_still_a_first_attempt(store: SqlJobStore) -> None:
-    job_id = await sent_once(store, "k", NOW, sent=False)
-    claim = [ClaimRequest(target="billing", limit=1, retries=0)]
-    [claimed] = await store.claim(claim, NOW, {"billing": 30})
-    assert (claimed.id, claimed.delivery) == (job_id, 1)
-
-
-async def test_a_stale_completion_changes_nothing(store: SqlJobStore) -> None:
-    job = (await store.enqueue(new_job())).job
-    claimed = (await store.claim([ClaimRequest(target="billing", limit=1)], NOW, {"billing": 1}))[0]
-    done = Decision(state=JobState.SUCCEEDED, attempts=1, next_attempt_at=None)
-    stale = Completion(
-        job_id=job.id,
-        target="billing",
-        delivery=claimed.delivery + 1,
-        decision=done,
-        attempt=attempt(1),
-        now=NOW,
-    )
-    assert not await store.complete(stale)
-    assert (await store.get_job("", job.id)).state is JobState.RUNNING  # type: ignore[union-attr]
-    fresh = Completion(
-        job_id=job.id,
-        target="billing",
-        delivery=claimed.delivery,
-        decision=done,
-        attempt=attempt(1),
-        now=NOW,
-    )
-    assert await store.complete(fresh)
-    assert not await store.complete(fresh)  # a second write of the same attempt is stale too
-    stored = await store.get_job("", job.id)
-    assert stored is not None and stored.state is JobState.SUCCEEDED
-    assert len(await store.list_attempts("", job.id) or []) == 1
-    assert store.active == 0
-
-
-async def test_an_answer_with_nul_bytes_is_stored_and_shares_its_commit(
-    store: SqlJobStore,
-) -> None:
-    """Postgres refuses NUL in text: the answer is kept as what text it can be, and the
-    other writes of the same group commit (here, a producer's job) still land."""
-    job = (await store.enqueue(new_job("a"))).job
-    claimed = (await store.claim([ClaimRequest(target="billing", limit=1)], NOW, {"billing": 1}))[0]
-    binary = AttemptRecord(
-        delivery=1,
-        started_at=NOW,
-        finished_at=NOW + 0.01,
-        duration_ms=10.0,
-        status_code=500,
-        outcome=Outcome.RETRYABLE,
-        error="HTTP 500\x00",
-        response_excerpt="ok\x00\udc80tail",
-        content_type="application/octet-stream\x00",
-        response_bytes=3_000_000_000,  # a large download's Content-Length: past 32 bits
-    )
-    retry = Decision(state=JobState.RETRYING, attempts=1, next_attempt_at=NOW + 5)
-    completion = Completion(
-        job_id=job.id,
-        target="billing",
-        delivery=claimed.delivery,
-        decision=retry,
-        attempt=binary,
-        now=NOW,
-    )
-    written, other = await asyncio.gather(store.complete(completion), store.enqueue(new_job("b")))
-    assert written and not other.replayed
-    assert await store.get_job("", other.job.id) is not None
-    [stored] = await store.list_attempts("", job.id) or []
-    assert stored.response_excerpt == "ok\ufffd\ufffdtail"
-    assert stored.error == "HTTP 500\ufffd"
-    assert (stored.content_type, stored.response_bytes) == (
-        "application/octet-stream\ufffd",
-        3_000_000_000,
-    )
-
-
-async def _attempted(store: SqlJobStore, times: int) -> str:
+async def _attempted(store: Store, times: int) -> str:
     """A job with ``times`` attempts, each a retryable failure that makes it due again."""
     job = (await store.enqueue(new_job("paged"))).job
     for _ in range(times):
@@ -416,302 +168,985 @@ async def _attempted(store: SqlJobStore, times: int) -> str:
     return job.id
 
 
-async def test_attempts_are_listed_a_page_at_a_time_after_a_number(store: SqlJobStore) -> None:
-    job_id = await _attempted(store, 7)
-
-    async def numbers(**page: int) -> list[int]:
-        found = await store.list_attempts("", job_id, **page)
-        assert found is not None
-        return [a.delivery for a in found]
-
-    assert await numbers() == [1, 2, 3, 4, 5, 6, 7]
-    assert await numbers(limit=3) == [1, 2, 3]
-    assert await numbers(after=3, limit=3) == [4, 5, 6]
-    assert await numbers(after=6, limit=3) == [7]
-    assert await numbers(after=7) == []
-    assert await store.list_attempts("someone-else", job_id, after=0, limit=3) is None
+async def running(store: Store, key: str = "k", *, lease_s: float = 30, **kw: object) -> JobRecord:
+    """A new job, claimed at ``NOW``: its attempt is running under a lease of ``lease_s``.
+    It was due a second before, so no job that came due at ``NOW`` is claimed first."""
+    job = (await store.enqueue(new_job(key, **{"next_attempt_at": NOW - 1, **kw}))).job
+    [claimed] = await store.claim(
+        [ClaimRequest(target=job.target, limit=1)], NOW, {job.target: lease_s}
+    )
+    assert claimed.id == job.id
+    return claimed
 
 
-async def test_a_page_of_attempts_is_bounded_by_default(store: SqlJobStore) -> None:
-    job_id = await _attempted(store, ATTEMPTS_PAGE + 2)
-    first = await store.list_attempts("", job_id)
-    assert first is not None and [a.delivery for a in first] == list(range(1, ATTEMPTS_PAGE + 1))
-
-
-async def test_rescue_brings_back_running_jobs_counting_the_attempt(store: SqlJobStore) -> None:
-    job = (await store.enqueue(new_job())).job
-    await store.claim([ClaimRequest(target="billing", limit=1)], NOW, {"billing": 1})
-    assert await store.rescue(NOW + 5, random.Random(1).random) == 1
-    rescued = await store.get_job("", job.id)
-    assert rescued is not None
-    assert (rescued.state, rescued.attempts) == (JobState.RETRYING, 1)
-    attempts = await store.list_attempts("", job.id)
-    assert attempts is not None and attempts[0].outcome is Outcome.INTERRUPTED
-
-
-async def test_rescue_fails_a_job_whose_last_attempt_was_lost(store: SqlJobStore) -> None:
-    job = (await store.enqueue(new_job(max_attempts=1))).job
-    await store.claim([ClaimRequest(target="billing", limit=1)], NOW, {"billing": 1})
-    await store.rescue(NOW + 5, random.Random(1).random)
-    failed = await store.get_job("", job.id)
-    assert failed is not None
-    assert (failed.state, failed.failure_reason) == (
-        JobState.FAILED,
-        FailureReason.ATTEMPTS_EXHAUSTED,
+def result(
+    job: JobRecord,
+    decision: Decision,
+    *,
+    at: float = NOW + 1,
+    status: int | None = 200,
+    sent: bool = True,
+    lapsed_before: float | None = None,
+) -> Completion:
+    """The result of ``job``'s running attempt (``status`` None: no request was recorded)."""
+    outcome = Outcome.SUCCESS if decision.state is JobState.SUCCEEDED else Outcome.RETRYABLE
+    return Completion(
+        job_id=job.id,
+        target=job.target,
+        delivery=job.delivery,
+        decision=decision,
+        attempt=None if status is None else attempt(job.delivery, outcome, status),
+        now=at,
+        sent=sent,
+        lapsed_before=lapsed_before,
     )
 
 
-async def test_cancel_then_retry_follow_the_diagram(store: SqlJobStore) -> None:
-    job = (await store.enqueue(new_job())).job
-    cancelled = await store.cancel("", job.id, NOW + 1)
-    assert cancelled.state is JobState.CANCELLED and store.active == 0
-    with pytest.raises(errors.Conflict):
-        await store.cancel("", job.id, NOW + 2)
-    retried = await store.retry("", job.id, NOW + 3)
-    assert (retried.state, retried.attempts) == (JobState.QUEUED, 0)
-    assert retried.expires_at == NOW + 3 + 86400
-    with pytest.raises(errors.Conflict):
-        await store.retry("", job.id, NOW + 4)
-    with pytest.raises(errors.NotFound):
-        await store.cancel("", "00000000-0000-7000-8000-000000000000", NOW)
+SUCCEEDED = Decision(state=JobState.SUCCEEDED, attempts=1, next_attempt_at=None)
 
 
-async def test_without_a_caller_jobs_of_every_caller_are_listed_found_and_retried(
-    store: SqlJobStore,
-) -> None:
-    alice = (await store.enqueue(new_job("k", caller="alice", expires_at=NOW + 10))).job
-    bob = (await store.enqueue(new_job("k", caller="bob", expires_at=NOW + 10))).job
-    assert await store.fail_expired(NOW + 11) == 2
+# -- the diagram of app/core/job.py, read from its table ----------------------
 
-    failed = await store.list_jobs(
-        None, state=JobState.FAILED, target=None, limit=10, before_id=None
-    )
-    assert [(j.id, j.caller) for j in failed] == [(bob.id, "bob"), (alice.id, "alice")]
-    mine = await store.list_jobs("alice", state=None, target=None, limit=10, before_id=None)
-    assert [j.id for j in mine] == [alice.id]
-    found = await store.get_job(None, bob.id)
-    assert found is not None and found.caller == "bob"
-    assert await store.get_job("alice", bob.id) is None
-
-    retried = await store.retry(found.caller, found.id, NOW + 12)
-    assert (retried.state, retried.caller) == (JobState.QUEUED, "bob")
-    still_failed = await store.list_jobs(
-        None, state=JobState.FAILED, target=None, limit=10, before_id=None
-    )
-    assert [j.id for j in still_failed] == [alice.id]
+EDGES = sorted(_TRANSITIONS)
+NON_EDGES = [(s, e) for s in JobState for e in Event if (s, e) not in _TRANSITIONS]
+#: what an attempt's result says to each event that moves a running job
+RESULTS = {
+    Event.SUCCEEDED: SUCCEEDED,
+    Event.RETRY: Decision(state=JobState.RETRYING, attempts=1, next_attempt_at=NOW + 60),
+    # a drain: the attempt is not counted, and the job goes straight back
+    Event.REQUEUE: Decision(state=JobState.QUEUED, attempts=0, next_attempt_at=NOW + 1),
+    Event.FAILED: Decision(
+        state=JobState.FAILED,
+        attempts=1,
+        next_attempt_at=None,
+        failure_reason=FailureReason.PERMANENT_STATUS,
+    ),
+}
 
 
-async def test_activity_counts_accepted_and_finished_jobs_per_bucket(store: SqlJobStore) -> None:
-    await store.put_target(TargetSpec(name="search", url="http://x/hook"), NOW)
+async def job_in(store: Store, state: JobState) -> JobRecord:
+    """A job brought into ``state`` through the store's public methods: due (if it
+    waits) at ``NOW + 60``, expiring at ``NOW + 100``."""
+    if state in (JobState.SCHEDULED, JobState.QUEUED, JobState.CANCELLED):
+        due = NOW + 60 if state is JobState.SCHEDULED else NOW
+        job = (await store.enqueue(new_job(next_attempt_at=due, expires_at=NOW + 100))).job
+        if state is JobState.CANCELLED:
+            await store.cancel("", job.id, NOW)
+    elif state in (JobState.RUNNING, JobState.RETRYING, JobState.SUCCEEDED, JobState.FAILED):
+        job = await running(store, expires_at=NOW + 100)
+        if state is not JobState.RUNNING:
+            decision = next(d for d in RESULTS.values() if d.state is state)
+            assert await store.complete(result(job, decision))
+    else:
+        pytest.fail(f"no way into a {state} job through the store yet")
+    stored = await store.get_job("", job.id)
+    assert stored is not None and stored.state is state
+    return stored
 
-    def at(t: float, key: str, **kw: object) -> NewJob:
-        return new_job(key, id=uuid7(int(t * 1000)), created_at=t, next_attempt_at=t, **kw)
 
-    await store.enqueue(at(NOW - 30, "before-the-window"))
-    await store.enqueue(at(NOW + 5, "a"))
-    await store.enqueue(at(NOW + 65, "b"))
-    await store.enqueue(at(NOW + 70, "c", target="search", expires_at=NOW + 100))
-    claimed = await store.claim([ClaimRequest(target="billing", limit=1)], NOW, {"billing": 30})
-    for job in claimed:  # accepted before the window, finished inside it
-        await store.complete(
-            Completion(
-                job_id=job.id,
-                target="billing",
-                delivery=job.delivery,
-                decision=Decision(state=JobState.SUCCEEDED, attempts=1, next_attempt_at=None),
-                attempt=attempt(1),
-                now=NOW + 130,
+async def take(store: Store, job: JobRecord, event: Event) -> None:
+    """``event`` happening to ``job`` through the store, at a time it could happen."""
+    if event is Event.DUE:
+        await store.claim([], NOW + 60, {})  # every claim round brings due jobs to the queue
+    elif event is Event.CLAIMED:
+        await store.claim([ClaimRequest(target="billing", limit=1)], NOW + 1, {"billing": 30})
+    elif event in (Event.SUCCEEDED, Event.RETRY, Event.REQUEUE):
+        await store.complete(result(job, RESULTS[event]))
+    elif event is Event.FAILED:
+        # a running job fails by its attempt's result, a waiting one by expiring
+        await store.complete(result(job, RESULTS[event]))
+        await store.fail_expired(NOW + 100)
+    elif event is Event.CANCEL:
+        await store.cancel("", job.id, NOW + 1)
+    elif event is Event.OPERATOR_RETRY:
+        await store.retry("", job.id, NOW + 1)
+    else:
+        pytest.fail(f"no way to make '{event}' happen through the store yet")
+
+
+class TestStoreContract:
+    """What every ``JobStore`` does, proven on each backend alike."""
+
+    async def test_a_new_job_takes_the_targets_limits(self, store: Store) -> None:
+        enqueued = await store.enqueue(new_job())
+        assert not enqueued.replayed
+        job = enqueued.job
+        assert (job.state, job.max_attempts, job.expires_at) == (JobState.QUEUED, 10, NOW + 86400)
+        stored = await store.get_job("", job.id)
+        assert stored == job
+
+    async def test_a_future_job_is_scheduled(self, store: Store) -> None:
+        job = (await store.enqueue(new_job(next_attempt_at=NOW + 60))).job
+        assert job.state is JobState.SCHEDULED
+
+    async def test_one_key_makes_one_job_under_concurrency(self, store: Store) -> None:
+        results = await asyncio.gather(*(store.enqueue(new_job("same")) for _ in range(50)))
+        assert len({r.job.id for r in results}) == 1
+        assert sum(not r.replayed for r in results) == 1
+        assert store.active == 1
+
+    async def test_a_key_reused_for_another_request_is_refused(self, store: Store) -> None:
+        first = (await store.enqueue(new_job("k", fingerprint="a"))).job
+        with pytest.raises(errors.IdempotencyKeyReused) as info:
+            await store.enqueue(new_job("k", fingerprint="b"))
+        assert info.value.extensions["job_id"] == first.id
+
+    async def test_keys_are_scoped_per_caller(self, store: Store) -> None:
+        a = await store.enqueue(new_job("k", caller="alice"))
+        b = await store.enqueue(new_job("k", caller="bob"))
+        assert a.job.id != b.job.id
+        assert await store.get_job("bob", a.job.id) is None
+
+    async def test_putting_a_target_creates_it_then_replaces_it(self, store: Store) -> None:
+        spec = TargetSpec(
+            name="search", url="http://x/a", secret=SECRET, headers={"authorization": HEADER_VALUE}
+        )
+        created, is_new = await store.put_target(spec, NOW)
+        assert is_new and created.spec == spec
+        assert (created.created_at, created.updated_at) == (NOW, NOW)
+
+        replacement = TargetSpec(name="search", url="http://x/b", max_attempts=3, enabled=False)
+        replaced, is_new = await store.put_target(replacement, NOW + 5)
+        assert not is_new and replaced.spec == replacement  # secret and headers replaced too
+        assert (replaced.created_at, replaced.updated_at) == (NOW, NOW + 5)
+        assert replaced.disabled_reason == "disabled by an operator"
+        assert await store.get_target("search") == replaced
+
+    async def test_puts_of_one_new_target_at_once_create_it_once(self, store: Store) -> None:
+        results = await asyncio.gather(
+            *(
+                store.put_target(TargetSpec(name="search", url=f"http://x/{i}"), NOW)
+                for i in range(4)
             )
         )
-    assert await store.fail_expired(NOW + 150) == 1
-    await store.enqueue(at(NOW + 200, "after-the-window"))
+        assert [is_new for _, is_new in results] == [True, False, False, False]
+        stored = await store.get_target("search")
+        assert stored is not None and stored.spec.url == "http://x/3"
 
-    counts = {
-        (a.target, a.kind, a.bucket): a.count for a in await store.activity(NOW, NOW + 180, 60)
-    }
-    assert counts == {
-        ("billing", "accepted", 0): 1,
-        ("billing", "accepted", 1): 1,
-        ("search", "accepted", 1): 1,
-        ("billing", "succeeded", 2): 1,
-        ("search", "failed", 2): 1,
-    }
+    async def test_unknown_target_is_refused_and_nothing_stored(self, store: Store) -> None:
+        with pytest.raises(errors.UnknownTarget):
+            await store.enqueue(new_job(target="nope"))
+        assert await store.list_jobs("", state=None, target=None, limit=10, before_id=None) == []
 
+    async def test_a_full_backlog_refuses_new_keys_but_replays_stored_ones(
+        self, open_store: OpenStore
+    ) -> None:
+        s = await open_store(max_backlog=2)
+        await s.put_target(TargetSpec(name="billing", url="http://x/hook"), NOW)
+        first = await s.enqueue(new_job("a"))
+        await s.enqueue(new_job("b"))
+        with pytest.raises(errors.BacklogFull) as info:
+            await s.enqueue(new_job("c"))
+        assert info.value.retry_after_s
+        replay = await s.enqueue(new_job("a"))
+        assert replay.replayed and replay.job.id == first.job.id
+        assert len(await s.list_jobs("", state=None, target=None, limit=10, before_id=None)) == 2
 
-async def test_an_attempt_running_when_cancelled_is_recorded_but_not_retried(
-    store: SqlJobStore,
-) -> None:
-    job = (await store.enqueue(new_job())).job
-    claimed = (await store.claim([ClaimRequest(target="billing", limit=1)], NOW, {"billing": 1}))[0]
-    await store.cancel("", job.id, NOW + 1)
-    retry = Decision(state=JobState.RETRYING, attempts=1, next_attempt_at=NOW + 5)
-    assert await store.complete(
-        Completion(
+    async def test_claims_respect_the_limit_and_lease(self, store: Store) -> None:
+        for i in range(5):
+            await store.enqueue(new_job(f"k{i}"))
+        claimed = await store.claim(
+            [ClaimRequest(target="billing", limit=3)], NOW + 1, {"billing": 40}
+        )
+        assert len(claimed) == 3
+        assert all(j.state is JobState.RUNNING and j.delivery == 1 for j in claimed)
+        assert all(j.lease_expires_at == NOW + 41 for j in claimed)
+        again = await store.claim(
+            [ClaimRequest(target="billing", limit=10)], NOW + 1, {"billing": 40}
+        )
+        assert len(again) == 2
+        assert {j.id for j in claimed}.isdisjoint({j.id for j in again})
+
+    async def test_scheduled_jobs_are_claimed_only_once_due(self, store: Store) -> None:
+        await store.enqueue(new_job(next_attempt_at=NOW + 60))
+        assert (
+            await store.claim([ClaimRequest(target="billing", limit=5)], NOW + 59, {"billing": 1})
+            == []
+        )
+        assert await store.next_due() == NOW + 60
+        claimed = await store.claim(
+            [ClaimRequest(target="billing", limit=5)], NOW + 60, {"billing": 1}
+        )
+        assert len(claimed) == 1
+
+    async def test_a_claim_takes_no_more_retries_than_it_asks_for(self, store: Store) -> None:
+        retries = [await sent_once(store, f"r{i}", NOW - 10 + i) for i in range(3)]
+        firsts = [
+            (await store.enqueue(new_job(f"f{i}", next_attempt_at=NOW + i))).job.id
+            for i in range(3)
+        ]
+        claim = [ClaimRequest(target="billing", limit=5, retries=1)]
+        claimed = await store.claim(claim, NOW + 5, {"billing": 30})
+        # the oldest retry, then first attempts in order: over-budget retries do not
+        # hold first attempts back
+        assert [j.id for j in claimed] == [retries[0], *firsts]
+        assert [j.delivery for j in claimed] == [2, 1, 1, 1]
+        none = [ClaimRequest(target="billing", limit=5, retries=0)]
+        assert await store.claim(none, NOW + 5, {"billing": 30}) == []
+        left = await store.claim(
+            [ClaimRequest(target="billing", limit=5)], NOW + 5, {"billing": 30}
+        )
+        assert [j.id for j in left] == retries[1:]
+
+    async def test_claims_with_a_retry_bound_keep_due_order(self, store: Store) -> None:
+        retries = [await sent_once(store, f"r{i}", NOW - 10 + i) for i in range(3)]
+        firsts = [
+            (await store.enqueue(new_job(f"f{i}", next_attempt_at=NOW + i))).job.id
+            for i in range(3)
+        ]
+        claim = [ClaimRequest(target="billing", limit=2, retries=2)]
+        assert [j.id for j in await store.claim(claim, NOW + 5, {"billing": 30})] == retries[:2]
+        claim = [ClaimRequest(target="billing", limit=2, retries=5)]
+        assert [j.id for j in await store.claim(claim, NOW + 5, {"billing": 30})] == [
+            retries[2],
+            firsts[0],
+        ]
+
+    async def test_a_job_put_back_unsent_is_still_a_first_attempt(self, store: Store) -> None:
+        job_id = await sent_once(store, "k", NOW, sent=False)
+        claim = [ClaimRequest(target="billing", limit=1, retries=0)]
+        [claimed] = await store.claim(claim, NOW, {"billing": 30})
+        assert (claimed.id, claimed.delivery) == (job_id, 1)
+
+    async def test_a_stale_completion_changes_nothing(self, store: Store) -> None:
+        job = (await store.enqueue(new_job())).job
+        claimed = (
+            await store.claim([ClaimRequest(target="billing", limit=1)], NOW, {"billing": 1})
+        )[0]
+        done = Decision(state=JobState.SUCCEEDED, attempts=1, next_attempt_at=None)
+        stale = Completion(
+            job_id=job.id,
+            target="billing",
+            delivery=claimed.delivery + 1,
+            decision=done,
+            attempt=attempt(1),
+            now=NOW,
+        )
+        assert not await store.complete(stale)
+        assert (await store.get_job("", job.id)).state is JobState.RUNNING  # type: ignore[union-attr]
+        fresh = Completion(
+            job_id=job.id,
+            target="billing",
+            delivery=claimed.delivery,
+            decision=done,
+            attempt=attempt(1),
+            now=NOW,
+        )
+        assert await store.complete(fresh)
+        assert not await store.complete(fresh)  # a second write of the same attempt is stale too
+        stored = await store.get_job("", job.id)
+        assert stored is not None and stored.state is JobState.SUCCEEDED
+        assert len(await store.list_attempts("", job.id) or []) == 1
+        assert store.active == 0
+
+    async def test_an_answer_with_nul_bytes_is_stored_and_shares_its_commit(
+        self, store: Store
+    ) -> None:
+        """Postgres refuses NUL in text: the answer is kept as what text it can be, and the
+        other writes of the same group commit (here, a producer's job) still land."""
+        job = (await store.enqueue(new_job("a"))).job
+        claimed = (
+            await store.claim([ClaimRequest(target="billing", limit=1)], NOW, {"billing": 1})
+        )[0]
+        binary = AttemptRecord(
+            delivery=1,
+            started_at=NOW,
+            finished_at=NOW + 0.01,
+            duration_ms=10.0,
+            status_code=500,
+            outcome=Outcome.RETRYABLE,
+            error="HTTP 500\x00",
+            response_excerpt="ok\x00\udc80tail",
+            content_type="application/octet-stream\x00",
+            response_bytes=3_000_000_000,  # a large download's Content-Length: past 32 bits
+        )
+        retry = Decision(state=JobState.RETRYING, attempts=1, next_attempt_at=NOW + 5)
+        completion = Completion(
             job_id=job.id,
             target="billing",
             delivery=claimed.delivery,
             decision=retry,
-            attempt=attempt(1, Outcome.RETRYABLE, 500),
+            attempt=binary,
+            now=NOW,
+        )
+        written, other = await asyncio.gather(
+            store.complete(completion), store.enqueue(new_job("b"))
+        )
+        assert written and not other.replayed
+        assert await store.get_job("", other.job.id) is not None
+        [stored] = await store.list_attempts("", job.id) or []
+        assert stored.response_excerpt == "ok\ufffd\ufffdtail"
+        assert stored.error == "HTTP 500\ufffd"
+        assert (stored.content_type, stored.response_bytes) == (
+            "application/octet-stream\ufffd",
+            3_000_000_000,
+        )
+
+    async def test_attempts_are_listed_a_page_at_a_time_after_a_number(self, store: Store) -> None:
+        job_id = await _attempted(store, 7)
+
+        async def numbers(**page: int) -> list[int]:
+            found = await store.list_attempts("", job_id, **page)
+            assert found is not None
+            return [a.delivery for a in found]
+
+        assert await numbers() == [1, 2, 3, 4, 5, 6, 7]
+        assert await numbers(limit=3) == [1, 2, 3]
+        assert await numbers(after=3, limit=3) == [4, 5, 6]
+        assert await numbers(after=6, limit=3) == [7]
+        assert await numbers(after=7) == []
+        assert await store.list_attempts("someone-else", job_id, after=0, limit=3) is None
+
+    async def test_a_page_of_attempts_is_bounded_by_default(self, store: Store) -> None:
+        job_id = await _attempted(store, ATTEMPTS_PAGE + 2)
+        first = await store.list_attempts("", job_id)
+        assert first is not None and [a.delivery for a in first] == list(
+            range(1, ATTEMPTS_PAGE + 1)
+        )
+
+    async def test_rescue_brings_back_running_jobs_counting_the_attempt(self, store: Store) -> None:
+        job = (await store.enqueue(new_job())).job
+        await store.claim([ClaimRequest(target="billing", limit=1)], NOW, {"billing": 1})
+        assert await store.rescue(NOW + 5, random.Random(1).random) == 1
+        rescued = await store.get_job("", job.id)
+        assert rescued is not None
+        assert (rescued.state, rescued.attempts) == (JobState.RETRYING, 1)
+        attempts = await store.list_attempts("", job.id)
+        assert attempts is not None and attempts[0].outcome is Outcome.INTERRUPTED
+
+    async def test_rescue_fails_a_job_whose_last_attempt_was_lost(self, store: Store) -> None:
+        job = (await store.enqueue(new_job(max_attempts=1))).job
+        await store.claim([ClaimRequest(target="billing", limit=1)], NOW, {"billing": 1})
+        await store.rescue(NOW + 5, random.Random(1).random)
+        failed = await store.get_job("", job.id)
+        assert failed is not None
+        assert (failed.state, failed.failure_reason) == (
+            JobState.FAILED,
+            FailureReason.ATTEMPTS_EXHAUSTED,
+        )
+
+    async def test_cancel_then_retry_follow_the_diagram(self, store: Store) -> None:
+        job = (await store.enqueue(new_job())).job
+        cancelled = await store.cancel("", job.id, NOW + 1)
+        assert cancelled.state is JobState.CANCELLED and store.active == 0
+        with pytest.raises(errors.Conflict):
+            await store.cancel("", job.id, NOW + 2)
+        retried = await store.retry("", job.id, NOW + 3)
+        assert (retried.state, retried.attempts) == (JobState.QUEUED, 0)
+        assert retried.expires_at == NOW + 3 + 86400
+        with pytest.raises(errors.Conflict):
+            await store.retry("", job.id, NOW + 4)
+        with pytest.raises(errors.NotFound):
+            await store.cancel("", "00000000-0000-7000-8000-000000000000", NOW)
+
+    async def test_without_a_caller_jobs_of_every_caller_are_listed_found_and_retried(
+        self, store: Store
+    ) -> None:
+        alice = (await store.enqueue(new_job("k", caller="alice", expires_at=NOW + 10))).job
+        bob = (await store.enqueue(new_job("k", caller="bob", expires_at=NOW + 10))).job
+        assert await store.fail_expired(NOW + 11) == 2
+
+        failed = await store.list_jobs(
+            None, state=JobState.FAILED, target=None, limit=10, before_id=None
+        )
+        assert [(j.id, j.caller) for j in failed] == [(bob.id, "bob"), (alice.id, "alice")]
+        mine = await store.list_jobs("alice", state=None, target=None, limit=10, before_id=None)
+        assert [j.id for j in mine] == [alice.id]
+        found = await store.get_job(None, bob.id)
+        assert found is not None and found.caller == "bob"
+        assert await store.get_job("alice", bob.id) is None
+
+        retried = await store.retry(found.caller, found.id, NOW + 12)
+        assert (retried.state, retried.caller) == (JobState.QUEUED, "bob")
+        still_failed = await store.list_jobs(
+            None, state=JobState.FAILED, target=None, limit=10, before_id=None
+        )
+        assert [j.id for j in still_failed] == [alice.id]
+
+    async def test_activity_counts_accepted_and_finished_jobs_per_bucket(
+        self, store: Store
+    ) -> None:
+        await store.put_target(TargetSpec(name="search", url="http://x/hook"), NOW)
+
+        def at(t: float, key: str, **kw: object) -> NewJob:
+            return new_job(key, id=uuid7(int(t * 1000)), created_at=t, next_attempt_at=t, **kw)
+
+        await store.enqueue(at(NOW - 30, "before-the-window"))
+        await store.enqueue(at(NOW + 5, "a"))
+        await store.enqueue(at(NOW + 65, "b"))
+        await store.enqueue(at(NOW + 70, "c", target="search", expires_at=NOW + 100))
+        claimed = await store.claim([ClaimRequest(target="billing", limit=1)], NOW, {"billing": 30})
+        for job in claimed:  # accepted before the window, finished inside it
+            await store.complete(
+                Completion(
+                    job_id=job.id,
+                    target="billing",
+                    delivery=job.delivery,
+                    decision=Decision(state=JobState.SUCCEEDED, attempts=1, next_attempt_at=None),
+                    attempt=attempt(1),
+                    now=NOW + 130,
+                )
+            )
+        assert await store.fail_expired(NOW + 150) == 1
+        await store.enqueue(at(NOW + 200, "after-the-window"))
+
+        counts = {
+            (a.target, a.kind, a.bucket): a.count for a in await store.activity(NOW, NOW + 180, 60)
+        }
+        assert counts == {
+            ("billing", "accepted", 0): 1,
+            ("billing", "accepted", 1): 1,
+            ("search", "accepted", 1): 1,
+            ("billing", "succeeded", 2): 1,
+            ("search", "failed", 2): 1,
+        }
+
+    async def test_an_attempt_running_when_cancelled_is_recorded_but_not_retried(
+        self, store: Store
+    ) -> None:
+        job = (await store.enqueue(new_job())).job
+        claimed = (
+            await store.claim([ClaimRequest(target="billing", limit=1)], NOW, {"billing": 1})
+        )[0]
+        await store.cancel("", job.id, NOW + 1)
+        retry = Decision(state=JobState.RETRYING, attempts=1, next_attempt_at=NOW + 5)
+        assert await store.complete(
+            Completion(
+                job_id=job.id,
+                target="billing",
+                delivery=claimed.delivery,
+                decision=retry,
+                attempt=attempt(1, Outcome.RETRYABLE, 500),
+                now=NOW + 2,
+            )
+        )
+        final = await store.get_job("", job.id)
+        assert final is not None
+        assert (final.state, final.attempts, final.last_status_code) == (JobState.CANCELLED, 1, 500)
+
+    async def test_expired_waiting_jobs_fail(self, store: Store) -> None:
+        job = (await store.enqueue(new_job(expires_at=NOW + 10, next_attempt_at=NOW + 60))).job
+        assert await store.fail_expired(NOW + 11) == 1
+        failed = await store.get_job("", job.id)
+        assert failed is not None
+        assert (failed.state, failed.failure_reason) == (JobState.FAILED, FailureReason.EXPIRED)
+
+    async def test_purge_removes_old_finished_jobs_and_frees_their_keys(self, store: Store) -> None:
+        job = (await store.enqueue(new_job("k"))).job
+        await store.cancel("", job.id, NOW)
+        assert await store.purge(NOW - 1) == 0
+        assert await store.purge(NOW + 1) == 1
+        assert await store.get_job("", job.id) is None
+        again = await store.enqueue(new_job("k", fingerprint="other"))
+        assert not again.replayed
+
+    async def test_a_target_with_unfinished_jobs_cannot_be_deleted(self, store: Store) -> None:
+        job = (await store.enqueue(new_job())).job
+        with pytest.raises(errors.Conflict):
+            await store.delete_target("billing")
+        await store.cancel("", job.id, NOW)
+        await store.delete_target("billing")
+        assert await store.get_target("billing") is None
+        with pytest.raises(errors.NotFound):
+            await store.delete_target("billing")
+
+    async def test_a_running_job_is_rescued_only_once_its_lease_ran_out(self, store: Store) -> None:
+        job = (await store.enqueue(new_job())).job
+        await store.claim([ClaimRequest(target="billing", limit=1)], NOW, {"billing": 30})
+        rng = random.Random(1).random
+        assert await store.rescue(NOW + 29, rng, expired_only=True) == 0
+        assert await store.rescue(NOW + 31, rng, expired_only=True) == 1
+        rescued = await store.get_job("", job.id)
+        assert rescued is not None and rescued.state is JobState.RETRYING
+
+    async def test_leases_are_extended_only_under_the_current_token(self, store: Store) -> None:
+        job = (await store.enqueue(new_job())).job
+        claimed = (
+            await store.claim([ClaimRequest(target="billing", limit=1)], NOW, {"billing": 30})
+        )[0]
+        assert await store.extend_leases({job.id: claimed.delivery + 1}, NOW + 99) == 0
+        assert await store.extend_leases({job.id: claimed.delivery}, NOW + 60) == 1
+        extended = await store.get_job("", job.id)
+        assert extended is not None and extended.lease_expires_at == NOW + 60
+        rng = random.Random(1).random
+        assert await store.rescue(NOW + 31, rng, expired_only=True) == 0  # alive: not rescued
+
+    async def test_one_holder_leads_a_duty_until_its_lease_lapses(self, store: Store) -> None:
+        assert await store.try_lead("maintenance", "a", NOW, 15)
+        assert not await store.try_lead("maintenance", "b", NOW + 5, 15)
+        assert await store.try_lead("maintenance", "a", NOW + 10, 15)  # renewed to NOW + 25
+        assert not await store.try_lead("maintenance", "b", NOW + 24, 15)
+        assert await store.try_lead("maintenance", "b", NOW + 26, 15)  # a stopped renewing
+        assert not await store.try_lead("maintenance", "a", NOW + 27, 15)
+
+    async def test_every_change_of_state_is_announced_after_its_commit(self, store: Store) -> None:
+        heard: list[list[str] | None] = []
+        store.on_change = lambda ids: heard.append(None if ids is None else list(ids))
+        now_job = (await store.enqueue(new_job("now"))).job
+        later = (await store.enqueue(new_job("later", next_attempt_at=NOW + 60))).job
+        assert heard == []  # a new job has no one waiting on it yet
+        claim = [ClaimRequest(target="billing", limit=5)]
+        claimed = await store.claim(claim, NOW + 1, {"billing": 30})
+        assert heard == [[now_job.id]]
+        done = Decision(state=JobState.SUCCEEDED, attempts=1, next_attempt_at=None)
+        finished = Completion(
+            job_id=now_job.id,
+            target="billing",
+            delivery=claimed[0].delivery,
+            decision=done,
+            attempt=attempt(1),
             now=NOW + 2,
         )
-    )
-    final = await store.get_job("", job.id)
-    assert final is not None
-    assert (final.state, final.attempts, final.last_status_code) == (JobState.CANCELLED, 1, 500)
+        assert await store.complete(finished)
+        assert heard[-1] == [now_job.id]
+        await store.claim(claim, NOW + 61, {"billing": 30})  # 'later' came due, and was claimed
+        assert heard[-1] == [later.id, later.id]
+        await store.rescue(NOW + 62, random.Random(1))
+        assert heard[-1] is None
+        cancelled = (await store.enqueue(new_job("c", next_attempt_at=NOW + 600))).job
+        await store.cancel("", cancelled.id, NOW + 63)
+        assert heard[-1] == [cancelled.id]
+        await store.retry("", cancelled.id, NOW + 64)
+        assert heard[-1] == [cancelled.id]
+        unknown = [f"no-such-job-{i}" for i in range(40_000)]  # over any driver's parameter cap
+        versions = await store.job_versions([*unknown, later.id, cancelled.id])
+        assert set(versions) == {later.id, cancelled.id}
+        assert versions[cancelled.id] == ("queued", NOW + 64)
 
+    # -- what the memory store must do alike, each proven on every backend ------
 
-async def test_expired_waiting_jobs_fail(store: SqlJobStore) -> None:
-    job = (await store.enqueue(new_job(expires_at=NOW + 10, next_attempt_at=NOW + 60))).job
-    assert await store.fail_expired(NOW + 11) == 1
-    failed = await store.get_job("", job.id)
-    assert failed is not None
-    assert (failed.state, failed.failure_reason) == (JobState.FAILED, FailureReason.EXPIRED)
+    async def test_many_producers_at_once_each_get_their_own_job(self, store: Store) -> None:
+        results = await asyncio.gather(*(store.enqueue(new_job(f"k{i}")) for i in range(300)))
+        assert len({r.job.id for r in results}) == 300 and not any(r.replayed for r in results)
+        assert store.active == 300 and await store.recount() == 300
 
+    async def test_a_new_job_keeps_what_it_says_and_takes_the_rest_from_its_target(
+        self, store: Store
+    ) -> None:
+        made = new_job(
+            max_attempts=3, expires_at=NOW + 50, headers={"x-a": "1"}, payload=b'{"a":[1]}'
+        )
+        job = (await store.enqueue(made)).job
+        assert (job.id, job.caller, job.idempotency_key, job.target) == (
+            made.id,
+            "",
+            "k",
+            "billing",
+        )
+        assert (job.max_attempts, job.expires_at, job.headers, job.payload) == (
+            3,
+            NOW + 50,
+            {"x-a": "1"},
+            b'{"a":[1]}',
+        )
+        assert (job.attempts, job.delivery, job.created_at, job.updated_at) == (0, 0, NOW, NOW)
+        assert (job.next_attempt_at, job.completed_at, job.claimed_at) == (NOW, None, None)
+        assert (job.lease_expires_at, job.last_status_code, job.last_error) == (None, None, None)
+        assert job.failure_reason is None
+        assert await store.get_job("", job.id) == job
+        no_headers = (await store.enqueue(new_job("other", headers={}))).job
+        assert no_headers.headers is None
 
-async def test_purge_removes_old_finished_jobs_and_frees_their_keys(store: SqlJobStore) -> None:
-    job = (await store.enqueue(new_job("k"))).job
-    await store.cancel("", job.id, NOW)
-    assert await store.purge(NOW - 1) == 0
-    assert await store.purge(NOW + 1) == 1
-    assert await store.get_job("", job.id) is None
-    again = await store.enqueue(new_job("k", fingerprint="other"))
-    assert not again.replayed
-
-
-async def test_a_target_with_unfinished_jobs_cannot_be_deleted(store: SqlJobStore) -> None:
-    job = (await store.enqueue(new_job())).job
-    with pytest.raises(errors.Conflict):
+    async def test_a_refusal_stands_only_for_a_key_not_yet_stored(self, store: Store) -> None:
+        """A producer sending a stored job again hears of it, whatever would refuse the
+        request now (its expires_at passed, its target deleted since)."""
+        stored = (await store.enqueue(new_job("k"))).job
+        refusal = errors.Unprocessable("expires_at is in the past")
+        replay = await store.enqueue(new_job("k", refusal=refusal))
+        assert replay.replayed and replay.job == stored
+        with pytest.raises(errors.IdempotencyKeyReused):
+            await store.enqueue(new_job("k", fingerprint="other", refusal=refusal))
+        with pytest.raises(errors.Unprocessable) as info:
+            await store.enqueue(new_job("new", refusal=refusal))
+        assert info.value is refusal
+        await store.cancel("", stored.id, NOW)
         await store.delete_target("billing")
-    await store.cancel("", job.id, NOW)
-    await store.delete_target("billing")
-    assert await store.get_target("billing") is None
-    with pytest.raises(errors.NotFound):
-        await store.delete_target("billing")
+        gone = await store.enqueue(new_job("k"))
+        assert gone.replayed and gone.job.state is JobState.CANCELLED
+        with pytest.raises(errors.UnknownTarget) as unknown:
+            await store.enqueue(new_job("new"))
+        assert unknown.value.extensions == {"target": "billing"}
+        listed = await store.list_jobs(None, state=None, target=None, limit=10, before_id=None)
+        assert [j.id for j in listed] == [stored.id]
 
+    async def test_the_very_same_request_stored_again_is_answered_as_made(
+        self, store: Store
+    ) -> None:
+        """The same request (its id too) again: as a batch run again after its commit's
+        answer was lost meets it, the job it made, not a replay."""
+        made = new_job("k")
+        first = await store.enqueue(made)
+        again = await store.enqueue(made)
+        assert not again.replayed and again.job == first.job
 
-def test_a_second_gateway_on_the_same_file_is_refused(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'one.db'}"
-    first = DatabaseLock(url)
-    first.acquire()
-    try:
-        with pytest.raises(DatabaseInUse, match="another csjd gateway"):
-            DatabaseLock(url).acquire()
-    finally:
-        first.release()
-    again = DatabaseLock(url)
-    again.acquire()  # free again once the first one let go
-    again.release()
+    async def test_a_target_in_use_says_how_many_unfinished_jobs_name_it(
+        self, store: Store
+    ) -> None:
+        await store.enqueue(new_job("a"))
+        await store.enqueue(new_job("b", next_attempt_at=NOW + 60))
+        done = await running(store, "c")
+        assert await store.complete(result(done, SUCCEEDED))
+        with pytest.raises(errors.Conflict) as info:
+            await store.delete_target("billing")
+        assert info.value.extensions == {"unfinished_jobs": 2}
+        with pytest.raises(errors.NotFound):
+            await store.delete_target("nope")
 
+    async def test_targets_are_listed_by_name(self, store: Store) -> None:
+        for name in ("search", "audit", "mail"):
+            await store.put_target(TargetSpec(name=name, url="http://x/hook"), NOW)
+        names = [t.name for t in await store.list_targets()]
+        assert names == ["audit", "billing", "mail", "search"]
+        assert await store.get_target("nope") is None
 
-async def test_a_running_job_is_rescued_only_once_its_lease_ran_out(store: SqlJobStore) -> None:
-    job = (await store.enqueue(new_job())).job
-    await store.claim([ClaimRequest(target="billing", limit=1)], NOW, {"billing": 30})
-    rng = random.Random(1).random
-    assert await store.rescue(NOW + 29, rng, expired_only=True) == 0
-    assert await store.rescue(NOW + 31, rng, expired_only=True) == 1
-    rescued = await store.get_job("", job.id)
-    assert rescued is not None and rescued.state is JobState.RETRYING
+    async def test_a_throttling_target_is_paused_never_for_less_than_it_already_is(
+        self, store: Store
+    ) -> None:
+        def throttled(until: float) -> Decision:
+            return Decision(
+                state=JobState.RETRYING,
+                attempts=1,
+                next_attempt_at=until,
+                pause_target_until=until,
+            )
 
+        jobs = [await running(store, f"k{i}") for i in range(3)]
+        assert await store.complete(result(jobs[0], throttled(NOW + 30), status=429))
+        assert await store.complete(result(jobs[1], throttled(NOW + 10), status=429))
+        target = await store.get_target("billing")
+        assert target is not None and (target.paused_until, target.updated_at) == (NOW + 30, NOW)
+        assert await store.complete(result(jobs[2], throttled(NOW + 40), status=429))
+        target = await store.get_target("billing")
+        assert target is not None and target.paused_until == NOW + 40
+        stale = result(jobs[2], throttled(NOW + 90), status=429)
+        assert not await store.complete(stale)  # a stale result moves no target either
+        target = await store.get_target("billing")
+        assert target is not None and target.paused_until == NOW + 40
+        # an operator's new configuration keeps the pause the target asked for
+        replaced, _ = await store.put_target(TargetSpec(name="billing", url="http://x/b"), NOW + 2)
+        assert replaced.paused_until == NOW + 40
 
-@pytest.mark.parametrize(("level", "code"), [("FULL", 2), ("NORMAL", 1)])
-async def test_connections_use_wal_and_the_configured_synchronous_level(
-    db_url: str, level: str, code: int
-) -> None:
-    from sqlalchemy import text
+    async def test_a_target_that_answered_gone_is_disabled(self, store: Store) -> None:
+        job = await running(store)
+        gone = Decision(
+            state=JobState.FAILED,
+            attempts=1,
+            next_attempt_at=None,
+            failure_reason=FailureReason.TARGET_GONE,
+            disable_target=True,
+        )
+        assert await store.complete(result(job, gone, at=NOW + 3, status=410))
+        target = await store.get_target("billing")
+        assert target is not None and not target.spec.enabled
+        assert (target.disabled_reason, target.updated_at) == (
+            "the target answered 410 Gone",
+            NOW + 3,
+        )
+        failed = await store.get_job("", job.id)
+        assert failed is not None
+        assert (failed.state, failed.failure_reason, failed.completed_at) == (
+            JobState.FAILED,
+            FailureReason.TARGET_GONE,
+            NOW + 3,
+        )
+        assert (failed.last_status_code, failed.lease_expires_at) == (410, None)
 
-    s = build_store(Settings(database_url=db_url, sqlite_synchronous=level))  # type: ignore[arg-type]
-    await s.open()
-    try:
+    async def test_a_result_without_a_request_keeps_the_last_answer(self, store: Store) -> None:
+        job = await running(store)
+        again = Decision(state=JobState.RETRYING, attempts=1, next_attempt_at=NOW + 5)
+        assert await store.complete(result(job, again, status=503))
+        [job] = await store.claim(
+            [ClaimRequest(target="billing", limit=1)], NOW + 5, {"billing": 30}
+        )
+        expired = Decision(
+            state=JobState.FAILED,
+            attempts=1,
+            next_attempt_at=None,
+            failure_reason=FailureReason.EXPIRED,
+        )
+        assert await store.complete(result(job, expired, at=NOW + 6, status=None, sent=False))
+        failed = await store.get_job("", job.id)
+        assert failed is not None
+        assert (failed.state, failed.last_status_code, failed.delivery) == (
+            JobState.FAILED,
+            503,
+            1,
+        )
+        assert [a.delivery for a in await store.list_attempts("", job.id) or []] == [1]
 
-        async def pragmas(conn: Conn) -> list[object]:
-            names = ("journal_mode", "synchronous", "busy_timeout")
-            return [(await conn.execute(text(f"PRAGMA {n}"))).scalar() for n in names]
+    async def test_a_rescue_writes_nothing_over_a_lease_renewed_meanwhile(
+        self, store: Store
+    ) -> None:
+        job = await running(store)  # leased until NOW + 30
+        interrupted = Decision(state=JobState.RETRYING, attempts=1, next_attempt_at=NOW + 31)
+        assert not await store.complete(result(job, interrupted, lapsed_before=NOW + 30))
+        still = await store.get_job("", job.id)
+        assert still is not None and still.state is JobState.RUNNING
+        assert await store.complete(result(job, interrupted, lapsed_before=NOW + 31))
 
-        assert await s.database.read(pragmas) == ["wal", code, 2_000]
-        assert await s.database.write(pragmas) == ["wal", code, 2_000]
-    finally:
-        await s.close()
+    async def test_jobs_are_listed_newest_first_by_caller_state_and_target(
+        self, store: Store
+    ) -> None:
+        await store.put_target(TargetSpec(name="search", url="http://x/hook"), NOW)
+        ids = [uuid7(int(NOW * 1000) + i) for i in range(5)]
+        for i, job_id in enumerate(ids):
+            target = "search" if i % 2 else "billing"
+            await store.enqueue(new_job(f"k{i}", id=job_id, target=target, caller="alice"))
+        await store.enqueue(new_job("bob's", caller="bob"))
+        await store.cancel("alice", ids[3], NOW)
 
+        async def listed(
+            caller: str | None = "alice",
+            *,
+            state: JobState | None = None,
+            target: str | None = None,
+            limit: int = 10,
+            before_id: str | None = None,
+        ) -> list[str]:
+            found = await store.list_jobs(
+                caller, state=state, target=target, limit=limit, before_id=before_id
+            )
+            return [job.id for job in found]
 
-async def test_leases_are_extended_only_under_the_current_token(store: SqlJobStore) -> None:
-    job = (await store.enqueue(new_job())).job
-    claimed = (await store.claim([ClaimRequest(target="billing", limit=1)], NOW, {"billing": 30}))[
-        0
-    ]
-    assert await store.extend_leases({job.id: claimed.delivery + 1}, NOW + 99) == 0
-    assert await store.extend_leases({job.id: claimed.delivery}, NOW + 60) == 1
-    extended = await store.get_job("", job.id)
-    assert extended is not None and extended.lease_expires_at == NOW + 60
-    rng = random.Random(1).random
-    assert await store.rescue(NOW + 31, rng, expired_only=True) == 0  # alive: not rescued
+        assert await listed() == ids[::-1]
+        assert await listed(limit=2) == [ids[4], ids[3]]
+        assert await listed(limit=2, before_id=ids[3]) == [ids[2], ids[1]]
+        assert await listed(target="search") == [ids[3], ids[1]]
+        assert await listed(state=JobState.CANCELLED) == [ids[3]]
+        assert await listed(state=JobState.QUEUED, target="search") == [ids[1]]
+        assert len(await listed(None)) == 6
+        assert await listed("carol") == []
 
+    async def test_jobs_are_counted_by_state_and_by_target(self, store: Store) -> None:
+        assert await store.next_due() is None
+        await store.enqueue(new_job("queued"))
+        await store.enqueue(new_job("later", next_attempt_at=NOW + 90))
+        await store.enqueue(new_job("soon", next_attempt_at=NOW + 60))
+        cancelled = (await store.enqueue(new_job("cancelled"))).job
+        await store.cancel("", cancelled.id, NOW)
+        await running(store, "running")
+        assert await store.count_by_state() == {
+            JobState.SCHEDULED: 2,
+            JobState.QUEUED: 1,
+            JobState.RUNNING: 1,
+            JobState.RETRYING: 0,
+            JobState.SUCCEEDED: 0,
+            JobState.FAILED: 0,
+            JobState.CANCELLED: 1,
+        }
+        assert await store.count_by_state(ACTIVE) == dict.fromkeys(ACTIVE, 0) | {
+            JobState.SCHEDULED: 2,
+            JobState.QUEUED: 1,
+            JobState.RUNNING: 1,
+        }
+        assert await store.backlog_by_target() == {
+            "billing": {"scheduled": 2, "queued": 1, "running": 1}
+        }
+        assert await store.next_due() == NOW + 60
+        assert store.active == await store.recount() == 4
 
-async def test_one_holder_leads_a_duty_until_its_lease_lapses(store: SqlJobStore) -> None:
-    assert await store.try_lead("maintenance", "a", NOW, 15)
-    assert not await store.try_lead("maintenance", "b", NOW + 5, 15)
-    assert await store.try_lead("maintenance", "a", NOW + 10, 15)  # renewed to NOW + 25
-    assert not await store.try_lead("maintenance", "b", NOW + 24, 15)
-    assert await store.try_lead("maintenance", "b", NOW + 26, 15)  # a stopped renewing
-    assert not await store.try_lead("maintenance", "a", NOW + 27, 15)
+    async def test_a_cancel_made_again_at_its_time_answers_the_cancelled_job(
+        self, store: Store
+    ) -> None:
+        """As it does when the first run's answer was lost with its connection."""
+        job = (await store.enqueue(new_job())).job
+        cancelled = await store.cancel("", job.id, NOW + 1)
+        assert await store.cancel("", job.id, NOW + 1) == cancelled
+        with pytest.raises(IllegalTransition) as info:
+            await store.cancel("", job.id, NOW + 2)
+        assert info.value.extensions == {"state": "cancelled"}
+        with pytest.raises(errors.NotFound):
+            await store.cancel("someone-else", job.id, NOW + 1)
 
+    async def test_an_operator_retry_needs_the_target_and_room_in_the_backlog(
+        self, open_store: OpenStore
+    ) -> None:
+        s = await open_store(max_backlog=2)
+        await s.put_target(TargetSpec(name="billing", url="http://x/hook"), NOW)
+        await s.put_target(TargetSpec(name="search", url="http://x/hook"), NOW)
+        cancelled = (await s.enqueue(new_job("a"))).job
+        await s.cancel("", cancelled.id, NOW)
+        orphan = (await s.enqueue(new_job("b", target="search"))).job
+        await s.cancel("", orphan.id, NOW)
+        await s.delete_target("search")
+        with pytest.raises(errors.Conflict) as info:
+            await s.retry("", orphan.id, NOW + 1)
+        assert not isinstance(info.value, IllegalTransition)
+        active = (await s.enqueue(new_job("c"))).job
+        with pytest.raises(IllegalTransition) as illegal:
+            await s.retry("", active.id, NOW + 1)
+        assert illegal.value.extensions == {"state": "queued"}
+        await s.enqueue(new_job("d"))
+        with pytest.raises(errors.BacklogFull):
+            await s.retry("", cancelled.id, NOW + 1)
+        with pytest.raises(errors.NotFound):
+            await s.retry("someone-else", cancelled.id, NOW + 1)
+        unchanged = await s.get_job("", cancelled.id)
+        assert unchanged is not None and unchanged.state is JobState.CANCELLED
 
-async def test_a_unit_of_work_that_suspends_fails_loudly_and_writes_nothing(
-    backend_url: str,
-) -> None:
-    """On SQLite a unit runs in a worker thread without an event loop: it may await
-    only its connection. Anything else is a bug, and must not half-commit."""
-    from app.storage.engine import UnitSuspended
+    async def test_an_operator_retry_of_a_sent_job_is_claimed_as_a_retry(
+        self, store: Store
+    ) -> None:
+        job = await running(store, expires_at=NOW + 100)
+        permanent = Decision(
+            state=JobState.FAILED,
+            attempts=1,
+            next_attempt_at=None,
+            failure_reason=FailureReason.PERMANENT_STATUS,
+        )
+        assert await store.complete(result(job, permanent, status=400))
+        retried = await store.retry("", job.id, NOW + 10)
+        assert (retried.state, retried.attempts, retried.delivery) == (JobState.QUEUED, 0, 1)
+        assert (retried.failure_reason, retried.completed_at, retried.next_attempt_at) == (
+            None,
+            None,
+            NOW + 10,
+        )
+        assert (retried.expires_at, retried.last_status_code) == (NOW + 110, 400)
+        firsts_only = [ClaimRequest(target="billing", limit=1, retries=0)]
+        assert await store.claim(firsts_only, NOW + 10, {"billing": 30}) == []
+        [again] = await store.claim(
+            [ClaimRequest(target="billing", limit=1)], NOW + 10, {"billing": 30}
+        )
+        assert (again.id, again.delivery) == (job.id, 2)
 
-    s = build_store(Settings(database_url=backend_url))
-    await s.open()
-    try:
-        await s.put_target(TargetSpec(name="t", url="http://127.0.0.1:9/"), NOW)
+    async def test_an_expired_job_whose_attempt_runs_is_left_to_its_attempt(
+        self, store: Store
+    ) -> None:
+        job = await running(store, expires_at=NOW + 10)
+        assert await store.fail_expired(NOW + 11) == 0
+        still = await store.get_job("", job.id)
+        assert still is not None and still.state is JobState.RUNNING
 
-        async def suspends(conn: Conn) -> None:
-            await conn.execute(text("DELETE FROM targets"))
-            await asyncio.sleep(0)
+    async def test_an_attempt_cancelled_and_lost_is_rescued_and_stays_cancelled(
+        self, store: Store
+    ) -> None:
+        job = await running(store)
+        await store.cancel("", job.id, NOW + 1)
+        assert await store.extend_leases({job.id: job.delivery}, NOW + 60) == 1
+        assert await store.rescue(NOW + 61, random.Random(1).random, expired_only=True) == 1
+        rescued = await store.get_job("", job.id)
+        assert rescued is not None
+        assert (rescued.state, rescued.attempts, rescued.lease_expires_at) == (
+            JobState.CANCELLED,
+            1,
+            None,
+        )
+        assert (rescued.completed_at, rescued.updated_at) == (NOW + 1, NOW + 61)
+        [lost] = await store.list_attempts("", job.id) or []
+        assert (lost.delivery, lost.outcome, lost.started_at, lost.finished_at) == (
+            1,
+            Outcome.INTERRUPTED,
+            NOW,
+            NOW + 61,
+        )
+        assert not await store.complete(result(job, SUCCEEDED, at=NOW + 62))  # too late
+        assert await store.extend_leases({job.id: job.delivery}, NOW + 90) == 0
 
-        if s.database.dialect.name == "sqlite":
-            with pytest.raises(UnitSuspended):
-                await s.database.write(suspends)
-        else:  # natively asynchronous: the same unit is simply fine there
-            await s.database.write(suspends)
-            await s.put_target(TargetSpec(name="t", url="http://127.0.0.1:9/"), NOW)
-        assert [t.name for t in await s.list_targets()] == ["t"]
-    finally:
-        await s.close()
+    async def test_purge_keeps_unfinished_and_recently_finished_jobs(self, store: Store) -> None:
+        queued = (await store.enqueue(new_job("queued"))).job
+        old = await running(store, "old")
+        assert await store.complete(result(old, SUCCEEDED, at=NOW + 1))
+        recent = await running(store, "recent")
+        assert await store.complete(result(recent, SUCCEEDED, at=NOW + 10))
+        assert await store.purge(NOW + 5) == 1
+        assert await store.get_job("", old.id) is None
+        assert await store.list_attempts("", old.id) is None
+        assert await store.get_job("", queued.id) is not None
+        assert await store.get_job("", recent.id) is not None
 
+    async def test_a_claim_without_room_takes_nothing_yet_brings_jobs_due(
+        self, store: Store
+    ) -> None:
+        await store.put_target(TargetSpec(name="search", url="http://x/hook"), NOW)
+        scheduled = (await store.enqueue(new_job("s", next_attempt_at=NOW + 10))).job
+        await store.enqueue(new_job("other", target="search"))
+        none = [ClaimRequest(target="billing", limit=0)]
+        assert await store.claim(none, NOW + 10, {"billing": 30}) == []
+        due = await store.get_job("", scheduled.id)
+        assert due is not None and (due.state, due.updated_at) == (JobState.QUEUED, NOW + 10)
+        [claimed] = await store.claim(
+            [ClaimRequest(target="billing", limit=5)], NOW + 11, {"billing": 30}
+        )
+        assert claimed.id == scheduled.id  # and none of another target's jobs
+        assert (claimed.claimed_at, claimed.updated_at) == (NOW + 11, NOW + 11)
 
-async def test_every_change_of_state_is_announced_after_its_commit(store: SqlJobStore) -> None:
-    heard: list[list[str] | None] = []
-    store.on_change = lambda ids: heard.append(None if ids is None else list(ids))
-    now_job = (await store.enqueue(new_job("now"))).job
-    later = (await store.enqueue(new_job("later", next_attempt_at=NOW + 60))).job
-    assert heard == []  # a new job has no one waiting on it yet
-    claim = [ClaimRequest(target="billing", limit=5)]
-    claimed = await store.claim(claim, NOW + 1, {"billing": 30})
-    assert heard == [[now_job.id]]
-    done = Decision(state=JobState.SUCCEEDED, attempts=1, next_attempt_at=None)
-    finished = Completion(
-        job_id=now_job.id,
-        target="billing",
-        delivery=claimed[0].delivery,
-        decision=done,
-        attempt=attempt(1),
-        now=NOW + 2,
-    )
-    assert await store.complete(finished)
-    assert heard[-1] == [now_job.id]
-    await store.claim(claim, NOW + 61, {"billing": 30})  # 'later' came due, and was claimed
-    assert heard[-1] == [later.id, later.id]
-    await store.rescue(NOW + 62, random.Random(1))
-    assert heard[-1] is None
-    cancelled = (await store.enqueue(new_job("c", next_attempt_at=NOW + 600))).job
-    await store.cancel("", cancelled.id, NOW + 63)
-    assert heard[-1] == [cancelled.id]
-    await store.retry("", cancelled.id, NOW + 64)
-    assert heard[-1] == [cancelled.id]
-    unknown = [f"no-such-job-{i}" for i in range(40_000)]  # over any driver's parameter cap
-    versions = await store.job_versions([*unknown, later.id, cancelled.id])
-    assert set(versions) == {later.id, cancelled.id}
-    assert versions[cancelled.id] == ("queued", NOW + 64)
+    async def test_nothing_changed_is_announced_as_nothing(self, store: Store) -> None:
+        heard: list[list[str] | None] = []
+        store.on_change = lambda ids: heard.append(None if ids is None else list(ids))
+        job = await running(store, expires_at=NOW + 100)
+        assert heard == [[job.id]]
+        heard.clear()
+        assert (
+            await store.claim([ClaimRequest(target="billing", limit=5)], NOW, {"billing": 30}) == []
+        )
+        assert not await store.complete(replace(result(job, SUCCEEDED), delivery=job.delivery + 1))
+        assert await store.fail_expired(NOW + 50) == 0
+        assert await store.rescue(NOW + 1, random.Random(1).random, expired_only=True) == 0
+        assert heard == []
+        waiting = (await store.enqueue(new_job("w", expires_at=NOW + 100))).job
+        assert await store.fail_expired(NOW + 100) == 1
+        assert heard == [None]
+        assert (await store.get_job("", waiting.id)).state is JobState.FAILED  # type: ignore[union-attr]
+
+    async def test_activity_counts_a_cancelled_job_only_as_accepted(self, store: Store) -> None:
+        job = (await store.enqueue(new_job(id=uuid7(int(NOW * 1000) + 1)))).job
+        await store.cancel("", job.id, NOW + 1)
+        at_the_end = NOW + 60  # the window's end is not in it
+        await store.enqueue(
+            new_job("late", id=uuid7(int(at_the_end * 1000)), created_at=at_the_end)
+        )
+        [accepted] = await store.activity(NOW, NOW + 60, 60)
+        assert (accepted.target, accepted.kind, accepted.bucket, accepted.count) == (
+            "billing",
+            "accepted",
+            0,
+            1,
+        )
+
+    async def test_times_that_end_at_now_have_ended_only_for_what_is_due(
+        self, store: Store
+    ) -> None:
+        """A job due or expiring at ``now`` is due or expired; a lease or a leadership
+        ending at ``now`` still holds."""
+        assert await store.try_lead("maintenance", "a", NOW, 15)
+        assert not await store.try_lead("maintenance", "b", NOW + 15, 15)
+        job = await running(store, "running")  # leased until NOW + 30
+        assert await store.rescue(NOW + 30, random.Random(1).random, expired_only=True) == 0
+        waiting = (await store.enqueue(new_job("w", expires_at=NOW + 40))).job
+        assert await store.fail_expired(NOW + 40) == 1
+        assert await store.rescue(NOW + 31, random.Random(1).random, expired_only=True) == 1
+        rescued = await store.get_job("", job.id)
+        failed = await store.get_job("", waiting.id)
+        assert rescued is not None and rescued.state is JobState.RETRYING
+        assert failed is not None and failed.state is JobState.FAILED
+
+    async def test_the_store_answers_a_ping_and_tells_the_time(self, store: Store) -> None:
+        await store.ping()
+        assert abs(await store.database_time() - time.time()) < 5
+
+    # -- the diagram: every edge the store takes, every other move it refuses ----
+
+    @pytest.mark.parametrize(("state", "event"), EDGES, ids=[f"{s}-{e}" for s, e in EDGES])
+    async def test_the_store_moves_a_job_along_each_edge_of_the_diagram(
+        self, store: Store, state: JobState, event: Event
+    ) -> None:
+        job = await job_in(store, state)
+        await take(store, job, event)
+        moved = await store.get_job("", job.id)
+        assert moved is not None and moved.state is transition(state, event)
+
+    @pytest.mark.parametrize(("state", "event"), NON_EDGES, ids=[f"{s}-{e}" for s, e in NON_EDGES])
+    async def test_the_store_refuses_or_ignores_each_move_the_diagram_lacks(
+        self, store: Store, state: JobState, event: Event
+    ) -> None:
+        with pytest.raises(IllegalTransition):
+            transition(state, event)
+        job = await job_in(store, state)
+        attempts = await store.list_attempts("", job.id)
+        # an operator hears why not; the dispatcher's writes and maintenance match nothing
+        refused = event in (Event.CANCEL, Event.OPERATOR_RETRY)
+        with pytest.raises(IllegalTransition) if refused else contextlib.nullcontext():
+            await take(store, job, event)
+        assert await store.get_job("", job.id) == job
+        assert await store.list_attempts("", job.id) == attempts
