@@ -42,22 +42,19 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.core import errors
-from app.core.answer import EXCERPT_BYTES, storable
 from app.core.attempt import AttemptRecord, Completion, rescued
 from app.core.job import (
     ACTIVE,
     TERMINAL,
     Enqueued,
-    FailureReason,
     IllegalTransition,
     JobRecord,
     JobState,
     NewJob,
     admit,
 )
-from app.core.outcome import Outcome
 from app.core.retry import Random
-from app.core.target import SPEC_FIELDS, Effects, TargetRecord, TargetSpec, disabled_reason, effects
+from app.core.target import SPEC_FIELDS, Effects, TargetRecord, TargetSpec, effects
 from app.storage.base import ATTEMPTS_PAGE, Activity, ClaimRequest
 from app.storage.engine import Conn, Database, Unit
 from app.storage.faults import Fault, classify
@@ -69,6 +66,15 @@ from app.storage.group import (
     unavailable,
 )
 from app.storage.models import ACTIVE_SQL, FINISHED_SQL, attempts, jobs, targets
+from app.storage.records import (
+    attempt_record,
+    attempt_row,
+    completion_params,
+    job_record,
+    job_row,
+    target_record,
+    target_row,
+)
 
 T = TypeVar("T")
 
@@ -249,44 +255,6 @@ async def _complete_running(conn: Conn, chunk: list[dict[str, Any]]) -> Any:
     return (await conn.exec_driver_sql(sql, args)).all()
 
 
-def _completion_params(c: Completion) -> dict[str, Any]:
-    d = c.decision
-    a = c.attempt
-    return {
-        "id": c.job_id,
-        "delivery": c.delivery,
-        "state": d.state.value,
-        "attempts": d.attempts,
-        "next_attempt_at": d.next_attempt_at,
-        "completed_at": c.now if d.state not in ACTIVE else None,
-        "failure_reason": d.failure_reason.value if d.failure_reason else None,
-        "recorded": 1 if a else 0,
-        "status_code": a.status_code if a else None,
-        "error": storable(a.error, 1024) if a else None,
-        "now": c.now,
-        "unsent": 0 if c.sent else 1,
-        "lapsed_before": c.lapsed_before,
-    }
-
-
-def _attempt_row(c: Completion) -> dict[str, Any]:
-    a = c.attempt
-    assert a is not None
-    return {
-        "job_id": c.job_id,
-        "n": a.delivery,
-        "started_at": a.started_at,
-        "finished_at": a.finished_at,
-        "duration_ms": a.duration_ms,
-        "status_code": a.status_code,
-        "outcome": a.outcome.value,
-        "error": storable(a.error, 1024),
-        "response_excerpt": storable(a.response_excerpt, EXCERPT_BYTES),
-        "content_type": storable(a.content_type, 255),
-        "response_bytes": a.response_bytes,
-    }
-
-
 # built once: building a select per call (and its cache key) cost more than running it
 _TARGET_BY_NAME = select(targets).where(targets.c.name == bindparam("name"))
 # Replicas loading one targets file at once upsert the same names: the primary
@@ -366,60 +334,6 @@ _STALE_RUNNING_PG = text(_STALE_RUNNING_SQL.format(lock=_SKIP_LOCKED)).columns(*
 PURGE_BATCH = 5000
 #: how long a read is tried again after transient errors before it answers 503
 READ_BUDGET_S = 1.0
-
-
-def job_record(row: RowMapping) -> JobRecord:
-    reason = row["failure_reason"]
-    return JobRecord(
-        id=row["id"],
-        caller=row["caller"],
-        idempotency_key=row["idempotency_key"],
-        target=row["target"],
-        state=JobState(row["state"]),
-        attempts=row["attempts"],
-        delivery=row["deliveries"],
-        max_attempts=row["max_attempts"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        next_attempt_at=row["next_attempt_at"],
-        expires_at=row["expires_at"],
-        completed_at=row["completed_at"],
-        claimed_at=row["claimed_at"],
-        lease_expires_at=row["lease_expires_at"],
-        last_status_code=row["last_status_code"],
-        last_error=row["last_error"],
-        failure_reason=FailureReason(reason) if reason else None,
-        payload=bytes(row["payload"]),
-        headers=row["headers"],
-    )
-
-
-def target_record(row: RowMapping) -> TargetRecord:
-    fields: dict[str, Any] = {name: row[name] for name in SPEC_FIELDS}
-    fields.update(headers=dict(row["headers"] or {}), enabled=bool(row["enabled"]))
-    spec = TargetSpec(name=row["name"], **fields)
-    return TargetRecord(
-        spec=spec,
-        disabled_reason=row["disabled_reason"],
-        paused_until=row["paused_until"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-    )
-
-
-def attempt_record(row: RowMapping) -> AttemptRecord:
-    return AttemptRecord(
-        delivery=row["n"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        duration_ms=row["duration_ms"],
-        status_code=row["status_code"],
-        outcome=Outcome(row["outcome"]),
-        error=row["error"],
-        response_excerpt=row["response_excerpt"],
-        content_type=row["content_type"],
-        response_bytes=row["response_bytes"],
-    )
 
 
 def list_query(
@@ -606,14 +520,7 @@ class SqlJobStore:
     # -- targets -----------------------------------------------------------
 
     async def put_target(self, spec: TargetSpec, now: float) -> tuple[TargetRecord, bool]:
-        parameters: dict[str, Any] = {
-            "name": spec.name,
-            **{name: getattr(spec, name) for name in SPEC_FIELDS},
-            "headers": dict(spec.headers),
-            "disabled_reason": disabled_reason(spec),
-            "created_at": now,
-            "updated_at": now,
-        }
+        parameters = target_row(spec, now)
 
         async def op(tx: Tx) -> tuple[TargetRecord, bool]:
             if self._pg:
@@ -1057,7 +964,7 @@ class SqlJobStore:
 
     async def _complete_batch(self, tx: Tx, batch: list[Completion]) -> list[bool]:
         """Write many attempts' results in a few statements; stale ones change nothing."""
-        params = [_completion_params(c) for c in batch]
+        params = [completion_params(c) for c in batch]
         matched: set[str] = set()
         for start in range(0, len(batch), COMPLETE_CHUNK):
             chunk = params[start : start + COMPLETE_CHUNK]
@@ -1072,7 +979,7 @@ class SqlJobStore:
                 # rare: cancelled while the attempt ran (recorded, stays cancelled), or stale
                 written.append(bool((await tx.conn.execute(_COMPLETE_CANCELLED, p)).rowcount))
         self._adjust_active(tx, -finished)
-        rows = [_attempt_row(c) for c, ok in zip(batch, written, strict=True) if ok and c.attempt]
+        rows = [attempt_row(c) for c, ok in zip(batch, written, strict=True) if ok and c.attempt]
         if rows:
             await tx.conn.execute(_INSERT_ATTEMPTS, rows)
         for c, ok in zip(batch, written, strict=True):
@@ -1205,24 +1112,3 @@ def _key_reused(job: NewJob, row: RowMapping) -> errors.CsjdError:
         f"(job {row['id']})",
         extensions={"job_id": row["id"]},
     )
-
-
-def job_row(job: JobRecord, fingerprint: str) -> dict[str, Any]:
-    """The ``jobs`` row of a job just admitted (``app.core.job.admit``)."""
-    return {
-        "id": job.id,
-        "caller": job.caller,
-        "idempotency_key": job.idempotency_key,
-        "fingerprint": fingerprint,
-        "target": job.target,
-        "payload": job.payload,
-        "headers": job.headers,
-        "state": job.state.value,
-        "attempts": job.attempts,
-        "deliveries": job.delivery,
-        "max_attempts": job.max_attempts,
-        "created_at": job.created_at,
-        "updated_at": job.updated_at,
-        "next_attempt_at": job.next_attempt_at,
-        "expires_at": job.expires_at,
-    }
