@@ -1,45 +1,27 @@
 """``SqlJobStore``: the ``JobStore`` over SQLAlchemy Core, for SQLite and Postgres.
 
 Writes go through one ``GroupCommitter`` (see ``group.py``); reads use their
-own pool. Hot-path statements are plain SQL with literal state names so that
-the partial indexes of ``models.py`` match them. Expected refusals (unknown
-target, reused key, full backlog) are returned by operations as values and
-raised afterwards, so they never roll back other callers' writes.
-
-Plans. Each hot statement is written for one index (``models.py``) and
-``tests/storage/test_plans.py`` checks that both backends use it. Postgres
-plans from the statistics that autovacuum keeps. SQLite is never analysed:
-statistics are a snapshot, and a snapshot taken while the backlog was empty
-(or all finished) would keep steering the planner after the table changed
-shape, while without them its choices follow from the statements and the
-indexes alone and do not drift. So the statements carry what the planner
-needs: a set of states is named with the exact term of its partial index,
-and a term that must not lead to an index is written so that it cannot
-(``NOT IN``, a closed range where an open one lost to a scan).
+own pool. The statements are written once (``statements.py``); where the
+backends differ the store calls its ``Dialect`` (``dialect.py``) and never
+asks which one it holds. Expected refusals (unknown target, reused key, full
+backlog) are returned by operations as values and raised afterwards, so they
+never roll back other callers' writes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from functools import partial
 from itertools import chain
 from typing import Any, TypeVar
 
 from sqlalchemy import (
-    Boolean,
     RowMapping,
-    Select,
-    TextClause,
-    bindparam,
-    insert,
-    literal_column,
     select,
     text,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 
 from app.core import errors
 from app.core.attempt import AttemptRecord, Completion, rescued
@@ -54,8 +36,10 @@ from app.core.job import (
     admit,
 )
 from app.core.retry import Random
-from app.core.target import SPEC_FIELDS, Effects, TargetRecord, TargetSpec, effects
+from app.core.target import Effects, TargetRecord, TargetSpec, effects
+from app.storage import statements
 from app.storage.base import ATTEMPTS_PAGE, Activity, ClaimRequest
+from app.storage.dialect import Dialect
 from app.storage.engine import Conn, Database, Unit
 from app.storage.faults import Fault, classify
 from app.storage.group import (
@@ -65,7 +49,7 @@ from app.storage.group import (
     Tx,
     unavailable,
 )
-from app.storage.models import ACTIVE_SQL, FINISHED_SQL, attempts, jobs, targets
+from app.storage.models import attempts, jobs, targets
 from app.storage.records import (
     attempt_record,
     attempt_row,
@@ -75,341 +59,21 @@ from app.storage.records import (
     target_record,
     target_row,
 )
+from app.storage.statements import (
+    COMPLETE_CHUNK,
+    PURGE_BATCH,
+    TARGET_BY_NAME,
+    VERSIONS_CHUNK,
+    Statements,
+    activity_params,
+    list_query,
+)
 
 T = TypeVar("T")
 
-_COLUMNS = ", ".join(c.name for c in jobs.c)
 _ACTIVE_DELTA = "active_delta"
-
-# The (caller, idempotency_key) constraint, not a read, decides who made the job;
-# executed with many rows, SQLAlchemy sends them as multi-row INSERTs.
-_INSERT_SQLITE = (
-    sqlite.insert(jobs)
-    .on_conflict_do_nothing(index_elements=["caller", "idempotency_key"])
-    .returning(jobs.c.id)
-)
-_INSERT_PG = (
-    postgresql.insert(jobs)
-    .on_conflict_do_nothing(index_elements=["caller", "idempotency_key"])
-    .returning(jobs.c.id)
-)
-_PROMOTE = text(
-    "UPDATE jobs SET state = 'queued', updated_at = :now "
-    "WHERE state IN ('scheduled', 'retrying') AND next_attempt_at <= :now RETURNING id"
-)
-#: due jobs one claim round promotes on Postgres (the rest in the next rounds), so
-#: a mass of jobs coming due together does not hold the claim's transaction long
-PROMOTE_BATCH = 10_000
-# Replicas promote at once: each takes the rows no other is promoting, never waits.
-_PROMOTE_PG = text(
-    "UPDATE jobs SET state = 'queued', updated_at = :now WHERE id IN (SELECT id FROM jobs "
-    "WHERE state IN ('scheduled', 'retrying') AND next_attempt_at <= :now "
-    f"LIMIT {PROMOTE_BATCH} FOR UPDATE SKIP LOCKED) RETURNING id"
-)
-# First attempts and retries are read apart, each along its own partial index,
-# so a bound on retries never makes a claim walk past retries left waiting (nor
-# past first attempts); together they keep the order in which jobs came due.
-_CLAIM_SQL = (
-    "UPDATE jobs SET state = 'running', deliveries = deliveries + 1, claimed_at = :now, "
-    "lease_expires_at = :lease_expires_at, updated_at = :now "
-    "WHERE id IN (SELECT id FROM ("
-    "SELECT id, next_attempt_at FROM (SELECT id, next_attempt_at FROM jobs "
-    "WHERE state = 'queued' AND deliveries = 0 AND target = :target "
-    "ORDER BY next_attempt_at LIMIT :limit{lock}) AS firsts "
-    "UNION ALL "
-    "SELECT id, next_attempt_at FROM (SELECT id, next_attempt_at FROM jobs "
-    "WHERE state = 'queued' AND deliveries > 0 AND target = :target "
-    "ORDER BY next_attempt_at LIMIT :retries{lock}) AS retries"
-    ") AS due ORDER BY next_attempt_at LIMIT :limit) "
-    f"RETURNING {_COLUMNS}"
-)
-_CLAIM = text(_CLAIM_SQL.format(lock="")).columns(*jobs.c)
-_CLAIMED_AT = text(
-    f"SELECT {_COLUMNS} FROM jobs WHERE lease_expires_at IS NOT NULL AND claimed_at = :now "
-    "AND state = 'running'"
-).columns(*jobs.c)
-# Replicas skip rows another replica is claiming instead of waiting for them.
-_CLAIM_PG = text(_CLAIM_SQL.format(lock=" FOR UPDATE SKIP LOCKED")).columns(*jobs.c)
-# A target's max_concurrency holds across replicas: one replica at a time
-# counts a target's running jobs and claims (a transaction-scoped advisory
-# lock); a replica that finds it taken skips the target this round instead of
-# waiting, and the one that holds it commits its claim within milliseconds.
-CLAIM_LOCK_CLASS = 0x63736A64  # "csjd"
-_TARGET_ROOM_PG = text(
-    "SELECT CASE WHEN pg_try_advisory_xact_lock(:lock_class, hashtext(t.name)) "
-    "THEN t.max_concurrency - (SELECT count(*) FROM jobs "
-    "WHERE jobs.target = t.name AND jobs.state = 'running') ELSE 0 END "
-    "FROM targets t WHERE t.name = :target"
-)
-# Intake holds the targets it names against a delete (which locks FOR UPDATE)
-# until its jobs are committed; key-share locks conflict with nothing else.
-_LOCK_TARGETS_PG = text(
-    "SELECT * FROM targets WHERE name IN :names ORDER BY name FOR KEY SHARE"
-).bindparams(bindparam("names", expanding=True))
-_LOCK_TARGET_FOR_DELETE_PG = text(
-    "SELECT name FROM targets WHERE name = :name FOR UPDATE SKIP LOCKED"
-)
-_DATABASE_TIME_PG = text("SELECT extract(epoch FROM clock_timestamp())::float8")
-_NOTIFY_PG = text("SELECT pg_notify('csjd_jobs', '')")
-# One row per duty: the holder renews it; anyone may take it once it lapsed.
-_LEAD = text(
-    "INSERT INTO leaders (name, holder, expires_at) VALUES (:name, :holder, :until) "
-    "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
-    "expires_at = excluded.expires_at "
-    "WHERE leaders.holder = excluded.holder OR leaders.expires_at < :now "
-    "RETURNING holder"
-)
-# A job cancelled while its attempt ran: record the attempt, keep it cancelled.
-_COMPLETE_CANCELLED = text(
-    "UPDATE jobs SET attempts = :attempts, "
-    "last_status_code = CASE WHEN :recorded = 1 THEN :status_code ELSE last_status_code END, "
-    "last_error = CASE WHEN :recorded = 1 THEN :error ELSE last_error END, "
-    "lease_expires_at = NULL, updated_at = :now "
-    "WHERE id = :id AND deliveries = :delivery AND state = 'cancelled' "
-    "AND lease_expires_at IS NOT NULL AND (CAST(:lapsed_before AS DOUBLE PRECISION) IS NULL "
-    "OR lease_expires_at < CAST(:lapsed_before AS DOUBLE PRECISION))"
-)
-_FAIL_EXPIRED_SQL = (
-    "UPDATE jobs SET state = 'failed', failure_reason = 'expired', completed_at = :now, "
-    "next_attempt_at = NULL, updated_at = :now "
-    "WHERE {where}"
-)
-_EXPIRED = "state IN ('scheduled', 'queued', 'retrying') AND expires_at <= :now"
-_FAIL_EXPIRED = text(_FAIL_EXPIRED_SQL.format(where=_EXPIRED))
-_FAIL_EXPIRED_PG = text(
-    _FAIL_EXPIRED_SQL.format(
-        where=f"id IN (SELECT id FROM jobs WHERE {_EXPIRED} FOR UPDATE SKIP LOCKED)"
-    )
-)
-# One statement completes a whole chunk of attempts (UPDATE ... FROM a VALUES
-# list); the guard on the delivery number (the lease token) and state makes stale rows
-# match nothing, and RETURNING says which rows were written.
-_COMPLETE_FIELDS = (
-    "id",
-    "delivery",
-    "state",
-    "attempts",
-    "next_attempt_at",
-    "completed_at",
-    "failure_reason",
-    "recorded",
-    "status_code",
-    "error",
-    "now",
-    "unsent",
-    "lapsed_before",
-)
-_COMPLETE_SQL_HEAD = f"WITH v({', '.join(_COMPLETE_FIELDS)}) AS (VALUES "
-_COMPLETE_SQL_TAIL = (
-    ") UPDATE jobs SET state = v.state, attempts = v.attempts, "
-    "next_attempt_at = v.next_attempt_at, completed_at = v.completed_at, "
-    "failure_reason = v.failure_reason, "
-    "last_status_code = CASE WHEN v.recorded = 1 THEN v.status_code "
-    "ELSE jobs.last_status_code END, "
-    "last_error = CASE WHEN v.recorded = 1 THEN v.error ELSE jobs.last_error END, "
-    "lease_expires_at = NULL, updated_at = v.now, deliveries = jobs.deliveries - v.unsent "
-    "FROM v WHERE jobs.id = v.id AND jobs.deliveries = v.delivery AND jobs.state = 'running' "
-    # a rescue writes only over a lease still lapsed (a heartbeat may have renewed it)
-    "AND (v.lapsed_before IS NULL OR jobs.lease_expires_at < v.lapsed_before) "
-    "RETURNING jobs.id"
-)
-_COMPLETE_TYPES = (
-    "varchar",
-    "int",
-    "varchar",
-    "int",
-    "float8",
-    "float8",
-    "varchar",
-    "int",
-    "int",
-    "varchar",
-    "float8",
-    "int",
-    "float8",
-)
-COMPLETE_CHUNK = 500
-#: watched jobs whose versions one statement reads
-VERSIONS_CHUNK = 500
-
-
-def values_rows(conn: Conn, rows: int, types: Sequence[str], start: int = 1) -> str:
-    """``(?, ?), (?, ?)`` for SQLite; numbered and typed ``($1::int, …)`` for Postgres,
-    which cannot infer the types of parameters in a VALUES list."""
-    width = len(types)
-    if conn.dialect.name != "postgresql":
-        return ", ".join(["(" + ", ".join("?" * width) + ")"] * rows)
-    return ", ".join(
-        "(" + ", ".join(f"${start + r * width + i}::{t}" for i, t in enumerate(types)) + ")"
-        for r in range(rows)
-    )
-
-
-def placeholder(conn: Conn, n: int, type_: str) -> str:
-    return f"${n}::{type_}" if conn.dialect.name == "postgresql" else "?"
-
-
-async def _complete_running(conn: Conn, chunk: list[dict[str, Any]]) -> Any:
-    sql = _COMPLETE_SQL_HEAD + values_rows(conn, len(chunk), _COMPLETE_TYPES) + _COMPLETE_SQL_TAIL
-    args = tuple(p[f] for p in chunk for f in _COMPLETE_FIELDS)
-    return (await conn.exec_driver_sql(sql, args)).all()
-
-
-# built once: building a select per call (and its cache key) cost more than running it
-_TARGET_BY_NAME = select(targets).where(targets.c.name == bindparam("name"))
-# Replicas loading one targets file at once upsert the same names: the primary
-# key, not an earlier read, decides who creates a target, and the others replace
-# it rather than fail. ``created_at`` is written on insert only.
-_TARGET_FIELDS = (*SPEC_FIELDS, "disabled_reason", "updated_at")
-
-
-def _upsert_target(dialect_insert: Any) -> Any:
-    statement = dialect_insert(targets).values(
-        {name: bindparam(name) for name in ("name", "created_at", *_TARGET_FIELDS)}
-    )
-    return statement.on_conflict_do_update(
-        index_elements=[targets.c.name],
-        set_={name: statement.excluded[name] for name in _TARGET_FIELDS},
-    )
-
-
-# On Postgres the row says which it was: only a row this statement inserted has
-# no xmax (an update leaves there the row lock it took), in or out of a batch.
-_UPSERT_TARGET_PG = _upsert_target(postgresql.insert).returning(
-    *targets.c, literal_column("xmax = 0", Boolean).label("inserted")
-)
-_UPSERT_TARGET_SQLITE = _upsert_target(sqlite.insert).returning(*targets.c)
-_INSERT_ATTEMPTS = insert(attempts)
-_JOB = select(jobs).where(jobs.c.id == bindparam("id"), jobs.c.caller == bindparam("caller"))
-_JOB_OF_ANYONE = select(jobs).where(jobs.c.id == bindparam("id"))
-# Each set of states is counted from its own partial index, never from the
-# table: the unfinished ones hold the backlog (bounded by CSJD_MAX_BACKLOG), the
-# finished ones everything kept for CSJD_RETENTION_S (see count_by_state).
-_COUNT_ACTIVE_BY_STATE = text(f"SELECT state, count(*) FROM jobs WHERE {ACTIVE_SQL} GROUP BY state")
-_COUNT_FINISHED_BY_STATE = text(
-    f"SELECT state, count(*) FROM jobs WHERE {FINISHED_SQL} GROUP BY state"
-)
-_NEXT_DUE = text("SELECT min(next_attempt_at) FROM jobs WHERE state IN ('scheduled', 'retrying')")
-_COUNT_ACTIVE = text(f"SELECT count(*) FROM jobs WHERE {ACTIVE_SQL}")
-_BACKLOG = text(
-    f"SELECT target, state, count(*) FROM jobs WHERE {ACTIVE_SQL} GROUP BY target, state"
-)
-_BUSY = text(f"SELECT count(*) FROM jobs WHERE target = :t AND {ACTIVE_SQL}")
-_CANCEL = text(
-    "UPDATE jobs SET state = 'cancelled', completed_at = :now, next_attempt_at = NULL, "
-    "updated_at = :now "
-    f"WHERE id = :id AND caller = :caller AND {ACTIVE_SQL} "
-    f"RETURNING {_COLUMNS}"
-).columns(*jobs.c)
-_RETRY = text(
-    "UPDATE jobs SET state = 'queued', attempts = 0, failure_reason = NULL, "
-    "completed_at = NULL, next_attempt_at = :now, "
-    "expires_at = :now + (expires_at - created_at), lease_expires_at = NULL, "
-    "updated_at = :now "
-    "WHERE id = :id AND caller = :caller AND state IN ('failed', 'cancelled') "
-    f"RETURNING {_COLUMNS}"
-).columns(*jobs.c)
-# The oldest finished jobs, by ix_jobs_completed. Only finished jobs have a
-# completed_at; the state check stays as a guard, written NOT IN so that it is
-# not ix_jobs_finished's term, which SQLite would take for the cheaper way in.
-_PURGEABLE = (
-    "SELECT id FROM jobs WHERE completed_at IS NOT NULL AND completed_at < :before "
-    "AND state NOT IN ('scheduled', 'queued', 'running', 'retrying') LIMIT :limit{lock}"
-)
-_SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"
-_PURGE_ATTEMPTS = text(f"DELETE FROM attempts WHERE job_id IN ({_PURGEABLE.format(lock='')})")
-_PURGE_ATTEMPTS_PG = text(
-    f"DELETE FROM attempts WHERE job_id IN ({_PURGEABLE.format(lock=_SKIP_LOCKED)})"
-)
-_PURGE_JOBS = text(f"DELETE FROM jobs WHERE id IN ({_PURGEABLE.format(lock='')})")
-_PURGE_JOBS_PG = text(f"DELETE FROM jobs WHERE id IN ({_PURGEABLE.format(lock=_SKIP_LOCKED)})")
-_STALE_RUNNING_SQL = (
-    f"SELECT {_COLUMNS} FROM jobs WHERE lease_expires_at IS NOT NULL "
-    "AND lease_expires_at < :before AND state IN ('running', 'cancelled'){lock}"
-)
-_STALE_RUNNING = text(_STALE_RUNNING_SQL.format(lock="")).columns(*jobs.c)
-# rows another replica is completing right now are not stale: skipped, never waited for
-_STALE_RUNNING_PG = text(_STALE_RUNNING_SQL.format(lock=_SKIP_LOCKED)).columns(*jobs.c)
-
-PURGE_BATCH = 5000
 #: how long a read is tried again after transient errors before it answers 503
 READ_BUDGET_S = 1.0
-
-
-def list_query(
-    caller: str | None,
-    *,
-    state: JobState | None,
-    target: str | None,
-    limit: int,
-    before_id: str | None,
-) -> Select[Any]:
-    """``GET /jobs``: by ``(caller, id)`` or ``(target, id)``, or by the partial index of
-    the state asked for, which the statement names by its exact term (``models.py``)."""
-    query = select(jobs)
-    if caller is not None:
-        query = query.where(jobs.c.caller == caller)
-    if state is not None:
-        query = query.where(jobs.c.state == state.value)
-        query = query.where(text(FINISHED_SQL if state in TERMINAL else ACTIVE_SQL))
-    if target is not None:
-        query = query.where(jobs.c.target == target)
-    if before_id is not None:
-        query = query.where(jobs.c.id < before_id)
-    return query.order_by(jobs.c.id.desc()).limit(limit)
-
-
-def _first_id(ts: float) -> str:
-    """The smallest UUIDv7 (see ``app/core/ids.py``) of the millisecond ``ts`` falls in."""
-    h = f"{(int(ts * 1000) & ((1 << 48) - 1)) << 80 | 0x7 << 76:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-def _bucket(postgres: bool, column: str) -> str:
-    """SQL for the bucket a timestamp falls in, counted from ``:since``."""
-    if postgres:
-        return f"CAST(floor(({column} - :since) / :bucket_s) AS INTEGER)"
-    # SQLite's CAST truncates, which is floor for the non-negative values selected
-    return f"CAST(({column} - :since) / :bucket_s AS INTEGER)"
-
-
-def _activity(postgres: bool) -> tuple[TextClause, TextClause]:
-    """The dashboard's two counts: jobs accepted (by the primary key: ids are made
-    from the creation time) and jobs finished (by ``ix_jobs_completed``), both in a
-    window, so a refresh reads the window's rows and never the whole table."""
-    accepted = text(
-        f"SELECT target, {_bucket(postgres, 'created_at')} AS b, count(*) FROM jobs "
-        "WHERE id >= :first_id AND id <= :last_id "
-        "AND created_at >= :since AND created_at < :until GROUP BY target, b"
-    )
-    finished = text(
-        f"SELECT target, state, {_bucket(postgres, 'completed_at')} AS b, count(*) FROM jobs "
-        "WHERE completed_at IS NOT NULL AND completed_at >= :since "
-        "AND completed_at < :until AND state IN ('succeeded', 'failed') "
-        "GROUP BY target, state, b"
-    )
-    return accepted, finished
-
-
-_ACTIVITY_SQLITE = _activity(postgres=False)
-_ACTIVITY_PG = _activity(postgres=True)
-#: The largest id there can be: the accepted count's upper bound on ids excludes
-#: nothing (an id can run ahead of its creation time, by a borrowed millisecond or
-#: a clock stepped back, and ``created_at`` does the exact filtering). It is there
-#: because SQLite, without statistics, takes a closed range on the primary key
-#: for a few rows, and preferred to read an open one's every row in target order
-#: to save the GROUP BY its sort.
-_LAST_ID = "ffffffff-ffff-ffff-ffff-ffffffffffff"
-
-
-def activity_params(since: float, until: float, bucket_s: float) -> dict[str, Any]:
-    return {
-        "since": since,
-        "until": until,
-        "bucket_s": bucket_s,
-        "first_id": _first_id(since),
-        "last_id": _LAST_ID,
-    }
 
 
 def _raise_if_error(result: T | errors.CsjdError) -> T:
@@ -423,24 +87,32 @@ def _no_one_listens(job_ids: Iterable[str] | None) -> None:
 
 
 class SqlJobStore:
-    def __init__(self, database: Database, *, max_backlog: int, shared: bool = False) -> None:
+    def __init__(self, database: Database, dialect: Dialect, *, max_backlog: int) -> None:
         #: told, after each commit, which jobs changed state (None: some, unknown which)
         self.on_change: Callable[[Iterable[str] | None], None] = _no_one_listens
         self._database = database
+        self._dialect = dialect
+        self._statements = Statements.build(dialect)
         self._writer = GroupCommitter(database)
         self._max_backlog = max_backlog
         self._active = 0
-        self._pg = database.dialect.name == "postgresql"
-        self._shared = shared or self._pg
 
     @property
     def shared(self) -> bool:
         """Whether other processes write to this database too (counts go stale)."""
-        return self._shared
+        return self._dialect.shared
 
     @property
     def database(self) -> Database:
         return self._database
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._dialect
+
+    @property
+    def statements(self) -> Statements:
+        return self._statements
 
     @property
     def committer(self) -> GroupCommitter:
@@ -485,13 +157,7 @@ class SqlJobStore:
 
     async def database_time(self) -> float:
         """The database server's clock, in epoch seconds (Postgres; else this host's)."""
-        if not self._pg:
-            return time.time()
-
-        async def unit(conn: Conn) -> float:
-            return float((await conn.execute(_DATABASE_TIME_PG)).scalar_one())
-
-        return await self._read(unit, budget_s=0.0)
+        return await self._dialect.database_time(partial(self._read, budget_s=0.0))
 
     @property
     def active(self) -> int:
@@ -503,7 +169,7 @@ class SqlJobStore:
         return self._active
 
     async def _count_active(self, tx: Tx) -> int:
-        return int((await tx.conn.execute(_COUNT_ACTIVE)).scalar_one())
+        return int((await tx.conn.execute(statements.COUNT_ACTIVE)).scalar_one())
 
     def _adjust_active(self, tx: Tx, delta: int) -> None:
         if delta:
@@ -523,21 +189,14 @@ class SqlJobStore:
         parameters = target_row(spec, now)
 
         async def op(tx: Tx) -> tuple[TargetRecord, bool]:
-            if self._pg:
-                result = await tx.conn.execute(_UPSERT_TARGET_PG, parameters)
-                row = result.mappings().one()
-                return target_record(row), bool(row["inserted"])
-            # SQLite writes begin with BEGIN IMMEDIATE: no one else writes between
-            # this read and the upsert
-            before = (await tx.conn.execute(_TARGET_BY_NAME, {"name": spec.name})).first()
-            row = (await tx.conn.execute(_UPSERT_TARGET_SQLITE, parameters)).mappings().one()
-            return target_record(row), before is None
+            row, inserted = await self._dialect.upsert_target(tx.conn, parameters)
+            return target_record(row), inserted
 
         return await self._writer.run(op, alone=True)
 
     async def get_target(self, name: str) -> TargetRecord | None:
         async def unit(conn: Conn) -> TargetRecord | None:
-            row = (await conn.execute(_TARGET_BY_NAME, {"name": name})).mappings().first()
+            row = (await conn.execute(TARGET_BY_NAME, {"name": name})).mappings().first()
             return None if row is None else target_record(row)
 
         return await self._read(unit)
@@ -552,21 +211,20 @@ class SqlJobStore:
     async def delete_target(self, name: str) -> None:
         """Delete a target no unfinished job names.
 
-        On Postgres the target's row is locked first, so no other replica's
-        intake can add a job for it between the count and the delete (intake
-        holds a key-share lock on the targets it names until it commits). The
-        lock is taken without waiting: a target intake holds right now is in use.
+        The target's row is locked first, so no other replica's intake can add
+        a job for it between the count and the delete (intake holds the targets
+        it names until it commits). The lock is taken without waiting: a target
+        intake holds right now is in use.
         """
 
         async def op(tx: Tx) -> errors.CsjdError | None:
-            if self._pg:
-                held = (await tx.conn.execute(_LOCK_TARGET_FOR_DELETE_PG, {"name": name})).first()
-                if held is None and await self._target_in_batch(tx, name) is not None:
-                    return errors.Conflict(
-                        f"target '{name}' is taking jobs right now; try again",
-                        retry_after_s=1,
-                    )
-            busy = (await tx.conn.execute(_BUSY, {"t": name})).scalar_one()
+            locked = await self._dialect.lock_target_for_delete(tx.conn, name)
+            if not locked and await self._target_in_batch(tx, name) is not None:
+                return errors.Conflict(
+                    f"target '{name}' is taking jobs right now; try again",
+                    retry_after_s=1,
+                )
+            busy = (await tx.conn.execute(statements.BUSY, {"t": name})).scalar_one()
             exists = (
                 await tx.conn.execute(select(targets.c.name).where(targets.c.name == name))
             ).first()
@@ -585,7 +243,7 @@ class SqlJobStore:
     async def backlog_by_target(self) -> dict[str, dict[str, int]]:
         async def unit(conn: Conn) -> dict[str, dict[str, int]]:
             out: dict[str, dict[str, int]] = {}
-            for target, state, count in await conn.execute(_BACKLOG):
+            for target, state, count in await conn.execute(statements.BACKLOG):
                 out.setdefault(target, {})[state] = int(count)
             return out
 
@@ -604,8 +262,7 @@ class SqlJobStore:
         rows: list[dict[str, Any]] = []
         admitted: list[JobRecord] = []
         positions: list[int] = []
-        if self._pg:
-            await self._hold_targets(tx, {job.target for job in batch})
+        await self._hold_targets(tx, {job.target for job in batch})
         for i, job in enumerate(batch):
             if job.refusal is not None:
                 # refused as a new job; a stored job with this key still answers
@@ -629,14 +286,14 @@ class SqlJobStore:
             positions.append(i)
         inserted: set[str] = set()
         if rows:
-            statement = _INSERT_PG if tx.conn.dialect.name == "postgresql" else _INSERT_SQLITE
             # Replicas insert keys in one order: two batches sharing keys wait on
             # each other's unique-index entries, never in a cycle.
             ordered = sorted(rows, key=lambda r: (r["caller"], r["idempotency_key"]))
-            inserted = {row[0] for row in await tx.conn.execute(statement, ordered)}
+            insert = self._statements.insert_jobs
+            inserted = {row[0] for row in await tx.conn.execute(insert, ordered)}
             self._adjust_active(tx, len(inserted))
-            if self._pg and inserted:
-                await tx.conn.execute(_NOTIFY_PG)  # once per batch: wakes every replica
+            if inserted:
+                await self._dialect.notify_jobs(tx.conn)
         for record, i in zip(admitted, positions, strict=True):
             if record.id in inserted:
                 results[i] = Enqueued(job=record, replayed=False)
@@ -680,17 +337,15 @@ class SqlJobStore:
         return found
 
     async def _hold_targets(self, tx: Tx, names: set[str]) -> None:
-        """Key-share lock the named targets (Postgres), and cache what they are."""
+        """Hold the named targets against a delete, and cache what the dialect read."""
         cache: dict[str, TargetRecord | None] = tx.batch.setdefault("targets", {})
-        rows = (await tx.conn.execute(_LOCK_TARGETS_PG, {"names": sorted(names)})).mappings()
-        found = {row["name"]: target_record(row) for row in rows}
-        for name in names:
-            cache[name] = found.get(name)
+        for name, row in (await self._dialect.hold_targets(tx.conn, names)).items():
+            cache[name] = None if row is None else target_record(row)
 
     async def _target_in_batch(self, tx: Tx, name: str) -> TargetRecord | None:
         cache: dict[str, TargetRecord | None] = tx.batch.setdefault("targets", {})
         if name not in cache:
-            row = (await tx.conn.execute(_TARGET_BY_NAME, {"name": name})).mappings().first()
+            row = (await tx.conn.execute(TARGET_BY_NAME, {"name": name})).mappings().first()
             cache[name] = None if row is None else target_record(row)
         return cache[name]
 
@@ -698,7 +353,7 @@ class SqlJobStore:
 
     async def get_job(self, caller: str | None, job_id: str) -> JobRecord | None:
         """The caller's job; ``caller=None`` finds anyone's (the dashboard, an admin tool)."""
-        statement = _JOB if caller is not None else _JOB_OF_ANYONE
+        statement = statements.JOB if caller is not None else statements.JOB_OF_ANYONE
 
         async def unit(conn: Conn) -> JobRecord | None:
             params = {"id": job_id, "caller": caller} if caller is not None else {"id": job_id}
@@ -778,7 +433,8 @@ class SqlJobStore:
         index on ``completed_at``. A job retried and finished again counts once.
         """
         params = activity_params(since, until, bucket_s)
-        accepted, finished = _ACTIVITY_PG if self._pg else _ACTIVITY_SQLITE
+        accepted = self._statements.activity_accepted
+        finished = self._statements.activity_finished
 
         async def unit(conn: Conn) -> list[Activity]:
             out = [
@@ -800,18 +456,18 @@ class SqlJobStore:
         its own partial index: the unfinished ones read the backlog's index entries,
         the finished ones those of every job kept (``CSJD_RETENTION_S``), which is
         why maintenance counts those less often."""
-        statements = [
+        queries = [
             statement
             for group, statement in (
-                (ACTIVE, _COUNT_ACTIVE_BY_STATE),
-                (TERMINAL, _COUNT_FINISHED_BY_STATE),
+                (ACTIVE, statements.COUNT_ACTIVE_BY_STATE),
+                (TERMINAL, statements.COUNT_FINISHED_BY_STATE),
             )
             if group & set(states)
         ]
 
         async def unit(conn: Conn) -> dict[JobState, int]:
             counts = dict.fromkeys(states, 0)
-            for statement in statements:
+            for statement in queries:
                 for state, count in await conn.execute(statement):
                     if JobState(state) in counts:
                         counts[JobState(state)] = int(count)
@@ -821,7 +477,7 @@ class SqlJobStore:
 
     async def next_due(self) -> float | None:
         async def unit(conn: Conn) -> float | None:
-            value = (await conn.execute(_NEXT_DUE)).scalar_one_or_none()
+            value = (await conn.execute(statements.NEXT_DUE)).scalar_one_or_none()
             return None if value is None else float(value)
 
         return await self._read(unit)
@@ -831,7 +487,11 @@ class SqlJobStore:
     async def cancel(self, caller: str, job_id: str, now: float) -> JobRecord:
         async def op(tx: Tx) -> JobRecord | errors.CsjdError:
             row = (
-                (await tx.conn.execute(_CANCEL, {"id": job_id, "caller": caller, "now": now}))
+                (
+                    await tx.conn.execute(
+                        statements.CANCEL, {"id": job_id, "caller": caller, "now": now}
+                    )
+                )
                 .mappings()
                 .first()
             )
@@ -865,8 +525,7 @@ class SqlJobStore:
             ).first()
             if current is None:
                 return errors.NotFound(f"no job '{job_id}'")
-            if self._pg:
-                await self._hold_targets(tx, {current.target})  # against a delete
+            await self._hold_targets(tx, {current.target})  # against a delete
             if await self._target_in_batch(tx, current.target) is None:
                 return errors.Conflict(f"the job's target '{current.target}' no longer exists")
             if self._pending_active(tx) + 1 > self._max_backlog:
@@ -875,7 +534,11 @@ class SqlJobStore:
                     retry_after_s=5,
                 )
             row = (
-                (await tx.conn.execute(_RETRY, {"id": job_id, "caller": caller, "now": now}))
+                (
+                    await tx.conn.execute(
+                        statements.RETRY, {"id": job_id, "caller": caller, "now": now}
+                    )
+                )
                 .mappings()
                 .first()
             )
@@ -889,7 +552,11 @@ class SqlJobStore:
         return retried
 
     async def _get_job(self, conn: Conn, caller: str, job_id: str) -> JobRecord | None:
-        row = (await conn.execute(_JOB, {"id": job_id, "caller": caller})).mappings().first()
+        row = (
+            (await conn.execute(statements.JOB, {"id": job_id, "caller": caller}))
+            .mappings()
+            .first()
+        )
         return None if row is None else job_record(row)
 
     async def _why_not(self, conn: Conn, caller: str, job_id: str, event: str) -> errors.CsjdError:
@@ -917,27 +584,21 @@ class SqlJobStore:
                 # Run again after an error: if that was a commit cut off after the
                 # server made it, these jobs are already this claim's (claimed_at is
                 # this call's own reading of the clock), and nobody else will start them.
-                earlier = (await tx.conn.execute(_CLAIMED_AT, {"now": now})).mappings().all()
+                earlier = (
+                    (await tx.conn.execute(statements.CLAIMED_AT, {"now": now})).mappings().all()
+                )
                 if earlier:
                     return [job_record(row) for row in earlier], []
-            promote = _PROMOTE_PG if self._pg else _PROMOTE
+            promote = self._statements.promote
             promoted = [row[0] for row in await tx.conn.execute(promote, {"now": now})]
             claimed: list[JobRecord] = []
             for request in sorted(requests, key=lambda r: r.target):
-                limit = request.limit
-                if self._pg and limit > 0:
-                    room = (
-                        await tx.conn.execute(
-                            _TARGET_ROOM_PG,
-                            {"target": request.target, "lock_class": CLAIM_LOCK_CLASS},
-                        )
-                    ).scalar_one_or_none()
-                    limit = min(limit, int(room or 0))
+                limit = await self._dialect.claim_room(tx.conn, request.target, request.limit)
                 if limit <= 0:
                     continue
                 rows = (
                     await tx.conn.execute(
-                        _CLAIM_PG if self._pg else _CLAIM,
+                        self._statements.claim,
                         {
                             "now": now,
                             "target": request.target,
@@ -968,7 +629,9 @@ class SqlJobStore:
         matched: set[str] = set()
         for start in range(0, len(batch), COMPLETE_CHUNK):
             chunk = params[start : start + COMPLETE_CHUNK]
-            matched.update(row[0] for row in await _complete_running(tx.conn, chunk))
+            sql = statements.complete_running(self._dialect, len(chunk))
+            args = tuple(p[f] for p in chunk for f in statements.COMPLETE_FIELDS)
+            matched.update(row[0] for row in (await tx.conn.exec_driver_sql(sql, args)).all())
         written: list[bool] = []
         finished = 0
         for c, p in zip(batch, params, strict=True):
@@ -977,11 +640,13 @@ class SqlJobStore:
                 finished += c.decision.state not in ACTIVE
             else:
                 # rare: cancelled while the attempt ran (recorded, stays cancelled), or stale
-                written.append(bool((await tx.conn.execute(_COMPLETE_CANCELLED, p)).rowcount))
+                written.append(
+                    bool((await tx.conn.execute(statements.COMPLETE_CANCELLED, p)).rowcount)
+                )
         self._adjust_active(tx, -finished)
         rows = [attempt_row(c) for c, ok in zip(batch, written, strict=True) if ok and c.attempt]
         if rows:
-            await tx.conn.execute(_INSERT_ATTEMPTS, rows)
+            await tx.conn.execute(statements.INSERT_ATTEMPTS, rows)
         for c, ok in zip(batch, written, strict=True):
             change = effects(c.decision, c.attempt.status_code if c.attempt else None)
             if ok and change is not None:
@@ -997,14 +662,7 @@ class SqlJobStore:
             extended = 0
             for start in range(0, len(items), COMPLETE_CHUNK):
                 chunk = items[start : start + COMPLETE_CHUNK]
-                until_at = placeholder(tx.conn, 2 * len(chunk) + 1, "float8")
-                sql = (
-                    "WITH v(id, delivery) AS (VALUES "
-                    + values_rows(tx.conn, len(chunk), ("varchar", "int"))
-                    + f") UPDATE jobs SET lease_expires_at = {until_at} FROM v "
-                    "WHERE jobs.id = v.id AND jobs.deliveries = v.delivery "
-                    "AND jobs.lease_expires_at IS NOT NULL RETURNING jobs.id"
-                )
+                sql = statements.extend_leases(self._dialect, len(chunk))
                 # (rowcount is -1 for a statement that starts with WITH)
                 args = (*(x for pair in chunk for x in pair), until)
                 extended += len((await tx.conn.exec_driver_sql(sql, args)).all())
@@ -1018,7 +676,8 @@ class SqlJobStore:
         async def op(tx: Tx) -> bool:
             row = (
                 await tx.conn.execute(
-                    _LEAD, {"name": duty, "holder": holder, "until": now + ttl_s, "now": now}
+                    statements.LEAD,
+                    {"name": duty, "holder": holder, "until": now + ttl_s, "now": now},
                 )
             ).first()
             return row is not None
@@ -1027,7 +686,7 @@ class SqlJobStore:
 
     async def fail_expired(self, now: float) -> int:
         async def op(tx: Tx) -> int:
-            statement = _FAIL_EXPIRED_PG if self._pg else _FAIL_EXPIRED
+            statement = self._statements.fail_expired
             count = int((await tx.conn.execute(statement, {"now": now})).rowcount)
             self._adjust_active(tx, -count)
             return count
@@ -1052,7 +711,7 @@ class SqlJobStore:
         before = now - grace_s if expired_only else float("inf")
 
         async def op(tx: Tx) -> int:
-            stale = _STALE_RUNNING_PG if self._pg else _STALE_RUNNING
+            stale = self._statements.stale_running
             rows = (await tx.conn.execute(stale, {"before": before})).mappings().all()
             completions: list[Completion] = []
             for row in rows:
@@ -1077,8 +736,8 @@ class SqlJobStore:
     async def purge(self, completed_before: float) -> int:
         async def op(tx: Tx) -> int:
             params = {"before": completed_before, "limit": PURGE_BATCH}
-            await tx.conn.execute(_PURGE_ATTEMPTS_PG if self._pg else _PURGE_ATTEMPTS, params)
-            purge_jobs = _PURGE_JOBS_PG if self._pg else _PURGE_JOBS
+            await tx.conn.execute(self._statements.purge_attempts, params)
+            purge_jobs = self._statements.purge_jobs
             return int((await tx.conn.execute(purge_jobs, params)).rowcount)
 
         total = 0
@@ -1091,19 +750,13 @@ class SqlJobStore:
 
 async def _write_target_effects(target: str, change: Effects, now: float, conn: Conn) -> None:
     if change.pause_until is not None:
-        await conn.execute(_PAUSE_TARGET, {"until": change.pause_until, "name": target})
+        await conn.execute(statements.PAUSE_TARGET, {"until": change.pause_until, "name": target})
     if change.disabled_reason is not None:
         await conn.execute(
             update(targets)
             .where(targets.c.name == target)
             .values(enabled=False, disabled_reason=change.disabled_reason, updated_at=now)
         )
-
-
-_PAUSE_TARGET = text(
-    "UPDATE targets SET paused_until = :until WHERE name = :name "
-    "AND (paused_until IS NULL OR paused_until < :until)"
-)
 
 
 def _key_reused(job: NewJob, row: RowMapping) -> errors.CsjdError:
