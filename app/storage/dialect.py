@@ -26,6 +26,8 @@ from app.storage.engine import Conn, Unit
 
 #: runs a unit of work on a reader and returns its result
 Read = Callable[[Unit[float]], Awaitable[float]]
+#: an INSERT that can say ``ON CONFLICT``
+Insert = sqlite.Insert | postgresql.Insert
 
 
 class Dialect(Protocol):
@@ -50,7 +52,7 @@ class Dialect(Protocol):
         """SQL for the floor of a number ``CAST(… AS INTEGER)`` then makes whole."""
         ...
 
-    def insert(self, table: Table) -> sqlite.Insert | postgresql.Insert:
+    def insert(self, table: Table) -> Insert:
         """An INSERT into ``table`` that can say ``ON CONFLICT``."""
         ...
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import asyncpg
-from sqlalchemy import Boolean, RowMapping, Table, bindparam, literal_column, text
+from sqlalchemy import Boolean, Connection, RowMapping, Table, bindparam, literal_column, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -43,6 +43,8 @@ CHANNEL = "csjd_jobs"
 CONNECT_TIMEOUT_S = 5
 STATEMENT_TIMEOUT_S = 30
 IDLE_IN_TRANSACTION_MS = 60_000
+#: the advisory lock taken by whoever migrates a Postgres database ("csjdmigr" in ASCII)
+MIGRATION_LOCK_KEY = 0x63736A646D696772
 
 
 def create_database(settings: Settings) -> AsyncDatabase:
@@ -62,6 +64,12 @@ def create_database(settings: Settings) -> AsyncDatabase:
     writer = create_async_engine(settings.database_url, pool_size=2, max_overflow=2, **options)
     reader = create_async_engine(settings.database_url, pool_size=4, max_overflow=8, **options)
     return AsyncDatabase(writer, reader)
+
+
+def lock_for_migration(connection: Connection) -> None:
+    """Wait until no one else migrates this database (``migrate.py``)."""
+    # a transaction lock: committing the migration releases it, and so does a crash
+    connection.execute(text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"))
 
 
 def asyncpg_dsn(database_url: str) -> str:

@@ -27,7 +27,7 @@ from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, RowMapping, Table, create_engine, event
+from sqlalchemy import Connection, Engine, RowMapping, Table, create_engine, event
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import QueuePool
@@ -43,6 +43,8 @@ from app.storage.statements import TARGET_BY_NAME, upsert_target
 BUSY_TIMEOUT_MS = 2_000
 #: reader threads, each with its own connection (WAL lets them read while the writer writes)
 READERS = 4
+#: how long a migration waits for another one to finish
+MIGRATION_WAIT_MS = 60_000
 
 
 class DatabaseInUse(RuntimeError):
@@ -111,6 +113,14 @@ def _configure(engine: Engine, synchronous: str, *, immediate: bool) -> None:
         # straight on the sqlite3 connection: SQLAlchemy's statement machinery
         # cost more than the BEGIN itself
         conn.connection.dbapi_connection.execute(begin)
+
+
+def lock_for_migration(connection: Connection) -> None:
+    """Keep other migrators out until this migration commits (``migrate.py``)."""
+    # the write lock, held to the commit; without it each CREATE TABLE would
+    # commit alone and a second migrator would trip over the first one's tables
+    connection.exec_driver_sql(f"PRAGMA busy_timeout = {MIGRATION_WAIT_MS}")
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def create_database(settings: Settings) -> ThreadedSqlite:

@@ -37,11 +37,10 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 
 from app.core.job import TERMINAL, JobState
 from app.core.target import SPEC_FIELDS
-from app.storage.dialect import Dialect
+from app.storage.dialect import Dialect, Insert
 from app.storage.models import ACTIVE_SQL, FINISHED_SQL, attempts, jobs, targets
 
 COLUMNS = ", ".join(c.name for c in jobs.c)
@@ -286,7 +285,7 @@ TARGET_BY_NAME = select(targets).where(targets.c.name == bindparam("name"))
 _TARGET_FIELDS = (*SPEC_FIELDS, "disabled_reason", "updated_at")
 
 
-def upsert_target(statement: sqlite.Insert | postgresql.Insert) -> Any:
+def upsert_target(statement: Insert) -> Any:
     """The targets upsert, from the dialect's INSERT into ``targets``."""
     statement = statement.values(
         {name: bindparam(name) for name in ("name", "created_at", *_TARGET_FIELDS)}
