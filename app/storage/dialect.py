@@ -31,6 +31,8 @@ Insert = sqlite.Insert | postgresql.Insert
 
 
 class Dialect(Protocol):
+    """A backend's fragments of the shared statements, and its hooks."""
+
     @property
     def shared(self) -> bool:
         """Whether other processes write to this database too (counts go stale)."""
@@ -49,7 +51,8 @@ class Dialect(Protocol):
         ...
 
     def floor(self, expression: str) -> str:
-        """SQL for the floor of a number ``CAST(… AS INTEGER)`` then makes whole."""
+        """``expression`` rounded down, as far as the ``CAST(… AS INTEGER)`` around it
+        needs (the activity buckets, never negative)."""
         ...
 
     def insert(self, table: Table) -> Insert:

@@ -142,7 +142,7 @@ def create_database(settings: Settings) -> ThreadedSqlite:
     return ThreadedSqlite(writer, reader, readers=READERS)
 
 
-# the upsert says nothing of which it did: put_target reads before it (see there)
+# the upsert says nothing of which it did: upsert_target reads before it (see there)
 _UPSERT_TARGET = upsert_target(sqlite.insert(targets)).returning(*targets.c)
 
 
