@@ -23,7 +23,8 @@ does a transient error past the budget while the database answers reads.
 Operations must therefore be safe to run twice: all their effects are in the
 transaction, and side effects in memory are deferred to ``Tx.after_commit``.
 A batch may also run again after a commit whose answer was lost (the server
-may have made it): intake and claims then find their own rows (``sql.py``).
+may have made it): intake and claims then find their own rows (``intake.py``,
+``delivery.py``).
 
 Locks are taken in one order on Postgres, so that transactions of different
 replicas never wait on each other in a cycle: operations that lock rows

@@ -12,16 +12,20 @@ wait for the one before it, whose end the next then finds at head.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 
-#: the advisory lock taken by whoever migrates a Postgres database ("csjdmigr" in ASCII)
-MIGRATION_LOCK_KEY = 0x63736A646D696772
-#: how long a migration on SQLite waits for another one to finish
-SQLITE_WAIT_MS = 60_000
+from app.storage import postgres, sqlite
+
+#: each backend's lock for a migration, by the name SQLAlchemy gives its dialect
+_MIGRATION_LOCKS: dict[str, Callable[[Connection], None]] = {
+    "postgresql": postgres.lock_for_migration,
+    "sqlite": sqlite.lock_for_migration,
+}
 
 
 def migrations_dir() -> Path:
@@ -42,14 +46,9 @@ def serialize_migrations(connection: Connection) -> None:
     """Wait until no one else migrates this database, then keep it so until this
     connection's transaction ends. Call first on the migration's connection, so
     alembic runs inside the transaction this opens."""
-    if connection.dialect.name == "postgresql":
-        # a transaction lock: committing the migration releases it, and so does a crash
-        connection.execute(text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"))
-    elif connection.dialect.name == "sqlite":
-        # the write lock, held to the commit; without it each CREATE TABLE would
-        # commit alone and a second migrator would trip over the first one's tables
-        connection.exec_driver_sql(f"PRAGMA busy_timeout = {SQLITE_WAIT_MS}")
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    lock = _MIGRATION_LOCKS.get(connection.dialect.name)
+    if lock is not None:
+        lock(connection)
 
 
 def upgrade(database_url: str) -> None:

@@ -6,7 +6,7 @@ stored as the exact compact JSON bytes that will be delivered.
 
 Every hot statement has an index of its own, and on SQLite it must be the one
 the planner picks without statistics (csjd never runs ``ANALYZE`` there; see
-``app/storage/sql.py``). Hence no index leads with ``state`` for all rows:
+``app/storage/statements.py``). Hence no index leads with ``state`` for all rows:
 SQLite assumes an equality on an indexed column matches about ten rows, so
 such an index beat the partial indexes for every statement that names a set
 of states, and scanned the whole backlog instead. State-led indexes are

@@ -1,4 +1,4 @@
-"""SQLite engines for the ``SqlJobStore``, and the one-gateway-per-file lock.
+"""SQLite for the ``SqlJobStore``: its engines, its dialect, and the one-gateway-per-file lock.
 
 The writer is a single connection, used by a single thread, that begins every
 transaction with ``BEGIN IMMEDIATE`` (so a write never fails half-way on a
@@ -13,28 +13,38 @@ of the dispatcher, so ``DatabaseLock`` holds an exclusive ``flock`` on a file
 beside the database for the life of the process and refuses to start
 otherwise: one lock per duty (``api``, ``dispatcher``), so that one gateway
 may also be split over two processes with ``--role``.
+
+``SqliteDialect`` is SQLite's side of the store's ``Dialect`` (``dialect.py``):
+with one writer at a time, its locking and waking hooks do nothing.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import time
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, RowMapping, Table, create_engine, event
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import QueuePool
 
 from app.settings import Settings
-from app.storage.engine import ThreadedSqlite
-from app.storage.models import ENGINE_JSON
+from app.storage.dialect import Read
+from app.storage.engine import Conn, ThreadedSqlite
+from app.storage.models import ENGINE_JSON, targets
+from app.storage.statements import TARGET_BY_NAME, upsert_target
 
 #: within the store's retry budget (group.py), so a lock held by another process
 #: longer than that is a 503 in seconds, not a writer stuck ten seconds a batch
 BUSY_TIMEOUT_MS = 2_000
 #: reader threads, each with its own connection (WAL lets them read while the writer writes)
 READERS = 4
+#: how long a migration waits for another one to finish
+MIGRATION_WAIT_MS = 60_000
 
 
 class DatabaseInUse(RuntimeError):
@@ -105,6 +115,14 @@ def _configure(engine: Engine, synchronous: str, *, immediate: bool) -> None:
         conn.connection.dbapi_connection.execute(begin)
 
 
+def lock_for_migration(connection: Connection) -> None:
+    """Keep other migrators out until this migration commits (``migrate.py``)."""
+    # the write lock, held to the commit; without it each CREATE TABLE would
+    # commit alone and a second migrator would trip over the first one's tables
+    connection.exec_driver_sql(f"PRAGMA busy_timeout = {MIGRATION_WAIT_MS}")
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def create_database(settings: Settings) -> ThreadedSqlite:
     """The configured SQLite file through ``sqlite3`` in threads (see ``engine.py``)."""
     synchronous = settings.sqlite_synchronous.value
@@ -122,3 +140,71 @@ def create_database(settings: Settings) -> ThreadedSqlite:
     reader = create_engine(url, pool_size=READERS, max_overflow=0, **options)
     _configure(reader, synchronous, immediate=False)
     return ThreadedSqlite(writer, reader, readers=READERS)
+
+
+# the upsert says nothing of which it did: upsert_target reads before it (see there)
+_UPSERT_TARGET = upsert_target(sqlite.insert(targets)).returning(*targets.c)
+
+
+class SqliteDialect:
+    """SQLite's side of the store's ``Dialect``: one writer at a time.
+
+    Every write transaction begins with ``BEGIN IMMEDIATE`` and holds the whole
+    file until it ends, so no row is another writer's to skip or wait for, a
+    read inside a write sees what the write will change, and nothing is locked
+    or announced; this host's clock is the only one.
+    """
+
+    skip_locked = ""
+
+    def __init__(self, *, shared: bool = False) -> None:
+        #: a gateway split over two processes (``--role``) shares its file
+        self.shared = shared
+
+    def unlocked_rows(self, where: str, *, limit: int | None = None) -> str:
+        # the one writer takes them all: it holds no row lock a bound would shorten
+        return where
+
+    def floor(self, expression: str) -> str:
+        # SQLite's CAST truncates, which is floor for the non-negative values selected
+        return expression
+
+    def insert(self, table: Table) -> sqlite.Insert:
+        return sqlite.insert(table)
+
+    def values_rows(self, rows: int, types: Sequence[str], start: int = 1) -> str:
+        """``(?, ?), (?, ?)``: positional, and SQLite needs no types."""
+        return ", ".join(["(" + ", ".join("?" * len(types)) + ")"] * rows)
+
+    def placeholder(self, n: int, type_: str) -> str:
+        return "?"
+
+    async def upsert_target(
+        self, conn: Conn, parameters: Mapping[str, Any]
+    ) -> tuple[RowMapping, bool]:
+        # SQLite writes begin with BEGIN IMMEDIATE: no one else writes between
+        # this read and the upsert
+        before = (await conn.execute(TARGET_BY_NAME, {"name": parameters["name"]})).first()
+        row = (await conn.execute(_UPSERT_TARGET, parameters)).mappings().one()
+        return row, before is None
+
+    async def hold_targets(
+        self, conn: Conn, names: Collection[str]
+    ) -> Mapping[str, RowMapping | None]:
+        # no delete can come between: each target is read when first needed
+        return {}
+
+    async def lock_target_for_delete(self, conn: Conn, name: str) -> bool:
+        return True  # BEGIN IMMEDIATE already keeps every other writer out
+
+    async def claim_room(self, conn: Conn, target: str, wanted: int) -> int:
+        # one dispatcher per file (DatabaseLock) keeps max_concurrency by itself
+        return wanted
+
+    async def notify_jobs(self, conn: Conn) -> None:
+        # no channel in the database: a split gateway's API process wakes its
+        # dispatcher itself (app/dispatch/wakeup.py)
+        pass
+
+    async def database_time(self, read: Read) -> float:
+        return time.time()

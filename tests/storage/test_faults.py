@@ -341,7 +341,7 @@ class AnswerLostOnce:
 async def in_doubt(backend_url: str) -> AsyncIterator[tuple[SqlJobStore, AnswerLostOnce]]:
     plain = build_store(Settings(database_url=backend_url, max_backlog=1000))
     database = AnswerLostOnce(plain.database)
-    store = SqlJobStore(database, max_backlog=1000)
+    store = SqlJobStore(database, plain.dialect, max_backlog=1000)
     await store.open()
     await store.put_target(TargetSpec(name="billing", url="http://x/hook"), NOW)
     yield store, database

@@ -8,7 +8,7 @@ dashboard run is explained there, and its plan must name the index it was
 written for and read no table in full.
 
 - SQLite plans as csjd leaves it: without statistics, since csjd never runs
-  ``ANALYZE`` (``app/storage/sql.py`` says why). The plan is the one the
+  ``ANALYZE`` (``app/storage/statements.py`` says why). The plan is the one the
   gateway gets.
 - Postgres plans from statistics that autovacuum gathers in its own time;
   csjd does not run ``ANALYZE`` either, and a freshly seeded database has
@@ -32,10 +32,11 @@ from sqlalchemy import ClauseElement, TextClause, TextualSelect, insert, select,
 from app.core.job import JobState
 from app.core.target import TargetSpec
 from app.settings import Settings
-from app.storage import sql
+from app.storage import postgres, statements
 from app.storage.engine import Conn
 from app.storage.factory import build_store
 from app.storage.models import attempts, jobs
+from app.storage.sql import SqlJobStore
 
 NOW = 1_800_000_000.0
 DAY = 86400.0
@@ -129,7 +130,7 @@ def _rows() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 
 
 @pytest.fixture
-async def store(backend_url: str) -> AsyncIterator[sql.SqlJobStore]:
+async def store(backend_url: str) -> AsyncIterator[SqlJobStore]:
     s = build_store(Settings(database_url=backend_url, max_backlog=1_000_000))
     await s.open()
     for name in ("billing", "search", "parked"):
@@ -145,12 +146,12 @@ async def store(backend_url: str) -> AsyncIterator[sql.SqlJobStore]:
     await s.close()
 
 
-def _hot(conn: Conn) -> dict[str, tuple[ClauseElement | str, Any, set[str]]]:
+def _hot(store: SqlJobStore, conn: Conn) -> dict[str, tuple[ClauseElement | str, Any, set[str]]]:
     """name -> (statement, its parameters, the indexes its plan must use)."""
     dialect = conn.dialect.name
-    pg = dialect == "postgresql"
     pk, by_key = PRIMARY[dialect], BY_KEY[dialect]
-    purge = {"before": NOW - RETENTION_S, "limit": sql.PURGE_BATCH}
+    built = store.statements
+    purge = {"before": NOW - RETENTION_S, "limit": statements.PURGE_BATCH}
     claim = {
         "now": NOW,
         "target": "billing",
@@ -159,49 +160,47 @@ def _hot(conn: Conn) -> dict[str, tuple[ClauseElement | str, Any, set[str]]]:
         "lease_expires_at": NOW + 30,
     }
     completions = 2
-    values = sql.values_rows(conn, completions, sql._COMPLETE_TYPES)
-    complete = sql._COMPLETE_SQL_HEAD + values + sql._COMPLETE_SQL_TAIL
+    complete = statements.complete_running(store.dialect, completions)
     completion = ("some-id", 1, "succeeded", 1, None, NOW, None, 1, 200, None, NOW, 0, None)
-    accepted, finished = sql._ACTIVITY_PG if pg else sql._ACTIVITY_SQLITE
-    activity = sql.activity_params(NOW - 900, NOW, 60.0)
+    activity = statements.activity_params(NOW - 900, NOW, 60.0)
 
     def listing(caller: str | None, state: JobState | None) -> ClauseElement:
-        return sql.list_query(caller, state=state, target=None, limit=51, before_id=None)
+        return statements.list_query(caller, state=state, target=None, limit=51, before_id=None)
 
-    statements: dict[str, tuple[ClauseElement | str, Any, set[str]]] = {
+    hot: dict[str, tuple[ClauseElement | str, Any, set[str]]] = {
         # the dispatcher, every claim round
-        "promote": (sql._PROMOTE_PG if pg else sql._PROMOTE, {"now": NOW}, {"ix_jobs_waiting"}),
+        "promote": (built.promote, {"now": NOW}, {"ix_jobs_waiting"}),
         "claim": (
-            sql._CLAIM_PG if pg else sql._CLAIM,
+            built.claim,
             claim,
             {"ix_jobs_claim_first", "ix_jobs_claim_retry", pk},
         ),
-        "next_due": (sql._NEXT_DUE, {}, {"ix_jobs_waiting"}),
+        "next_due": (statements.NEXT_DUE, {}, {"ix_jobs_waiting"}),
         "complete": (complete, completion * completions, {pk}),
         # maintenance, every tick or every purge
         "fail_expired": (
-            sql._FAIL_EXPIRED_PG if pg else sql._FAIL_EXPIRED,
+            built.fail_expired,
             {"now": NOW},
             {"ix_jobs_expiry"},
         ),
         "stale_running": (
-            sql._STALE_RUNNING_PG if pg else sql._STALE_RUNNING,
+            built.stale_running,
             {"before": NOW},
             {"ix_jobs_running"},
         ),
         "purge_attempts": (
-            sql._PURGE_ATTEMPTS_PG if pg else sql._PURGE_ATTEMPTS,
+            built.purge_attempts,
             purge,
             {"ix_jobs_completed", "ix_attempts_job"},
         ),
         "purge_jobs": (
-            sql._PURGE_JOBS_PG if pg else sql._PURGE_JOBS,
+            built.purge_jobs,
             purge,
             {"ix_jobs_completed", pk},
         ),
-        "count_active": (sql._COUNT_ACTIVE, {}, {"ix_jobs_active"}),
-        "count_active_by_state": (sql._COUNT_ACTIVE_BY_STATE, {}, {"ix_jobs_active"}),
-        "count_finished_by_state": (sql._COUNT_FINISHED_BY_STATE, {}, {"ix_jobs_finished"}),
+        "count_active": (statements.COUNT_ACTIVE, {}, {"ix_jobs_active"}),
+        "count_active_by_state": (statements.COUNT_ACTIVE_BY_STATE, {}, {"ix_jobs_active"}),
+        "count_finished_by_state": (statements.COUNT_FINISHED_BY_STATE, {}, {"ix_jobs_finished"}),
         # intake's replays, GET /jobs, the dashboard, GET /targets, DELETE /targets
         "rows_by_key": (
             select(jobs).where(jobs.c.caller == "shop", jobs.c.idempotency_key.in_(["k-1"])),
@@ -210,18 +209,18 @@ def _hot(conn: Conn) -> dict[str, tuple[ClauseElement | str, Any, set[str]]]:
         ),
         "list_jobs_of_a_caller": (listing("alice", None), {}, {"ix_jobs_caller_id"}),
         "list_failed_jobs": (listing(None, JobState.FAILED), {}, {"ix_jobs_finished"}),
-        "activity_accepted": (accepted, activity, {pk}),
-        "activity_finished": (finished, activity, {"ix_jobs_completed"}),
-        "backlog_by_target": (sql._BACKLOG, {}, {"ix_jobs_active"}),
-        "target_busy": (sql._BUSY, {"t": "billing"}, {"ix_jobs_active"}),
+        "activity_accepted": (built.activity_accepted, activity, {pk}),
+        "activity_finished": (built.activity_finished, activity, {"ix_jobs_completed"}),
+        "backlog_by_target": (statements.BACKLOG, {}, {"ix_jobs_active"}),
+        "target_busy": (statements.BUSY, {"t": "billing"}, {"ix_jobs_active"}),
     }
-    if pg:
-        statements["target_room"] = (
-            sql._TARGET_ROOM_PG,
-            {"target": "billing", "lock_class": sql.CLAIM_LOCK_CLASS},
+    if dialect == "postgresql":  # counted under its advisory lock on Postgres only
+        hot["target_room"] = (
+            postgres.TARGET_ROOM,
+            {"target": "billing", "lock_class": postgres.CLAIM_LOCK_CLASS},
             {"ix_jobs_active"},
         )
-    return statements
+    return hot
 
 
 async def _plan(conn: Conn, statement: ClauseElement | str, params: Any) -> list[str]:
@@ -257,9 +256,7 @@ def _faults(dialect: str, plan: list[str], expected: set[str]) -> list[str]:
     return faults
 
 
-async def _explain_all(
-    store: sql.SqlJobStore, *before: str
-) -> dict[str, tuple[list[str], set[str]]]:
+async def _explain_all(store: SqlJobStore, *before: str) -> dict[str, tuple[list[str], set[str]]]:
     """Every hot statement's plan and the indexes it must use, after ``before``."""
 
     async def unit(conn: Conn) -> dict[str, tuple[list[str], set[str]]]:
@@ -267,7 +264,7 @@ async def _explain_all(
             await conn.execute(text(statement))
         return {
             name: (await _plan(conn, statement, params), expected)
-            for name, (statement, params, expected) in _hot(conn).items()
+            for name, (statement, params, expected) in _hot(store, conn).items()
         }
 
     return await store.database.read(unit)
@@ -277,7 +274,7 @@ def _report(faults: dict[str, tuple[list[str], list[str]]]) -> str:
     return "\n".join(f"{name}: {found}\n    {plan}" for name, (found, plan) in faults.items())
 
 
-async def test_every_hot_statement_reads_by_its_index(store: sql.SqlJobStore) -> None:
+async def test_every_hot_statement_reads_by_its_index(store: SqlJobStore) -> None:
     dialect = store.database.dialect.name
     # Postgres: see the module's docstring. Sorts are off as well: without
     # statistics Postgres guesses a handful of rows per caller and would sort
@@ -295,7 +292,7 @@ async def test_every_hot_statement_reads_by_its_index(store: sql.SqlJobStore) ->
 
 @pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)
 async def test_an_operators_analyze_turns_no_sqlite_plan_into_a_scan(
-    store: sql.SqlJobStore,
+    store: SqlJobStore,
 ) -> None:
     # csjd never analyses SQLite, but an operator may; the statistics of a
     # realistic table must not send any hot statement back to a full scan (the

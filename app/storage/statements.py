@@ -1,0 +1,355 @@
+"""The store's SQL, written once for SQLite and Postgres.
+
+Statements that read the same on both backends are module constants;
+those with a part only the dialect knows (a lock clause, the rows replicas
+may write at once, a floor, the INSERT that says ON CONFLICT) are built by
+``Statements`` from a ``Dialect`` (``dialect.py``), once per store: building
+a statement per call, and its cache key, cost more than running it. The
+statements that exist on one backend only live in its module
+(``postgres.py``). Hot-path statements are plain SQL with literal state
+names so that the partial indexes of ``models.py`` match them.
+
+Plans. Each hot statement is written for one index (``models.py``) and
+``tests/storage/test_plans.py`` checks that both backends use it. Postgres
+plans from the statistics that autovacuum keeps. SQLite is never analysed:
+statistics are a snapshot, and a snapshot taken while the backlog was empty
+(or all finished) would keep steering the planner after the table changed
+shape, while without them its choices follow from the statements and the
+indexes alone and do not drift. So the statements carry what the planner
+needs: a set of states is named with the exact term of its partial index,
+and a term that must not lead to an index is written so that it cannot
+(``NOT IN``, a closed range where an open one lost to a scan).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    Executable,
+    Select,
+    TextClause,
+    TextualSelect,
+    bindparam,
+    insert,
+    select,
+    text,
+)
+
+from app.core.job import TERMINAL, JobState
+from app.core.target import SPEC_FIELDS
+from app.storage.dialect import Dialect, Insert
+from app.storage.models import ACTIVE_SQL, FINISHED_SQL, attempts, jobs, targets
+
+COLUMNS = ", ".join(c.name for c in jobs.c)
+
+#: due jobs one claim round promotes on Postgres (the rest in the next rounds), so
+#: a mass of jobs coming due together does not hold the claim's transaction long
+PROMOTE_BATCH = 10_000
+#: completions (or leases) one statement writes
+COMPLETE_CHUNK = 500
+#: watched jobs whose versions one statement reads
+VERSIONS_CHUNK = 500
+#: finished jobs one purge transaction deletes
+PURGE_BATCH = 5000
+
+# -- written for the dialect (see Statements) -------------------------------
+
+_PROMOTE_SQL = "UPDATE jobs SET state = 'queued', updated_at = :now WHERE {where} RETURNING id"
+_DUE = "state IN ('scheduled', 'retrying') AND next_attempt_at <= :now"
+# First attempts and retries are read apart, each along its own partial index,
+# so a bound on retries never makes a claim walk past retries left waiting (nor
+# past first attempts); together they keep the order in which jobs came due.
+_CLAIM_SQL = (
+    "UPDATE jobs SET state = 'running', deliveries = deliveries + 1, claimed_at = :now, "
+    "lease_expires_at = :lease_expires_at, updated_at = :now "
+    "WHERE id IN (SELECT id FROM ("
+    "SELECT id, next_attempt_at FROM (SELECT id, next_attempt_at FROM jobs "
+    "WHERE state = 'queued' AND deliveries = 0 AND target = :target "
+    "ORDER BY next_attempt_at LIMIT :limit{lock}) AS firsts "
+    "UNION ALL "
+    "SELECT id, next_attempt_at FROM (SELECT id, next_attempt_at FROM jobs "
+    "WHERE state = 'queued' AND deliveries > 0 AND target = :target "
+    "ORDER BY next_attempt_at LIMIT :retries{lock}) AS retries"
+    ") AS due ORDER BY next_attempt_at LIMIT :limit) "
+    f"RETURNING {COLUMNS}"
+)
+_FAIL_EXPIRED_SQL = (
+    "UPDATE jobs SET state = 'failed', failure_reason = 'expired', completed_at = :now, "
+    "next_attempt_at = NULL, updated_at = :now "
+    "WHERE {where}"
+)
+_EXPIRED = "state IN ('scheduled', 'queued', 'retrying') AND expires_at <= :now"
+_STALE_RUNNING_SQL = (
+    f"SELECT {COLUMNS} FROM jobs WHERE lease_expires_at IS NOT NULL "
+    "AND lease_expires_at < :before AND state IN ('running', 'cancelled'){lock}"
+)
+# The oldest finished jobs, by ix_jobs_completed. Only finished jobs have a
+# completed_at; the state check stays as a guard, written NOT IN so that it is
+# not ix_jobs_finished's term, which SQLite would take for the cheaper way in.
+_PURGEABLE = (
+    "SELECT id FROM jobs WHERE completed_at IS NOT NULL AND completed_at < :before "
+    "AND state NOT IN ('scheduled', 'queued', 'running', 'retrying') LIMIT :limit{lock}"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Statements:
+    """The statements whose text depends on the dialect, built for one."""
+
+    insert_jobs: Executable
+    promote: TextClause
+    claim: TextualSelect
+    fail_expired: TextClause
+    stale_running: TextualSelect
+    purge_attempts: TextClause
+    purge_jobs: TextClause
+    activity_accepted: TextClause
+    activity_finished: TextClause
+
+    @classmethod
+    def build(cls, dialect: Dialect) -> Statements:
+        lock = dialect.skip_locked
+        purgeable = _PURGEABLE.format(lock=lock)
+        accepted, finished = _activity(dialect.floor)
+        return cls(
+            # The (caller, idempotency_key) constraint, not a read, decides who made
+            # the job; executed with many rows, SQLAlchemy sends them as multi-row
+            # INSERTs.
+            insert_jobs=dialect.insert(jobs)
+            .on_conflict_do_nothing(index_elements=["caller", "idempotency_key"])
+            .returning(jobs.c.id),
+            # Replicas promote at once: each takes the rows no other is promoting,
+            # never waits.
+            promote=text(
+                _PROMOTE_SQL.format(where=dialect.unlocked_rows(_DUE, limit=PROMOTE_BATCH))
+            ),
+            # Replicas skip rows another replica is claiming instead of waiting for them.
+            claim=text(_CLAIM_SQL.format(lock=lock)).columns(*jobs.c),
+            fail_expired=text(_FAIL_EXPIRED_SQL.format(where=dialect.unlocked_rows(_EXPIRED))),
+            # rows another replica is completing right now are not stale: skipped,
+            # never waited for
+            stale_running=text(_STALE_RUNNING_SQL.format(lock=lock)).columns(*jobs.c),
+            purge_attempts=text(f"DELETE FROM attempts WHERE job_id IN ({purgeable})"),
+            purge_jobs=text(f"DELETE FROM jobs WHERE id IN ({purgeable})"),
+            activity_accepted=accepted,
+            activity_finished=finished,
+        )
+
+
+def _activity(floor: Callable[[str], str]) -> tuple[TextClause, TextClause]:
+    """The dashboard's two counts: jobs accepted (by the primary key: ids are made
+    from the creation time) and jobs finished (by ``ix_jobs_completed``), both in a
+    window, so a refresh reads the window's rows and never the whole table."""
+
+    def bucket(column: str) -> str:
+        """SQL for the bucket a timestamp falls in, counted from ``:since``."""
+        return f"CAST({floor(f'({column} - :since) / :bucket_s')} AS INTEGER)"
+
+    accepted = text(
+        f"SELECT target, {bucket('created_at')} AS b, count(*) FROM jobs "
+        "WHERE id >= :first_id AND id <= :last_id "
+        "AND created_at >= :since AND created_at < :until GROUP BY target, b"
+    )
+    finished = text(
+        f"SELECT target, state, {bucket('completed_at')} AS b, count(*) FROM jobs "
+        "WHERE completed_at IS NOT NULL AND completed_at >= :since "
+        "AND completed_at < :until AND state IN ('succeeded', 'failed') "
+        "GROUP BY target, state, b"
+    )
+    return accepted, finished
+
+
+#: The largest id there can be: the accepted count's upper bound on ids excludes
+#: nothing (an id can run ahead of its creation time, by a borrowed millisecond or
+#: a clock stepped back, and ``created_at`` does the exact filtering). It is there
+#: because SQLite, without statistics, takes a closed range on the primary key
+#: for a few rows, and preferred to read an open one's every row in target order
+#: to save the GROUP BY its sort.
+_LAST_ID = "ffffffff-ffff-ffff-ffff-ffffffffffff"
+
+
+def activity_params(since: float, until: float, bucket_s: float) -> dict[str, Any]:
+    return {
+        "since": since,
+        "until": until,
+        "bucket_s": bucket_s,
+        "first_id": _first_id(since),
+        "last_id": _LAST_ID,
+    }
+
+
+def _first_id(ts: float) -> str:
+    """The smallest UUIDv7 (see ``app/core/ids.py``) of the millisecond ``ts`` falls in."""
+    h = f"{(int(ts * 1000) & ((1 << 48) - 1)) << 80 | 0x7 << 76:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+# -- the same on every dialect ------------------------------------------------
+
+CLAIMED_AT = text(
+    f"SELECT {COLUMNS} FROM jobs WHERE lease_expires_at IS NOT NULL AND claimed_at = :now "
+    "AND state = 'running'"
+).columns(*jobs.c)
+# One row per duty: the holder renews it; anyone may take it once it lapsed.
+LEAD = text(
+    "INSERT INTO leaders (name, holder, expires_at) VALUES (:name, :holder, :until) "
+    "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
+    "expires_at = excluded.expires_at "
+    "WHERE leaders.holder = excluded.holder OR leaders.expires_at < :now "
+    "RETURNING holder"
+)
+# A job cancelled while its attempt ran: record the attempt, keep it cancelled.
+COMPLETE_CANCELLED = text(
+    "UPDATE jobs SET attempts = :attempts, "
+    "last_status_code = CASE WHEN :recorded = 1 THEN :status_code ELSE last_status_code END, "
+    "last_error = CASE WHEN :recorded = 1 THEN :error ELSE last_error END, "
+    "lease_expires_at = NULL, updated_at = :now "
+    "WHERE id = :id AND deliveries = :delivery AND state = 'cancelled' "
+    "AND lease_expires_at IS NOT NULL AND (CAST(:lapsed_before AS DOUBLE PRECISION) IS NULL "
+    "OR lease_expires_at < CAST(:lapsed_before AS DOUBLE PRECISION))"
+)
+# One statement completes a whole chunk of attempts (UPDATE ... FROM a VALUES
+# list); the guard on the delivery number (the lease token) and state makes stale rows
+# match nothing, and RETURNING says which rows were written.
+COMPLETE_FIELDS = (
+    "id",
+    "delivery",
+    "state",
+    "attempts",
+    "next_attempt_at",
+    "completed_at",
+    "failure_reason",
+    "recorded",
+    "status_code",
+    "error",
+    "now",
+    "unsent",
+    "lapsed_before",
+)
+_COMPLETE_SQL_HEAD = f"WITH v({', '.join(COMPLETE_FIELDS)}) AS (VALUES "
+_COMPLETE_SQL_TAIL = (
+    ") UPDATE jobs SET state = v.state, attempts = v.attempts, "
+    "next_attempt_at = v.next_attempt_at, completed_at = v.completed_at, "
+    "failure_reason = v.failure_reason, "
+    "last_status_code = CASE WHEN v.recorded = 1 THEN v.status_code "
+    "ELSE jobs.last_status_code END, "
+    "last_error = CASE WHEN v.recorded = 1 THEN v.error ELSE jobs.last_error END, "
+    "lease_expires_at = NULL, updated_at = v.now, deliveries = jobs.deliveries - v.unsent "
+    "FROM v WHERE jobs.id = v.id AND jobs.deliveries = v.delivery AND jobs.state = 'running' "
+    # a rescue writes only over a lease still lapsed (a heartbeat may have renewed it)
+    "AND (v.lapsed_before IS NULL OR jobs.lease_expires_at < v.lapsed_before) "
+    "RETURNING jobs.id"
+)
+_COMPLETE_TYPES = (
+    "varchar",
+    "int",
+    "varchar",
+    "int",
+    "float8",
+    "float8",
+    "varchar",
+    "int",
+    "int",
+    "varchar",
+    "float8",
+    "int",
+    "float8",
+)
+
+
+def complete_running(dialect: Dialect, rows: int) -> str:
+    """The driver-level statement completing ``rows`` attempts (``COMPLETE_FIELDS`` each)."""
+    return _COMPLETE_SQL_HEAD + dialect.values_rows(rows, _COMPLETE_TYPES) + _COMPLETE_SQL_TAIL
+
+
+def extend_leases(dialect: Dialect, rows: int) -> str:
+    """The driver-level statement giving ``rows`` (id, delivery) pairs one new lease end."""
+    until_at = dialect.placeholder(2 * rows + 1, "float8")
+    return (
+        "WITH v(id, delivery) AS (VALUES "
+        + dialect.values_rows(rows, ("varchar", "int"))
+        + f") UPDATE jobs SET lease_expires_at = {until_at} FROM v "
+        "WHERE jobs.id = v.id AND jobs.deliveries = v.delivery "
+        "AND jobs.lease_expires_at IS NOT NULL RETURNING jobs.id"
+    )
+
+
+# built once: building a select per call (and its cache key) cost more than running it
+TARGET_BY_NAME = select(targets).where(targets.c.name == bindparam("name"))
+# Replicas loading one targets file at once upsert the same names: the primary
+# key, not an earlier read, decides who creates a target, and the others replace
+# it rather than fail. ``created_at`` is written on insert only.
+_TARGET_FIELDS = (*SPEC_FIELDS, "disabled_reason", "updated_at")
+
+
+def upsert_target(statement: Insert) -> Any:
+    """The targets upsert, from the dialect's INSERT into ``targets``."""
+    statement = statement.values(
+        {name: bindparam(name) for name in ("name", "created_at", *_TARGET_FIELDS)}
+    )
+    return statement.on_conflict_do_update(
+        index_elements=[targets.c.name],
+        set_={name: statement.excluded[name] for name in _TARGET_FIELDS},
+    )
+
+
+INSERT_ATTEMPTS = insert(attempts)
+JOB = select(jobs).where(jobs.c.id == bindparam("id"), jobs.c.caller == bindparam("caller"))
+JOB_OF_ANYONE = select(jobs).where(jobs.c.id == bindparam("id"))
+# Each set of states is counted from its own partial index, never from the
+# table: the unfinished ones hold the backlog (bounded by CSJD_MAX_BACKLOG), the
+# finished ones everything kept for CSJD_RETENTION_S (see count_by_state).
+COUNT_ACTIVE_BY_STATE = text(f"SELECT state, count(*) FROM jobs WHERE {ACTIVE_SQL} GROUP BY state")
+COUNT_FINISHED_BY_STATE = text(
+    f"SELECT state, count(*) FROM jobs WHERE {FINISHED_SQL} GROUP BY state"
+)
+NEXT_DUE = text("SELECT min(next_attempt_at) FROM jobs WHERE state IN ('scheduled', 'retrying')")
+COUNT_ACTIVE = text(f"SELECT count(*) FROM jobs WHERE {ACTIVE_SQL}")
+BACKLOG = text(
+    f"SELECT target, state, count(*) FROM jobs WHERE {ACTIVE_SQL} GROUP BY target, state"
+)
+BUSY = text(f"SELECT count(*) FROM jobs WHERE target = :t AND {ACTIVE_SQL}")
+CANCEL = text(
+    "UPDATE jobs SET state = 'cancelled', completed_at = :now, next_attempt_at = NULL, "
+    "updated_at = :now "
+    f"WHERE id = :id AND caller = :caller AND {ACTIVE_SQL} "
+    f"RETURNING {COLUMNS}"
+).columns(*jobs.c)
+RETRY = text(
+    "UPDATE jobs SET state = 'queued', attempts = 0, failure_reason = NULL, "
+    "completed_at = NULL, next_attempt_at = :now, "
+    "expires_at = :now + (expires_at - created_at), lease_expires_at = NULL, "
+    "updated_at = :now "
+    "WHERE id = :id AND caller = :caller AND state IN ('failed', 'cancelled') "
+    f"RETURNING {COLUMNS}"
+).columns(*jobs.c)
+PAUSE_TARGET = text(
+    "UPDATE targets SET paused_until = :until WHERE name = :name "
+    "AND (paused_until IS NULL OR paused_until < :until)"
+)
+
+
+def list_query(
+    caller: str | None,
+    *,
+    state: JobState | None,
+    target: str | None,
+    limit: int,
+    before_id: str | None,
+) -> Select[Any]:
+    """``GET /jobs``: by ``(caller, id)`` or ``(target, id)``, or by the partial index of
+    the state asked for, which the statement names by its exact term (``models.py``)."""
+    query = select(jobs)
+    if caller is not None:
+        query = query.where(jobs.c.caller == caller)
+    if state is not None:
+        query = query.where(jobs.c.state == state.value)
+        query = query.where(text(FINISHED_SQL if state in TERMINAL else ACTIVE_SQL))
+    if target is not None:
+        query = query.where(jobs.c.target == target)
+    if before_id is not None:
+        query = query.where(jobs.c.id < before_id)
+    return query.order_by(jobs.c.id.desc()).limit(limit)

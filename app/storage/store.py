@@ -1,0 +1,115 @@
+"""What every part of the ``SqlJobStore`` shares: its database and dialect, its
+committer and statements, the count of unfinished jobs, and the targets a write
+batch has looked up.
+
+The store is put together from parts by domain (``sql.py``: targets, reads and
+operator commands; ``intake.py``; ``delivery.py``), each a subclass of
+``SqlStoreBase``. Helpers here run inside a ``GroupCommitter`` transaction
+(``Tx``): what they learn or change is kept in the batch (``tx.batch``) and
+applied to this process's state only after the commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+from app.core import errors
+from app.core.target import TargetRecord
+from app.storage import statements
+from app.storage.dialect import Dialect
+from app.storage.engine import Database
+from app.storage.group import GroupCommitter, Tx
+from app.storage.records import target_record
+from app.storage.statements import TARGET_BY_NAME, Statements
+
+T = TypeVar("T")
+
+_ACTIVE_DELTA = "active_delta"
+
+
+def raise_if_error(result: T | errors.CsjdError) -> T:
+    """``result``, or raised if it is a refusal (returned from inside a batch)."""
+    if isinstance(result, errors.CsjdError):
+        raise result
+    return result
+
+
+def _no_one_listens(job_ids: Iterable[str] | None) -> None:
+    pass
+
+
+class SqlStoreBase:
+    """The state, and the helpers inside a write, that the store's parts share."""
+
+    def __init__(self, database: Database, dialect: Dialect, *, max_backlog: int) -> None:
+        #: told, after each commit, which jobs changed state (None: some, unknown which)
+        self.on_change: Callable[[Iterable[str] | None], None] = _no_one_listens
+        self._database = database
+        self._dialect = dialect
+        self._statements = Statements.build(dialect)
+        self._writer = GroupCommitter(database)
+        self._max_backlog = max_backlog
+        self._active = 0
+
+    @property
+    def shared(self) -> bool:
+        """Whether other processes write to this database too (counts go stale)."""
+        return self._dialect.shared
+
+    @property
+    def database(self) -> Database:
+        return self._database
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._dialect
+
+    @property
+    def statements(self) -> Statements:
+        return self._statements
+
+    @property
+    def committer(self) -> GroupCommitter:
+        return self._writer
+
+    # -- unfinished jobs, as this process counts them ---------------------------
+
+    @property
+    def active(self) -> int:
+        """Non-terminal jobs, as this process counts them."""
+        return self._active
+
+    async def recount(self) -> int:
+        self._active = await self._writer.run(self._count_active)
+        return self._active
+
+    async def _count_active(self, tx: Tx) -> int:
+        return int((await tx.conn.execute(statements.COUNT_ACTIVE)).scalar_one())
+
+    def _adjust_active(self, tx: Tx, delta: int) -> None:
+        if delta:
+            tx.batch[_ACTIVE_DELTA] = tx.batch.get(_ACTIVE_DELTA, 0) + delta
+
+            def apply() -> None:
+                self._active += delta
+
+            tx.after_commit.append(apply)
+
+    def _pending_active(self, tx: Tx) -> int:
+        return self._active + int(tx.batch.get(_ACTIVE_DELTA, 0))
+
+    # -- targets in a write batch --------------------------------------------
+
+    async def _hold_targets(self, tx: Tx, names: set[str]) -> None:
+        """Hold the named targets against a delete, and cache what the dialect read."""
+        cache: dict[str, TargetRecord | None] = tx.batch.setdefault("targets", {})
+        for name, row in (await self._dialect.hold_targets(tx.conn, names)).items():
+            cache[name] = None if row is None else target_record(row)
+
+    async def _target_in_batch(self, tx: Tx, name: str) -> TargetRecord | None:
+        cache: dict[str, TargetRecord | None] = tx.batch.setdefault("targets", {})
+        if name not in cache:
+            row = (await tx.conn.execute(TARGET_BY_NAME, {"name": name})).mappings().first()
+            cache[name] = None if row is None else target_record(row)
+        return cache[name]
