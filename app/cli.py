@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from app import __version__
 from app.console import parser as console
-from app.settings import Role, Settings
+from app.settings import ProcessRole, Settings
 
 log = logging.getLogger("csjd")
 
@@ -35,7 +35,7 @@ def serve(host: str, port: int, role: str) -> int:
 
     settings = _settings()
     logs.configure(settings.log_format)
-    the_role = Role(role)
+    the_role = ProcessRole(role)
     for duty in the_role.duties:
         probe = DatabaseLock(settings.database_url, duty)
         try:
@@ -80,7 +80,7 @@ def migrate() -> int:
 
     settings = _settings()
     logs.configure(settings.log_format)
-    locks = [DatabaseLock(settings.database_url, duty) for duty in Role.ALL.duties]
+    locks = [DatabaseLock(settings.database_url, duty) for duty in ProcessRole.ALL.duties]
     try:
         for lock in locks:
             lock.acquire()
@@ -97,11 +97,11 @@ def migrate() -> int:
 
 def new_key(name: str, role: str) -> int:
     """Print a fresh token and the two ways to configure it."""
-    from app.core.access import Keyring, Role, new_token, parse_keys, token_digest
+    from app.core.access import Keyring, KeyRole, new_token, parse_keys, token_digest
 
     token = new_token()
     try:
-        Keyring(parse_keys(f"{name}:{token}:{Role(role)}"))
+        Keyring(parse_keys(f"{name}:{token}:{KeyRole(role)}"))
     except ValueError as exc:
         print(f"csjd: {exc}", file=sys.stderr)
         return 2
@@ -133,8 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--port", type=int, default=8080)
     serve_cmd.add_argument(
         "--role",
-        choices=[r.value for r in Role],
-        default=Role.ALL.value,
+        choices=[r.value for r in ProcessRole],
+        default=ProcessRole.ALL.value,
         help="all (default); or split one database over an api and a dispatcher process",
     )
     commands.add_parser("migrate", help="apply the database migrations and exit")

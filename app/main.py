@@ -40,7 +40,7 @@ from app.dispatch.maintenance import RESCUE_GRACE_S, Maintenance
 from app.dispatch.sender import AiohttpSender, Sender
 from app.metrics import Metrics
 from app.net import check_target_url
-from app.settings import Role, Settings
+from app.settings import ProcessRole, Settings
 from app.storage import postgres
 from app.storage.clock import DatabaseClock
 from app.storage.factory import build_store
@@ -149,7 +149,7 @@ def create_app(
     sender: Sender | None = None,
     clock: Clock | None = None,
     rng: random.Random | None = None,
-    role: Role = Role.ALL,
+    role: ProcessRole = ProcessRole.ALL,
 ) -> CsjdApp:
     """The gateway; ``role`` splits it over two processes on one database (both
     serve the API, only the ``dispatcher`` one delivers), so each gets a core."""
@@ -158,7 +158,7 @@ def create_app(
     metrics = Metrics()
     watch = JobWatch(max_waiters=settings.max_waiters)
     supervisor = Supervisor()
-    store = build_store(settings, shared=role is not Role.ALL)
+    store = build_store(settings, shared=role is not ProcessRole.ALL)
     # replicas on Postgres compare times each other wrote: all use the database's
     database_clock = (
         DatabaseClock(store.database_time) if clock is None and settings.is_postgres else None
@@ -187,7 +187,7 @@ def create_app(
     )
     # split over two processes on one SQLite file, the API process wakes the other one
     database_file = sqlite_path(settings.database_url)
-    waker = wakeup.WakeSender(database_file) if database_file and role is Role.API else None
+    waker = wakeup.WakeSender(database_file) if database_file and role is ProcessRole.API else None
     gateway = Gateway(
         settings=settings,
         store=store,
@@ -237,7 +237,7 @@ def create_app(
                     supervisor.start(
                         "listener", partial(postgres.listen, settings.database_url, dispatcher.wake)
                     )
-                if database_file and role is Role.DISPATCHER:
+                if database_file and role is ProcessRole.DISPATCHER:
                     supervisor.start(
                         "listener", partial(wakeup.listen, database_file, dispatcher.wake)
                     )

@@ -37,7 +37,7 @@ import uvicorn
 from app.api.deps import Gateway
 from app.api.http_limits import LimitedHttpToolsProtocol
 from app.main import CsjdApp, create_app
-from app.settings import Role, Settings
+from app.settings import ProcessRole, Settings
 
 log = logging.getLogger("csjd")
 
@@ -130,7 +130,9 @@ def raise_fd_limit(wanted: int) -> int:
     return soft
 
 
-async def serve(settings: Settings, host: str, port: int, role: Role = Role.ALL) -> int:
+async def serve(
+    settings: Settings, host: str, port: int, role: ProcessRole = ProcessRole.ALL
+) -> int:
     app = create_app(settings, role=role)
     tune_gc()
     gateway: Gateway = app.state.gateway
@@ -188,7 +190,7 @@ async def serve(settings: Settings, host: str, port: int, role: Role = Role.ALL)
     return 0 if server.started else 1
 
 
-def run(settings: Settings, host: str, port: int, role: Role = Role.ALL) -> int:
+def run(settings: Settings, host: str, port: int, role: ProcessRole = ProcessRole.ALL) -> int:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvicorn[standard] brings it

@@ -20,7 +20,7 @@ class SqliteSynchronous(StrEnum):
     NORMAL = "NORMAL"
 
 
-class Role(StrEnum):
+class ProcessRole(StrEnum):
     """What one ``csjd serve`` process does (``--role``)."""
 
     ALL = "all"
@@ -29,7 +29,7 @@ class Role(StrEnum):
 
     @property
     def dispatches(self) -> bool:
-        return self is not Role.API
+        return self is not ProcessRole.API
 
     @property
     def duties(self) -> tuple[str, ...]:
