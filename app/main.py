@@ -107,8 +107,6 @@ async def load_targets_file(path: Path, store: SqlJobStore, settings: Settings, 
         return 0
     if not isinstance(data, list):
         raise ConfigError(f"CSJD_TARGETS_FILE {path}: expected a list of targets")
-    from app.api.routes.targets import spec_from
-
     specs = []
     for i, item in enumerate(data):
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
@@ -116,7 +114,7 @@ async def load_targets_file(path: Path, store: SqlJobStore, settings: Settings, 
         name = item["name"]
         try:
             body = TargetIn.model_validate(item)
-            spec = spec_from(name, body)
+            spec = body.to_spec(name)
             if not _valid_name(name):
                 raise ConfigError(f"CSJD_TARGETS_FILE {path}: '{name}' is not a valid name")
             await check_target_url(spec.url, allow_private=settings.allow_private_targets)
