@@ -45,7 +45,7 @@ def serve(host: str, port: int, role: str) -> int:
             print(f"csjd: {exc}", file=sys.stderr)
             return 1
         probe.release()
-    from app.main import ConfigError, build_keyring
+    from app.config import ConfigError, build_keyring
 
     try:
         keyring = build_keyring(settings)

@@ -8,20 +8,16 @@ the dispatcher, and closes the sender and the store.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
-from pathlib import Path
 from typing import Any
 
-import yaml
 from fastapi import FastAPI
 from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator import metrics as http_metrics
-from pydantic import ValidationError
 
 from app import __version__
 from app.api import auth, problems
@@ -30,31 +26,23 @@ from app.api.guard import Receive, RequestGuard, Scope, Send
 from app.api.intake import PATH as INTAKE_PATH
 from app.api.intake import IntakeLane
 from app.api.routes import health, jobs, targets, ui
-from app.api.schemas import TargetIn
-from app.core.access import Keyring, load_keys_file, parse_keys
+from app.config import build_keyring, load_targets_file
 from app.core.clock import Clock, SystemClock
-from app.core.errors import CsjdError
 from app.dispatch import wakeup
 from app.dispatch.dispatcher import Dispatcher
 from app.dispatch.maintenance import RESCUE_GRACE_S, Maintenance
 from app.dispatch.sender import AiohttpSender, Sender
 from app.metrics import Metrics
-from app.net import check_target_url
 from app.settings import ProcessRole, Settings
 from app.storage import postgres
 from app.storage.clock import DatabaseClock
 from app.storage.factory import build_store
 from app.storage.migrate import upgrade_async
-from app.storage.sql import SqlJobStore
 from app.storage.sqlite import DatabaseLock, sqlite_path
 from app.supervisor import Supervisor
 from app.watch import JobWatch
 
 log = logging.getLogger("csjd")
-
-
-class ConfigError(RuntimeError):
-    """The configuration cannot work; the message says why."""
 
 
 class CsjdApp(FastAPI):
@@ -77,68 +65,6 @@ class CsjdApp(FastAPI):
         if self.openapi_schema is None:
             auth.document(super().openapi())
         return super().openapi()
-
-
-def build_keyring(settings: Settings) -> Keyring:
-    """The API keys of ``CSJD_API_KEYS`` and ``CSJD_API_KEYS_FILE``; ``ConfigError`` if unusable."""
-    try:
-        keys = parse_keys(settings.api_keys or "")
-        if settings.api_keys_file is not None:
-            keys += load_keys_file(settings.api_keys_file)
-        keyring = Keyring(keys)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    if not keyring.enabled and (settings.api_keys is not None or settings.api_keys_file):
-        # set but empty (a truncated file, a template left blank): failing open
-        # would quietly let everyone in
-        raise ConfigError(
-            "CSJD_API_KEYS or CSJD_API_KEYS_FILE is set but holds no key; "
-            "unset both to run without auth"
-        )
-    return keyring
-
-
-async def load_targets_file(path: Path, store: SqlJobStore, settings: Settings, now: float) -> int:
-    try:
-        data = yaml.safe_load(await asyncio.to_thread(path.read_text))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"CSJD_TARGETS_FILE {path}: cannot read it: {exc}") from None
-    if data is None:
-        return 0
-    if not isinstance(data, list):
-        raise ConfigError(f"CSJD_TARGETS_FILE {path}: expected a list of targets")
-    specs = []
-    for i, item in enumerate(data):
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-            raise ConfigError(f"CSJD_TARGETS_FILE {path}: entry {i} needs a 'name'")
-        name = item["name"]
-        try:
-            body = TargetIn.model_validate(item)
-            spec = body.to_spec(name)
-            if not _valid_name(name):
-                raise ConfigError(f"CSJD_TARGETS_FILE {path}: '{name}' is not a valid name")
-            await check_target_url(spec.url, allow_private=settings.allow_private_targets)
-        except ValidationError as exc:
-            # where and why only: pydantic's own text repeats the input, secrets included
-            why = "; ".join(
-                f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
-                for error in exc.errors()
-            )
-            raise ConfigError(f"CSJD_TARGETS_FILE {path}: target '{name}': {why}") from None
-        except CsjdError as exc:
-            raise ConfigError(f"CSJD_TARGETS_FILE {path}: target '{name}': {exc.detail}") from None
-        specs.append(spec)
-    for spec in specs:
-        await store.put_target(spec, now)
-    return len(specs)
-
-
-def _valid_name(name: str) -> bool:
-    import re
-
-    from app.api.schemas import NAME_PATTERN
-
-    return re.match(NAME_PATTERN, name) is not None
 
 
 def create_app(

@@ -8,8 +8,9 @@ from typing import Any
 import httpx
 import pytest
 
+from app.config import ConfigError
 from app.core.access import Keyring, KeyRole, parse_keys, parse_keys_document, token_digest
-from app.main import ConfigError, create_app
+from app.main import create_app
 from tests.conftest import Api, ApiFactory, make_settings
 
 ALICE = "alice-token-0123456789abcdef"
