@@ -31,20 +31,17 @@ def _settings() -> Settings:
 def serve(host: str, port: int, role: str) -> int:
     from app import logs
     from app.serve import run
-    from app.storage.sqlite import DatabaseInUse, DatabaseLock
+    from app.storage.backend import Backend, DatabaseInUse
 
     settings = _settings()
     logs.configure(settings.log_format)
     the_role = ProcessRole(role)
-    for duty in the_role.duties:
-        probe = DatabaseLock(settings.database_url, duty)
-        try:
-            probe.acquire()
-        except DatabaseInUse as exc:
-            log.error("database_in_use", extra={"detail": str(exc)})
-            print(f"csjd: {exc}", file=sys.stderr)
-            return 1
-        probe.release()
+    try:
+        Backend(settings, the_role).locks().probe()
+    except DatabaseInUse as exc:
+        log.error("database_in_use", extra={"detail": str(exc)})
+        print(f"csjd: {exc}", file=sys.stderr)
+        return 1
     from app.config import ConfigError, build_keyring
 
     try:
@@ -75,22 +72,20 @@ def serve(host: str, port: int, role: str) -> int:
 
 def migrate() -> int:
     from app import logs
-    from app.storage.migrate import upgrade
-    from app.storage.sqlite import DatabaseInUse, DatabaseLock
+    from app.storage.backend import Backend, DatabaseInUse
 
     settings = _settings()
     logs.configure(settings.log_format)
-    locks = [DatabaseLock(settings.database_url, duty) for duty in ProcessRole.ALL.duties]
+    backend = Backend(settings, ProcessRole.ALL)
+    locks = backend.locks()
     try:
-        for lock in locks:
-            lock.acquire()
-        upgrade(settings.database_url)
+        locks.acquire()
+        backend.migrate_blocking()
     except DatabaseInUse as exc:
         print(f"csjd: {exc}", file=sys.stderr)
         return 1
     finally:
-        for lock in locks:
-            lock.release()
+        locks.release()
     log.info("migrated", extra={"database": settings.database_url.split("://", 1)[0]})
     return 0
 
