@@ -1,7 +1,9 @@
 """Configuration: the contract's ``CSJD_*`` environment variables (and ``.env``).
 
 A ``Settings`` is built once by the entry point and handed to
-``create_app(settings)``; nothing reads the environment anywhere else.
+``Gateway.build`` (``create_app(settings)``); nothing reads the environment
+anywhere else. The files it names (API keys, targets) are read by
+``app/config.py``.
 """
 
 from __future__ import annotations
