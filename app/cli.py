@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from app import __version__
 from app.console import parser as console
-from app.settings import Role, Settings
+from app.settings import ProcessRole, Settings
 
 log = logging.getLogger("csjd")
 
@@ -31,21 +31,18 @@ def _settings() -> Settings:
 def serve(host: str, port: int, role: str) -> int:
     from app import logs
     from app.serve import run
-    from app.storage.sqlite import DatabaseInUse, DatabaseLock
+    from app.storage.backend import Backend, DatabaseInUse
 
     settings = _settings()
     logs.configure(settings.log_format)
-    the_role = Role(role)
-    for duty in the_role.duties:
-        probe = DatabaseLock(settings.database_url, duty)
-        try:
-            probe.acquire()
-        except DatabaseInUse as exc:
-            log.error("database_in_use", extra={"detail": str(exc)})
-            print(f"csjd: {exc}", file=sys.stderr)
-            return 1
-        probe.release()
-    from app.main import ConfigError, build_keyring
+    the_role = ProcessRole(role)
+    try:
+        Backend(settings, the_role).locks().probe()
+    except DatabaseInUse as exc:
+        log.error("database_in_use", extra={"detail": str(exc)})
+        print(f"csjd: {exc}", file=sys.stderr)
+        return 1
+    from app.config import ConfigError, build_keyring
 
     try:
         keyring = build_keyring(settings)
@@ -75,33 +72,31 @@ def serve(host: str, port: int, role: str) -> int:
 
 def migrate() -> int:
     from app import logs
-    from app.storage.migrate import upgrade
-    from app.storage.sqlite import DatabaseInUse, DatabaseLock
+    from app.storage.backend import Backend, DatabaseInUse
 
     settings = _settings()
     logs.configure(settings.log_format)
-    locks = [DatabaseLock(settings.database_url, duty) for duty in Role.ALL.duties]
+    backend = Backend(settings, ProcessRole.ALL)
+    locks = backend.locks()
     try:
-        for lock in locks:
-            lock.acquire()
-        upgrade(settings.database_url)
+        locks.acquire()
+        backend.migrate_blocking()
     except DatabaseInUse as exc:
         print(f"csjd: {exc}", file=sys.stderr)
         return 1
     finally:
-        for lock in locks:
-            lock.release()
+        locks.release()
     log.info("migrated", extra={"database": settings.database_url.split("://", 1)[0]})
     return 0
 
 
 def new_key(name: str, role: str) -> int:
     """Print a fresh token and the two ways to configure it."""
-    from app.core.access import Keyring, Role, new_token, parse_keys, token_digest
+    from app.core.access import Keyring, KeyRole, new_token, parse_keys, token_digest
 
     token = new_token()
     try:
-        Keyring(parse_keys(f"{name}:{token}:{Role(role)}"))
+        Keyring(parse_keys(f"{name}:{token}:{KeyRole(role)}"))
     except ValueError as exc:
         print(f"csjd: {exc}", file=sys.stderr)
         return 2
@@ -133,8 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--port", type=int, default=8080)
     serve_cmd.add_argument(
         "--role",
-        choices=[r.value for r in Role],
-        default=Role.ALL.value,
+        choices=[r.value for r in ProcessRole],
+        default=ProcessRole.ALL.value,
         help="all (default); or split one database over an api and a dispatcher process",
     )
     commands.add_parser("migrate", help="apply the database migrations and exit")

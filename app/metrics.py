@@ -1,6 +1,6 @@
 """csjd's own Prometheus metrics, on a registry that belongs to one app.
 
-Each ``create_app`` gets its own ``CollectorRegistry`` (shared with the HTTP
+Each ``Gateway`` gets its own ``CollectorRegistry`` (shared with the HTTP
 instrumentation), so several apps in one process never collide.
 """
 

@@ -5,11 +5,14 @@ replaced, because a deploy's ``SIGTERM`` must cost nothing:
 
 1. The first ``SIGTERM``/``SIGINT`` makes the gateway a lame duck at once:
    ``/readyz`` answers 503, ``POST /jobs`` answers 503 with ``Retry-After``,
-   reads keep working, and the dispatcher claims nothing new.
+   reads keep working, and the dispatcher claims nothing new
+   (``Gateway.begin_drain``).
 2. After ``CSJD_SHUTDOWN_DELAY_S`` the listener closes. From that moment both
    the requests under way and the deliveries in flight get
-   ``CSJD_DRAIN_TIMEOUT_S``, side by side, not one after the other; deliveries
-   still running then are put back. The exit status is 0.
+   ``CSJD_DRAIN_TIMEOUT_S``, side by side, not one after the other
+   (``Gateway.drain_deliveries``); deliveries still running then are put
+   back, and the lifespan's ``Gateway.stop`` closes the rest. The exit status
+   is 0.
 3. A second signal stops the process at once; the leases of whatever was in
    flight bring those jobs back on the next start.
 
@@ -34,10 +37,10 @@ from collections.abc import Generator
 
 import uvicorn
 
-from app.api.deps import Gateway
 from app.api.http_limits import LimitedHttpToolsProtocol
-from app.main import CsjdApp, create_app
-from app.settings import Role, Settings
+from app.gateway import Gateway
+from app.main import CsjdApp, app_for
+from app.settings import ProcessRole, Settings
 
 log = logging.getLogger("csjd")
 
@@ -130,10 +133,12 @@ def raise_fd_limit(wanted: int) -> int:
     return soft
 
 
-async def serve(settings: Settings, host: str, port: int, role: Role = Role.ALL) -> int:
-    app = create_app(settings, role=role)
+async def serve(
+    settings: Settings, host: str, port: int, role: ProcessRole = ProcessRole.ALL
+) -> int:
+    gateway = Gateway.build(settings, role=role)
+    app = app_for(gateway)
     tune_gc()
-    gateway: Gateway = app.state.gateway
     wanted = settings.max_connections + settings.max_inflight + FD_RESERVE
     if (files := raise_fd_limit(wanted)) < wanted:
         log.warning(
@@ -150,7 +155,7 @@ async def serve(settings: Settings, host: str, port: int, role: Role = Role.ALL)
         server.should_exit = True
         # the deliveries' drain runs beside uvicorn's wait for requests under
         # way; the lifespan's stop then waits for this one
-        gateway.dispatcher.begin_stop(settings.drain_timeout_s)
+        gateway.drain_deliveries()
 
     def on_signal(sig: signal.Signals) -> None:
         nonlocal lame_duck
@@ -169,9 +174,7 @@ async def serve(settings: Settings, host: str, port: int, role: Role = Role.ALL)
             },
         )
         enforce_budget(budget_s)
-        gateway.draining = True
-        gateway.watch.close()  # requests waiting on jobs answer now
-        gateway.dispatcher.stop_claiming()
+        gateway.begin_drain()
         lame_duck = asyncio.create_task(retire(), name="csjd-lame-duck")
 
     for sig in SIGNALS:
@@ -188,7 +191,7 @@ async def serve(settings: Settings, host: str, port: int, role: Role = Role.ALL)
     return 0 if server.started else 1
 
 
-def run(settings: Settings, host: str, port: int, role: Role = Role.ALL) -> int:
+def run(settings: Settings, host: str, port: int, role: ProcessRole = ProcessRole.ALL) -> int:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvicorn[standard] brings it

@@ -1,7 +1,9 @@
 """Configuration: the contract's ``CSJD_*`` environment variables (and ``.env``).
 
 A ``Settings`` is built once by the entry point and handed to
-``create_app(settings)``; nothing reads the environment anywhere else.
+``Gateway.build`` (``create_app(settings)``); nothing reads the environment
+anywhere else. The files it names (API keys, targets) are read by
+``app/config.py``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ class SqliteSynchronous(StrEnum):
     NORMAL = "NORMAL"
 
 
-class Role(StrEnum):
+class ProcessRole(StrEnum):
     """What one ``csjd serve`` process does (``--role``)."""
 
     ALL = "all"
@@ -29,7 +31,7 @@ class Role(StrEnum):
 
     @property
     def dispatches(self) -> bool:
-        return self is not Role.API
+        return self is not ProcessRole.API
 
     @property
     def duties(self) -> tuple[str, ...]:

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from app.cli import main
-from app.core.access import Keyring, Role, parse_keys, parse_keys_document
+from app.core.access import Keyring, KeyRole, parse_keys, parse_keys_document
 
 
 def test_a_new_key_configures_either_way(capsys: pytest.CaptureFixture[str]) -> None:
@@ -21,7 +21,7 @@ def test_a_new_key_configures_either_way(capsys: pytest.CaptureFixture[str]) -> 
     document = yaml.safe_load("\n".join(out[3:]))
     from_file = Keyring(parse_keys_document(document, "keys.yaml")).identify(token)
     for key in (from_env, from_file):
-        assert key is not None and (key.name, key.role) == ("billing-svc", Role.ADMIN)
+        assert key is not None and (key.name, key.role) == ("billing-svc", KeyRole.ADMIN)
     assert token not in "\n".join(out[3:])
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.main import ConfigError, load_targets_file
+from app.config import ConfigError, load_targets_file
 from tests.conftest import make_settings
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

@@ -27,7 +27,7 @@ from starlette.responses import RedirectResponse
 
 from app.api import problems
 from app.api.guard import ASGIApp, Receive, Scope, Send
-from app.core.access import Keyring, Role
+from app.core.access import Keyring, KeyRole
 from app.core.errors import CsjdError, Forbidden, Unauthenticated
 
 #: The one scope of idempotency keys and jobs while auth is off.
@@ -54,13 +54,13 @@ OPEN_PATHS = frozenset(
 )
 
 
-def required_role(path: str) -> Role | None:
+def required_role(path: str) -> KeyRole | None:
     """The role a path needs (None: open to anyone)."""
     if path in OPEN_PATHS:
         return None
     if path == "/jobs" or path.startswith("/jobs/"):
-        return Role.PRODUCER
-    return Role.ADMIN
+        return KeyRole.PRODUCER
+    return KeyRole.ADMIN
 
 
 def caller_for(keyring: Keyring, authorization: list[bytes], path: str) -> str:
@@ -188,6 +188,6 @@ def document(schema: dict[str, Any]) -> dict[str, Any]:
             operation["security"] = [{"bearer": []}]
             responses = operation.setdefault("responses", {})
             responses.setdefault("401", _problem("No, or an unknown, API key"))
-            if needed is Role.ADMIN:
+            if needed is KeyRole.ADMIN:
                 responses.setdefault("403", _problem("The API key is not an admin key"))
     return schema

@@ -3,49 +3,22 @@
 Every dependency is ``async def``: FastAPI runs plain ``def`` dependencies in
 a thread pool, a thread hop per request for nothing.
 
-``Gateway`` is the bundle ``create_app`` builds and hangs on ``app.state``;
-routes take it (and the caller's scope, and the checks that must run before a
-body is even parsed) through the aliases below.
+The ``Gateway`` (``app/gateway.py``) hangs on ``app.state``; routes take it
+(and the caller's scope, and the checks that must run before a body is even
+parsed) through the aliases below.
 """
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from app.api.auth import ANONYMOUS, SCOPE_KEY
 from app.core import idempotency
-from app.core.access import Keyring
-from app.core.clock import Clock
 from app.core.errors import InvalidIdempotencyKey, Unavailable
-from app.dispatch.dispatcher import Dispatcher
-from app.metrics import Metrics
-from app.settings import Settings
-from app.storage.base import JobStore
-from app.supervisor import Supervisor
-from app.watch import JobWatch
-
-
-@dataclass(slots=True)
-class Gateway:
-    settings: Settings
-    store: JobStore
-    dispatcher: Dispatcher
-    metrics: Metrics
-    clock: Clock
-    supervisor: Supervisor
-    #: tells whichever process delivers that jobs became due (see ``dispatch/wakeup.py``)
-    wake: Callable[[], None]
-    keyring: Keyring = field(default_factory=Keyring)
-    #: requests waiting on a job (``Prefer: wait``)
-    watch: JobWatch = field(default_factory=JobWatch)
-    rng: random.Random = field(default_factory=random.Random)
-    draining: bool = False
-    started: bool = False
+from app.gateway import Gateway
 
 
 async def get_gateway(request: Request) -> Gateway:

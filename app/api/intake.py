@@ -26,7 +26,7 @@ from starlette.responses import Response
 
 from app.api import problems
 from app.api.auth import caller_for
-from app.api.deps import Gateway, ensure_accepting, key_from
+from app.api.deps import ensure_accepting, key_from
 from app.api.guard import BodyProblem, Receive, Scope, Send, check_body, declared_length, read_body
 from app.api.present import job_json
 from app.api.schemas import JobIn
@@ -34,6 +34,7 @@ from app.core import idempotency
 from app.core.errors import CsjdError
 from app.core.ids import uuid7
 from app.core.job import JobRecord, JobState, NewJob
+from app.gateway import Gateway
 
 PATH = "/jobs"
 _JSON = (b"content-type", b"application/json")

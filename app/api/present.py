@@ -10,7 +10,7 @@ from typing import Any
 from app.api.schemas import MASK
 from app.core.attempt import AttemptRecord
 from app.core.job import JobRecord
-from app.core.target import TargetRecord
+from app.core.target import SPEC_FIELDS, TargetRecord
 from app.dispatch.dispatcher import LiveState
 
 
@@ -67,19 +67,12 @@ def target_json(
 ) -> dict[str, Any]:
     spec = target.spec
     paused = target.paused_until if target.paused_until and target.paused_until > now else None
+    view = {"name": spec.name, **{field: getattr(spec, field) for field in SPEC_FIELDS}}
+    # write-only: an answer says whether they are set, never what they hold
+    view["secret"] = MASK if spec.secret else None
+    view["headers"] = dict.fromkeys(spec.headers, MASK)
     return {
-        "name": spec.name,
-        "url": spec.url,
-        "timeout_s": spec.timeout_s,
-        "max_concurrency": spec.max_concurrency,
-        "rate_limit_per_s": spec.rate_limit_per_s,
-        "max_attempts": spec.max_attempts,
-        "backoff_initial_s": spec.backoff_initial_s,
-        "backoff_max_s": spec.backoff_max_s,
-        "max_retry_duration_s": spec.max_retry_duration_s,
-        "secret": MASK if spec.secret else None,
-        "headers": dict.fromkeys(spec.headers, MASK),
-        "enabled": spec.enabled,
+        **view,
         "created_at": rfc3339(target.created_at),
         "updated_at": rfc3339(target.updated_at),
         "state": {

@@ -1,4 +1,8 @@
-"""Request and response bodies of the HTTP API (they define ``openapi.yaml``)."""
+"""Request and response bodies of the HTTP API (they define ``openapi.yaml``).
+
+A target's fields are declared once for the API, in ``TargetIn`` (with their
+limits, defaults and descriptions); ``TargetOut`` and the conversion to the
+core's ``TargetSpec`` are derived from it and ``SPEC_FIELDS``."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -19,6 +24,7 @@ from app.core.errors import Unprocessable
 from app.core.headers import header_problems
 from app.core.idempotency import INT_RANGE
 from app.core.signing import decode_secrets
+from app.core.target import SPEC_FIELDS, TargetSpec
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 MAX_DELAY_S = 365 * 86400
@@ -118,6 +124,25 @@ class TargetIn(BaseModel):
             raise ValueError("backoff_max_s must be at least backoff_initial_s")
         return self
 
+    def to_spec(self, name: str) -> TargetSpec:
+        """This body as the target ``name`` (the path's, or the targets file's)."""
+        if self.name is not None and self.name != name:
+            raise Unprocessable(
+                f"the body names target '{self.name}' but the path names '{name}'",
+                extensions={
+                    "errors": [
+                        {
+                            "loc": ["body", "name"],
+                            "msg": "must equal the path's name",
+                            "type": "value_error",
+                        }
+                    ]
+                },
+            )
+        fields = {field: getattr(self, field) for field in SPEC_FIELDS}
+        fields["headers"] = dict(self.headers)  # the spec's own, not the body's
+        return TargetSpec(name=name, **fields)
+
 
 class TargetState(BaseModel):
     breaker: Literal["closed", "open", "half_open"]
@@ -129,22 +154,30 @@ class TargetState(BaseModel):
     disabled_reason: str | None
 
 
-class TargetOut(BaseModel):
-    name: str
-    url: str
-    timeout_s: float
-    max_concurrency: int
-    rate_limit_per_s: float | None
-    max_attempts: int
-    backoff_initial_s: float
-    backoff_max_s: float
-    max_retry_duration_s: float
-    secret: str | None = Field(description=f"'{MASK}' when a secret is set")
-    headers: dict[str, str] = Field(description=f"names only; values read '{MASK}'")
-    enabled: bool
-    created_at: datetime
-    updated_at: datetime
-    state: TargetState
+#: what the API shows of a write-only field instead of its value
+_MASKED = {
+    "secret": f"'{MASK}' when a secret is set",
+    "headers": f"names only; values read '{MASK}'",
+}
+
+
+def _target_out_fields() -> dict[str, Any]:
+    """``TargetOut``'s fields: every field of ``TargetSpec`` typed as ``TargetIn``
+    types it (an answer has neither the input's limits nor its defaults), then
+    what csjd keeps beside the spec."""
+    fields: dict[str, Any] = {"name": (str, ...)}
+    for name in SPEC_FIELDS:
+        annotation = TargetIn.model_fields[name].annotation
+        fields[name] = (annotation, Field(description=_MASKED.get(name)))
+    fields |= {
+        "created_at": (datetime, ...),
+        "updated_at": (datetime, ...),
+        "state": (TargetState, ...),
+    }
+    return fields
+
+
+TargetOut = create_model("TargetOut", **_target_out_fields())
 
 
 class JobIn(BaseModel):

@@ -32,18 +32,20 @@ _TOKEN = re.compile(r"^[\x21-\x7e]+$")
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
 
-class Role(StrEnum):
+class KeyRole(StrEnum):
+    """What an API key may use: ``/jobs`` (``producer``) or everything (``admin``)."""
+
     PRODUCER = "producer"
     ADMIN = "admin"
 
-    def allows(self, needed: Role) -> bool:
-        return self is Role.ADMIN or needed is Role.PRODUCER
+    def allows(self, needed: KeyRole) -> bool:
+        return self is KeyRole.ADMIN or needed is KeyRole.PRODUCER
 
 
 @dataclass(frozen=True, slots=True)
 class ApiKey:
     name: str
-    role: Role
+    role: KeyRole
     digest: bytes
     #: the token was given in clear and is short (only known for ``CSJD_API_KEYS``)
     short: bool = False
@@ -64,9 +66,9 @@ def _name(name: str, where: str) -> str:
     return name
 
 
-def _role(role: str, where: str) -> Role:
+def _role(role: str, where: str) -> KeyRole:
     try:
-        return Role(role.strip().lower())
+        return KeyRole(role.strip().lower())
     except ValueError:
         raise ValueError(f"{where}: the role is 'producer' or 'admin', not '{role}'") from None
 
@@ -130,7 +132,7 @@ class Keyring:
 
     def __init__(self, keys: Iterable[ApiKey] = ()) -> None:
         self._keys = tuple(keys)
-        roles: dict[str, Role] = {}
+        roles: dict[str, KeyRole] = {}
         digests: set[bytes] = set()
         for key in self._keys:
             if roles.setdefault(key.name, key.role) is not key.role:
@@ -144,7 +146,7 @@ class Keyring:
         return bool(self._keys)
 
     @property
-    def names(self) -> dict[str, Role]:
+    def names(self) -> dict[str, KeyRole]:
         return {key.name: key.role for key in self._keys}
 
     @property

@@ -8,8 +8,9 @@ from typing import Any
 import httpx
 import pytest
 
-from app.core.access import Keyring, Role, parse_keys, parse_keys_document, token_digest
-from app.main import ConfigError, create_app
+from app.config import ConfigError
+from app.core.access import Keyring, KeyRole, parse_keys, parse_keys_document, token_digest
+from app.main import create_app
 from tests.conftest import Api, ApiFactory, make_settings
 
 ALICE = "alice-token-0123456789abcdef"
@@ -264,7 +265,7 @@ def test_the_keyring_finds_the_key_of_a_token() -> None:
     keyring = Keyring(parse_keys("a:token-a:producer, b:token:with:colons:admin"))
     found = keyring.identify("token:with:colons")
     assert found is not None
-    assert (found.name, found.role) == ("b", Role.ADMIN)
+    assert (found.name, found.role) == ("b", KeyRole.ADMIN)
     assert keyring.identify("token-b") is None
     assert keyring.identify("") is None
     assert keyring.weak == ["a", "b"]

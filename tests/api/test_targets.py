@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from app.api.schemas import TargetIn
+from app.core.target import SPEC_FIELDS, TargetSpec
 from tests.conftest import Api, ApiFactory
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -201,3 +203,12 @@ async def test_backlog_counts_show_on_the_target(api: Api) -> None:
     state = (await api.client.get("/targets/billing")).json()["state"]
     assert state["backlog"] == {"scheduled": 1, "queued": 1, "running": 0, "retrying": 0}
     assert state["disabled_reason"] == "disabled by an operator"
+
+
+def test_the_api_takes_exactly_the_specs_fields_with_the_specs_defaults() -> None:
+    declared = TargetIn.model_fields
+    assert list(declared) == ["name", *SPEC_FIELDS]
+    spec = TargetSpec(name="billing", url="http://127.0.0.1:9/hook")
+    for name in SPEC_FIELDS:
+        if not declared[name].is_required():
+            assert declared[name].get_default(call_default_factory=True) == getattr(spec, name)

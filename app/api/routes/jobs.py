@@ -14,13 +14,14 @@ from starlette.responses import Response
 from starlette.types import Receive
 
 from app.api.cursors import decode_cursor, encode_cursor
-from app.api.deps import CallerDep, Gateway, GatewayDep, IntakeDep
+from app.api.deps import CallerDep, GatewayDep, IntakeDep
 from app.api.intake import accept, accepted_headers
 from app.api.present import attempt_json, job_json
 from app.api.problems import documented
 from app.api.schemas import AttemptOut, JobIn, JobOut, JobPageOut, StateName
 from app.core.errors import NotFound
 from app.core.job import TERMINAL, JobRecord, JobState
+from app.gateway import Gateway
 from app.storage.base import ATTEMPTS_PAGE, MAX_ATTEMPTS_PAGE
 
 router = APIRouter(tags=["jobs"])

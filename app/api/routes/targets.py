@@ -12,43 +12,13 @@ from app.api.deps import GatewayDep
 from app.api.present import target_json
 from app.api.problems import documented
 from app.api.schemas import NAME_PATTERN, TargetIn, TargetOut
-from app.core.errors import NotFound, Unprocessable
-from app.core.target import TargetRecord, TargetSpec
+from app.core.errors import NotFound
+from app.core.target import TargetRecord
 from app.net import check_target_url
 
 router = APIRouter(tags=["targets"])
 
 NamePath = Annotated[str, Path(pattern=NAME_PATTERN, description="^[a-z0-9][a-z0-9._-]{0,62}$")]
-
-
-def spec_from(name: str, body: TargetIn) -> TargetSpec:
-    if body.name is not None and body.name != name:
-        raise Unprocessable(
-            f"the body names target '{body.name}' but the path names '{name}'",
-            extensions={
-                "errors": [
-                    {
-                        "loc": ["body", "name"],
-                        "msg": "must equal the path's name",
-                        "type": "value_error",
-                    }
-                ]
-            },
-        )
-    return TargetSpec(
-        name=name,
-        url=body.url,
-        timeout_s=body.timeout_s,
-        max_concurrency=body.max_concurrency,
-        rate_limit_per_s=body.rate_limit_per_s,
-        max_attempts=body.max_attempts,
-        backoff_initial_s=body.backoff_initial_s,
-        backoff_max_s=body.backoff_max_s,
-        max_retry_duration_s=body.max_retry_duration_s,
-        secret=body.secret,
-        headers=dict(body.headers),
-        enabled=body.enabled,
-    )
 
 
 async def _present(gateway: GatewayDep, targets: list[TargetRecord]) -> list[dict[str, object]]:
@@ -79,7 +49,7 @@ def _json(body: object, status: int = 200) -> Response:
     },
 )
 async def put_target(name: NamePath, body: TargetIn, gateway: GatewayDep) -> Response:
-    spec = spec_from(name, body)
+    spec = body.to_spec(name)
     await check_target_url(spec.url, allow_private=gateway.settings.allow_private_targets)
     record, created = await gateway.store.put_target(spec, gateway.clock.now())
     gateway.dispatcher.targets_changed()

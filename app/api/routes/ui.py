@@ -29,7 +29,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from app.api.auth import ANONYMOUS, SCOPE_KEY, UI_COOKIE, UI_LOGIN_PATH, UI_PATH
 from app.api.deps import GatewayDep
 from app.api.present import rfc3339, target_json
-from app.core.access import Role
+from app.core.access import KeyRole
 from app.core.errors import CsjdError
 from app.core.job import JobState
 from app.storage.base import Activity
@@ -248,7 +248,7 @@ async def login(request: Request, gateway: GatewayDep) -> Response:
     key = gateway.keyring.identify(token) if token else None
     if key is None:
         return _page(request, "login.html", 401, error="That token is not a known API key.")
-    if key.role is not Role.ADMIN:
+    if key.role is not KeyRole.ADMIN:
         return _page(
             request,
             "login.html",
