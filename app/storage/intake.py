@@ -52,10 +52,7 @@ class Intake(SqlStoreBase):
                 )
                 continue
             if self._pending_active(tx) + len(rows) + 1 > self._max_backlog:
-                results[i] = errors.BacklogFull(
-                    f"the backlog holds its maximum of {self._max_backlog} unfinished jobs",
-                    retry_after_s=5,
-                )
+                results[i] = errors.BacklogFull.at(self._max_backlog)
                 continue
             record = admit(job, target.spec)
             admitted.append(record)

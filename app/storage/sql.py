@@ -332,10 +332,7 @@ class SqlJobStore(Intake, Delivery):
             if await self._target_in_batch(tx, current.target) is None:
                 return errors.Conflict(f"the job's target '{current.target}' no longer exists")
             if self._pending_active(tx) + 1 > self._max_backlog:
-                return errors.BacklogFull(
-                    f"the backlog holds its maximum of {self._max_backlog} unfinished jobs",
-                    retry_after_s=5,
-                )
+                return errors.BacklogFull.at(self._max_backlog)
             row = (
                 (
                     await tx.conn.execute(
@@ -371,4 +368,4 @@ class SqlJobStore(Intake, Delivery):
         if state is None:
             return errors.NotFound(f"no job '{job_id}'")
         verb = "cancelled" if event == "cancel" else "retried"
-        return IllegalTransition(f"a {state} job cannot be {verb}", extensions={"state": state})
+        return IllegalTransition.of(JobState(state), verb)

@@ -17,6 +17,7 @@ from typing import TypeVar
 from app.core import errors
 from app.core.target import TargetRecord
 from app.storage import statements
+from app.storage.base import no_one_listens
 from app.storage.dialect import Dialect
 from app.storage.engine import Database
 from app.storage.group import GroupCommitter, Tx
@@ -35,16 +36,12 @@ def raise_if_error(result: T | errors.CsjdError) -> T:
     return result
 
 
-def _no_one_listens(job_ids: Iterable[str] | None) -> None:
-    pass
-
-
 class SqlStoreBase:
     """The state, and the helpers inside a write, that the store's parts share."""
 
     def __init__(self, database: Database, dialect: Dialect, *, max_backlog: int) -> None:
         #: told, after each commit, which jobs changed state (None: some, unknown which)
-        self.on_change: Callable[[Iterable[str] | None], None] = _no_one_listens
+        self.on_change: Callable[[Iterable[str] | None], None] = no_one_listens
         self._database = database
         self._dialect = dialect
         self._statements = Statements.build(dialect)
