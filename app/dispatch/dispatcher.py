@@ -34,7 +34,7 @@ import dataclasses
 import logging
 import time
 from collections import Counter
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +51,7 @@ from app.core.outcome import (
     classify_failure,
     classify_response,
 )
+from app.core.request import request_for
 from app.core.retry import (
     Decision,
     Policy,
@@ -60,10 +61,9 @@ from app.core.retry import (
     expired_before_sending,
     policy_for,
 )
-from app.core.signing import sign
 from app.core.target import TargetRecord, effects, with_effects
 from app.dispatch.containment import TargetGuard
-from app.dispatch.sender import USER_AGENT, Failure, Request, Response, Sender
+from app.dispatch.sender import Failure, Response, Sender
 from app.metrics import Metrics
 from app.storage.base import ClaimRequest, JobStore
 from app.supervisor import Supervisor
@@ -459,26 +459,8 @@ class Dispatcher:
         return result
 
     async def _send(self, job: JobRecord, target: TargetRecord, now: float) -> Response | Failure:
-        timestamp = int(now)
-        headers = {
-            "content-type": "application/json",
-            "user-agent": USER_AGENT,
-            "webhook-id": job.id,
-            "webhook-timestamp": str(timestamp),
-        }
-        if target.spec.secret:
-            headers["webhook-signature"] = sign(target.spec.secret, job.id, timestamp, job.payload)
-        headers["idempotency-key"] = job.id
-        headers["csjd-attempt"] = str(job.delivery)
-        if target.spec.headers:
-            _merge(headers, target.spec.headers)
-        if job.headers:
-            _merge(headers, job.headers)
-        request = Request(
-            url=target.spec.url, body=job.payload, headers=headers, timeout_s=target.spec.timeout_s
-        )
         # the seam's contract: the sender answers within the request's deadline
-        return await self._sender.send(request)
+        return await self._sender.send(request_for(job, target.spec, now))
 
     async def _finish(
         self,
@@ -590,12 +572,3 @@ class Dispatcher:
                 return None
             await asyncio.sleep(backoff)
             backoff = min(WRITE_RETRY_MAX_S, backoff * 2)
-
-
-def _merge(headers: dict[str, str], extra: Mapping[str, str]) -> None:
-    """Add ``extra`` headers; a later name replaces an earlier one whatever its case."""
-    for name, value in extra.items():
-        lower = name.lower()
-        for existing in [k for k in headers if k.lower() == lower]:
-            del headers[existing]
-        headers[name] = str(value)
