@@ -316,30 +316,18 @@ class Dispatcher:
             # scheduled jobs still come due while every target is busy
             await self._store.claim([], now, {})
             return False
-        names = list(rooms)
-        self._rotation = (self._rotation + 1) % len(names)
-        names = names[self._rotation :] + names[: self._rotation]
+        self._rotation = (self._rotation + 1) % len(rooms)
         if self._next_due is not None and now >= self._next_due:
             # this claim makes some target's scheduled jobs or retries due
             self._next_due = None
             self._drained.clear()
-        holding = {name: self._guards[name].inflight for name in names}
-        drained = set(self._drained)
-        due = {name: rooms[name] for name in names if name not in drained}
-        grants = share.grants(free, holding, due)
-        # targets held below what they could start, for others' sake
-        wanting = {name for name in due if grants.get(name, 0) < due[name]}
-        left = free - sum(grants.values())
-        if left > 0:
-            # nobody known to have work wants these: look at the others again
-            # (a target that drained may have work by now)
-            idle = {name: rooms[name] for name in names if name in drained}
-            grants.update(share.grants(left, holding, idle))
+        holding = {name: self._guards[name].inflight for name in rooms}
+        shares = share.split(free, rooms, holding, self._drained, turn=self._rotation)
         # no more retries than the budget lets start: the rest wait in the queue,
         # unclaimed, and first attempts behind them still go
         requests = [
             ClaimRequest(target=name, limit=n, retries=min(n, self._guards[name].retry_room(now)))
-            for name, n in grants.items()
+            for name, n in shares.grants.items()
         ]
         lease = dict.fromkeys((r.target for r in requests), LEASE_S)
         jobs = await self._store.claim(requests, now, lease)
@@ -361,10 +349,10 @@ class Dispatcher:
             if r.retries is not None and r.retries < r.limit and retried[r.target] == r.retries:
                 # the budget, not a lack of work, may have ended this claim
                 self._metrics.retries_deferred.labels(target=r.target, reason="budget").inc()
-        self._slot_bound = self._slot_bound or full or bool(wanting)
+        self._slot_bound = self._slot_bound or full or bool(shares.wanting)
         # slots held for targets that had less work than their share can go to
         # the ones held back for them, at once
-        return full or bool(short and wanting - short)
+        return full or bool(short and shares.wanting - short)
 
     def _admit(self, job: JobRecord, target: TargetRecord, now: float) -> None:
         """Start a claimed job's delivery, or put it back if its retry is over budget."""
