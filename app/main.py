@@ -35,7 +35,7 @@ from app.core.access import Keyring, load_keys_file, parse_keys
 from app.core.clock import Clock, SystemClock
 from app.core.errors import CsjdError
 from app.dispatch import wakeup
-from app.dispatch.dispatcher import Dispatcher
+from app.dispatch.loop import Dispatcher
 from app.dispatch.maintenance import RESCUE_GRACE_S, Maintenance
 from app.dispatch.sender import AiohttpSender, Sender
 from app.metrics import Metrics

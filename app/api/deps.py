@@ -22,7 +22,7 @@ from app.core import idempotency
 from app.core.access import Keyring
 from app.core.clock import Clock
 from app.core.errors import InvalidIdempotencyKey, Unavailable
-from app.dispatch.dispatcher import Dispatcher
+from app.dispatch.loop import Dispatcher
 from app.metrics import Metrics
 from app.settings import Settings
 from app.storage.base import JobStore

@@ -16,7 +16,7 @@ from app.core.attempt import Completion
 from app.core.job import JobRecord
 from app.core.target import TargetSpec
 from app.dispatch.containment import TargetGuard
-from app.dispatch.dispatcher import LiveState
+from app.dispatch.loop import LiveState
 from app.dispatch.sender import Failure, Request, Response
 from app.testing import FakeClock, FakeSender, Reply
 from tests.conftest import Api, ApiFactory
@@ -90,36 +90,40 @@ async def test_an_open_breaker_sends_nothing_and_spends_no_attempts(
     assert state["breaker"] == "closed"
 
 
-async def test_half_open_sends_one_probe_then_ramps_up_slowly(api_factory: ApiFactory) -> None:
-    sender, clock = FakeSender(), FakeClock()
-    sender.default = Reply(status=500)
-    api = await api_factory(sender=sender, clock=clock)
-    await api.put_target(max_concurrency=8, backoff_initial_s=0.01, backoff_max_s=0.01)
-    for i in range(5):
-        await api.post_job(f"trip{i}")
-    await eventually(lambda: len(sender.requests) >= 5)
-    await eventually(lambda: getattr(live(api), "breaker", None) == "open")
-    await settle()
-    tripped = len(sender.requests)
+class Gate(FakeSender):
+    """Answers as scripted until shut; then counts concurrent requests and holds
+    each until ``go`` is set."""
 
-    class Gate(FakeSender):
-        """Counts concurrent requests; each waits until released."""
+    def __init__(self) -> None:
+        super().__init__()
+        self.shut = False
+        self.inflight = 0
+        self.peaks: list[int] = []
+        self.go = asyncio.Event()
 
-        def __init__(self) -> None:
-            super().__init__()
-            self.inflight = 0
-            self.peaks: list[int] = []
-            self.go = asyncio.Event()
-
-        async def send(self, request):
+    async def send(self, request: Request) -> Response | Failure:
+        if self.shut:
             self.inflight += 1
             self.peaks.append(self.inflight)
             await self.go.wait()
             self.inflight -= 1
-            return await super().send(request)
+        return await super().send(request)
 
-    gate = Gate()
-    api.gateway.dispatcher._sender = gate
+
+async def test_half_open_sends_one_probe_then_ramps_up_slowly(api_factory: ApiFactory) -> None:
+    gate, clock = Gate(), FakeClock()
+    gate.default = Reply(status=500)
+    api = await api_factory(sender=gate, clock=clock)
+    await api.put_target(max_concurrency=8, backoff_initial_s=0.01, backoff_max_s=0.01)
+    for i in range(5):
+        await api.post_job(f"trip{i}")
+    await eventually(lambda: len(gate.requests) >= 5)
+    await eventually(lambda: getattr(live(api), "breaker", None) == "open")
+    await settle()
+    tripped = len(gate.requests)
+
+    gate.default = Reply(status=200)
+    gate.shut = True
     for i in range(40):
         await api.post_job(f"q{i}")
     clock.advance(30)
@@ -129,7 +133,8 @@ async def test_half_open_sends_one_probe_then_ramps_up_slowly(api_factory: ApiFa
     assert gate.inflight == 1, "half-open admits exactly one probe"
     assert (await target_state(api))["breaker"] == "half_open"
     gate.go.set()
-    await eventually(lambda: len(gate.requests) >= 45 - tripped + 5)
+    # (the requests since the gate shut)
+    await eventually(lambda: len(gate.requests) - tripped >= 45 - tripped + 5)
     assert (await target_state(api))["breaker"] == "closed"
     # after the probe, concurrency restarted at 1 and at most doubled per window
     assert gate.peaks[0] == 1

@@ -9,7 +9,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from app.core.signing import sign
-from app.dispatch import dispatcher as dispatcher_module
+from app.dispatch import loop as dispatcher_module
 from app.dispatch.sender import AiohttpSender, Request
 from app.testing import FakeClock, FakeSender, Reply, Sink
 from tests.conftest import Api, ApiFactory
