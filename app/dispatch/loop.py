@@ -38,7 +38,8 @@ from app.core.job import JobRecord
 from app.core.outcome import Classified
 from app.core.retry import Decision, Random, deferred
 from app.core.target import Effects, TargetRecord, with_effects
-from app.dispatch.containment import TargetGuard
+from app.dispatch.containment import DEFAULT as DEFAULT_CONTAINMENT
+from app.dispatch.containment import Containment, TargetGuard
 from app.dispatch.delivery import Deliverer
 from app.dispatch.sender import Sender
 from app.metrics import Metrics
@@ -80,8 +81,10 @@ class Dispatcher:
         max_inflight: int,
         supervisor: Supervisor,
         idle_poll_s: float = IDLE_POLL_S,
+        containment: Containment = DEFAULT_CONTAINMENT,
     ) -> None:
         self._idle_poll_s = idle_poll_s
+        self._containment = containment
         self._store = store
         self._supervisor = supervisor
         self._clock = clock
@@ -248,7 +251,7 @@ class Dispatcher:
         for name, target in self._targets.items():
             guard = self._guards.get(name)
             if guard is None:
-                guard = self._guards[name] = TargetGuard(target.spec)
+                guard = self._guards[name] = TargetGuard(target.spec, policy=self._containment)
             guard.reconfigure(target.spec, now)
             self._publish(name, guard)
         for name in [n for n, g in self._guards.items() if n not in self._targets]:
