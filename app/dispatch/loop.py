@@ -40,7 +40,7 @@ from app.core.retry import Decision, Random, deferred
 from app.core.target import Effects, TargetRecord, with_effects
 from app.dispatch.containment import DEFAULT as DEFAULT_CONTAINMENT
 from app.dispatch.containment import Containment, TargetGuard
-from app.dispatch.delivery import Deliverer
+from app.dispatch.delivery import WRITE_RETRY_FIRST_S, WRITE_RETRY_MAX_S, Deliverer
 from app.dispatch.sender import Sender
 from app.metrics import Metrics
 from app.storage.base import ClaimRequest, JobStore
@@ -59,6 +59,24 @@ TARGET_REFRESH_S = 2.0
 LOOP_EXIT_TIMEOUT_S = 5.0
 #: the claim loop and the heartbeat try again this soon after the database failed them
 UNAVAILABLE_PAUSE_S = 1.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Timings:
+    """How long the dispatcher waits for what: the constants above, unless a
+    test hands it shorter ones."""
+
+    idle_poll_s: float = IDLE_POLL_S
+    lease_s: float = LEASE_S
+    heartbeat_s: float = HEARTBEAT_S
+    target_refresh_s: float = TARGET_REFRESH_S
+    loop_exit_timeout_s: float = LOOP_EXIT_TIMEOUT_S
+    unavailable_pause_s: float = UNAVAILABLE_PAUSE_S
+    write_retry_first_s: float = WRITE_RETRY_FIRST_S
+    write_retry_max_s: float = WRITE_RETRY_MAX_S
+
+
+DEFAULT_TIMINGS = Timings()
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,10 +98,10 @@ class Dispatcher:
         metrics: Metrics,
         max_inflight: int,
         supervisor: Supervisor,
-        idle_poll_s: float = IDLE_POLL_S,
+        timings: Timings = DEFAULT_TIMINGS,
         containment: Containment = DEFAULT_CONTAINMENT,
     ) -> None:
-        self._idle_poll_s = idle_poll_s
+        self._timings = timings
         self._containment = containment
         self._store = store
         self._supervisor = supervisor
@@ -109,7 +127,14 @@ class Dispatcher:
         self._next_due: float | None = None
         self._stopping: asyncio.Task[None] | None = None
         self._deliverer = Deliverer(
-            store, sender, clock=clock, rng=rng, metrics=metrics, on_effects=self._apply
+            store,
+            sender,
+            clock=clock,
+            rng=rng,
+            metrics=metrics,
+            on_effects=self._apply,
+            write_retry_first_s=timings.write_retry_first_s,
+            write_retry_max_s=timings.write_retry_max_s,
         )
 
     # -- control -------------------------------------------------------------
@@ -168,7 +193,7 @@ class Dispatcher:
         # let the loop leave by itself: cancelling it mid-claim could commit a
         # claim whose jobs nobody starts (they would wait for a rescue); it
         # leaves within one claim, and its wait counts against the drain
-        await self._supervisor.finish("dispatcher", LOOP_EXIT_TIMEOUT_S)
+        await self._supervisor.finish("dispatcher", self._timings.loop_exit_timeout_s)
         if self._tasks:
             remaining = max(0.0, deadline - loop.time())
             _, pending = await asyncio.wait(set(self._tasks), timeout=remaining)
@@ -190,9 +215,10 @@ class Dispatcher:
                     continue  # a claim came back full: there may be more due work
                 await self._sleep()
             except DatabaseUnavailable:
-                log.warning("claim_deferred", extra={"retry_in_s": UNAVAILABLE_PAUSE_S})
+                pause = self._timings.unavailable_pause_s
+                log.warning("claim_deferred", extra={"retry_in_s": pause})
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(UNAVAILABLE_PAUSE_S):
+                    async with asyncio.timeout(pause):
                         while self._claiming:
                             await self._wake.wait()
                             self._wake.clear()
@@ -200,19 +226,22 @@ class Dispatcher:
     async def _heartbeat(self) -> None:
         """Extend the leases of running attempts, so only a dead process's lapse.
         After the database failed a renewal, the next comes in a second, not ten."""
-        pause = HEARTBEAT_S
+        timings = self._timings
+        pause = timings.heartbeat_s
         while True:
             await asyncio.sleep(pause)
-            pause = HEARTBEAT_S
+            pause = timings.heartbeat_s
             if self._leases:
                 try:
-                    await self._store.extend_leases(dict(self._leases), self._clock.now() + LEASE_S)
+                    await self._store.extend_leases(
+                        dict(self._leases), self._clock.now() + timings.lease_s
+                    )
                 except DatabaseUnavailable:
                     log.warning("lease_renewal_deferred", extra={"leases": len(self._leases)})
-                    pause = UNAVAILABLE_PAUSE_S
+                    pause = timings.unavailable_pause_s
 
     async def _sleep(self) -> None:
-        timeout = self._idle_poll_s
+        timeout = self._timings.idle_poll_s
         now = self._clock.now()
         due = self._next_due = await self._store.next_due()
         if due is not None:
@@ -239,7 +268,7 @@ class Dispatcher:
         # busy by finished deliveries never times out: a mark lasts one idle poll,
         # the longest the loop goes without looking anyway. (Only here, between
         # rounds, so claiming again at once always sees the marks just made.)
-        oldest = time.monotonic() - self._idle_poll_s
+        oldest = time.monotonic() - self._timings.idle_poll_s
         for name in [n for n, at in self._drained.items() if at < oldest]:
             del self._drained[name]
 
@@ -274,7 +303,8 @@ class Dispatcher:
         hung target never takes the slots other targets' due work needs; slots
         none of those can use go to the rest (a target alone may use them all).
         """
-        if self._targets_stale or time.monotonic() - self._refreshed_at > TARGET_REFRESH_S:
+        refresh_s = self._timings.target_refresh_s
+        if self._targets_stale or time.monotonic() - self._refreshed_at > refresh_s:
             # other gateways on a shared database change targets and pauses too
             await self._refresh_targets()
         free = self._max_inflight - sum(g.inflight for g in self._guards.values())
@@ -308,7 +338,7 @@ class Dispatcher:
             ClaimRequest(target=name, limit=n, retries=min(n, self._guards[name].retry_room(now)))
             for name, n in shares.grants.items()
         ]
-        lease = dict.fromkeys((r.target for r in requests), LEASE_S)
+        lease = dict.fromkeys((r.target for r in requests), self._timings.lease_s)
         jobs = await self._store.claim(requests, now, lease)
         for job in jobs:
             self._admit(job, self._targets[job.target], now)
