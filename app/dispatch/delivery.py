@@ -38,14 +38,12 @@ from app.core.request import request_for
 from app.core.retry import Decision, Policy, Random, decide, expired_before_sending, policy_for
 from app.core.target import Effects, TargetRecord, effects
 from app.dispatch.sender import Response, Sender
+from app.dispatch.timings import DEFAULT as DEFAULT_TIMINGS
+from app.dispatch.timings import Timings
 from app.metrics import Metrics
 from app.storage.base import JobStore
 
 log = logging.getLogger("csjd.dispatch")
-
-#: a result the database could not take is written again after this, doubling
-WRITE_RETRY_FIRST_S = 0.1
-WRITE_RETRY_MAX_S = 2.0
 
 #: what the loop does with a written result's effects on its target (name, change, now)
 OnEffects = Callable[[str, Effects, float], None]
@@ -63,8 +61,7 @@ class Deliverer:
         rng: Random,
         metrics: Metrics,
         on_effects: OnEffects,
-        write_retry_first_s: float = WRITE_RETRY_FIRST_S,
-        write_retry_max_s: float = WRITE_RETRY_MAX_S,
+        timings: Timings = DEFAULT_TIMINGS,
     ) -> None:
         self._store = store
         self._sender = sender
@@ -72,8 +69,7 @@ class Deliverer:
         self._rng = rng
         self._metrics = metrics
         self._on_effects = on_effects
-        self._write_retry_first_s = write_retry_first_s
-        self._write_retry_max_s = write_retry_max_s
+        self._timings = timings
 
     async def attempt(
         self, job: JobRecord, target: TargetRecord, started: float
@@ -198,7 +194,7 @@ class Deliverer:
         whose answer was lost). While the database is out of reach the result is
         kept and the write tried again, and the heartbeat keeps the lease; only a
         write the store refuses outright is given up (None), to the lease."""
-        backoff = self._write_retry_first_s
+        backoff = self._timings.write_retry_first_s
         while True:
             try:
                 return await self._store.complete(completion)
@@ -225,4 +221,4 @@ class Deliverer:
                 log.exception("completion_write_failed", extra={"job_id": completion.job_id})
                 return None
             await asyncio.sleep(backoff)
-            backoff = min(self._write_retry_max_s, backoff * 2)
+            backoff = min(self._timings.write_retry_max_s, backoff * 2)

@@ -40,43 +40,15 @@ from app.core.retry import Decision, Random, deferred
 from app.core.target import Effects, TargetRecord, with_effects
 from app.dispatch.containment import DEFAULT as DEFAULT_CONTAINMENT
 from app.dispatch.containment import Containment, TargetGuard
-from app.dispatch.delivery import WRITE_RETRY_FIRST_S, WRITE_RETRY_MAX_S, Deliverer
+from app.dispatch.delivery import Deliverer
 from app.dispatch.sender import Sender
+from app.dispatch.timings import DEFAULT as DEFAULT_TIMINGS
+from app.dispatch.timings import Timings
 from app.metrics import Metrics
 from app.storage.base import ClaimRequest, JobStore
 from app.supervisor import Supervisor
 
 log = logging.getLogger("csjd.dispatch")
-
-#: the longest the loop sleeps without being woken; jobs accepted elsewhere wake
-#: it (Postgres NOTIFY, or the API process's datagram on SQLite), so this only
-#: bounds the cost of a lost wake-up
-IDLE_POLL_S = 1.0
-#: a claim's lease; running attempts have theirs extended every HEARTBEAT_S
-LEASE_S = 30.0
-HEARTBEAT_S = 10.0
-TARGET_REFRESH_S = 2.0
-LOOP_EXIT_TIMEOUT_S = 5.0
-#: the claim loop and the heartbeat try again this soon after the database failed them
-UNAVAILABLE_PAUSE_S = 1.0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Timings:
-    """How long the dispatcher waits for what: the constants above, unless a
-    test hands it shorter ones."""
-
-    idle_poll_s: float = IDLE_POLL_S
-    lease_s: float = LEASE_S
-    heartbeat_s: float = HEARTBEAT_S
-    target_refresh_s: float = TARGET_REFRESH_S
-    loop_exit_timeout_s: float = LOOP_EXIT_TIMEOUT_S
-    unavailable_pause_s: float = UNAVAILABLE_PAUSE_S
-    write_retry_first_s: float = WRITE_RETRY_FIRST_S
-    write_retry_max_s: float = WRITE_RETRY_MAX_S
-
-
-DEFAULT_TIMINGS = Timings()
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +105,7 @@ class Dispatcher:
             rng=rng,
             metrics=metrics,
             on_effects=self._apply,
-            write_retry_first_s=timings.write_retry_first_s,
-            write_retry_max_s=timings.write_retry_max_s,
+            timings=timings,
         )
 
     # -- control -------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 
 from app.core.job import JobState
 from app.core.outcome import Outcome
-from app.dispatch.loop import Timings
+from app.dispatch.timings import Timings
 from app.testing import FakeClock, FakeSender
 from tests.dispatch.conftest import Start
 from tests.dispatch.harness import HangingSender, eventually
