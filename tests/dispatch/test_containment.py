@@ -297,8 +297,10 @@ class Recording:
         return getattr(self._store, name)
 
     async def claim(self, *args: Any, **kwargs: Any) -> list[JobRecord]:
-        self.claims += 1
         jobs: list[JobRecord] = await self._store.claim(*args, **kwargs)
+        # counted once it returns: the loop admits what it claimed before it
+        # yields again, so a test that sees the count sees those attempts started
+        self.claims += 1
         return jobs
 
     async def complete(self, completion: Completion) -> bool:
