@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from app.core import breaker as br
@@ -16,7 +16,7 @@ from app.core.request import Request
 from app.core.target import TargetSpec
 from app.dispatch.containment import Containment, TargetGuard
 from app.dispatch.sender import Failure, Response
-from app.storage.base import JobStore
+from app.storage.base import ClaimRequest, JobStore
 from app.testing import FakeClock, FakeSender, Reply
 from tests.dispatch.conftest import Start
 from tests.dispatch.harness import URL, Harness, eventually
@@ -286,21 +286,25 @@ async def test_slots_a_hung_target_gives_up_go_to_targets_with_due_work(start: S
 
 
 class Recording:
-    """The store, counting claims and keeping every completion that puts a job back unsent."""
+    """The store, noting the time of each claim and keeping every completion that
+    puts a job back unsent."""
 
     def __init__(self, store: JobStore) -> None:
         self._store = store
-        self.claims = 0
+        #: the ``now`` of each claim that has returned
+        self.claimed_at: list[float] = []
         self.put_back: list[Completion] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
-    async def claim(self, *args: Any, **kwargs: Any) -> list[JobRecord]:
-        jobs: list[JobRecord] = await self._store.claim(*args, **kwargs)
-        # counted once it returns: the loop admits what it claimed before it
-        # yields again, so a test that sees the count sees those attempts started
-        self.claims += 1
+    async def claim(
+        self, requests: Sequence[ClaimRequest], now: float, lease_s: Mapping[str, float]
+    ) -> list[JobRecord]:
+        jobs: list[JobRecord] = await self._store.claim(requests, now, lease_s)
+        # noted once it returns: the loop admits what it claimed before it
+        # yields again, so a test that sees the note sees those attempts started
+        self.claimed_at.append(now)
         return jobs
 
     async def complete(self, completion: Completion) -> bool:
@@ -369,11 +373,14 @@ def tokens_taken_now(h: Harness) -> int:
 
 
 async def step(h: Harness, recording: Recording, tokens: Counter[str], seconds: float = 1) -> None:
-    """Move fake time on; wait until the dispatcher has claimed and delivered at the new time."""
+    """Move fake time on; wait until the dispatcher has claimed and delivered at the new time.
+
+    (A claim of the old time may still be under way when the clock moves: only
+    one made at the new time says the loop has looked at it.)"""
     loop = h.dispatcher
-    before = recording.claims
     h.advance(seconds)
+    now = h.clock.now()
     await eventually(
-        lambda: recording.claims > before and not loop._tasks and not loop._wake.is_set()
+        lambda: now in recording.claimed_at and not loop._tasks and not loop._wake.is_set()
     )
     tokens["taken"] += tokens_taken_now(h)
