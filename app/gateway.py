@@ -28,7 +28,7 @@ from app import __version__
 from app.config import build_keyring, load_targets_file
 from app.core.access import Keyring
 from app.core.clock import Clock, SystemClock
-from app.dispatch.dispatcher import Dispatcher
+from app.dispatch.loop import Dispatcher
 from app.dispatch.maintenance import RESCUE_GRACE_S, Maintenance
 from app.dispatch.sender import AiohttpSender, Sender
 from app.dispatch.wakeup import WakeSender

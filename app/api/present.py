@@ -11,7 +11,7 @@ from app.api.schemas import MASK
 from app.core.attempt import AttemptRecord
 from app.core.job import JobRecord
 from app.core.target import SPEC_FIELDS, TargetRecord
-from app.dispatch.dispatcher import LiveState
+from app.dispatch.loop import LiveState
 
 
 def rfc3339(ts: float | None) -> str | None:

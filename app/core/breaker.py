@@ -26,6 +26,22 @@ OPEN_S = 30.0
 MAX_OPEN_S = 600.0
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Policy:
+    """When a breaker opens and for how long; every target's is ``DEFAULT`` (the
+    numbers above), and a test may hand the dispatcher others."""
+
+    consecutive_failures: int = CONSECUTIVE_FAILURES
+    window: int = WINDOW
+    min_calls: int = MIN_CALLS
+    failure_ratio: float = FAILURE_RATIO
+    open_s: float = OPEN_S
+    max_open_s: float = MAX_OPEN_S
+
+
+DEFAULT = Policy()
+
+
 class BreakerState(StrEnum):
     CLOSED = "closed"
     OPEN = "open"
@@ -74,27 +90,35 @@ def start_probe(b: Breaker, job_id: str, now: float) -> Breaker:
     return b
 
 
-def record(b: Breaker, *, job_id: str, started_at: float, failed: bool, now: float) -> Breaker:
+def record(
+    b: Breaker,
+    *,
+    job_id: str,
+    started_at: float,
+    failed: bool,
+    now: float,
+    policy: Policy = DEFAULT,
+) -> Breaker:
     """The breaker after an attempt's result (``failed``: a retryable outcome)."""
     b = current(b, now)
     if b.state is BreakerState.HALF_OPEN:
         if b.probe != job_id:
             return b  # a straggler from before the breaker opened
         if failed:
-            return _open(b, now, min(MAX_OPEN_S, b.open_s * 2))
+            return _open(b, now, min(policy.max_open_s, b.open_s * 2))
         return Breaker()
     if b.state is BreakerState.OPEN:
         return b
     if b.opened_at is not None and started_at < b.opened_at:
         return b
-    recent = (*b.recent, failed)[-WINDOW:]
+    recent = (*b.recent, failed)[-policy.window :]
     consecutive = b.consecutive_failures + 1 if failed else 0
     b = replace(b, recent=recent, consecutive_failures=consecutive)
     failures = sum(recent)
-    if consecutive >= CONSECUTIVE_FAILURES or (
-        len(recent) >= MIN_CALLS and failures / len(recent) >= FAILURE_RATIO
+    if consecutive >= policy.consecutive_failures or (
+        len(recent) >= policy.min_calls and failures / len(recent) >= policy.failure_ratio
     ):
-        return _open(b, now, OPEN_S)
+        return _open(b, now, policy.open_s)
     return b
 
 

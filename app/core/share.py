@@ -8,13 +8,59 @@ counted against what each target already holds: free slots go to the
 targets that hold the least (max-min fairness, "water-filling"), each up to
 what it can use now. A target already above that level gets nothing more
 until the others catch up or its own deliveries end; a target that alone
-wants slots may take them all. Pure arithmetic on counts: the dispatcher
-decides which targets want slots and how many each could use.
+wants slots may take them all. ``split`` is the whole rule of one claim
+round: targets known to have due work share the free slots first, and what
+none of them can use goes to the targets whose last claim came back short
+(they may have work again by now). Pure arithmetic on counts: the dispatcher
+says how many attempts each target could start and which ones drained.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """One claim round's shares."""
+
+    #: target -> slots it may claim, in the order to claim them (none: absent)
+    grants: dict[str, int]
+    #: targets with due work given fewer slots than they could start, for others' sake
+    wanting: set[str]
+
+
+def split(
+    free: int,
+    rooms: Mapping[str, int],
+    holding: Mapping[str, int],
+    drained: Collection[str],
+    *,
+    turn: int,
+) -> Split:
+    """Share ``free`` slots among the targets in ``rooms``, each of which could
+    start that many attempts now (none absent; all above 0).
+
+    ``holding`` is what each has in flight now. Targets in ``drained`` had no
+    more due work at their last claim: they get only the slots the others
+    cannot use. ``turn`` rotates the order of ``rooms`` (ties go to the first
+    targets in it), so a caller that moves it on each round spreads them.
+    """
+    names = list(rooms)
+    if names:
+        turn %= len(names)
+        names = names[turn:] + names[:turn]
+    due = {name: rooms[name] for name in names if name not in drained}
+    given = grants(free, holding, due)
+    wanting = {name for name in due if given.get(name, 0) < due[name]}
+    left = free - sum(given.values())
+    if left > 0:
+        # nobody known to have work wants these: look at the others again
+        # (a target that drained may have work by now)
+        idle = {name: rooms[name] for name in names if name in drained}
+        given.update(grants(left, holding, idle))
+    return Split(given, wanting)
 
 
 def grants(free: int, holding: Mapping[str, int], wants: Mapping[str, int]) -> dict[str, int]:

@@ -9,7 +9,8 @@ came back, and the guard moves the pure states along. Only an attempt that
 starts spends a rate token, a breaker probe or the retry budget. This state
 lives in the process: after a restart a breaker starts closed and the limit
 at ``max_concurrency`` (pauses and disabled targets are in the database and
-survive).
+survive). The breaker's and the budget's thresholds are a ``Containment``
+every guard is given, so a test can lower them without touching the defaults.
 """
 
 from __future__ import annotations
@@ -23,6 +24,17 @@ from app.core.outcome import Classified, Outcome
 from app.core.target import TargetSpec
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Containment:
+    """The thresholds every target's breaker and retry budget follow."""
+
+    breaker: br.Policy = br.DEFAULT
+    budget: bg.Policy = bg.DEFAULT
+
+
+DEFAULT = Containment()
+
+
 @dataclass(slots=True)
 class TargetGuard:
     spec: TargetSpec
@@ -31,6 +43,7 @@ class TargetGuard:
     concurrency: limits.Concurrency = field(init=False)
     bucket: limits.Bucket | None = None
     inflight: int = 0
+    policy: Containment = field(default=DEFAULT, kw_only=True)
 
     def __post_init__(self) -> None:
         self.concurrency = limits.fresh(self.spec.max_concurrency)
@@ -56,7 +69,7 @@ class TargetGuard:
 
     def retry_room(self, now: float) -> int:
         """How many retries the budget lets start now (first attempts are not bounded)."""
-        return bg.retries_allowed(self.budget, now)
+        return bg.retries_allowed(self.budget, now, policy=self.policy.budget)
 
     def at_limit(self) -> bool:
         return self.inflight >= self.concurrency.limit
@@ -67,12 +80,13 @@ class TargetGuard:
         False for a retry over budget: nothing is spent, and the caller puts
         the job back (``hold`` while it does).
         """
+        budget = self.policy.budget
         if retry:
-            if bg.retries_allowed(self.budget, now) <= 0:
+            if bg.retries_allowed(self.budget, now, policy=budget) <= 0:
                 return False
-            self.budget = bg.record_retry(self.budget, now)
+            self.budget = bg.record_retry(self.budget, now, policy=budget)
         else:
-            self.budget = bg.record_first(self.budget, now)
+            self.budget = bg.record_first(self.budget, now, policy=budget)
         self.inflight += 1
         self.breaker = br.start_probe(self.breaker, job_id, now)
         if self.bucket is not None:
@@ -94,13 +108,14 @@ class TargetGuard:
     def finished(self, job_id: str, started_at: float, result: Classified, now: float) -> None:
         self.inflight -= 1
         was = br.current(self.breaker, now).state
-        if result.outcome is Outcome.RETRYABLE:
+        if result.outcome in (Outcome.RETRYABLE, Outcome.SUCCESS, Outcome.PERMANENT):
             self.breaker = br.record(
-                self.breaker, job_id=job_id, started_at=started_at, failed=True, now=now
-            )
-        elif result.outcome in (Outcome.SUCCESS, Outcome.PERMANENT):
-            self.breaker = br.record(
-                self.breaker, job_id=job_id, started_at=started_at, failed=False, now=now
+                self.breaker,
+                job_id=job_id,
+                started_at=started_at,
+                failed=result.outcome is Outcome.RETRYABLE,
+                now=now,
+                policy=self.policy.breaker,
             )
         else:  # throttled or interrupted: says nothing about the target's health
             self.breaker = br.probe_lost(self.breaker, job_id, now)
@@ -119,9 +134,9 @@ class TargetGuard:
             waits.append(b.reopens_at - now)
         if self.bucket is not None and limits.available(self.bucket, now) < 1:
             waits.append(limits.next_token_in(self.bucket, now))
-        if bg.retries_allowed(self.budget, now) <= 0:
+        if bg.retries_allowed(self.budget, now, policy=self.policy.budget) <= 0:
             # retries left waiting in the queue may be claimed from then on
-            budget = bg.next_retry_in(self.budget, now)
+            budget = bg.next_retry_in(self.budget, now, policy=self.policy.budget)
             if budget is not None:
                 waits.append(budget)
         return min(waits) if waits else None

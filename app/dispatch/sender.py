@@ -2,15 +2,17 @@
 
 ``Sender.send`` never raises for anything the network or the target does: it
 returns a ``Response`` (status, headers, at most 64 KiB of body) or a
-``Failure`` with a ``FailureKind``. ``AiohttpSender`` is the real one (one
-shared session, no redirects, the whole attempt under one hard deadline);
-tests put a fake behind the same protocol. Unless private targets are allowed,
-it holds every connection to the address policy itself (``app.net``): names
-are resolved through a ``GuardedResolver`` and IP-literal hosts are judged
-before any connection, so a ``private_address`` failure is all a private
-address gets. Errors are sorted into kinds by what aiohttp raised
-(``failure_from``); a ``Failure``'s ``message`` keeps the full detail (URL,
-host, address) for the log, and producers only ever see the kind.
+``Failure`` with a ``FailureKind``; the ``Request`` it takes is the core's
+(``app.core.request`` builds it) and is named here too, as the seam's
+argument. ``AiohttpSender`` is the real one (one shared session, no redirects,
+the whole attempt under one hard deadline); tests put a fake behind the same
+protocol. Unless private targets are allowed, it holds every connection to the
+address policy itself (``app.net``): names are resolved through a
+``GuardedResolver`` and IP-literal hosts are judged before any connection, so
+a ``private_address`` failure is all a private address gets. Errors are sorted
+into kinds by what aiohttp raised (``failure_from``); a ``Failure``'s
+``message`` keeps the full detail (URL, host, address) for the log, and
+producers only ever see the kind.
 """
 
 from __future__ import annotations
@@ -27,24 +29,15 @@ from aiohttp.abc import AbstractResolver
 from multidict import CIMultiDict
 from yarl import URL
 
-from app import __version__
 from app.core.outcome import FailureKind
+from app.core.request import Request as Request
 from app.net import GuardedResolver, RefusedAddress, literal_refusal
 
 MAX_RESPONSE_BYTES = 64 * 1024
 #: idle connections to targets are closed after this long
 KEEPALIVE_S = 5.0
-USER_AGENT = f"csjd/{__version__}"
 #: URLs whose literal-host verdict is remembered; past this the memory starts over
 VERDICT_CACHE_SIZE = 4096
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Request:
-    url: str
-    body: bytes
-    headers: Mapping[str, str]
-    timeout_s: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

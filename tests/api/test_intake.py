@@ -242,6 +242,24 @@ async def test_delay_and_run_at_schedule_the_job(api: Api) -> None:
     assert soon["state"] in ("queued", "running", "succeeded")  # in the past: due now
 
 
+async def test_a_job_due_now_wakes_the_dispatcher_and_a_scheduled_one_does_not(api: Api) -> None:
+    """The dispatcher's loop claims at once when woken (``tests/dispatch``); this is
+    the other half: intake wakes it, so a new job does not wait for a poll."""
+    await api.put_target()
+    woken: list[str] = []
+    wake = api.gateway.wake
+
+    def recording_wake() -> None:
+        woken.append("wake")
+        wake()
+
+    api.gateway.wake = recording_wake
+    await api.post_job("now")
+    assert woken == ["wake"]
+    await api.post_job("later", {"target": "billing", "payload": 1, "delay_s": 3600})
+    assert woken == ["wake"]  # the loop reads when a scheduled job comes due
+
+
 async def test_job_overrides_take_precedence_over_the_target(api: Api) -> None:
     await api.put_target()
     job = (

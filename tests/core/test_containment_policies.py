@@ -98,6 +98,26 @@ def test_attempts_started_before_the_breaker_opened_do_not_count_after() -> None
     assert closed.recent == ()
 
 
+def test_a_breaker_policy_moves_the_thresholds_and_the_open_periods() -> None:
+    policy = br.Policy(consecutive_failures=2, open_s=5, max_open_s=8)
+    b = br.Breaker()
+    b = br.record(b, job_id="j", started_at=T, failed=True, now=T, policy=policy)
+    assert b.state is br.BreakerState.CLOSED
+    b = br.record(b, job_id="j", started_at=T, failed=True, now=T, policy=policy)
+    assert (b.state, b.reopens_at) == (br.BreakerState.OPEN, T + 5)
+    b = br.start_probe(b, "p", T + 5)
+    b = br.record(b, job_id="p", started_at=T + 5, failed=True, now=T + 5, policy=policy)
+    assert b.reopens_at == T + 5 + 8  # twice 5 s, but no more than 8
+
+
+def test_a_breaker_policy_can_leave_the_breaker_closed_whatever_fails() -> None:
+    policy = br.Policy(consecutive_failures=10**9, failure_ratio=2.0)
+    b = br.Breaker()
+    for i in range(100):
+        b = br.record(b, job_id="j", started_at=T + i, failed=True, now=T + i, policy=policy)
+    assert b.state is br.BreakerState.CLOSED
+
+
 def test_retry_budget_is_a_fifth_of_first_attempts_plus_ten_a_second() -> None:
     b = bg.Budget()
     assert bg.retries_allowed(b, T) == 100  # the floor: 10/s over 10 s
@@ -119,6 +139,18 @@ def test_a_spent_budget_says_when_the_next_retry_may_go() -> None:
     # that second leaves the window at T + 10
     assert bg.next_retry_in(b, T + 3.25) == 6.75
     assert bg.retries_allowed(b, T + 10) == 100
+
+
+def test_a_budget_policy_sets_the_floor_the_share_and_the_window() -> None:
+    policy = bg.Policy(window_s=4, ratio=0.5, floor_per_s=0.5)
+    b = bg.Budget()
+    assert bg.retries_allowed(b, T, policy=policy) == 2  # 0.5/s over 4 s
+    for _ in range(4):
+        b = bg.record_first(b, T, policy=policy)
+    assert bg.retries_allowed(b, T, policy=policy) == 4
+    for _ in range(4):
+        b = bg.record_retry(b, T, policy=policy)
+    assert bg.next_retry_in(b, T, policy=policy) == 4.0  # when T leaves the 4 s window
 
 
 def test_aimd_adds_one_per_window_and_halves_on_overload() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.core.share import grants
+from app.core.share import grants, split
 
 
 def test_a_target_alone_may_take_every_free_slot() -> None:
@@ -41,6 +41,43 @@ def test_nothing_to_share_or_nobody_wanting_gives_nothing() -> None:
     assert grants(0, {}, {"a": 5}) == {}
     assert grants(5, {"a": 3}, {"a": 0}) == {}
     assert grants(5, {}, {}) == {}
+
+
+def test_a_round_shares_among_targets_with_due_work_before_drained_ones() -> None:
+    rooms = {"a": 8, "b": 8, "c": 8}
+    shares = split(8, rooms, {}, {"c"}, turn=0)
+    assert shares.grants == {"a": 4, "b": 4}
+    assert shares.wanting == {"a", "b"}  # each could have started 8
+
+
+def test_slots_the_targets_with_due_work_cannot_use_go_to_the_drained_ones() -> None:
+    shares = split(8, {"a": 2, "b": 3, "c": 8}, {"c": 1}, {"b", "c"}, turn=0)
+    assert shares.grants == {"a": 2, "b": 3, "c": 3}  # the due target first, in claim order
+    assert shares.wanting == set()  # "a" got all it could start
+
+
+def test_a_round_with_only_drained_targets_looks_at_them_all_again() -> None:
+    shares = split(4, {"a": 4, "b": 4}, {}, {"a", "b"}, turn=0)
+    assert shares.grants == {"a": 2, "b": 2}
+    assert shares.wanting == set()  # none known to have work: nobody was held back
+
+
+def test_the_turn_rotates_who_gets_the_odd_slot() -> None:
+    rooms = {"a": 5, "b": 5, "c": 5}
+    firsts = [next(iter(split(1, rooms, {}, (), turn=turn).grants)) for turn in range(4)]
+    assert firsts == ["a", "b", "c", "a"]
+    assert list(split(3, rooms, {}, (), turn=1).grants) == ["b", "c", "a"]
+
+
+def test_a_target_holding_its_share_is_wanting_while_another_catches_up() -> None:
+    shares = split(4, {"hung": 4, "fine": 8}, {"hung": 4}, (), turn=0)
+    assert shares.grants == {"fine": 4}
+    assert shares.wanting == {"hung", "fine"}
+
+
+def test_no_targets_no_shares() -> None:
+    shares = split(8, {}, {}, (), turn=3)
+    assert (shares.grants, shares.wanting) == ({}, set())
 
 
 @given(

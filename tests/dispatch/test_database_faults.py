@@ -6,28 +6,31 @@ import time
 
 import pytest
 
+from app.core.job import JobState
+from app.core.outcome import Outcome
+from app.storage.sql import SqlJobStore
 from app.testing import FakeClock
-from tests.conftest import ApiFactory, LockHolder
-from tests.dispatch.test_dispatcher import HangingSender, eventually
+from tests.conftest import LockHolder
+from tests.dispatch.conftest import Start
+from tests.dispatch.harness import HangingSender, eventually
 
 
 @pytest.mark.usefixtures("quick_busy")
 async def test_an_acknowledged_delivery_is_recorded_after_the_database_comes_back(
-    api_factory: ApiFactory, sqlite_lock_holder: LockHolder
+    start: Start, sqlite_store: SqlJobStore, sqlite_lock_holder: LockHolder
 ) -> None:
     """The target acknowledges while another process holds the database's write lock
     for longer than the store's retries: the result is kept and written once the
     lock is gone. The job ends succeeded after one counted attempt, not rescued."""
     sender = HangingSender()
-    api = await api_factory(sender=sender, clock=FakeClock(start=time.time()))
-    await api.put_target()
-    job = (await api.post_job("k")).json()
+    h = await start(sender=sender, clock=FakeClock(start=time.time()), over=sqlite_store)
+    await h.put_target()
+    job = await h.enqueue("k")
     await eventually(lambda: sender.inflight == 1)
     sqlite_lock_holder(4.5)  # past the store's retries (3 s): the first writes fail
     sender.release.set()  # the target answers 200 now
-    done = await api.wait_for_job(job["id"], lambda j: j["state"] != "running", timeout=20)
-    assert (done["state"], done["attempts"]) == ("succeeded", 1)
-    attempts = (await api.client.get(f"/jobs/{job['id']}/attempts")).json()
-    assert [a["outcome"] for a in attempts] == ["success"]
+    done = await h.wait_for_job(job.id, lambda j: j.state is not JobState.RUNNING, timeout=20)
+    assert (done.state, done.attempts) == (JobState.SUCCEEDED, 1)
+    assert [a.outcome for a in await h.attempts(job.id)] == [Outcome.SUCCESS]
     assert len(sender.requests) == 1
-    assert api.gateway.store.committer.transient_errors > 0  # it did meet the lock
+    assert sqlite_store.committer.transient_errors > 0  # it did meet the lock

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Collection
+from collections.abc import Collection
 from typing import Any
 
 import pytest
@@ -14,9 +14,7 @@ from app.core.job import TERMINAL, JobState, NewJob
 from app.core.target import TargetSpec
 from app.dispatch.maintenance import FINISHED_COUNT_SHARE, RESCUE_GRACE_S, Maintenance
 from app.metrics import Metrics
-from app.settings import Settings
-from app.storage.factory import build_store
-from app.storage.sql import SqlJobStore
+from app.storage.base import JobStore
 from app.supervisor import Supervisor
 from app.testing import FakeClock
 
@@ -27,7 +25,7 @@ FINISHED_COUNT_S = 0.1
 class SlowFinishedCounts:
     """The real store, whose count of finished jobs takes ``FINISHED_COUNT_S`` of fake time."""
 
-    def __init__(self, store: SqlJobStore, clock: FakeClock) -> None:
+    def __init__(self, store: JobStore, clock: FakeClock) -> None:
         self._store = store
         self._clock = clock
         self.finished_counts = 0
@@ -42,16 +40,13 @@ class SlowFinishedCounts:
         return await self._store.count_by_state(states)
 
 
-@pytest.fixture
-async def store(db_url: str) -> AsyncIterator[SqlJobStore]:
-    s = build_store(Settings(database_url=db_url))
-    await s.open()
-    await s.put_target(TargetSpec(name="billing", url="http://x/hook"), 0.0)
-    yield s
-    await s.close()
+@pytest.fixture(autouse=True)
+async def billing(store: JobStore) -> None:
+    """The target these tests' jobs go to."""
+    await store.put_target(TargetSpec(name="billing", url="http://x/hook"), 0.0)
 
 
-async def enqueue(store: SqlJobStore, key: str, now: float) -> str:
+async def enqueue(store: JobStore, key: str, now: float) -> str:
     job = NewJob(
         id=uuid7(),
         caller="",
@@ -75,7 +70,7 @@ def gauge(metrics: Metrics, state: JobState) -> float:
 
 
 async def test_finished_jobs_are_counted_again_once_their_last_count_is_paid_for(
-    store: SqlJobStore,
+    store: JobStore,
 ) -> None:
     clock = FakeClock()
     counting = SlowFinishedCounts(store, clock)
@@ -114,7 +109,7 @@ async def test_finished_jobs_are_counted_again_once_their_last_count_is_paid_for
 class OutageThenBack:
     """The real store, out of reach for one tick; counts the rescues it is asked for."""
 
-    def __init__(self, store: SqlJobStore) -> None:
+    def __init__(self, store: JobStore) -> None:
         self._store = store
         self.down = False
         self.rescues = 0
@@ -134,7 +129,7 @@ class OutageThenBack:
         return result
 
 
-async def test_a_leader_back_from_an_outage_waits_before_rescuing(store: SqlJobStore) -> None:
+async def test_a_leader_back_from_an_outage_waits_before_rescuing(store: JobStore) -> None:
     """Holders that lost the database too renew their leases first, once it is back."""
     flaky = OutageThenBack(store)
     clock = FakeClock()

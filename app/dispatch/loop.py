@@ -1,4 +1,4 @@
-"""The dispatcher: claims due jobs, delivers them, records what happened.
+"""The claim loop: claims due jobs under a lease and starts one delivery per job.
 
 One loop claims jobs in batches under a lease, only as many as there are free
 slots (``CSJD_MAX_INFLIGHT`` overall) and as each target's ``TargetGuard``
@@ -6,22 +6,15 @@ admits (breaker, adaptive limit, rate, and no more retries than its retry
 budget lets start), and starts one owned task per claimed job at once, so
 claimed-but-not-started work is bounded by the free slots and nothing is
 claimed only to be put back. Free slots go to targets by their share of the
-whole pool (``app.core.share``), so a hung target holds at most its share
-while others have due work. A delivery task builds the request, sends it
-through the ``Sender`` seam under the target's hard deadline, classifies the
-answer, asks ``app.core.retry.decide`` what follows, and writes that through
-the store, guarded by the lease. Nothing that happens inside one delivery can
-stop the loop: any exception ends that attempt as retryable (the exception is
-logged; the producer reads only that csjd failed). What a failure was in full,
-the target's URL and addresses included, goes to the ``delivery`` log line and
-nowhere else.
-
-The loop sleeps until woken (a job was accepted, a slot freed, targets
+whole pool (``app.core.share.split``), so a hung target holds at most its
+share while others have due work. What one delivery does is ``delivery.py``'s;
+the loop keeps the books around it (slots, leases, guards, the targets it
+holds). It sleeps until woken (a job was accepted, a slot freed, targets
 changed) or until the next scheduled job, pause, breaker re-open, rate token
-or retry budget comes due, at most ``idle_poll_s``. A heartbeat extends the
-leases of running attempts. Both loops run under the ``Supervisor``.
+or retry budget comes due, at most ``idle_poll_s``; a heartbeat extends the
+leases of running attempts; both loops run under the ``Supervisor``.
 ``stop`` stops claiming, lets in-flight deliveries finish for the drain
-timeout, then cancels the rest; those are put back ``queued``, not counted.
+timeout, then cancels the rest, which are put back ``queued``, not counted.
 It runs once: ``begin_stop`` starts it (and its clock) when the listener
 closes, and the lifespan's ``stop`` waits for that same one.
 """
@@ -30,60 +23,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 from collections import Counter
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from app.core import answer, share
 from app.core import breaker as br
-from app.core.attempt import AttemptRecord, Completion
+from app.core import share
 from app.core.clock import Clock
-from app.core.errors import DatabaseUnavailable, RefusedByDatabase
+from app.core.errors import DatabaseUnavailable
 from app.core.job import JobRecord
-from app.core.outcome import (
-    Classified,
-    FailureKind,
-    Outcome,
-    classify_failure,
-    classify_response,
-)
-from app.core.retry import (
-    Decision,
-    Policy,
-    Random,
-    decide,
-    deferred,
-    expired_before_sending,
-    policy_for,
-)
-from app.core.signing import sign
-from app.core.target import TargetRecord, effects, with_effects
-from app.dispatch.containment import TargetGuard
-from app.dispatch.sender import USER_AGENT, Failure, Request, Response, Sender
+from app.core.outcome import Classified
+from app.core.retry import Decision, Random, deferred
+from app.core.target import Effects, TargetRecord, with_effects
+from app.dispatch.containment import DEFAULT as DEFAULT_CONTAINMENT
+from app.dispatch.containment import Containment, TargetGuard
+from app.dispatch.delivery import Deliverer
+from app.dispatch.sender import Sender
+from app.dispatch.timings import DEFAULT as DEFAULT_TIMINGS
+from app.dispatch.timings import Timings
 from app.metrics import Metrics
 from app.storage.base import ClaimRequest, JobStore
 from app.supervisor import Supervisor
 
 log = logging.getLogger("csjd.dispatch")
-
-#: the longest the loop sleeps without being woken; jobs accepted elsewhere wake
-#: it (Postgres NOTIFY, or the API process's datagram on SQLite), so this only
-#: bounds the cost of a lost wake-up
-IDLE_POLL_S = 1.0
-#: a claim's lease; running attempts have theirs extended every HEARTBEAT_S
-LEASE_S = 30.0
-HEARTBEAT_S = 10.0
-TARGET_REFRESH_S = 2.0
-LOOP_EXIT_TIMEOUT_S = 5.0
-#: a result the database could not take is written again after this, doubling
-WRITE_RETRY_FIRST_S = 0.1
-WRITE_RETRY_MAX_S = 2.0
-#: the claim loop and the heartbeat try again this soon after the database failed them
-UNAVAILABLE_PAUSE_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,12 +70,13 @@ class Dispatcher:
         metrics: Metrics,
         max_inflight: int,
         supervisor: Supervisor,
-        idle_poll_s: float = IDLE_POLL_S,
+        timings: Timings = DEFAULT_TIMINGS,
+        containment: Containment = DEFAULT_CONTAINMENT,
     ) -> None:
-        self._idle_poll_s = idle_poll_s
+        self._timings = timings
+        self._containment = containment
         self._store = store
         self._supervisor = supervisor
-        self._sender = sender
         self._clock = clock
         self._rng = rng
         self._metrics = metrics
@@ -132,6 +98,15 @@ class Dispatcher:
         #: when the next scheduled job or retry comes due, as last read
         self._next_due: float | None = None
         self._stopping: asyncio.Task[None] | None = None
+        self._deliverer = Deliverer(
+            store,
+            sender,
+            clock=clock,
+            rng=rng,
+            metrics=metrics,
+            on_effects=self._apply,
+            timings=timings,
+        )
 
     # -- control -------------------------------------------------------------
 
@@ -189,7 +164,7 @@ class Dispatcher:
         # let the loop leave by itself: cancelling it mid-claim could commit a
         # claim whose jobs nobody starts (they would wait for a rescue); it
         # leaves within one claim, and its wait counts against the drain
-        await self._supervisor.finish("dispatcher", LOOP_EXIT_TIMEOUT_S)
+        await self._supervisor.finish("dispatcher", self._timings.loop_exit_timeout_s)
         if self._tasks:
             remaining = max(0.0, deadline - loop.time())
             _, pending = await asyncio.wait(set(self._tasks), timeout=remaining)
@@ -211,9 +186,10 @@ class Dispatcher:
                     continue  # a claim came back full: there may be more due work
                 await self._sleep()
             except DatabaseUnavailable:
-                log.warning("claim_deferred", extra={"retry_in_s": UNAVAILABLE_PAUSE_S})
+                pause = self._timings.unavailable_pause_s
+                log.warning("claim_deferred", extra={"retry_in_s": pause})
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(UNAVAILABLE_PAUSE_S):
+                    async with asyncio.timeout(pause):
                         while self._claiming:
                             await self._wake.wait()
                             self._wake.clear()
@@ -221,19 +197,22 @@ class Dispatcher:
     async def _heartbeat(self) -> None:
         """Extend the leases of running attempts, so only a dead process's lapse.
         After the database failed a renewal, the next comes in a second, not ten."""
-        pause = HEARTBEAT_S
+        timings = self._timings
+        pause = timings.heartbeat_s
         while True:
             await asyncio.sleep(pause)
-            pause = HEARTBEAT_S
+            pause = timings.heartbeat_s
             if self._leases:
                 try:
-                    await self._store.extend_leases(dict(self._leases), self._clock.now() + LEASE_S)
+                    await self._store.extend_leases(
+                        dict(self._leases), self._clock.now() + timings.lease_s
+                    )
                 except DatabaseUnavailable:
                     log.warning("lease_renewal_deferred", extra={"leases": len(self._leases)})
-                    pause = UNAVAILABLE_PAUSE_S
+                    pause = timings.unavailable_pause_s
 
     async def _sleep(self) -> None:
-        timeout = self._idle_poll_s
+        timeout = self._timings.idle_poll_s
         now = self._clock.now()
         due = self._next_due = await self._store.next_due()
         if due is not None:
@@ -260,7 +239,7 @@ class Dispatcher:
         # busy by finished deliveries never times out: a mark lasts one idle poll,
         # the longest the loop goes without looking anyway. (Only here, between
         # rounds, so claiming again at once always sees the marks just made.)
-        oldest = time.monotonic() - self._idle_poll_s
+        oldest = time.monotonic() - self._timings.idle_poll_s
         for name in [n for n, at in self._drained.items() if at < oldest]:
             del self._drained[name]
 
@@ -272,7 +251,7 @@ class Dispatcher:
         for name, target in self._targets.items():
             guard = self._guards.get(name)
             if guard is None:
-                guard = self._guards[name] = TargetGuard(target.spec)
+                guard = self._guards[name] = TargetGuard(target.spec, policy=self._containment)
             guard.reconfigure(target.spec, now)
             self._publish(name, guard)
         for name in [n for n, g in self._guards.items() if n not in self._targets]:
@@ -295,7 +274,8 @@ class Dispatcher:
         hung target never takes the slots other targets' due work needs; slots
         none of those can use go to the rest (a target alone may use them all).
         """
-        if self._targets_stale or time.monotonic() - self._refreshed_at > TARGET_REFRESH_S:
+        refresh_s = self._timings.target_refresh_s
+        if self._targets_stale or time.monotonic() - self._refreshed_at > refresh_s:
             # other gateways on a shared database change targets and pauses too
             await self._refresh_targets()
         free = self._max_inflight - sum(g.inflight for g in self._guards.values())
@@ -316,32 +296,20 @@ class Dispatcher:
             # scheduled jobs still come due while every target is busy
             await self._store.claim([], now, {})
             return False
-        names = list(rooms)
-        self._rotation = (self._rotation + 1) % len(names)
-        names = names[self._rotation :] + names[: self._rotation]
+        self._rotation = (self._rotation + 1) % len(rooms)
         if self._next_due is not None and now >= self._next_due:
             # this claim makes some target's scheduled jobs or retries due
             self._next_due = None
             self._drained.clear()
-        holding = {name: self._guards[name].inflight for name in names}
-        drained = set(self._drained)
-        due = {name: rooms[name] for name in names if name not in drained}
-        grants = share.grants(free, holding, due)
-        # targets held below what they could start, for others' sake
-        wanting = {name for name in due if grants.get(name, 0) < due[name]}
-        left = free - sum(grants.values())
-        if left > 0:
-            # nobody known to have work wants these: look at the others again
-            # (a target that drained may have work by now)
-            idle = {name: rooms[name] for name in names if name in drained}
-            grants.update(share.grants(left, holding, idle))
+        holding = {name: self._guards[name].inflight for name in rooms}
+        shares = share.split(free, rooms, holding, self._drained, turn=self._rotation)
         # no more retries than the budget lets start: the rest wait in the queue,
         # unclaimed, and first attempts behind them still go
         requests = [
             ClaimRequest(target=name, limit=n, retries=min(n, self._guards[name].retry_room(now)))
-            for name, n in grants.items()
+            for name, n in shares.grants.items()
         ]
-        lease = dict.fromkeys((r.target for r in requests), LEASE_S)
+        lease = dict.fromkeys((r.target for r in requests), self._timings.lease_s)
         jobs = await self._store.claim(requests, now, lease)
         for job in jobs:
             self._admit(job, self._targets[job.target], now)
@@ -361,10 +329,10 @@ class Dispatcher:
             if r.retries is not None and r.retries < r.limit and retried[r.target] == r.retries:
                 # the budget, not a lack of work, may have ended this claim
                 self._metrics.retries_deferred.labels(target=r.target, reason="budget").inc()
-        self._slot_bound = self._slot_bound or full or bool(wanting)
+        self._slot_bound = self._slot_bound or full or bool(shares.wanting)
         # slots held for targets that had less work than their share can go to
         # the ones held back for them, at once
-        return full or bool(short and wanting - short)
+        return full or bool(short and shares.wanting - short)
 
     def _admit(self, job: JobRecord, target: TargetRecord, now: float) -> None:
         """Start a claimed job's delivery, or put it back if its retry is over budget."""
@@ -373,15 +341,15 @@ class Dispatcher:
         self._metrics.target(target.name).inflight.inc()
         # (the claim set deliveries to this request's number: above 1, a retry)
         if guard.start(job.id, retry=job.delivery > 1, now=now):
-            self._spawn(job, target, self._deliver(job, target))
+            self._spawn(job, self._deliver(job, target))
             return
         # The claim asked for no more retries than the budget allows, so this
         # is a store that ignored the bound: the retry waits, never dropped.
         guard.hold()
         self._metrics.retries_deferred.labels(target=target.name, reason="budget").inc()
-        self._spawn(job, target, self._put_back(job, target, deferred(job, now, self._rng), now))
+        self._spawn(job, self._put_back(job, target, deferred(job, now, self._rng), now))
 
-    def _spawn(self, job: JobRecord, target: TargetRecord, work: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, job: JobRecord, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work, name=f"csjd-deliver-{job.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -391,7 +359,7 @@ class Dispatcher:
     ) -> None:
         """A claimed job goes back unsent: no attempt, no request number used."""
         try:
-            await self._record(job, decision, None, now, sent=False)
+            await self._deliverer.put_back(job, decision, now)
         finally:
             self._leases.pop(job.id, None)
             self._guards[target.name].release()
@@ -399,14 +367,15 @@ class Dispatcher:
             if self._slot_bound:
                 self._wake.set()
 
-    # -- one delivery -------------------------------------------------------------
+    # -- around one delivery ---------------------------------------------------
 
     async def _deliver(self, job: JobRecord, target: TargetRecord) -> None:
+        """One delivery's task: the attempt, then its slot, lease and guard given back."""
         guard = self._guards[target.name]
         started = self._clock.now()
         result: Classified | None = None
         try:
-            result = await self._attempt(job, target, started)
+            result = await self._deliverer.attempt(job, target, started)
         finally:
             self._leases.pop(job.id, None)
             now = self._clock.now()
@@ -419,183 +388,11 @@ class Dispatcher:
             if self._slot_bound:
                 self._wake.set()
 
-    async def _attempt(
-        self, job: JobRecord, target: TargetRecord, started: float
-    ) -> Classified | None:
-        """Send one attempt and record it; the result, or None if nothing was sent."""
-        policy = policy_for(job, target.spec)
-        expired = expired_before_sending(job, started)
-        if expired is not None:
-            await self._record(job, expired, None, started, sent=False)
-            return None
-        t0 = time.perf_counter()
-        response: Response | None = None
-        detail: str | None = None
-        try:
-            outcome = await self._send(job, target, started)
-            if isinstance(outcome, Response):
-                response = outcome
-                result = classify_response(
-                    outcome.status, outcome.headers.get("Retry-After"), self._clock.now()
-                )
-            else:
-                detail = outcome.message
-                result = classify_failure(outcome.kind, timeout_s=target.spec.timeout_s)
-        except asyncio.CancelledError:
-            # drain ran out: put the job back without counting the attempt
-            result = Classified(
-                outcome=Outcome.INTERRUPTED,
-                counted=False,
-                error="csjd stopped during the attempt (drain)",
-            )
-            await self._finish(job, target, policy, result, response, started, t0)
-            raise
-        except Exception as exc:
-            log.exception("delivery_error", extra={"job_id": job.id, "target": target.name})
-            # the exception's text is csjd's business, not the producer's
-            detail = f"{type(exc).__name__}: {exc}"
-            result = classify_failure(FailureKind.INTERNAL, timeout_s=target.spec.timeout_s)
-        await self._finish(job, target, policy, result, response, started, t0, detail)
-        return result
-
-    async def _send(self, job: JobRecord, target: TargetRecord, now: float) -> Response | Failure:
-        timestamp = int(now)
-        headers = {
-            "content-type": "application/json",
-            "user-agent": USER_AGENT,
-            "webhook-id": job.id,
-            "webhook-timestamp": str(timestamp),
-        }
-        if target.spec.secret:
-            headers["webhook-signature"] = sign(target.spec.secret, job.id, timestamp, job.payload)
-        headers["idempotency-key"] = job.id
-        headers["csjd-attempt"] = str(job.delivery)
-        if target.spec.headers:
-            _merge(headers, target.spec.headers)
-        if job.headers:
-            _merge(headers, job.headers)
-        request = Request(
-            url=target.spec.url, body=job.payload, headers=headers, timeout_s=target.spec.timeout_s
-        )
-        # the seam's contract: the sender answers within the request's deadline
-        return await self._sender.send(request)
-
-    async def _finish(
-        self,
-        job: JobRecord,
-        target: TargetRecord,
-        policy: Policy,
-        result: Classified,
-        response: Response | None,
-        started: float,
-        t0: float,
-        detail: str | None = None,
-    ) -> None:
-        """Record the attempt and what follows; ``detail`` is the failure's full
-        text, URL and addresses included, which only the log gets."""
-        duration = time.perf_counter() - t0
-        now = self._clock.now()
-        decision = decide(policy, job.attempts, result, now, self._rng)
-        attempt = AttemptRecord(
-            delivery=job.delivery,
-            started_at=started,
-            finished_at=now,
-            duration_ms=round(duration * 1000, 3),
-            status_code=result.status_code,
-            outcome=result.outcome,
-            error=result.error,
-            response_excerpt=answer.excerpt(response.body) if response else None,
-            content_type=answer.media_type(response.headers) if response else None,
-            response_bytes=answer.length(response.headers, response.body) if response else None,
-        )
-        self._metrics.target(target.name).delivered(result.outcome.value, duration)
-        log.info(
-            "delivery",
-            extra={
-                "job_id": job.id,
-                "target": target.name,
-                "attempt": job.delivery,
-                "outcome": result.outcome.value,
-                "status_code": result.status_code,
-                "duration_ms": attempt.duration_ms,
-                "state": decision.state.value,
-                **({"error": result.error} if result.error and not response else {}),
-                **({"detail": detail} if detail else {}),
-            },
-        )
-        await self._record(job, decision, attempt, now)
-
-    async def _record(
-        self,
-        job: JobRecord,
-        decision: Decision,
-        attempt: AttemptRecord | None,
-        now: float,
-        *,
-        sent: bool = True,
-    ) -> None:
-        completion = Completion(
-            job_id=job.id,
-            target=job.target,
-            delivery=job.delivery,
-            decision=decision,
-            attempt=attempt,
-            now=now,
-            sent=sent,
-        )
-        written = await self._write(completion)
-        if written is None:
-            return
-        if not written:
-            log.warning("stale_attempt_ignored", extra={"job_id": job.id, "delivery": job.delivery})
-            return
-        change = effects(decision, attempt.status_code if attempt else None)
-        target = self._targets.get(job.target)
-        if change is not None and target is not None:
-            self._targets[job.target] = with_effects(target, change, now)
+    def _apply(self, name: str, change: Effects, now: float) -> None:
+        """A written result's effects on its target, on the copy this loop holds
+        until it reads the targets again."""
+        target = self._targets.get(name)
+        if target is not None:
+            self._targets[name] = with_effects(target, change, now)
             if change.disabled_reason is not None:
                 self._targets_stale = True
-
-    async def _write(self, completion: Completion) -> bool | None:
-        """Write an attempt's result until it lands (True) or the store says the lease
-        is no longer this attempt's (False: rescued, or written by an earlier try
-        whose answer was lost). While the database is out of reach the result is
-        kept and the write tried again, and the heartbeat keeps the lease; only a
-        write the store refuses outright is given up (None), to the lease."""
-        backoff = WRITE_RETRY_FIRST_S
-        while True:
-            try:
-                return await self._store.complete(completion)
-            except DatabaseUnavailable:
-                log.warning(
-                    "completion_write_deferred",
-                    extra={"job_id": completion.job_id, "retry_in_s": backoff},
-                )
-            except RefusedByDatabase:
-                if completion.attempt is None or completion.attempt.response_excerpt is None:
-                    log.exception("completion_refused", extra={"job_id": completion.job_id})
-                    return None
-                # what the target sent is the only text from outside: keep the result
-                # without it rather than leave a known answer to the lease
-                log.warning(
-                    "completion_refused_answer_dropped", extra={"job_id": completion.job_id}
-                )
-                bare = dataclasses.replace(
-                    completion.attempt, response_excerpt=None, content_type=None
-                )
-                completion = dataclasses.replace(completion, attempt=bare)
-                continue
-            except Exception:
-                log.exception("completion_write_failed", extra={"job_id": completion.job_id})
-                return None
-            await asyncio.sleep(backoff)
-            backoff = min(WRITE_RETRY_MAX_S, backoff * 2)
-
-
-def _merge(headers: dict[str, str], extra: Mapping[str, str]) -> None:
-    """Add ``extra`` headers; a later name replaces an earlier one whatever its case."""
-    for name, value in extra.items():
-        lower = name.lower()
-        for existing in [k for k in headers if k.lower() == lower]:
-            del headers[existing]
-        headers[name] = str(value)
