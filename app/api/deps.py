@@ -17,6 +17,7 @@ from fastapi import Depends, Request
 
 from app.api.auth import ANONYMOUS, SCOPE_KEY
 from app.core import idempotency
+from app.core.access import KeyRole
 from app.core.errors import InvalidIdempotencyKey, Unavailable
 from app.gateway import Gateway
 
@@ -36,6 +37,32 @@ async def get_caller(request: Request) -> str:
 
 
 CallerDep = Annotated[str, Depends(get_caller)]
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    """Who asks about jobs: the caller, and whether it is an admin, which sees (and
+    cancels and retries) every caller's jobs. With auth off the one anonymous
+    caller is an admin. Jobs stay their caller's: an admin's own are under its name."""
+
+    caller: str
+    admin: bool
+
+    @property
+    def scope(self) -> str | None:
+        """Whose jobs it may reach: its own, or None for every caller's."""
+        return None if self.admin else self.caller
+
+
+async def get_viewer(request: Request) -> Viewer:
+    caller = await get_caller(request)
+    gateway: Gateway = request.app.state.gateway
+    keyring = gateway.keyring
+    admin = not keyring.enabled or keyring.role(caller) is KeyRole.ADMIN
+    return Viewer(caller=caller, admin=admin)
+
+
+ViewerDep = Annotated[Viewer, Depends(get_viewer)]
 
 
 def ensure_accepting(gateway: Gateway) -> None:

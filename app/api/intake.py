@@ -28,6 +28,7 @@ from app.api import problems
 from app.api.auth import caller_for
 from app.api.deps import ensure_accepting, key_from
 from app.api.guard import BodyProblem, Receive, Scope, Send, check_body, declared_length, read_body
+from app.api.holds import hold_at_hand
 from app.api.present import job_json
 from app.api.schemas import JobIn
 from app.core import idempotency
@@ -147,7 +148,7 @@ class IntakeLane:
         key = key_from(keys)
         raw = await read_body(receive, self.max_bytes)
         job, replayed = await accept(self.gateway, caller, key, JobIn.model_validate_json(raw))
-        body = orjson.dumps(job_json(job))
+        body = orjson.dumps(job_json(job, hold_at_hand(self.gateway, job)))
         headers = [_JSON, (b"content-length", str(len(body)).encode())]
         headers += [
             (name.lower().encode(), value.encode())

@@ -7,8 +7,12 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
+from app.api.auth import ANONYMOUS
 from app.api.schemas import MASK
 from app.core.attempt import AttemptRecord
+from app.core.hold import NOT_HELD, Hold
 from app.core.job import JobRecord
 from app.core.target import SPEC_FIELDS, TargetRecord
 from app.dispatch.loop import LiveState
@@ -28,10 +32,12 @@ def _second_text(second: int) -> str:
     return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
-def job_json(job: JobRecord) -> dict[str, Any]:
+def job_json(job: JobRecord, hold: Hold = NOT_HELD) -> dict[str, Any]:
+    """A job as every answer shows it (``JobOut``); ``hold`` is what holds it back."""
     return {
         "id": job.id,
         "idempotency_key": job.idempotency_key,
+        "caller": None if job.caller == ANONYMOUS else job.caller,
         "target": job.target,
         "state": job.state.value,
         "attempts": job.attempts,
@@ -44,6 +50,18 @@ def job_json(job: JobRecord) -> dict[str, Any]:
         "last_status_code": job.last_status_code,
         "last_error": job.last_error,
         "failure_reason": job.failure_reason.value if job.failure_reason else None,
+        "held_by": hold.by.value if hold.by else None,
+        "held_until": rfc3339(hold.until),
+    }
+
+
+def job_detail_json(job: JobRecord, hold: Hold = NOT_HELD) -> dict[str, Any]:
+    """A job as ``GET /jobs/{id}`` shows it (``JobDetailOut``): with what it delivers."""
+    return {
+        **job_json(job, hold),
+        # the stored bytes are the compact JSON delivered: written out as they are
+        "payload": orjson.Fragment(job.payload),
+        "headers": dict(job.headers or {}),
     }
 
 

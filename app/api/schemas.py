@@ -251,9 +251,16 @@ def _field_refusal(field: str, message: str) -> Unprocessable:
     )
 
 
+FailureReasonName = Literal["permanent_status", "attempts_exhausted", "expired", "target_gone"]
+HeldByName = Literal["breaker", "pause", "disabled", "rate", "schedule"]
+
+
 class JobOut(BaseModel):
     id: str
     idempotency_key: str
+    caller: str | None = Field(
+        description="The API key's name the job was sent with; null while auth was off"
+    )
     target: str
     state: StateName
     attempts: int
@@ -265,14 +272,32 @@ class JobOut(BaseModel):
     completed_at: datetime | None
     last_status_code: int | None
     last_error: str | None
-    failure_reason: (
-        Literal["permanent_status", "attempts_exhausted", "expired", "target_gone"] | None
+    failure_reason: FailureReasonName | None
+    held_by: HeldByName | None = Field(
+        description=(
+            "Why a job not finished is not being sent now: its target's breaker is open "
+            "(or probing), its target is paused (429/Retry-After) or disabled, its target's "
+            "rate limit has no token now, or its time (run_at, delay, backoff) has not come; "
+            "null when nothing holds it, or it runs or has finished"
+        )
     )
+    held_until: datetime | None = Field(description="When the hold ends, when known")
+
+
+class JobDetailOut(JobOut):
+    """``GET /jobs/{id}``: the job with what it delivers."""
+
+    payload: JsonValue = Field(description="The payload, as it is delivered")
+    headers: dict[str, str] = Field(description="The job's own headers, added to its deliveries")
 
 
 class JobPageOut(BaseModel):
     items: list[JobOut]
     next_cursor: str | None
+
+
+class JobCountOut(BaseModel):
+    count: int
 
 
 class AttemptOut(BaseModel):

@@ -140,10 +140,15 @@ class Keyring:
             if key.digest in digests:
                 raise ValueError(f"two API keys share one token (one is '{key.name}')")
             digests.add(key.digest)
+        self._roles = roles
 
     @property
     def enabled(self) -> bool:
         return bool(self._keys)
+
+    def role(self, name: str) -> KeyRole | None:
+        """The role the keys named ``name`` hold (None: no such key)."""
+        return self._roles.get(name)
 
     @property
     def names(self) -> dict[str, KeyRole]:

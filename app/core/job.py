@@ -9,8 +9,9 @@
        cancel (any non-terminal state) ───────┴──────────────────────▶ cancelled
 
 A drain interrupts a running attempt without counting it and puts the job
-straight back to ``queued``; an operator's retry puts a ``failed`` or
-``cancelled`` job back to ``queued``. Nothing else moves a job.
+straight back to ``queued``; an operator's retry puts a finished job (``failed``,
+``cancelled``, or ``succeeded``: send it again) back to ``queued``, its
+history kept. Nothing else moves a job.
 """
 
 from __future__ import annotations
@@ -84,8 +85,16 @@ _TRANSITIONS: dict[tuple[JobState, Event], JobState] = {
     (JobState.RETRYING, Event.FAILED): JobState.FAILED,
     (JobState.FAILED, Event.OPERATOR_RETRY): JobState.QUEUED,
     (JobState.CANCELLED, Event.OPERATOR_RETRY): JobState.QUEUED,
+    # sent again on request: its attempts are kept and their numbers go on
+    (JobState.SUCCEEDED, Event.OPERATOR_RETRY): JobState.QUEUED,
     **{(state, Event.CANCEL): JobState.CANCELLED for state in ACTIVE},
 }
+
+
+#: The states an operator's retry takes a job from.
+RETRIABLE: frozenset[JobState] = frozenset(
+    state for state, event in _TRANSITIONS if event is Event.OPERATOR_RETRY
+)
 
 
 def transition(state: JobState, event: Event) -> JobState:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.core import breaker as br
-from app.core import share
+from app.core import limits, share
 from app.core.clock import Clock
 from app.core.errors import DatabaseUnavailable
 from app.core.job import JobRecord
@@ -57,6 +57,8 @@ class LiveState:
     breaker_reopens_at: float | None
     concurrency_limit: int
     inflight: int
+    #: when the rate limit frees its next token, while it has none now
+    rate_free_at: float | None = None
 
 
 class Dispatcher:
@@ -120,13 +122,23 @@ class Dispatcher:
         guard = self._guards.get(name)
         if guard is None:
             return None
-        b = br.current(guard.breaker, self._clock.now())
+        now = self._clock.now()
+        b = br.current(guard.breaker, now)
+        rate_free_at = None
+        if guard.bucket is not None and limits.available(guard.bucket, now) < 1:
+            rate_free_at = now + limits.next_token_in(guard.bucket, now)
         return LiveState(
             breaker=b.state.value,
             breaker_reopens_at=b.reopens_at if b.state is br.BreakerState.OPEN else None,
             concurrency_limit=guard.concurrency.limit,
             inflight=guard.inflight,
+            rate_free_at=rate_free_at,
         )
+
+    def known_target(self, name: str) -> TargetRecord | None:
+        """The target as this dispatcher last read it (None before it has, or when it
+        does not run here): its pause and whether it is enabled, with no I/O."""
+        return self._targets.get(name)
 
     def wake(self) -> None:
         """Jobs may have come due (accepted, retried, put back): look for them."""

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from app.core.attempt import AttemptRecord, Completion
-from app.core.job import Enqueued, JobRecord, JobState, NewJob
+from app.core.job import Enqueued, FailureReason, JobRecord, JobState, NewJob
 from app.core.retry import Random
 from app.core.target import TargetRecord, TargetSpec
 
@@ -55,6 +55,22 @@ class Activity:
     #: the bucket's number, counted from the start of the window asked about
     bucket: int
     count: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobFilter:
+    """Which jobs ``list_jobs`` and ``count_jobs`` take; None leaves a field open."""
+
+    #: the caller whose jobs these are; None: every caller's
+    caller: str | None = None
+    state: JobState | None = None
+    target: str | None = None
+    #: only failed jobs carry one, so naming it names ``failed`` jobs
+    reason: FailureReason | None = None
+    #: created at or after this time (epoch seconds)
+    created_after: float | None = None
+    #: created before this time (epoch seconds)
+    created_before: float | None = None
 
 
 def no_one_listens(job_ids: Iterable[str] | None) -> None:
@@ -94,20 +110,16 @@ class JobStore(Protocol):
 
     # intake and reads
     async def enqueue(self, job: NewJob) -> Enqueued: ...
-    # ``caller=None``: every caller's (the dashboard's view)
+    # ``caller=None`` wherever a caller is named: any caller's job (an admin's view)
     async def get_job(self, caller: str | None, job_id: str) -> JobRecord | None: ...
+    # newest first (by id), below ``before_id``
     async def list_jobs(
-        self,
-        caller: str | None,
-        *,
-        state: JobState | None,
-        target: str | None,
-        limit: int,
-        before_id: str | None,
+        self, filter: JobFilter, *, limit: int, before_id: str | None
     ) -> list[JobRecord]: ...
+    async def count_jobs(self, filter: JobFilter) -> int: ...
     # the attempts numbered above ``after``, in order, at most ``limit``; None: no such job
     async def list_attempts(
-        self, caller: str, job_id: str, *, after: int = 0, limit: int = ATTEMPTS_PAGE
+        self, caller: str | None, job_id: str, *, after: int = 0, limit: int = ATTEMPTS_PAGE
     ) -> list[AttemptRecord] | None: ...
     # (state, updated_at) of each of these jobs that exists: what a watch polls
     async def job_versions(self, job_ids: list[str]) -> dict[str, tuple[str, float]]: ...
@@ -117,8 +129,9 @@ class JobStore(Protocol):
     async def activity(self, since: float, until: float, bucket_s: float) -> list[Activity]: ...
 
     # operator commands
-    async def cancel(self, caller: str, job_id: str, now: float) -> JobRecord: ...
-    async def retry(self, caller: str, job_id: str, now: float) -> JobRecord: ...
+    async def cancel(self, caller: str | None, job_id: str, now: float) -> JobRecord: ...
+    # a finished job back to ``queued``, attempts reset to 0, its delivery number kept
+    async def retry(self, caller: str | None, job_id: str, now: float) -> JobRecord: ...
 
     # dispatch
     async def claim(

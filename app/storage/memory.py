@@ -26,6 +26,7 @@ from app.core import errors
 from app.core.attempt import AttemptRecord, Completion, rescued
 from app.core.job import (
     ACTIVE,
+    RETRIABLE,
     TERMINAL,
     WAITING,
     Enqueued,
@@ -38,12 +39,30 @@ from app.core.job import (
 from app.core.retry import Random
 from app.core.target import TargetRecord, TargetSpec, effects, with_effects
 from app.storage import memory_writes as writes
-from app.storage.base import ATTEMPTS_PAGE, Activity, ClaimRequest, JobStore, no_one_listens
+from app.storage.base import (
+    ATTEMPTS_PAGE,
+    Activity,
+    ClaimRequest,
+    JobFilter,
+    JobStore,
+    no_one_listens,
+)
 
 #: the states a job expires in: those where it waits for its next attempt
 _EXPIRABLE = ACTIVE - {JobState.RUNNING}
 #: the finished jobs the dashboard's activity counts
 _SUCCEEDED_OR_FAILED = frozenset({JobState.SUCCEEDED, JobState.FAILED})
+
+
+def _matches(job: JobRecord, f: JobFilter) -> bool:
+    return (
+        (f.caller is None or job.caller == f.caller)
+        and (f.state is None or job.state is f.state)
+        and (f.target is None or job.target == f.target)
+        and (f.reason is None or job.failure_reason is f.reason)
+        and (f.created_after is None or job.created_at >= f.created_after)
+        and (f.created_before is None or job.created_at < f.created_before)
+    )
 
 
 def _due(job: JobRecord) -> tuple[float, str]:
@@ -164,27 +183,21 @@ class MemoryJobStore:
         return self._job(caller, job_id)
 
     async def list_jobs(
-        self,
-        caller: str | None,
-        *,
-        state: JobState | None,
-        target: str | None,
-        limit: int,
-        before_id: str | None,
+        self, filter: JobFilter, *, limit: int, before_id: str | None
     ) -> list[JobRecord]:
-        """Newest first (by id); ``caller=None`` lists every caller's jobs."""
+        """Newest first (by id)."""
         found = (
             job
             for job in self._jobs.values()
-            if (caller is None or job.caller == caller)
-            and (state is None or job.state == state)
-            and (target is None or job.target == target)
-            and (before_id is None or job.id < before_id)
+            if _matches(job, filter) and (before_id is None or job.id < before_id)
         )
         return heapq.nlargest(limit, found, key=lambda job: job.id)
 
+    async def count_jobs(self, filter: JobFilter) -> int:
+        return sum(_matches(job, filter) for job in self._jobs.values())
+
     async def list_attempts(
-        self, caller: str, job_id: str, *, after: int = 0, limit: int = ATTEMPTS_PAGE
+        self, caller: str | None, job_id: str, *, after: int = 0, limit: int = ATTEMPTS_PAGE
     ) -> list[AttemptRecord] | None:
         if self._job(caller, job_id) is None:
             return None
@@ -230,7 +243,7 @@ class MemoryJobStore:
 
     # -- operator commands -------------------------------------------------
 
-    async def cancel(self, caller: str, job_id: str, now: float) -> JobRecord:
+    async def cancel(self, caller: str | None, job_id: str, now: float) -> JobRecord:
         job = self._job(caller, job_id)
         if job is None:
             raise errors.NotFound(f"no job '{job_id}'")
@@ -243,7 +256,7 @@ class MemoryJobStore:
         self.on_change((job_id,))
         return job
 
-    async def retry(self, caller: str, job_id: str, now: float) -> JobRecord:
+    async def retry(self, caller: str | None, job_id: str, now: float) -> JobRecord:
         # SqlJobStore's order: the target and the backlog come before the state
         job = self._job(caller, job_id)
         if job is None:
@@ -252,7 +265,7 @@ class MemoryJobStore:
             raise errors.Conflict(f"the job's target '{job.target}' no longer exists")
         if self._active + 1 > self._max_backlog:
             raise errors.BacklogFull.at(self._max_backlog)
-        if job.state not in (JobState.FAILED, JobState.CANCELLED):
+        if job.state not in RETRIABLE:
             raise IllegalTransition.of(job.state, "retried")
         job = self._save(writes.retried(job, now))
         self.on_change((job_id,))

@@ -16,16 +16,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Collection
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import select, text
+from sqlalchemy import Select, TextualSelect, select, text
 
 from app.core import errors
 from app.core.attempt import AttemptRecord
 from app.core.job import ACTIVE, TERMINAL, IllegalTransition, JobRecord, JobState
 from app.core.target import TargetRecord, TargetSpec
 from app.storage import statements
-from app.storage.base import ATTEMPTS_PAGE, Activity
+from app.storage.base import ATTEMPTS_PAGE, Activity, JobFilter
 from app.storage.delivery import Delivery
 from app.storage.engine import Conn, Unit
 from app.storage.faults import Fault, classify
@@ -33,7 +33,13 @@ from app.storage.group import FIRST_BACKOFF_S, MAX_BACKOFF_S, Tx, unavailable
 from app.storage.intake import Intake
 from app.storage.models import attempts, jobs, targets
 from app.storage.records import attempt_record, job_record, target_record, target_row
-from app.storage.statements import TARGET_BY_NAME, VERSIONS_CHUNK, activity_params, list_query
+from app.storage.statements import (
+    TARGET_BY_NAME,
+    VERSIONS_CHUNK,
+    activity_params,
+    count_query,
+    list_query,
+)
 from app.storage.store import raise_if_error
 
 T = TypeVar("T")
@@ -155,45 +161,36 @@ class SqlJobStore(Intake, Delivery):
     # -- reads ----------------------------------------------------------------
 
     async def get_job(self, caller: str | None, job_id: str) -> JobRecord | None:
-        """The caller's job; ``caller=None`` finds anyone's (the dashboard, an admin tool)."""
-        statement = statements.JOB if caller is not None else statements.JOB_OF_ANYONE
-
-        async def unit(conn: Conn) -> JobRecord | None:
-            params = {"id": job_id, "caller": caller} if caller is not None else {"id": job_id}
-            row = (await conn.execute(statement, params)).mappings().first()
-            return None if row is None else job_record(row)
-
-        return await self._read(unit)
+        """The caller's job; ``caller=None`` finds anyone's (an admin, the dashboard)."""
+        return await self._read(partial(self._get_job, caller=caller, job_id=job_id))
 
     async def list_jobs(
-        self,
-        caller: str | None,
-        *,
-        state: JobState | None,
-        target: str | None,
-        limit: int,
-        before_id: str | None,
+        self, filter: JobFilter, *, limit: int, before_id: str | None
     ) -> list[JobRecord]:
-        """Newest first; ``caller=None`` lists every caller's jobs."""
-        query = list_query(caller, state=state, target=target, limit=limit, before_id=before_id)
+        """Newest first (by id)."""
+        query = list_query(filter, limit=limit, before_id=before_id)
 
         async def unit(conn: Conn) -> list[JobRecord]:
             return [job_record(row) for row in (await conn.execute(query)).mappings()]
 
         return await self._read(unit)
 
+    async def count_jobs(self, filter: JobFilter) -> int:
+        query = count_query(filter)
+
+        async def unit(conn: Conn) -> int:
+            return int((await conn.execute(query)).scalar_one())
+
+        return await self._read(unit)
+
     async def list_attempts(
-        self, caller: str, job_id: str, *, after: int = 0, limit: int = ATTEMPTS_PAGE
+        self, caller: str | None, job_id: str, *, after: int = 0, limit: int = ATTEMPTS_PAGE
     ) -> list[AttemptRecord] | None:
         """One page of a job's attempts, numbered above ``after``; a range scan of
         ``ix_attempts_job`` (job_id, n), however long the job's history."""
 
         async def unit(conn: Conn) -> list[AttemptRecord] | None:
-            owner = (
-                await conn.execute(
-                    select(jobs.c.id).where(jobs.c.id == job_id, jobs.c.caller == caller)
-                )
-            ).first()
+            owner = (await conn.execute(_of(select(jobs.c.id), caller, job_id))).first()
             if owner is None:
                 return None
             rows = (
@@ -287,17 +284,11 @@ class SqlJobStore(Intake, Delivery):
 
     # -- operator commands ------------------------------------------------------
 
-    async def cancel(self, caller: str, job_id: str, now: float) -> JobRecord:
+    async def cancel(self, caller: str | None, job_id: str, now: float) -> JobRecord:
+        statement, params = _by_caller(statements.CANCEL, caller, id=job_id, now=now)
+
         async def op(tx: Tx) -> JobRecord | errors.CsjdError:
-            row = (
-                (
-                    await tx.conn.execute(
-                        statements.CANCEL, {"id": job_id, "caller": caller, "now": now}
-                    )
-                )
-                .mappings()
-                .first()
-            )
+            row = (await tx.conn.execute(statement, params)).mappings().first()
             if row is None:
                 current = await self._get_job(tx.conn, caller, job_id)
                 if (
@@ -317,14 +308,12 @@ class SqlJobStore(Intake, Delivery):
         self.on_change((job_id,))
         return cancelled
 
-    async def retry(self, caller: str, job_id: str, now: float) -> JobRecord:
+    async def retry(self, caller: str | None, job_id: str, now: float) -> JobRecord:
+        statement, params = _by_caller(statements.RETRY, caller, id=job_id, now=now)
+
         async def op(tx: Tx) -> JobRecord | errors.CsjdError:
             current = (
-                await tx.conn.execute(
-                    select(jobs.c.target, jobs.c.state).where(
-                        jobs.c.id == job_id, jobs.c.caller == caller
-                    )
-                )
+                await tx.conn.execute(_of(select(jobs.c.target, jobs.c.state), caller, job_id))
             ).first()
             if current is None:
                 return errors.NotFound(f"no job '{job_id}'")
@@ -333,15 +322,7 @@ class SqlJobStore(Intake, Delivery):
                 return errors.Conflict(f"the job's target '{current.target}' no longer exists")
             if self._pending_active(tx) + 1 > self._max_backlog:
                 return errors.BacklogFull.at(self._max_backlog)
-            row = (
-                (
-                    await tx.conn.execute(
-                        statements.RETRY, {"id": job_id, "caller": caller, "now": now}
-                    )
-                )
-                .mappings()
-                .first()
-            )
+            row = (await tx.conn.execute(statement, params)).mappings().first()
             if row is None:
                 return await self._why_not(tx.conn, caller, job_id, "operator_retry")
             self._adjust_active(tx, +1)
@@ -351,21 +332,33 @@ class SqlJobStore(Intake, Delivery):
         self.on_change((job_id,))
         return retried
 
-    async def _get_job(self, conn: Conn, caller: str, job_id: str) -> JobRecord | None:
-        row = (
-            (await conn.execute(statements.JOB, {"id": job_id, "caller": caller}))
-            .mappings()
-            .first()
-        )
+    async def _get_job(self, conn: Conn, caller: str | None, job_id: str) -> JobRecord | None:
+        statement = statements.JOB if caller is not None else statements.JOB_OF_ANYONE
+        params = {"id": job_id, "caller": caller} if caller is not None else {"id": job_id}
+        row = (await conn.execute(statement, params)).mappings().first()
         return None if row is None else job_record(row)
 
-    async def _why_not(self, conn: Conn, caller: str, job_id: str, event: str) -> errors.CsjdError:
-        state = (
-            await conn.execute(
-                select(jobs.c.state).where(jobs.c.id == job_id, jobs.c.caller == caller)
-            )
-        ).scalar_one_or_none()
+    async def _why_not(
+        self, conn: Conn, caller: str | None, job_id: str, event: str
+    ) -> errors.CsjdError:
+        state = (await conn.execute(_of(select(jobs.c.state), caller, job_id))).scalar_one_or_none()
         if state is None:
             return errors.NotFound(f"no job '{job_id}'")
         verb = "cancelled" if event == "cancel" else "retried"
         return IllegalTransition.of(JobState(state), verb)
+
+
+def _of(query: Select[Any], caller: str | None, job_id: str) -> Select[Any]:
+    """``query`` of the job ``job_id``, if it is ``caller``'s (None: anyone's)."""
+    query = query.where(jobs.c.id == job_id)
+    return query if caller is None else query.where(jobs.c.caller == caller)
+
+
+def _by_caller(
+    statements_: tuple[TextualSelect, TextualSelect], caller: str | None, **params: Any
+) -> tuple[TextualSelect, dict[str, Any]]:
+    """Of a statement's two forms (the caller's job, anyone's), the one for ``caller``."""
+    mine, anyones = statements_
+    if caller is None:
+        return anyones, params
+    return mine, {**params, "caller": caller}

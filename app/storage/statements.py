@@ -33,13 +33,16 @@ from sqlalchemy import (
     TextClause,
     TextualSelect,
     bindparam,
+    false,
+    func,
     insert,
     select,
     text,
 )
 
-from app.core.job import TERMINAL, JobState
+from app.core.job import RETRIABLE, TERMINAL, JobState
 from app.core.target import SPEC_FIELDS
+from app.storage.base import JobFilter
 from app.storage.dialect import Dialect, Insert
 from app.storage.models import ACTIVE_SQL, FINISHED_SQL, attempts, jobs, targets
 
@@ -176,12 +179,12 @@ def activity_params(since: float, until: float, bucket_s: float) -> dict[str, An
         "since": since,
         "until": until,
         "bucket_s": bucket_s,
-        "first_id": _first_id(since),
+        "first_id": first_id(since),
         "last_id": _LAST_ID,
     }
 
 
-def _first_id(ts: float) -> str:
+def first_id(ts: float) -> str:
     """The smallest UUIDv7 (see ``app/core/ids.py``) of the millisecond ``ts`` falls in."""
     h = f"{(int(ts * 1000) & ((1 << 48) - 1)) << 80 | 0x7 << 76:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
@@ -312,44 +315,79 @@ BACKLOG = text(
     f"SELECT target, state, count(*) FROM jobs WHERE {ACTIVE_SQL} GROUP BY target, state"
 )
 BUSY = text(f"SELECT count(*) FROM jobs WHERE target = :t AND {ACTIVE_SQL}")
-CANCEL = text(
+_CANCEL_SQL = (
     "UPDATE jobs SET state = 'cancelled', completed_at = :now, next_attempt_at = NULL, "
     "updated_at = :now "
-    f"WHERE id = :id AND caller = :caller AND {ACTIVE_SQL} "
+    f"WHERE id = :id{{caller}} AND {ACTIVE_SQL} "
     f"RETURNING {COLUMNS}"
-).columns(*jobs.c)
-RETRY = text(
+)
+_RETRIABLE_SQL = ", ".join(sorted(f"'{state.value}'" for state in RETRIABLE))
+# any finished job (its id names it; no index of states is wanted)
+_RETRY_SQL = (
     "UPDATE jobs SET state = 'queued', attempts = 0, failure_reason = NULL, "
     "completed_at = NULL, next_attempt_at = :now, "
     "expires_at = :now + (expires_at - created_at), lease_expires_at = NULL, "
     "updated_at = :now "
-    "WHERE id = :id AND caller = :caller AND state IN ('failed', 'cancelled') "
+    f"WHERE id = :id{{caller}} AND state IN ({_RETRIABLE_SQL}) "
     f"RETURNING {COLUMNS}"
-).columns(*jobs.c)
+)
+
+
+def _mine_and_anyones(sql: str) -> tuple[TextualSelect, TextualSelect]:
+    """A statement on one job: (the caller's job, anyone's: an admin's)."""
+    return (
+        text(sql.format(caller=" AND caller = :caller")).columns(*jobs.c),
+        text(sql.format(caller="")).columns(*jobs.c),
+    )
+
+
+CANCEL = _mine_and_anyones(_CANCEL_SQL)
+RETRY = _mine_and_anyones(_RETRY_SQL)
 PAUSE_TARGET = text(
     "UPDATE targets SET paused_until = :until WHERE name = :name "
     "AND (paused_until IS NULL OR paused_until < :until)"
 )
 
 
-def list_query(
-    caller: str | None,
-    *,
-    state: JobState | None,
-    target: str | None,
-    limit: int,
-    before_id: str | None,
-) -> Select[Any]:
-    """``GET /jobs``: by ``(caller, id)`` or ``(target, id)``, or by the partial index of
-    the state asked for, which the statement names by its exact term (``models.py``)."""
-    query = select(jobs)
-    if caller is not None:
-        query = query.where(jobs.c.caller == caller)
+def _filtered(query: Select[Any], f: JobFilter) -> Select[Any]:
+    """``query`` narrowed to the jobs ``f`` takes, each term written for an index: the
+    caller by ``(caller, id)``, the target by ``(target, id)``, a state (or a failure
+    reason: only failed jobs carry one) by the partial index of its set of states,
+    which the statement names by its exact term (``models.py``), and a creation time
+    from by the primary key (below)."""
+    state = f.state
+    if f.reason is not None:
+        if state not in (None, JobState.FAILED):
+            return query.where(false())
+        state = JobState.FAILED
+        query = query.where(jobs.c.failure_reason == f.reason.value)
+    if f.caller is not None:
+        query = query.where(jobs.c.caller == f.caller)
     if state is not None:
         query = query.where(jobs.c.state == state.value)
         query = query.where(text(FINISHED_SQL if state in TERMINAL else ACTIVE_SQL))
-    if target is not None:
-        query = query.where(jobs.c.target == target)
+    if f.target is not None:
+        query = query.where(jobs.c.target == f.target)
+    if f.created_after is not None:
+        if f.created_after > 0:
+            # An id is made from its job's creation time or a later one (never an
+            # earlier), so it bounds the ids from below: a range of the primary
+            # key. No bound holds from above (an id may run ahead of its time).
+            query = query.where(jobs.c.id >= first_id(f.created_after))
+        query = query.where(jobs.c.created_at >= f.created_after)
+    if f.created_before is not None:
+        query = query.where(jobs.c.created_at < f.created_before)
+    return query
+
+
+def list_query(f: JobFilter, *, limit: int, before_id: str | None) -> Select[Any]:
+    """``GET /jobs``: the jobs ``f`` takes, newest first (by id), below ``before_id``."""
+    query = _filtered(select(jobs), f)
     if before_id is not None:
         query = query.where(jobs.c.id < before_id)
     return query.order_by(jobs.c.id.desc()).limit(limit)
+
+
+def count_query(f: JobFilter) -> Select[Any]:
+    """``GET /jobs/count``: how many jobs ``f`` takes, read as ``list_query`` reads them."""
+    return _filtered(select(func.count()).select_from(jobs), f)

@@ -89,6 +89,9 @@ async def test_bad_list_parameters_are_problems(api: Api) -> None:
 async def test_cancel_and_retry_follow_the_diagram(api: Api, sender: FakeSender) -> None:
     await api.put_target(enabled=False)
     job = (await api.post_job()).json()
+    unfinished = await api.client.post(f"/jobs/{job['id']}/retry")
+    assert unfinished.status_code == 409
+    assert unfinished.json()["state"] == "queued"
     cancelled = await api.client.post(f"/jobs/{job['id']}/cancel")
     assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
     assert cancelled.json()["completed_at"] is not None
@@ -102,7 +105,6 @@ async def test_cancel_and_retry_follow_the_diagram(api: Api, sender: FakeSender)
     assert (retried.json()["state"], retried.json()["attempts"]) in {("queued", 0), ("running", 0)}
     done = await api.wait_for_job(job["id"], lambda j: j["state"] == "succeeded")
     assert done["attempts"] == 1
-    assert (await api.client.post(f"/jobs/{job['id']}/retry")).status_code == 409
     assert (await api.client.post(f"/jobs/{job['id']}/cancel")).status_code == 409
 
 

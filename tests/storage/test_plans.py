@@ -29,10 +29,11 @@ from typing import Any
 import pytest
 from sqlalchemy import ClauseElement, TextClause, TextualSelect, insert, select, text
 
-from app.core.job import JobState
+from app.core.job import FailureReason, JobState
 from app.core.target import TargetSpec
 from app.settings import Settings
 from app.storage import postgres, statements
+from app.storage.base import JobFilter
 from app.storage.engine import Conn
 from app.storage.factory import build_store
 from app.storage.models import attempts, jobs
@@ -164,8 +165,11 @@ def _hot(store: SqlJobStore, conn: Conn) -> dict[str, tuple[ClauseElement | str,
     completion = ("some-id", 1, "succeeded", 1, None, NOW, None, 1, 200, None, NOW, 0, None)
     activity = statements.activity_params(NOW - 900, NOW, 60.0)
 
-    def listing(caller: str | None, state: JobState | None) -> ClauseElement:
-        return statements.list_query(caller, state=state, target=None, limit=51, before_id=None)
+    def listing(**where: Any) -> ClauseElement:
+        return statements.list_query(JobFilter(**where), limit=51, before_id=None)
+
+    def counting(**where: Any) -> ClauseElement:
+        return statements.count_query(JobFilter(**where))
 
     hot: dict[str, tuple[ClauseElement | str, Any, set[str]]] = {
         # the dispatcher, every claim round
@@ -207,8 +211,28 @@ def _hot(store: SqlJobStore, conn: Conn) -> dict[str, tuple[ClauseElement | str,
             {},
             {by_key},
         ),
-        "list_jobs_of_a_caller": (listing("alice", None), {}, {"ix_jobs_caller_id"}),
-        "list_failed_jobs": (listing(None, JobState.FAILED), {}, {"ix_jobs_finished"}),
+        "list_jobs_of_a_caller": (listing(caller="alice"), {}, {"ix_jobs_caller_id"}),
+        "list_failed_jobs": (listing(state=JobState.FAILED), {}, {"ix_jobs_finished"}),
+        "list_jobs_of_a_target": (listing(target="search"), {}, {"ix_jobs_target_id"}),
+        "list_jobs_failed_for_a_reason": (
+            listing(reason=FailureReason.EXPIRED),
+            {},
+            {"ix_jobs_finished"},
+        ),
+        # (an id is never older than its job: the primary key bounds a creation time
+        # from below; a bound from above alone, like no bound, walks it newest first)
+        "list_jobs_created_after": (listing(created_after=NOW - DAY), {}, {pk}),
+        # by (caller, id) or by (caller, idempotency_key): either reads one caller's
+        "count_jobs_of_a_caller": (counting(caller="alice"), {}, set()),
+        "count_failed_jobs": (counting(state=JobState.FAILED), {}, {"ix_jobs_finished"}),
+        "count_queued_jobs": (counting(state=JobState.QUEUED), {}, {"ix_jobs_active"}),
+        "count_jobs_of_a_target": (counting(target="search"), {}, {"ix_jobs_target_id"}),
+        "count_jobs_failed_for_a_reason": (
+            counting(reason=FailureReason.EXPIRED),
+            {},
+            {"ix_jobs_finished"},
+        ),
+        "count_jobs_created_after": (counting(created_after=NOW - DAY), {}, {pk}),
         "activity_accepted": (built.activity_accepted, activity, {pk}),
         "activity_finished": (built.activity_finished, activity, {"ix_jobs_completed"}),
         "backlog_by_target": (statements.BACKLOG, {}, {"ix_jobs_active"}),

@@ -37,7 +37,7 @@ from app.core.outcome import Outcome
 from app.core.retry import Decision
 from app.core.target import TargetSpec
 from app.settings import Settings
-from app.storage.base import ATTEMPTS_PAGE, ClaimRequest
+from app.storage.base import ATTEMPTS_PAGE, ClaimRequest, JobFilter
 from app.storage.factory import build_store
 from app.storage.memory import MemoryJobStore
 from app.storage.sql import SqlJobStore
@@ -326,7 +326,7 @@ class TestStoreContract:
     async def test_unknown_target_is_refused_and_nothing_stored(self, store: Store) -> None:
         with pytest.raises(errors.UnknownTarget):
             await store.enqueue(new_job(target="nope"))
-        assert await store.list_jobs("", state=None, target=None, limit=10, before_id=None) == []
+        assert await store.list_jobs(JobFilter(caller=""), limit=10, before_id=None) == []
 
     async def test_a_full_backlog_refuses_new_keys_but_replays_stored_ones(
         self, open_store: OpenStore
@@ -340,7 +340,7 @@ class TestStoreContract:
         assert info.value.retry_after_s
         replay = await s.enqueue(new_job("a"))
         assert replay.replayed and replay.job.id == first.job.id
-        assert len(await s.list_jobs("", state=None, target=None, limit=10, before_id=None)) == 2
+        assert len(await s.list_jobs(JobFilter(caller=""), limit=10, before_id=None)) == 2
 
     async def test_claims_respect_the_limit_and_lease(self, store: Store) -> None:
         for i in range(5):
@@ -546,11 +546,9 @@ class TestStoreContract:
         bob = (await store.enqueue(new_job("k", caller="bob", expires_at=NOW + 10))).job
         assert await store.fail_expired(NOW + 11) == 2
 
-        failed = await store.list_jobs(
-            None, state=JobState.FAILED, target=None, limit=10, before_id=None
-        )
+        failed = await store.list_jobs(JobFilter(state=JobState.FAILED), limit=10, before_id=None)
         assert [(j.id, j.caller) for j in failed] == [(bob.id, "bob"), (alice.id, "alice")]
-        mine = await store.list_jobs("alice", state=None, target=None, limit=10, before_id=None)
+        mine = await store.list_jobs(JobFilter(caller="alice"), limit=10, before_id=None)
         assert [j.id for j in mine] == [alice.id]
         found = await store.get_job(None, bob.id)
         assert found is not None and found.caller == "bob"
@@ -559,7 +557,7 @@ class TestStoreContract:
         retried = await store.retry(found.caller, found.id, NOW + 12)
         assert (retried.state, retried.caller) == (JobState.QUEUED, "bob")
         still_failed = await store.list_jobs(
-            None, state=JobState.FAILED, target=None, limit=10, before_id=None
+            JobFilter(state=JobState.FAILED), limit=10, before_id=None
         )
         assert [j.id for j in still_failed] == [alice.id]
 
@@ -766,7 +764,7 @@ class TestStoreContract:
         with pytest.raises(errors.UnknownTarget) as unknown:
             await store.enqueue(new_job("new"))
         assert unknown.value.extensions == {"target": "billing"}
-        listed = await store.list_jobs(None, state=None, target=None, limit=10, before_id=None)
+        listed = await store.list_jobs(JobFilter(), limit=10, before_id=None)
         assert [j.id for j in listed] == [stored.id]
 
     async def test_the_very_same_request_stored_again_is_answered_as_made(
@@ -904,7 +902,9 @@ class TestStoreContract:
             before_id: str | None = None,
         ) -> list[str]:
             found = await store.list_jobs(
-                caller, state=state, target=target, limit=limit, before_id=before_id
+                JobFilter(caller=caller, state=state, target=target),
+                limit=limit,
+                before_id=before_id,
             )
             return [job.id for job in found]
 
@@ -1009,6 +1009,115 @@ class TestStoreContract:
             [ClaimRequest(target="billing", limit=1)], NOW + 10, {"billing": 30}
         )
         assert (again.id, again.delivery) == (job.id, 2)
+
+    async def test_a_succeeded_job_retried_is_sent_again_its_history_kept(
+        self, store: Store
+    ) -> None:
+        job = await running(store, expires_at=NOW + 100)
+        assert await store.complete(result(job, SUCCEEDED))
+        assert store.active == 0
+        retried = await store.retry("", job.id, NOW + 10)
+        assert (retried.state, retried.attempts, retried.delivery) == (JobState.QUEUED, 0, 1)
+        assert (retried.completed_at, retried.next_attempt_at, retried.expires_at) == (
+            None,
+            NOW + 10,
+            NOW + 110,
+        )
+        assert store.active == await store.recount() == 1
+        [again] = await store.claim(
+            [ClaimRequest(target="billing", limit=1)], NOW + 10, {"billing": 30}
+        )
+        assert (again.id, again.delivery) == (job.id, 2)  # the request numbers go on
+        assert await store.complete(result(again, SUCCEEDED, at=NOW + 11))
+        history = await store.list_attempts("", job.id) or []
+        assert [(a.delivery, a.outcome) for a in history] == [
+            (1, Outcome.SUCCESS),
+            (2, Outcome.SUCCESS),
+        ]
+        done = await store.get_job("", job.id)
+        assert done is not None and (done.state, done.attempts) == (JobState.SUCCEEDED, 1)
+
+    async def test_without_a_caller_any_callers_job_is_cancelled_retried_and_read(
+        self, store: Store
+    ) -> None:
+        job = (await store.enqueue(new_job("k", caller="alice"))).job
+        with pytest.raises(errors.NotFound):
+            await store.cancel("bob", job.id, NOW + 1)
+        cancelled = await store.cancel(None, job.id, NOW + 1)
+        assert (cancelled.state, cancelled.caller) == (JobState.CANCELLED, "alice")
+        with pytest.raises(IllegalTransition):
+            await store.cancel(None, job.id, NOW + 2)
+        with pytest.raises(errors.NotFound):
+            await store.retry("bob", job.id, NOW + 2)
+        retried = await store.retry(None, job.id, NOW + 2)
+        assert (retried.state, retried.caller) == (JobState.QUEUED, "alice")
+        with pytest.raises(IllegalTransition):
+            await store.retry(None, job.id, NOW + 3)
+        assert await store.list_attempts(None, job.id) == []
+        assert await store.list_attempts("bob", job.id) is None
+        for unknown in (store.cancel, store.retry):
+            with pytest.raises(errors.NotFound):
+                await unknown(None, "00000000-0000-7000-8000-000000000000", NOW)
+
+    async def test_jobs_are_listed_and_counted_by_every_filter(self, store: Store) -> None:
+        await store.put_target(TargetSpec(name="search", url="http://x/hook"), NOW)
+        made = {}
+        for i, (key, caller, target) in enumerate(
+            [
+                ("gone", "alice", "billing"),
+                ("used-up", "bob", "billing"),
+                ("cancelled", "alice", "search"),
+                ("queued", "bob", "search"),
+                ("late", "alice", "billing"),
+            ]
+        ):
+            at = NOW + 10 * i
+            job = new_job(key, id=uuid7(int(at * 1000)), caller=caller, target=target)
+            made[key] = (await store.enqueue(replace(job, created_at=at, next_attempt_at=at))).job
+        for key, reason in (
+            ("gone", FailureReason.TARGET_GONE),
+            ("used-up", FailureReason.ATTEMPTS_EXHAUSTED),
+        ):
+            [claimed] = await store.claim(
+                [ClaimRequest(target="billing", limit=1)], NOW + 30, {"billing": 30}
+            )
+            assert claimed.id == made[key].id
+            failed = Decision(
+                state=JobState.FAILED, attempts=1, next_attempt_at=None, failure_reason=reason
+            )
+            assert await store.complete(result(claimed, failed, at=NOW + 31, status=410))
+        await store.cancel(None, made["cancelled"].id, NOW + 31)
+
+        async def found(**fields: object) -> list[str]:
+            where = JobFilter(**fields)  # type: ignore[arg-type]
+            listed = await store.list_jobs(where, limit=10, before_id=None)
+            assert await store.count_jobs(where) == len(listed)
+            keys = {job.id: key for key, job in made.items()}
+            return [keys[job.id] for job in listed]
+
+        everything = ["late", "queued", "cancelled", "used-up", "gone"]
+        assert await found() == everything
+        assert await found(caller="alice") == ["late", "cancelled", "gone"]
+        assert await found(caller="carol") == []
+        assert await found(state=JobState.FAILED) == ["used-up", "gone"]
+        assert await found(state=JobState.QUEUED) == ["late", "queued"]
+        assert await found(target="search") == ["queued", "cancelled"]
+        assert await found(reason=FailureReason.TARGET_GONE) == ["gone"]
+        assert await found(reason=FailureReason.EXPIRED) == []
+        assert await found(reason=FailureReason.TARGET_GONE, state=JobState.FAILED) == ["gone"]
+        assert await found(reason=FailureReason.TARGET_GONE, state=JobState.QUEUED) == []
+        assert await found(created_after=NOW + 20) == ["late", "queued", "cancelled"]
+        assert await found(created_after=NOW + 19.5) == ["late", "queued", "cancelled"]
+        assert await found(created_before=NOW + 20) == ["used-up", "gone"]
+        assert await found(created_after=NOW + 10, created_before=NOW + 30) == [
+            "cancelled",
+            "used-up",
+        ]
+        assert await found(created_after=NOW + 41) == []
+        assert await found(created_after=-1e9, created_before=NOW + 1) == ["gone"]
+        assert await found(caller="bob", target="search", state=JobState.QUEUED) == ["queued"]
+        page = await store.list_jobs(JobFilter(caller="alice"), limit=1, before_id=made["late"].id)
+        assert [job.id for job in page] == [made["cancelled"].id]
 
     async def test_an_expired_job_whose_attempt_runs_is_left_to_its_attempt(
         self, store: Store

@@ -6,23 +6,35 @@ import asyncio
 import contextlib
 import hashlib
 import math
+from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 from starlette.types import Receive
 
 from app.api.cursors import decode_cursor, encode_cursor
-from app.api.deps import CallerDep, GatewayDep, IntakeDep
+from app.api.deps import GatewayDep, IntakeDep, Viewer, ViewerDep
+from app.api.holds import hold_at_hand, holds
 from app.api.intake import accept, accepted_headers
-from app.api.present import attempt_json, job_json
+from app.api.present import attempt_json, job_detail_json, job_json
 from app.api.problems import documented
-from app.api.schemas import AttemptOut, JobIn, JobOut, JobPageOut, StateName
-from app.core.errors import NotFound
-from app.core.job import TERMINAL, JobRecord, JobState
+from app.api.schemas import (
+    AttemptOut,
+    FailureReasonName,
+    JobCountOut,
+    JobDetailOut,
+    JobIn,
+    JobOut,
+    JobPageOut,
+    StateName,
+)
+from app.core.errors import Forbidden, NotFound, Unprocessable
+from app.core.hold import Hold
+from app.core.job import TERMINAL, FailureReason, JobRecord, JobState
 from app.gateway import Gateway
-from app.storage.base import ATTEMPTS_PAGE, MAX_ATTEMPTS_PAGE
+from app.storage.base import ATTEMPTS_PAGE, MAX_ATTEMPTS_PAGE, JobFilter
 
 router = APIRouter(tags=["jobs"])
 
@@ -30,6 +42,8 @@ router = APIRouter(tags=["jobs"])
 MAX_WAIT_S = 30.0
 #: attempt numbers are 32-bit integers in the database; ``after`` stays within them
 MAX_ATTEMPT_NUMBER = 2**31 - 1
+#: a time in a query: RFC 3339, with its offset from UTC
+RFC3339 = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
 
 _KEY_PARAMETER = {
     "name": "Idempotency-Key",
@@ -65,8 +79,8 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
     )
 
 
-def _etag(job: JobRecord) -> str:
-    token = f"{job.id}|{job.state.value}|{job.attempts}|{job.updated_at!r}"
+def _etag(job: JobRecord, hold: Hold) -> str:
+    token = f"{job.id}|{job.state.value}|{job.attempts}|{job.updated_at!r}|{hold.by}|{hold.until!r}"
     return '"' + hashlib.blake2b(token.encode(), digest_size=12).hexdigest() + '"'
 
 
@@ -82,44 +96,110 @@ async def create_job(body: JobIn, intake: IntakeDep) -> Response:
     # Served by the intake lane (app/api/intake.py) in a running gateway; this
     # route gives OpenAPI the operation and answers it the same way.
     job, replayed = await accept(intake.gateway, intake.caller, intake.key, body)
-    return _json(job_json(job), 202, accepted_headers(job, replayed))
+    hold = hold_at_hand(intake.gateway, job)
+    return _json(job_json(job, hold), 202, accepted_headers(job, replayed))
+
+
+def _time(name: str, value: str | None) -> float | None:
+    """A query's RFC 3339 time (its form checked by the route) in epoch seconds."""
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value.upper()).timestamp()
+    except (ValueError, OverflowError) as exc:
+        message = f"not a time: {exc}"
+        raise Unprocessable(
+            f"{name}: {message}",
+            extensions={
+                "errors": [{"loc": ["query", name], "msg": message, "type": "value_error"}]
+            },
+        ) from None
+
+
+_TIME_DESCRIPTION = "RFC 3339 with its offset, e.g. 2026-01-01T00:00:00Z"
+
+
+async def job_filter(
+    viewer: ViewerDep,
+    state: Annotated[StateName | None, Query()] = None,
+    target: Annotated[str | None, Query(max_length=63)] = None,
+    caller: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=128,
+            description="Only this caller's jobs; an admin key sees every caller's without it, "
+            "any other key only its own",
+        ),
+    ] = None,
+    reason: Annotated[
+        FailureReasonName | None, Query(description="Only failed jobs, failed for this reason")
+    ] = None,
+    created_after: Annotated[
+        str | None,
+        Query(pattern=RFC3339, description=f"Created at or after this time; {_TIME_DESCRIPTION}"),
+    ] = None,
+    created_before: Annotated[
+        str | None,
+        Query(pattern=RFC3339, description=f"Created before this time; {_TIME_DESCRIPTION}"),
+    ] = None,
+) -> JobFilter:
+    """The jobs ``GET /jobs`` and ``GET /jobs/count`` take, within what the caller may see."""
+    if not viewer.admin and caller not in (None, viewer.caller):
+        raise Forbidden(f"the API key '{viewer.caller}' sees only its own jobs")
+    return JobFilter(
+        caller=caller if viewer.admin else viewer.caller,
+        state=JobState(state) if state else None,
+        target=target,
+        reason=FailureReason(reason) if reason else None,
+        created_after=_time("created_after", created_after),
+        created_before=_time("created_before", created_before),
+    )
+
+
+FilterDep = Annotated[JobFilter, Depends(job_filter)]
 
 
 @router.get(
     "/jobs",
     response_model=JobPageOut,
     summary="List jobs, newest first",
-    responses=documented(400, 422),
+    responses=documented(400, 403, 422),
 )
 async def list_jobs(
     gateway: GatewayDep,
-    caller: CallerDep,
-    state: Annotated[StateName | None, Query()] = None,
-    target: Annotated[str | None, Query(max_length=63)] = None,
+    where: FilterDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=128)] = None,
 ) -> Response:
     before = decode_cursor(cursor) if cursor else None
-    jobs = await gateway.store.list_jobs(
-        caller,
-        state=JobState(state) if state else None,
-        target=target,
-        limit=limit + 1,
-        before_id=before,
-    )
+    jobs = await gateway.store.list_jobs(where, limit=limit + 1, before_id=before)
     page, more = jobs[:limit], len(jobs) > limit
     return _json(
         {
-            "items": [job_json(job) for job in page],
+            "items": [
+                job_json(job, hold)
+                for job, hold in zip(page, await holds(gateway, page), strict=True)
+            ],
             "next_cursor": encode_cursor(page[-1].id) if more else None,
         }
     )
 
 
 @router.get(
+    "/jobs/count",
+    response_model=JobCountOut,
+    summary="Count the jobs GET /jobs would list",
+    responses=documented(403, 422),
+)
+async def count_jobs(gateway: GatewayDep, where: FilterDep) -> Response:
+    return _json({"count": await gateway.store.count_jobs(where)})
+
+
+@router.get(
     "/jobs/{job_id}",
-    response_model=JobOut,
-    summary="A job's current state",
+    response_model=JobDetailOut,
+    summary="A job's current state, with its payload and headers",
     responses={
         304: {
             "description": "Not modified (If-None-Match)",
@@ -130,56 +210,64 @@ async def list_jobs(
     openapi_extra={"parameters": [_IF_NONE_MATCH, _PREFER_WAIT]},
 )
 async def get_job(
-    job_id: str, request: Request, gateway: GatewayDep, caller: CallerDep
+    job_id: str, request: Request, gateway: GatewayDep, viewer: ViewerDep
 ) -> Response:
     wait_s = prefer_wait(request.headers.getlist("prefer"))
     known = {t.strip() for t in request.headers.get("if-none-match", "").split(",")} - {""}
     headers: dict[str, str] = {}
     # with every place to wait taken, the request is answered as if it had not asked
-    place = None if wait_s is None else gateway.watch.place(caller)
+    place = None if wait_s is None else gateway.watch.place(viewer.caller)
     if wait_s is None or place is None:
-        job = await _job(gateway, caller, job_id)
+        job, hold = await _held_job(gateway, viewer, job_id)
     else:
         with place:
             headers["Preference-Applied"] = f"wait={wait_s:g}"
-            job = await _wait_for_change(gateway, caller, job_id, wait_s, known, request.receive)
-    headers["ETag"] = etag = _etag(job)
+            job, hold = await _wait_for_change(
+                gateway, viewer, job_id, wait_s, known, request.receive
+            )
+    headers["ETag"] = etag = _etag(job, hold)
     if etag in known or "*" in known:
         return Response(status_code=304, headers=headers)
-    return _json(job_json(job), headers=headers)
+    return _json(job_detail_json(job, hold), headers=headers)
 
 
-async def _job(gateway: Gateway, caller: str, job_id: str) -> JobRecord:
-    job = await gateway.store.get_job(caller, job_id)
+async def _job(gateway: Gateway, viewer: Viewer, job_id: str) -> JobRecord:
+    job = await gateway.store.get_job(viewer.scope, job_id)
     if job is None:
         raise NotFound(f"no job '{job_id}'")
     return job
 
 
+async def _held_job(gateway: Gateway, viewer: Viewer, job_id: str) -> tuple[JobRecord, Hold]:
+    job = await _job(gateway, viewer, job_id)
+    [hold] = await holds(gateway, [job])
+    return job, hold
+
+
 async def _wait_for_change(
     gateway: Gateway,
-    caller: str,
+    viewer: Viewer,
     job_id: str,
     wait_s: float,
     known: set[str],
     receive: Receive,
-) -> JobRecord:
+) -> tuple[JobRecord, Hold]:
     """The job once its state differs from what it was (or from the version the
     client names in ``If-None-Match``), or as it is after ``wait_s``, or as soon
     as the client has gone (``receive`` says so). Woken by the gateway's own
     notices of change (``app/watch.py``), not by polling."""
     deadline = asyncio.get_running_loop().time() + wait_s
     with gateway.watch.watching(job_id) as waiter:
-        job = first = await _job(gateway, caller, job_id)
+        job, hold = first, _ = await _held_job(gateway, viewer, job_id)
 
-        def moved(job: JobRecord) -> bool:
+        def moved(job: JobRecord, hold: Hold) -> bool:
             # a client naming an older version has missed a change already
-            return job.state is not first.state or (bool(known) and _etag(job) not in known)
+            return job.state is not first.state or (bool(known) and _etag(job, hold) not in known)
 
         # a client that hangs up must not hold its place for the rest of the wait
         gone = asyncio.create_task(_hung_up(receive, waiter.event))
         try:
-            while not moved(job) and job.state not in TERMINAL:
+            while not moved(job, hold) and job.state not in TERMINAL:
                 waiter.version = (job.state.value, job.updated_at)
                 remaining = deadline - asyncio.get_running_loop().time()
                 if remaining <= 0 or gateway.watch.closed or gone.done():
@@ -192,13 +280,13 @@ async def _wait_for_change(
                 # cleared before the read, never after it: a change committed while
                 # the read runs sets the event again, and the next turn sees it
                 waiter.event.clear()
-                job = await _job(gateway, caller, job_id)
+                job, hold = await _held_job(gateway, viewer, job_id)
         finally:
             gone.cancel()
             # waited for, not awaited: a cancellation of this request must not be
             # mistaken for the watcher's own and swallowed
             await asyncio.wait({gone})
-    return job
+    return job, hold
 
 
 async def _hung_up(receive: Receive, wake: asyncio.Event) -> None:
@@ -235,7 +323,7 @@ def prefer_wait(values: list[str]) -> float | None:
 async def list_attempts(
     job_id: str,
     gateway: GatewayDep,
-    caller: CallerDep,
+    viewer: ViewerDep,
     after: Annotated[
         int,
         Query(ge=0, le=MAX_ATTEMPT_NUMBER, description="only attempts numbered above this"),
@@ -244,7 +332,7 @@ async def list_attempts(
         int, Query(ge=1, le=MAX_ATTEMPTS_PAGE, description="at most this many attempts")
     ] = ATTEMPTS_PAGE,
 ) -> Response:
-    attempts = await gateway.store.list_attempts(caller, job_id, after=after, limit=limit)
+    attempts = await gateway.store.list_attempts(viewer.scope, job_id, after=after, limit=limit)
     if attempts is None:
         raise NotFound(f"no job '{job_id}'")
     return _json([attempt_json(a) for a in attempts])
@@ -256,8 +344,8 @@ async def list_attempts(
     summary="Cancel a job that has not finished",
     responses=documented(404, 409, 422),
 )
-async def cancel_job(job_id: str, gateway: GatewayDep, caller: CallerDep) -> Response:
-    job = await gateway.store.cancel(caller, job_id, gateway.clock.now())
+async def cancel_job(job_id: str, gateway: GatewayDep, viewer: ViewerDep) -> Response:
+    job = await gateway.store.cancel(viewer.scope, job_id, gateway.clock.now())
     return _json(job_json(job))
 
 
@@ -265,10 +353,12 @@ async def cancel_job(job_id: str, gateway: GatewayDep, caller: CallerDep) -> Res
     "/jobs/{job_id}/retry",
     status_code=202,
     response_model=JobOut,
-    summary="Queue a failed or cancelled job again, attempts reset",
+    summary="Queue a finished job again (failed, cancelled, or succeeded: send it again); "
+    "attempts reset, history kept",
     responses=documented(404, 409, 422, 429),
 )
-async def retry_job(job_id: str, gateway: GatewayDep, caller: CallerDep) -> Response:
-    job = await gateway.store.retry(caller, job_id, gateway.clock.now())
+async def retry_job(job_id: str, gateway: GatewayDep, viewer: ViewerDep) -> Response:
+    job = await gateway.store.retry(viewer.scope, job_id, gateway.clock.now())
     gateway.wake()
-    return _json(job_json(job), 202, {"Location": f"/jobs/{job.id}"})
+    [hold] = await holds(gateway, [job])
+    return _json(job_json(job, hold), 202, {"Location": f"/jobs/{job.id}"})

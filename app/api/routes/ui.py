@@ -32,7 +32,7 @@ from app.api.present import rfc3339, target_json
 from app.core.access import KeyRole
 from app.core.errors import CsjdError
 from app.core.job import JobState
-from app.storage.base import Activity
+from app.storage.base import Activity, JobFilter
 
 router = APIRouter(prefix=UI_PATH, include_in_schema=False)
 
@@ -190,7 +190,7 @@ async def overview(request: Request, gateway: GatewayDep) -> Response:
     since = now - WINDOW_BUCKETS * BUCKET_S
     activity = await gateway.store.activity(since, now, BUCKET_S)
     failed = await gateway.store.list_jobs(
-        None, state=JobState.FAILED, target=None, limit=FAILED_SHOWN + 1, before_id=None
+        JobFilter(state=JobState.FAILED), limit=FAILED_SHOWN + 1, before_id=None
     )
     response = _page(
         request,
