@@ -64,11 +64,9 @@ def hold_of(job: JobRecord, target: TargetRecord | None, live: LiveView | None, 
         return NOT_HELD
     if target is not None and not target.spec.enabled:
         return Hold(HeldBy.DISABLED)
-    # in this order, so that among holds ending together the job's own comes first
     holds: list[Hold] = []
-    due = job.next_attempt_at
-    if job.state in WAITING and due is not None and due > now:
-        holds.append(Hold(HeldBy.SCHEDULE, due))
+    # In this order, so that of holds ending together the target's is named: a
+    # throttled job waits for its target's pause, and its own retry is set to it.
     if target is not None and target.paused_until is not None and target.paused_until > now:
         holds.append(Hold(HeldBy.PAUSE, target.paused_until))
     if live is not None:
@@ -79,6 +77,9 @@ def hold_of(job: JobRecord, target: TargetRecord | None, live: LiveView | None, 
             holds.append(Hold(HeldBy.BREAKER, None))
         if live.rate_free_at is not None and live.rate_free_at > now:
             holds.append(Hold(HeldBy.RATE, live.rate_free_at))
+    due = job.next_attempt_at
+    if job.state in WAITING and due is not None and due > now:
+        holds.append(Hold(HeldBy.SCHEDULE, due))
     if not holds:
         return NOT_HELD
     # an end not known counts as now: a known later end binds longer

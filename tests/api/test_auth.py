@@ -120,21 +120,76 @@ async def test_a_producer_may_not_manage_targets(
 async def test_a_producers_jobs_are_its_own(secured: Api) -> None:
     posted = await _post(secured, ALICE)
     assert posted.status_code == 202, posted.text
+    assert posted.json()["caller"] == "alice"
     job_id = posted.json()["id"]
     assert (await secured.client.get(f"/jobs/{job_id}", headers=bearer(ALICE))).status_code == 200
-    for token in (BOB, OPS):
-        for method, path in (
-            ("GET", f"/jobs/{job_id}"),
-            ("GET", f"/jobs/{job_id}/attempts"),
-            ("POST", f"/jobs/{job_id}/cancel"),
-            ("POST", f"/jobs/{job_id}/retry"),
-        ):
-            response = await secured.client.request(method, path, headers=bearer(token))
-            assert response.status_code == 404, (token, path, response.text)
-        assert await _jobs(secured, token) == []
+    for method, path in (
+        ("GET", f"/jobs/{job_id}"),
+        ("GET", f"/jobs/{job_id}/attempts"),
+        ("POST", f"/jobs/{job_id}/cancel"),
+        ("POST", f"/jobs/{job_id}/retry"),
+    ):
+        response = await secured.client.request(method, path, headers=bearer(BOB))
+        assert response.status_code == 404, (path, response.text)
+    assert await _jobs(secured, BOB) == []
+    counted = await secured.client.get("/jobs/count", headers=bearer(BOB))
+    assert counted.json() == {"count": 0}
     assert [job["id"] for job in await _jobs(secured, ALICE)] == [job_id]
     job = (await secured.client.get(f"/jobs/{job_id}", headers=bearer(ALICE))).json()
     assert job["state"] != "cancelled"
+
+
+async def test_a_producer_may_not_ask_for_another_callers_jobs(secured: Api) -> None:
+    await _post(secured, ALICE)
+    await _post(secured, BOB)
+    for path in ("/jobs", "/jobs/count"):
+        refused = await secured.client.get(path, params={"caller": "bob"}, headers=bearer(ALICE))
+        assert refused.status_code == 403, refused.text
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.json()["type"].endswith("/forbidden")
+        assert "alice" in refused.json()["detail"]
+    own = await secured.client.get("/jobs", params={"caller": "alice"}, headers=bearer(ALICE))
+    assert [job["caller"] for job in own.json()["items"]] == ["alice"]
+
+
+async def test_an_admin_sees_and_handles_every_callers_jobs(secured: Api) -> None:
+    parked = {"url": "http://127.0.0.1:9/hook", "enabled": False}  # the jobs stay queued
+    await secured.client.put("/targets/billing", json=parked, headers=bearer(OPS))
+    alice = (await _post(secured, ALICE)).json()
+    bob = (await _post(secured, BOB)).json()
+    mine = (await _post(secured, OPS)).json()
+    assert mine["caller"] == "ops"
+
+    everyone = await _jobs(secured, OPS)
+    assert [(j["id"], j["caller"]) for j in everyone] == [
+        (mine["id"], "ops"),
+        (bob["id"], "bob"),
+        (alice["id"], "alice"),
+    ]
+    for caller, expected in (("alice", [alice["id"]]), ("carol", [])):
+        listed = await secured.client.get("/jobs", params={"caller": caller}, headers=bearer(OPS))
+        assert [j["id"] for j in listed.json()["items"]] == expected
+        counted = await secured.client.get(
+            "/jobs/count", params={"caller": caller}, headers=bearer(OPS)
+        )
+        assert counted.json() == {"count": len(expected)}
+    counted = await secured.client.get("/jobs/count", headers=bearer(OPS))
+    assert counted.json() == {"count": 3}
+
+    shown = await secured.client.get(f"/jobs/{alice['id']}", headers=bearer(OPS))
+    assert shown.status_code == 200 and shown.json()["caller"] == "alice"
+    assert shown.json()["payload"] == JOB["payload"]
+    tried = await secured.client.get(f"/jobs/{alice['id']}/attempts", headers=bearer(OPS))
+    assert tried.status_code == 200
+    cancelled = await secured.client.post(f"/jobs/{alice['id']}/cancel", headers=bearer(OPS))
+    assert cancelled.status_code == 200
+    assert (cancelled.json()["state"], cancelled.json()["caller"]) == ("cancelled", "alice")
+    retried = await secured.client.post(f"/jobs/{alice['id']}/retry", headers=bearer(OPS))
+    assert retried.status_code == 202
+    assert retried.json()["caller"] == "alice"
+    # still alice's: she sees it, bob does not
+    assert [j["id"] for j in await _jobs(secured, ALICE)] == [alice["id"]]
+    assert alice["id"] not in {j["id"] for j in await _jobs(secured, BOB)}
 
 
 async def test_idempotency_keys_are_scoped_per_name(secured: Api) -> None:
@@ -147,11 +202,15 @@ async def test_idempotency_keys_are_scoped_per_name(secured: Api) -> None:
     assert bob.json()["id"] != alice.json()["id"] == replay.json()["id"]
 
 
-async def test_an_admin_uses_jobs_under_its_own_name(secured: Api) -> None:
+async def test_an_admins_own_jobs_are_under_its_own_name(secured: Api) -> None:
     posted = await _post(secured, OPS)
     assert posted.status_code == 202
-    assert [job["id"] for job in await _jobs(secured, OPS)] == [posted.json()["id"]]
+    mine = await secured.client.get("/jobs", params={"caller": "ops"}, headers=bearer(OPS))
+    assert [job["id"] for job in mine.json()["items"]] == [posted.json()["id"]]
     assert await _jobs(secured, ALICE) == []
+    # keys are the admin's own too: the same key is a new job for another name
+    again = await _post(secured, ALICE)
+    assert again.json()["id"] != posted.json()["id"]
 
 
 async def test_the_intake_lane_and_the_route_check_keys_alike(secured: Api) -> None:

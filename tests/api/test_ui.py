@@ -212,15 +212,16 @@ async def test_the_retry_button_queues_a_failed_job_again_for_its_caller_and_say
 
 
 async def test_a_retry_that_cannot_be_done_says_why(secured: Api) -> None:
+    parked = {"url": HOOK, "enabled": False}  # its job stays queued: not finished
+    await secured.client.put("/targets/billing", json=parked, headers=bearer(OPS))
     job_id = await post_job(secured, ALICE, "order-1", "billing")
-    await settled(secured)
     await signed_in(secured)
 
     refused = await secured.client.post(f"/ui/jobs/{job_id}/retry")
     assert refused.status_code == 303
     page = (await secured.client.get("/ui")).text
     assert 'class="flash error"' in page
-    assert f"Job {job_id} was not retried: a succeeded job cannot be retried" in page
+    assert f"Job {job_id} was not retried: a queued job cannot be retried" in page
 
     await secured.client.post("/ui/jobs/00000000-0000-7000-8000-000000000000/retry")
     assert (

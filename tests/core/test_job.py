@@ -15,6 +15,7 @@ from app.core.job import ACTIVE, TERMINAL, Event, IllegalTransition, JobState, t
         (JobState.RUNNING, Event.FAILED, JobState.FAILED),
         (JobState.FAILED, Event.OPERATOR_RETRY, JobState.QUEUED),
         (JobState.CANCELLED, Event.OPERATOR_RETRY, JobState.QUEUED),
+        (JobState.SUCCEEDED, Event.OPERATOR_RETRY, JobState.QUEUED),  # sent again
     ],
 )
 def test_the_diagram_allows_its_arrows(state: JobState, event: Event, expected: JobState) -> None:
@@ -35,8 +36,8 @@ def test_finished_jobs_cannot_be_cancelled(state: JobState) -> None:
 @pytest.mark.parametrize(
     ("state", "event"),
     [
-        (JobState.SUCCEEDED, Event.OPERATOR_RETRY),
         (JobState.QUEUED, Event.OPERATOR_RETRY),
+        (JobState.RUNNING, Event.OPERATOR_RETRY),
         (JobState.SCHEDULED, Event.CLAIMED),
         (JobState.QUEUED, Event.SUCCEEDED),
         (JobState.SUCCEEDED, Event.CLAIMED),

@@ -201,9 +201,10 @@ DIAGRAM: dict[tuple[JobState, Event], JobState] = {
     (S.QUEUED, E.FAILED): S.FAILED,
     (S.RETRYING, E.FAILED): S.FAILED,
     **{(s, E.CANCEL): S.CANCELLED for s in ACTIVE},
-    # POST /jobs/{id}/retry
+    # POST /jobs/{id}/retry (Version 2: a succeeded job too, to send it again)
     (S.FAILED, E.OPERATOR_RETRY): S.QUEUED,
     (S.CANCELLED, E.OPERATOR_RETRY): S.QUEUED,
+    (S.SUCCEEDED, E.OPERATOR_RETRY): S.QUEUED,
 }
 
 
@@ -241,7 +242,6 @@ class JobLifecycle(RuleBasedStateMachine):
         assert after is DIAGRAM[(before, event)]
         if before in TERMINAL:
             assert event is E.OPERATOR_RETRY and after is S.QUEUED
-            assert before is not S.SUCCEEDED
         if after is S.RUNNING:
             assert (before, event) == (S.QUEUED, E.CLAIMED)
         self.state = after

@@ -1,4 +1,4 @@
-"""``/jobs``: intake, status, listing, cancel and retry."""
+"""``/jobs``: intake, status, listing and counting, attempts, cancel and retry."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import math
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -160,28 +161,41 @@ async def job_filter(
 FilterDep = Annotated[JobFilter, Depends(job_filter)]
 
 
+@dataclass(frozen=True, slots=True)
+class Page:
+    limit: int
+    #: the page starts below this job (the cursor's)
+    before_id: str | None
+
+
+async def job_page(
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=128)] = None,
+) -> Page:
+    """A page of ``GET /jobs`` (a dependency of its own so that OpenAPI lists its
+    parameters after the filter's)."""
+    return Page(limit=limit, before_id=decode_cursor(cursor) if cursor else None)
+
+
+PageDep = Annotated[Page, Depends(job_page)]
+
+
 @router.get(
     "/jobs",
     response_model=JobPageOut,
     summary="List jobs, newest first",
     responses=documented(400, 403, 422),
 )
-async def list_jobs(
-    gateway: GatewayDep,
-    where: FilterDep,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=128)] = None,
-) -> Response:
-    before = decode_cursor(cursor) if cursor else None
-    jobs = await gateway.store.list_jobs(where, limit=limit + 1, before_id=before)
-    page, more = jobs[:limit], len(jobs) > limit
+async def list_jobs(gateway: GatewayDep, where: FilterDep, page: PageDep) -> Response:
+    jobs = await gateway.store.list_jobs(where, limit=page.limit + 1, before_id=page.before_id)
+    shown, more = jobs[: page.limit], len(jobs) > page.limit
     return _json(
         {
             "items": [
                 job_json(job, hold)
-                for job, hold in zip(page, await holds(gateway, page), strict=True)
+                for job, hold in zip(shown, await holds(gateway, shown), strict=True)
             ],
-            "next_cursor": encode_cursor(page[-1].id) if more else None,
+            "next_cursor": encode_cursor(shown[-1].id) if more else None,
         }
     )
 
