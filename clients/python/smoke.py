@@ -21,7 +21,14 @@ from typing import Any, TypeVar
 from csjd_client import AuthenticatedClient
 from csjd_client.api.jobs import create_job_jobs_post, get_job_jobs_job_id_get
 from csjd_client.api.targets import put_target_targets_name_put
-from csjd_client.models import JobIn, JobOut, JobOutState, TargetIn, TargetOut
+from csjd_client.models import (
+    JobDetailOut,
+    JobDetailOutState,
+    JobIn,
+    JobOut,
+    TargetIn,
+    TargetOut,
+)
 from csjd_client.types import Response
 
 T = TypeVar("T")
@@ -34,7 +41,7 @@ def parsed(what: str, response: Response[Any], model: type[T]) -> T:
     return response.parsed
 
 
-def main() -> JobOut:
+def main() -> JobDetailOut:
     target = os.environ.get("CSJD_TARGET", "smoke-py")
     key = os.environ.get("CSJD_IDEMPOTENCY_KEY", f"smoke-py-{time.time_ns()}")
     deadline = time.monotonic() + float(os.environ.get("CSJD_DEADLINE_S", "30"))
@@ -66,11 +73,11 @@ def main() -> JobOut:
             job = parsed(
                 "GET /jobs/{id}",
                 get_job_jobs_job_id_get.sync_detailed(first.id, client=client),
-                JobOut,
+                JobDetailOut,
             )
-            if job.state == JobOutState.SUCCEEDED:
+            if job.state == JobDetailOutState.SUCCEEDED:
                 return job
-            if job.state in (JobOutState.FAILED, JobOutState.CANCELLED):
+            if job.state in (JobDetailOutState.FAILED, JobDetailOutState.CANCELLED):
                 raise SystemExit(f"job ended {job.state}: {job.to_dict()}")
             if time.monotonic() > deadline:
                 raise SystemExit(f"job still {job.state} at the deadline: {job.to_dict()}")
