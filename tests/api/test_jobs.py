@@ -374,3 +374,25 @@ async def test_a_target_out_of_rate_tokens_holds_its_due_jobs(api: Api) -> None:
     free_at = datetime.fromisoformat(shown["held_until"]).timestamp()
     sent_at = datetime.fromisoformat(first["created_at"]).timestamp()
     assert 990 < free_at - sent_at < 1010
+
+
+async def test_the_etag_changes_with_what_holds_the_job(api: Api) -> None:
+    await api.put_target()
+    job = (await api.post_job(body={"target": "billing", "payload": 1, "delay_s": 60})).json()
+    first = await api.client.get(f"/jobs/{job['id']}")
+    assert first.json()["held_by"] == "schedule"
+    etag = first.headers["etag"]
+    assert (
+        await api.client.get(f"/jobs/{job['id']}", headers={"If-None-Match": etag})
+    ).status_code == 304
+
+    await api.put_target(enabled=False)  # the job's row is as it was
+    await known_to_the_dispatcher(api, "billing", enabled=False)
+    changed = await api.client.get(f"/jobs/{job['id']}", headers={"If-None-Match": etag})
+    assert changed.status_code == 200 and changed.json()["held_by"] == "disabled"
+    assert changed.json()["updated_at"] == first.json()["updated_at"]
+    again = changed.headers["etag"]
+    assert again != etag
+    assert (
+        await api.client.get(f"/jobs/{job['id']}", headers={"If-None-Match": again})
+    ).status_code == 304

@@ -19,7 +19,7 @@ from app.api.cursors import decode_cursor, encode_cursor
 from app.api.deps import GatewayDep, IntakeDep, Viewer, ViewerDep
 from app.api.holds import hold_at_hand, holds
 from app.api.intake import accept, accepted_headers
-from app.api.present import attempt_json, job_detail_json, job_json
+from app.api.present import attempt_json, job_detail_json, job_json, rfc3339
 from app.api.problems import documented
 from app.api.schemas import (
     AttemptOut,
@@ -81,7 +81,10 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 
 def _etag(job: JobRecord, hold: Hold) -> str:
-    token = f"{job.id}|{job.state.value}|{job.attempts}|{job.updated_at!r}|{hold.by}|{hold.until!r}"
+    """The version of the job's answer: its row's, and what holds it back as shown
+    (to the millisecond: a hold's end computed again must not be a new version)."""
+    held = f"{hold.by}|{rfc3339(hold.until)}"
+    token = f"{job.id}|{job.state.value}|{job.attempts}|{job.updated_at!r}|{held}"
     return '"' + hashlib.blake2b(token.encode(), digest_size=12).hexdigest() + '"'
 
 
