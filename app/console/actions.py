@@ -403,7 +403,7 @@ def _own_status(api: Api, output: Output, ready: bool, readyz: JsonObject) -> in
         "jobs_counted_up_to": OWN_JOBS_COUNTED,
         "jobs_more": more,
         "targets": None,
-        "note": "targets, breakers and pauses need an admin key",
+        "note": "targets and breakers need an admin key",
     }
     output.result(document, lambda: views.own_jobs_view(api.base_url, ready, readyz, counts, more))
     return 0 if ready else 1

@@ -486,7 +486,7 @@ def own_jobs_view(
         _headline(base_url, ready, readyz),
         _counts("your jobs by state", shown),
         Text(
-            "targets, breakers and pauses need an admin key; this key may only see its own jobs",
+            "targets and breakers need an admin key; these counts are this key's own jobs",
             style="dim",
         ),
     )

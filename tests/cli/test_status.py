@@ -137,7 +137,7 @@ def test_status_with_a_producer_key_shows_its_own_jobs(
     assert run.out.split("\n\n") == [
         f"gateway {URL}: ready",
         "scheduled\tqueued\trunning\tretrying\tfailed\n0\t2\t0\t0\t1",
-        "targets, breakers and pauses need an admin key; this key may only see its own jobs\n",
+        "targets and breakers need an admin key; these counts are this key's own jobs\n",
     ]
     asked = [dict(c.request.url.params) for c in listing.calls]
     assert [a["state"] for a in asked] == ["scheduled", "queued", "running", "retrying", "failed"]
