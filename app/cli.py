@@ -122,6 +122,7 @@ def hash_token() -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="csjd", description="csjd, the HTTP job gateway")
     parser.add_argument("--version", action="version", version=f"csjd {__version__}")
+    console.add_global_options(parser)
     commands = parser.add_subparsers(dest="command", required=True)
     serve_cmd = commands.add_parser("serve", help="run the gateway (API and dispatcher)")
     serve_cmd.add_argument("--host", default="127.0.0.1")
@@ -145,7 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    given = console.global_options_given(args)
+    if given and args.command not in console.COMMANDS:
+        parser.error(f"{', '.join(given)}: only for {', '.join(console.COMMANDS)}")
     if args.command in console.COMMANDS:
         from app.console.actions import run
 
