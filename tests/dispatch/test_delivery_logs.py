@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Iterator
 
 import pytest
 
 from app.core.job import JobState
 from app.core.outcome import FailureKind
+from app.core.target import TargetSpec
+from app.dispatch.maintenance import Maintenance
 from app.dispatch.sender import Failure
+from app.metrics import Metrics
+from app.storage.base import JobStore
+from app.supervisor import Supervisor
 from app.testing import FakeClock, FakeSender, Reply
 from tests.dispatch.conftest import Start
-from tests.dispatch.harness import URL, eventually
+from tests.dispatch.harness import URL, Harness, eventually
 
 
 @pytest.fixture
@@ -102,3 +108,25 @@ async def test_a_job_that_expires_before_its_request_goes_logs_job_failed(
     [line] = lines(caplog, "job_failed")
     assert (line.levelno, vars(line)["failure_reason"]) == (logging.WARNING, "expired")
     assert sender.requests == [] and lines(caplog, "delivery") == []
+
+
+async def test_jobs_that_expire_waiting_are_logged_as_a_warning(
+    store: JobStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock()
+    await store.put_target(TargetSpec(name="billing", url=URL, enabled=False), clock.now())
+    h = Harness(store, FakeSender(), clock, max_inflight=1)  # never started: only enqueues
+    job = await h.enqueue()
+    clock.advance(86400 + 1)
+    maintenance = Maintenance(
+        store,
+        clock=clock,
+        rng=random.Random(1).random,
+        metrics=Metrics(),
+        retention_s=86400,
+        supervisor=Supervisor(),
+    )
+    await maintenance.tick(purge=False)
+    assert (await h.job(job.id)).state is JobState.FAILED
+    [line] = lines(caplog, "jobs_expired")
+    assert (line.levelno, vars(line)["count"]) == (logging.WARNING, 1)
