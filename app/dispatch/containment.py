@@ -43,7 +43,6 @@ class BreakerEvent:
     """The breaker moved to ``breaker.state`` (as it was then: why it opened, until when)."""
 
     breaker: br.Breaker
-    at: float
 
 
 @dataclass(slots=True)
@@ -151,7 +150,7 @@ class TargetGuard:
         b = br.current(self.breaker, now)
         if b.state is not self._reported:
             self._reported = b.state
-            self.events.append(BreakerEvent(breaker=b, at=now))
+            self.events.append(BreakerEvent(breaker=b))
         return bool(self.events)
 
     def take_events(self) -> list[BreakerEvent]:

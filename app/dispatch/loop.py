@@ -334,6 +334,10 @@ class Dispatcher:
         if self._targets_stale or time.monotonic() - self._refreshed_at > refresh_s:
             # other gateways on a shared database change targets and pauses too
             await self._refresh_targets()
+        seen_at = self._clock.now()
+        for name, guard in self._guards.items():
+            if guard.observe(seen_at):  # time half-opened its breaker
+                self._publish(name, guard)
         free = self._max_inflight - sum(g.inflight for g in self._guards.values())
         # Whether a finished delivery should wake the loop: only when slots, not
         # work, were what held claims back.
@@ -341,9 +345,6 @@ class Dispatcher:
         if free <= 0:
             return False
         now = self._clock.now()
-        for name, guard in self._guards.items():
-            if guard.observe(now):  # time half-opened its breaker
-                self._publish(name, guard)
         rooms: dict[str, int] = {}
         for target in self._targets.values():
             if not target.spec.enabled or (target.paused_until and target.paused_until > now):
