@@ -104,6 +104,22 @@ def test_an_operator_manages_targets_and_jobs_from_the_command_line(
         (200, "success"),
     ]
 
+    # disabling and enabling again changes nothing else: the secret still signs
+    secret = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    signed = csjd("targets", "put", "signed", "--url", sink.url("/signed"), "--secret", secret)
+    assert signed.code == 0, signed.err
+    disabled = csjd("targets", "disable", "signed")
+    assert (disabled.code, disabled.out.strip()) == (0, "target signed disabled")
+    assert csjd("targets", "show", "signed", "--json").json()["enabled"] is False
+    enabled = csjd("targets", "enable", "signed")
+    assert (enabled.code, enabled.out.strip()) == (0, "target signed enabled")
+    shown_target = csjd("targets", "show", "signed", "--json").json()
+    assert (shown_target["enabled"], shown_target["secret"]) == (True, "********")
+    signed_job = gateway.post_job("order-3", "signed", {"n": 3}).json()["id"]
+    gateway.wait_job(signed_job, ("succeeded",))
+    assert sink.received("/signed")[0].headers["webhook-signature"].startswith("v1,")
+    assert csjd("targets", "disable", "nowhere").code == 1
+
     deleted = csjd("targets", "delete", "billing")
     assert deleted.code == 0, deleted.err
     assert csjd("targets", "show", "billing").err.startswith("csjd: Not found")
