@@ -65,8 +65,11 @@ def listen(host: str, port: int) -> socket.socket:
     except OSError as exc:
         raise StartFailed(f"cannot listen on {where}: {_os_reason(exc)}", CANNOT_LISTEN) from None
     try:
-        # as uvicorn and asyncio do: a restart may bind while old connections linger
+        # as uvicorn and asyncio do: a restart may bind while old connections linger,
+        # and an IPv6 address is IPv6 only
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(address)
     except OSError as exc:
         sock.close()
