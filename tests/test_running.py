@@ -41,15 +41,17 @@ def test_the_log_format_follows_whether_standard_output_is_a_terminal(
             return terminal
 
     root = logging.getLogger()
-    saved = root.handlers[:], root.level
+    noisy = ("uvicorn.access", "uvicorn.error", "aiosqlite", "alembic.runtime.migration")
+    touched = [root, *map(logging.getLogger, noisy)]
+    handlers, levels = root.handlers[:], [logger.level for logger in touched]
     try:
         assert logs.configure(None, stdout=Stdout()) is expected
-        assert (
-            logs.configure(LogFormat.JSON, stdout=Stdout()) is LogFormat.JSON
-        )  # the variable wins
+        # CSJD_LOG_FORMAT, when set, wins
+        assert logs.configure(LogFormat.JSON, stdout=Stdout()) is LogFormat.JSON
     finally:
-        root.handlers[:], level = saved
-        root.setLevel(level)
+        root.handlers[:] = handlers
+        for logger, level in zip(touched, levels, strict=True):
+            logger.setLevel(level)
 
 
 def test_json_lines_have_rfc3339_times_and_no_terminal_colours() -> None:
