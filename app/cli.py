@@ -31,6 +31,7 @@ def _settings() -> Settings:
 def serve(host: str, port: int, role: str) -> int:
     from app import logs
     from app.serve import run
+    from app.startup import StartFailed, database_failure
     from app.storage.backend import Backend, DatabaseInUse
 
     settings = _settings()
@@ -42,6 +43,11 @@ def serve(host: str, port: int, role: str) -> int:
         log.error("database_in_use", extra={"detail": str(exc)})
         print(f"csjd: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # the SQLite file's directory cannot hold its lock
+        if (failure := database_failure(exc, settings)) is None:
+            raise
+        print(f"csjd: {failure}", file=sys.stderr)
+        return failure.status
     from app.config import ConfigError, build_keyring
 
     try:
@@ -67,11 +73,16 @@ def serve(host: str, port: int, role: str) -> int:
                 "is trusted and may manage targets; set API keys outside a trusted network"
             },
         )
-    return run(settings, host, port, the_role)
+    try:
+        return run(settings, host, port, the_role)
+    except StartFailed as exc:
+        print(f"csjd: {exc}", file=sys.stderr)
+        return exc.status
 
 
 def migrate() -> int:
     from app import logs
+    from app.startup import database_failure, open_sqlite_file
     from app.storage.backend import Backend, DatabaseInUse
 
     settings = _settings()
@@ -80,13 +91,18 @@ def migrate() -> int:
     locks = backend.locks()
     try:
         locks.acquire()
-        backend.migrate_blocking()
+        open_sqlite_file(settings)
+        backend.migrate_blocking()  # logs "migrated"
     except DatabaseInUse as exc:
         print(f"csjd: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:
+        if (failure := database_failure(exc, settings)) is None:
+            raise
+        print(f"csjd: {failure}", file=sys.stderr)
+        return failure.status
     finally:
         locks.release()
-    log.info("migrated", extra={"database": settings.database_url.split("://", 1)[0]})
     return 0
 
 

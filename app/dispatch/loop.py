@@ -146,6 +146,11 @@ class Dispatcher:
             inflight=guard.inflight,
         )
 
+    @property
+    def inflight(self) -> int:
+        """Deliveries (and put-backs) this process runs now."""
+        return len(self._tasks)
+
     def wake(self) -> None:
         """Jobs may have come due (accepted, retried, put back): look for them."""
         self._drained.clear()  # whose, the wake does not say
