@@ -2,23 +2,36 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# what serving needs (`pip install -e .`): make run, make migrate
+RUN_STAMP := $(VENV)/.run-stamp
+# everything, the dev extras too (`pip install -e '.[dev]'`): tests, lint, tools
 STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
 .PHONY: run test test-fast lint openapi bench migrate clean
 
-$(STAMP): pyproject.toml
+define make_venv
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+endef
 
-run: $(STAMP)
+$(RUN_STAMP): pyproject.toml
+	$(make_venv)
+	$(BIN)/pip install --quiet -e .
+	touch $(RUN_STAMP)
+
+# the full install covers serving too, so a later `make run` installs nothing
+$(STAMP): pyproject.toml
+	$(make_venv)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(RUN_STAMP) $(STAMP)
+
+run: $(RUN_STAMP)
 	$(BIN)/csjd migrate
 	$(BIN)/csjd serve --host $(HOST) --port $(PORT)
 
-migrate: $(STAMP)
+migrate: $(RUN_STAMP)
 	$(BIN)/csjd migrate
 
 lint: $(STAMP)
@@ -32,7 +45,7 @@ test: lint
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -m "not slow"
 
-openapi: $(STAMP)
+openapi: $(RUN_STAMP)
 	$(BIN)/python -m app.openapi > openapi.yaml
 
 # Generated clients for users, from the committed openapi.yaml, by the pinned

@@ -31,6 +31,7 @@ def _settings() -> Settings:
 def serve(host: str, port: int, role: str) -> int:
     from app import logs
     from app.serve import run
+    from app.startup import StartFailed, database_failure
     from app.storage.backend import Backend, DatabaseInUse
 
     settings = _settings()
@@ -42,6 +43,11 @@ def serve(host: str, port: int, role: str) -> int:
         log.error("database_in_use", extra={"detail": str(exc)})
         print(f"csjd: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # the SQLite file's directory cannot hold its lock
+        if (failure := database_failure(exc, settings)) is None:
+            raise
+        print(f"csjd: {failure}", file=sys.stderr)
+        return failure.status
     from app.config import ConfigError, build_keyring
 
     try:
@@ -67,11 +73,16 @@ def serve(host: str, port: int, role: str) -> int:
                 "is trusted and may manage targets; set API keys outside a trusted network"
             },
         )
-    return run(settings, host, port, the_role)
+    try:
+        return run(settings, host, port, the_role)
+    except StartFailed as exc:
+        print(f"csjd: {exc}", file=sys.stderr)
+        return exc.status
 
 
 def migrate() -> int:
     from app import logs
+    from app.startup import database_failure, open_sqlite_file
     from app.storage.backend import Backend, DatabaseInUse
 
     settings = _settings()
@@ -80,13 +91,18 @@ def migrate() -> int:
     locks = backend.locks()
     try:
         locks.acquire()
-        backend.migrate_blocking()
+        open_sqlite_file(settings)
+        backend.migrate_blocking()  # logs "migrated"
     except DatabaseInUse as exc:
         print(f"csjd: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:
+        if (failure := database_failure(exc, settings)) is None:
+            raise
+        print(f"csjd: {failure}", file=sys.stderr)
+        return failure.status
     finally:
         locks.release()
-    log.info("migrated", extra={"database": settings.database_url.split("://", 1)[0]})
     return 0
 
 
@@ -122,6 +138,7 @@ def hash_token() -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="csjd", description="csjd, the HTTP job gateway")
     parser.add_argument("--version", action="version", version=f"csjd {__version__}")
+    console.add_global_options(parser)
     commands = parser.add_subparsers(dest="command", required=True)
     serve_cmd = commands.add_parser("serve", help="run the gateway (API and dispatcher)")
     serve_cmd.add_argument("--host", default="127.0.0.1")
@@ -145,7 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    given = console.global_options_given(args)
+    if given and args.command not in console.COMMANDS:
+        parser.error(f"{', '.join(given)}: only for {', '.join(console.COMMANDS)}")
     if args.command in console.COMMANDS:
         from app.console.actions import run
 

@@ -11,8 +11,8 @@ dispatching and the listeners. ``begin_drain`` makes it a lame duck
 (``/readyz`` and ``POST /jobs`` answer 503, nothing new is claimed), and
 ``drain_deliveries`` starts the deliveries' drain once the listener closes.
 ``stop`` drains and closes everything in order and releases the locks. The
-ASGI lifespan (``app/main.py``) calls ``start`` and ``stop``; ``csjd serve``
-(``app/serve.py``) calls the drain verbs on a signal. Routes reach the
+ASGI lifespan (``app/main.py``) calls ``start`` and ``stop``, or ``csjd serve``
+(``app/serve.py``) does around uvicorn, and calls the drain verbs on a signal. Routes reach the
 gateway through ``app/api/deps.py``; nothing here is a module-level global.
 """
 
@@ -24,7 +24,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
-from app import __version__
 from app.config import build_keyring, load_targets_file
 from app.core.access import Keyring
 from app.core.clock import Clock, SystemClock
@@ -151,8 +150,8 @@ class Gateway:
         except BaseException:
             await self._close()
             raise
+        # (``csjd serve`` logs gateway_started once its listener accepts connections)
         self.started = True
-        log.info("gateway_started", extra={"version": __version__, "role": self.role.value})
 
     async def _start_work(self) -> None:
         """What ``start`` does once the store is open."""

@@ -5,6 +5,11 @@ the problem handlers, the middleware (HTTP metrics, API keys, body checks)
 and the intake lane that answers ``POST /jobs`` ahead of them. Its lifespan
 only calls ``gateway.start`` and ``gateway.stop``; what the gateway is made
 of, and the order it comes up and goes down in, is ``app/gateway.py``'s.
+
+The API's pages (``/docs``, Swagger UI; ``/redoc``) load their scripts and
+styles from csjd itself (``DOCS_ASSETS``, the files the ``fastapi-offline``
+package ships), not from a CDN, so they work without internet access; the
+auth guard's open paths list those files.
 """
 
 from __future__ import annotations
@@ -12,9 +17,17 @@ from __future__ import annotations
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.resources import files
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import (
+    get_redoc_html,
+    get_swagger_ui_html,
+    get_swagger_ui_oauth2_redirect_html,
+)
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator import metrics as http_metrics
 
@@ -28,6 +41,9 @@ from app.core.clock import Clock
 from app.dispatch.sender import Sender
 from app.gateway import Gateway
 from app.settings import ProcessRole, Settings
+
+#: where the API pages' scripts, styles and icon are served from
+DOCS_ASSETS = "/docs/assets"
 
 
 class CsjdApp(FastAPI):
@@ -85,8 +101,11 @@ def app_for(gateway: Gateway) -> CsjdApp:
             "them to registered webhook targets with bounded, leased, retried dispatch."
         ),
         lifespan=lifespan,
+        docs_url=None,  # the pages below, with their assets served here
+        redoc_url=None,
     )
     app.state.gateway = gateway
+    serve_docs(app)
     problems.install(app)
     app.include_router(jobs.router)
     app.include_router(targets.router)
@@ -104,3 +123,43 @@ def app_for(gateway: Gateway) -> CsjdApp:
     instrumentator.instrument(app).expose(app, include_in_schema=False)
     app.intake = IntakeLane(gateway, settings.max_body_bytes, record_http)
     return app
+
+
+def serve_docs(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI), its OAuth2 redirect page and ``/redoc``, every asset
+    from ``DOCS_ASSETS`` on this server."""
+    app.mount(
+        DOCS_ASSETS,
+        StaticFiles(directory=str(files("fastapi_offline") / "static")),
+        name="docs-assets",
+    )
+    openapi_url = app.openapi_url or "/openapi.json"
+    redirect_url = app.swagger_ui_oauth2_redirect_url or "/docs/oauth2-redirect"
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{openapi_url}",
+            title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url=f"{root}{redirect_url}",
+            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+            swagger_ui_parameters=app.swagger_ui_parameters,
+        )
+
+    @app.get(redirect_url, include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(
+            openapi_url=f"{root}{openapi_url}",
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+            with_google_fonts=False,
+        )

@@ -1,7 +1,9 @@
 """csjd's own Prometheus metrics, on a registry that belongs to one app.
 
 Each ``Gateway`` gets its own ``CollectorRegistry`` (shared with the HTTP
-instrumentation), so several apps in one process never collide.
+instrumentation), so several apps in one process never collide. A deleted
+target's series are removed (``forget_target``), so ``/metrics`` only names
+targets that exist.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 from app.core.job import JobState
 
@@ -76,6 +79,16 @@ class Metrics:
             ["target", "reason"],
             registry=r,
         )
+        #: every family labelled by target, with its label names in order
+        self._by_target: list[tuple[MetricWrapperBase, tuple[str, ...]]] = [
+            (self.jobs_accepted, ("target",)),
+            (self.deliveries, ("target", "outcome")),
+            (self.delivery_duration, ("target",)),
+            (self.inflight, ("target",)),
+            (self.breaker_state, ("target",)),
+            (self.concurrency_limit, ("target",)),
+            (self.retries_deferred, ("target", "reason")),
+        ]
 
     def target(self, name: str) -> TargetMetrics:
         series = self._targets.get(name)
@@ -90,6 +103,20 @@ class Metrics:
                 concurrency_limit=self.concurrency_limit.labels(target=name),
             )
         return series
+
+    def forget_target(self, name: str) -> None:
+        """Remove every series labelled with target ``name`` (it was deleted); a target
+        made again under that name starts new ones."""
+        self._targets.pop(name, None)
+        for family, labels in self._by_target:
+            for metric in family.collect():
+                children = {
+                    tuple(sample.labels[label] for label in labels)
+                    for sample in metric.samples
+                    if sample.labels.get("target") == name
+                }
+                for values in children:
+                    family.remove(*values)
 
     def set_job_counts(self, counts: dict[JobState, int]) -> None:
         for state, count in counts.items():

@@ -1,20 +1,27 @@
-"""Running the gateway under uvicorn, with csjd's own shutdown sequence.
+"""Running the gateway under uvicorn, with csjd's own start and shutdown sequence.
 
-uvicorn's ``Server`` runs inside csjd's event loop with its signal handling
-replaced, because a deploy's ``SIGTERM`` must cost nothing:
+``serve`` binds the listening socket first (a port already taken is a one-line
+``StartFailed``, before anything else starts), then starts the gateway itself
+(``Gateway.start``: a database it cannot use is a one-line ``StartFailed`` too),
+and only then lets uvicorn accept connections; ``gateway_started`` is logged
+once it does, with the address, the database, auth and the ``/ui`` and
+``/docs`` addresses (``app/startup.py``). uvicorn's lifespan is off: this
+module starts and stops the gateway around uvicorn's ``Server``, which runs
+inside csjd's event loop with its signal handling replaced, because a
+deploy's ``SIGTERM`` must cost nothing:
 
 1. The first ``SIGTERM``/``SIGINT`` makes the gateway a lame duck at once:
    ``/readyz`` answers 503, ``POST /jobs`` answers 503 with ``Retry-After``,
    reads keep working, and the dispatcher claims nothing new
-   (``Gateway.begin_drain``).
+   (``Gateway.begin_drain``). The ``draining`` line says how many deliveries
+   are in flight, how long they may take, and that a second signal forces.
 2. After ``CSJD_SHUTDOWN_DELAY_S`` the listener closes. From that moment both
    the requests under way and the deliveries in flight get
    ``CSJD_DRAIN_TIMEOUT_S``, side by side, not one after the other
    (``Gateway.drain_deliveries``); deliveries still running then are put
-   back, and the lifespan's ``Gateway.stop`` closes the rest. The exit status
-   is 0.
-3. A second signal stops the process at once; the leases of whatever was in
-   flight bring those jobs back on the next start.
+   back, and ``Gateway.stop`` closes the rest. The exit status is 0.
+3. A second signal stops the process at once (``forced_exit``); the leases of
+   whatever was in flight bring those jobs back on the next start.
 
 So a stop takes at most ``shutdown_budget_s``: the delay, the drain, and
 ``SHUTDOWN_MARGIN_S`` for what follows (the claim loop's last claim, the put-back
@@ -33,14 +40,24 @@ import math
 import os
 import resource
 import signal
-from collections.abc import Generator
+import socket
+from collections.abc import Callable, Generator
 
 import uvicorn
 
 from app.api.http_limits import LimitedHttpToolsProtocol
+from app.config import ConfigError
 from app.gateway import Gateway
 from app.main import CsjdApp, app_for
 from app.settings import ProcessRole, Settings
+from app.startup import (
+    INVALID_CONFIGURATION,
+    StartFailed,
+    database_failure,
+    listen,
+    open_sqlite_file,
+    started_fields,
+)
 
 log = logging.getLogger("csjd")
 
@@ -48,11 +65,19 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class GatewayServer(uvicorn.Server):
-    """uvicorn's server without its own signal handlers (csjd installs its own)."""
+    """uvicorn's server without its own signal handlers (csjd installs its own),
+    calling ``on_started`` once it accepts connections."""
+
+    on_started: Callable[[], None] | None = None
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and self.on_started is not None:
+            self.on_started()
 
 
 #: The garbage collector's thresholds in a serving process. Python's defaults
@@ -99,15 +124,18 @@ LISTEN_BACKLOG = 2048
 FD_RESERVE = 256
 
 
-def server_config(app: CsjdApp, settings: Settings, host: str, port: int) -> uvicorn.Config:
-    """uvicorn's configuration for the gateway, its limits taken from ``settings``."""
+def server_config(
+    app: CsjdApp, settings: Settings, host: str, port: int, *, lifespan: bool = True
+) -> uvicorn.Config:
+    """uvicorn's configuration for the gateway, its limits taken from ``settings``;
+    without ``lifespan``, the caller starts and stops the gateway itself."""
     return uvicorn.Config(
         app,
         host=host,
         port=port,
         log_config=None,
         access_log=False,
-        lifespan="on",
+        lifespan="on" if lifespan else "off",
         # httptools, with limits on headers and on slow clients (431, 408) and
         # the connection limit answered as problem+json (503)
         http=LimitedHttpToolsProtocol,
@@ -136,6 +164,15 @@ def raise_fd_limit(wanted: int) -> int:
 async def serve(
     settings: Settings, host: str, port: int, role: ProcessRole = ProcessRole.ALL
 ) -> int:
+    """Run the gateway until a signal stops it; ``StartFailed`` when it cannot start."""
+    listener = listen(host, port)
+    try:
+        return await _serve(settings, listener, role)
+    finally:
+        listener.close()
+
+
+async def _serve(settings: Settings, listener: socket.socket, role: ProcessRole) -> int:
     gateway = Gateway.build(settings, role=role)
     app = app_for(gateway)
     tune_gc()
@@ -145,7 +182,9 @@ async def serve(
             "open_files_limit_low",
             extra={"limit": files, "wanted": wanted, "max_connections": settings.max_connections},
         )
-    server = GatewayServer(server_config(app, settings, host, port))
+    host, port = listener.getsockname()[:2]
+    server = GatewayServer(server_config(app, settings, host, port, lifespan=False))
+    server.on_started = lambda: log.info("gateway_started", extra=started_fields(gateway, listener))
     loop = asyncio.get_running_loop()
     lame_duck: asyncio.Task[None] | None = None
 
@@ -154,23 +193,34 @@ async def serve(
         log.info("listener_closing")
         server.should_exit = True
         # the deliveries' drain runs beside uvicorn's wait for requests under
-        # way; the lifespan's stop then waits for this one
+        # way; the gateway's stop then waits for this one
         gateway.drain_deliveries()
 
     def on_signal(sig: signal.Signals) -> None:
         nonlocal lame_duck
         if lame_duck is not None:
-            log.warning("forced_exit", extra={"signal": sig.name})
+            log.warning(
+                "forced_exit",
+                extra={
+                    "signal": sig.name,
+                    "deliveries_in_flight": gateway.dispatcher.inflight,
+                    "detail": "stopping now; the deliveries cut off are sent again "
+                    "once their leases lapse (on SQLite, at the next start)",
+                },
+            )
             logging.shutdown()
             os._exit(128 + sig.value)
         budget_s = shutdown_budget_s(settings)
+        inflight = gateway.dispatcher.inflight
         log.info(
             "draining",
             extra={
                 "signal": sig.name,
+                "deliveries_in_flight": inflight,
                 "shutdown_delay_s": settings.shutdown_delay_s,
                 "drain_timeout_s": settings.drain_timeout_s,
                 "exit_within_s": budget_s,
+                "detail": _stopping(sig, inflight, settings),
             },
         )
         enforce_budget(budget_s)
@@ -180,7 +230,11 @@ async def serve(
     for sig in SIGNALS:
         loop.add_signal_handler(sig, on_signal, sig)
     try:
-        await server.serve()
+        await _start(gateway)
+        try:
+            await server.serve(sockets=[listener])
+        finally:
+            await gateway.stop()
     finally:
         for sig in SIGNALS:
             loop.remove_signal_handler(sig)
@@ -189,6 +243,31 @@ async def serve(
             with contextlib.suppress(asyncio.CancelledError):
                 await lame_duck
     return 0 if server.started else 1
+
+
+def _stopping(sig: signal.Signals, inflight: int, settings: Settings) -> str:
+    """What a person who pressed Ctrl-C reads: what the stop waits for, and how to force it."""
+    again = "Ctrl-C" if sig is signal.SIGINT else sig.name
+    if inflight == 0:
+        waiting = "no deliveries in flight"
+    else:
+        wait_s = settings.shutdown_delay_s + settings.drain_timeout_s
+        plural = "delivery" if inflight == 1 else "deliveries"
+        waiting = f"waiting for {inflight} {plural} in flight (up to {wait_s:g} s)"
+    return f"stopping, {waiting}; {again} again to stop at once"
+
+
+async def _start(gateway: Gateway) -> None:
+    """``Gateway.start``, its failures a person can fix turned into ``StartFailed``."""
+    try:
+        open_sqlite_file(gateway.settings)
+        await gateway.start()
+    except ConfigError as exc:
+        raise StartFailed(f"invalid configuration: {exc}", INVALID_CONFIGURATION) from None
+    except Exception as exc:
+        if (failure := database_failure(exc, gateway.settings)) is None:
+            raise
+        raise failure from None
 
 
 def run(settings: Settings, host: str, port: int, role: ProcessRole = ProcessRole.ALL) -> int:

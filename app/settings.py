@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 MIN_RETENTION_S = 86400
 
@@ -42,6 +43,8 @@ class ProcessRole(StrEnum):
 
 
 class LogFormat(StrEnum):
+    """``CSJD_LOG_FORMAT``; unset, ``app/logs.py`` picks one for where the output goes."""
+
     JSON = "json"
     CONSOLE = "console"
 
@@ -68,7 +71,8 @@ class Settings(BaseSettings):
     api_keys: str | None = None
     api_keys_file: Path | None = None
     sqlite_synchronous: SqliteSynchronous = SqliteSynchronous.FULL
-    log_format: LogFormat = LogFormat.JSON
+    #: None: ``console`` when standard output is a terminal, else ``json``
+    log_format: LogFormat | None = None
 
     @model_validator(mode="after")
     def _room_for_the_waiters(self) -> Settings:
@@ -105,3 +109,21 @@ class Settings(BaseSettings):
     @property
     def is_postgres(self) -> bool:
         return self.database_url.startswith("postgresql")
+
+    @property
+    def database_shown(self) -> str:
+        """The database as people may read it in logs and errors: the SQLite file's
+        path, or Postgres's user, host, port and database. Never the password, nor
+        the query string, where libpq-style options may carry one too."""
+        url = make_url(self.database_url)
+        if not self.is_postgres:
+            database = url.database or ""
+            if not database or database == ":memory:" or database.startswith("file:"):
+                return f"sqlite {database or ':memory:'}"
+            return str(Path(database).resolve())
+        user = f"{url.username}@" if url.username else ""
+        socket_dir = url.query.get("host")  # asyncpg's unix socket directory
+        host = url.host or (socket_dir if isinstance(socket_dir, str) else "localhost")
+        if ":" in host:  # an IPv6 address
+            host = f"[{host}]"
+        return f"postgresql://{user}{host}:{url.port or 5432}/{url.database or ''}"

@@ -18,7 +18,7 @@ def test_defaults_are_the_contracts(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (s.shutdown_delay_s, s.drain_timeout_s, s.retention_s) == (0, 20, 604_800)
     assert s.allow_private_targets is False
     assert s.sqlite_synchronous is SqliteSynchronous.FULL
-    assert s.log_format is LogFormat.JSON
+    assert s.log_format is None  # chosen by where the output goes (app/logs.py)
     assert s.max_waiters == 10_000
     assert s.max_connections == 12_000
 

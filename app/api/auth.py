@@ -48,6 +48,11 @@ OPEN_PATHS = frozenset(
         "/docs",
         "/docs/oauth2-redirect",
         "/redoc",
+        # the pages' own assets (app/main.py's DOCS_ASSETS)
+        "/docs/assets/swagger-ui-bundle.js",
+        "/docs/assets/swagger-ui.css",
+        "/docs/assets/redoc.standalone.js",
+        "/docs/assets/favicon.png",
         UI_LOGIN_PATH,
         "/ui/logout",
     }

@@ -5,7 +5,9 @@ front of every FastAPI route) and the intake lane (``intake.py``), which
 answers ``POST /jobs`` ahead of the middleware. Bodies over ``max_bytes`` get
 ``413``, whether declared by ``Content-Length`` or streamed. A body sent
 without a content type is read as JSON (what ``curl -d`` users mean); any
-other non-JSON type gets ``415``. JSON nested deeper than ``MAX_JSON_DEPTH``
+other non-JSON type gets ``415``. A ``PATCH`` body is a JSON merge patch
+(RFC 7396): it must be sent as ``application/merge-patch+json`` (or without a
+type, read as one), else ``415`` with ``Accept-Patch``. JSON nested deeper than ``MAX_JSON_DEPTH``
 gets ``422``, and a body whose client went away before sending all of it is
 never parsed, so what arrived of it can never be stored. Limits on the request
 line, the headers and slow clients belong to the HTTP protocol
@@ -32,6 +34,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: media types that ``curl -d`` and friends send by default for what is meant as JSON
 _READ_AS_JSON = (b"", b"application/x-www-form-urlencoded")
+JSON = b"application/json"
+#: the one patch format csjd's ``PATCH`` routes take (RFC 7396)
+MERGE_PATCH = b"application/merge-patch+json"
 
 #: Arrays and objects nested deeper than this are refused with ``422`` before
 #: any parser sees them: nothing csjd stores needs more, and deep nesting costs
@@ -58,6 +63,7 @@ class BodyProblem(Exception):
         slug: str | None = None,
         title: str | None = None,
         extensions: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
@@ -65,6 +71,7 @@ class BodyProblem(Exception):
         self.slug = slug
         self.title = title
         self.extensions = extensions
+        self.headers = headers
 
     def response(self, instance: str | None) -> Response:
         return problems.problem(
@@ -74,6 +81,7 @@ class BodyProblem(Exception):
             type_=PROBLEM_BASE + self.slug if self.slug else None,
             instance=instance,
             extensions=self.extensions,
+            headers=self.headers,
         )
 
 
@@ -126,15 +134,24 @@ def declared_length(value: bytes | None) -> int:
         return 0
 
 
-def check_body(content_type: bytes | None, declared: int, max_bytes: int) -> bool:
+def check_body(
+    content_type: bytes | None, declared: int, max_bytes: int, *, only: bytes | None = None
+) -> bool:
     """Raise ``BodyProblem`` for a body that must be refused before it is read;
-    True when a body with no (or a form) content type is to be read as JSON."""
+    True when a body with no (or a form) content type is to be read as JSON.
+    ``only``: the one media type taken (a ``PATCH``'s), instead of any JSON."""
     if declared > max_bytes:
         raise too_large(max_bytes)
     media = (content_type or b"").split(b";", 1)[0].strip().lower()
     if media in _READ_AS_JSON:
         return bool(declared)
-    if media != b"application/json" and not media.endswith(b"+json"):
+    if only is not None:
+        if media != only:
+            wanted = only.decode()
+            raise BodyProblem(
+                415, f"send the patch as {wanted} (RFC 7396)", headers={"Accept-Patch": wanted}
+            )
+    elif media != JSON and not media.endswith(b"+json"):
         raise BodyProblem(415, "send the body as application/json")
     return False
 
@@ -196,9 +213,10 @@ class RequestGuard:
         declared = declared_length(headers.get(b"content-length"))
         # a request without a body (a cancel, a retry) has no media type to judge
         has_body = declared > 0 or b"transfer-encoding" in headers
+        only = MERGE_PATCH if scope["method"] == "PATCH" else None
         try:
             as_json = has_body and check_body(
-                headers.get(b"content-type"), declared, self.max_bytes
+                headers.get(b"content-type"), declared, self.max_bytes, only=only
             )
             body = await read_body(receive, self.max_bytes)
         except BodyProblem as exc:
@@ -207,6 +225,6 @@ class RequestGuard:
         if as_json:
             scope = dict(scope)
             scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"content-type"] + [
-                (b"content-type", b"application/json")
+                (b"content-type", only or JSON)
             ]
         await self.app(scope, replay(body, receive), send)

@@ -1,14 +1,14 @@
 """Request and response bodies of the HTTP API (they define ``openapi.yaml``).
 
 A target's fields are declared once for the API, in ``TargetIn`` (with their
-limits, defaults and descriptions); ``TargetOut`` and the conversion to the
-core's ``TargetSpec`` are derived from it and ``SPEC_FIELDS``."""
+limits, defaults and descriptions); ``TargetOut``, ``TargetPatch`` and the
+conversion to the core's ``TargetSpec`` are derived from it and ``SPEC_FIELDS``."""
 
 from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -19,6 +19,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 
 from app.core.errors import Unprocessable
 from app.core.headers import header_problems
@@ -146,7 +147,12 @@ class TargetIn(BaseModel):
 
 class TargetState(BaseModel):
     breaker: Literal["closed", "open", "half_open"]
-    breaker_reopens_at: datetime | None
+    breaker_reopens_at: datetime | None = Field(
+        description=(
+            "Set while the breaker is open, and only then: when it half-opens and lets "
+            "the next probe attempt through (the next probe, if a job is due then)"
+        )
+    )
     paused_until: datetime | None
     concurrency_limit: int
     inflight: int
@@ -178,6 +184,75 @@ def _target_out_fields() -> dict[str, Any]:
 
 
 TargetOut = create_model("TargetOut", **_target_out_fields())
+
+
+def _no_defaults(schema: dict[str, Any]) -> None:
+    # a member left out of a patch is left alone; it does not default to null
+    for member in schema.get("properties", {}).values():
+        member.pop("default", None)
+
+
+class _PatchBase(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_no_defaults)
+
+    @field_validator("headers", check_fields=False)
+    @classmethod
+    def _patch_headers(cls, value: dict[str, str | None] | None) -> dict[str, str | None] | None:
+        if value is not None:
+            _check_headers({name: v for name, v in value.items() if v is not None})
+            if len({name.lower() for name in value}) < len(value):
+                raise ValueError("a header is named twice (names are case-insensitive)")
+        return value
+
+    def apply(self, current: TargetSpec) -> TargetIn:
+        """``current`` with this patch merged in (RFC 7396), validated as a ``PUT`` body
+        is (``pydantic.ValidationError`` if it is not one). A member set to null is
+        removed, so the field takes its default (``url`` has none: refused); a
+        header set to null is removed, and header names match whatever their case."""
+        body: dict[str, Any] = {field: getattr(current, field) for field in SPEC_FIELDS}
+        body["headers"] = dict(current.headers)
+        for field in self.model_fields_set:
+            value = getattr(self, field)
+            if value is None:
+                body.pop(field, None)
+            elif field == "headers":
+                body["headers"] = _merge_headers(body["headers"], value)
+            else:
+                body[field] = value
+        return TargetIn.model_validate(body)
+
+
+def _merge_headers(headers: dict[str, str], patch: dict[str, str | None]) -> dict[str, str]:
+    merged = dict(headers)
+    for name, value in patch.items():
+        for same in [n for n in merged if n.lower() == name.lower()]:
+            del merged[same]
+        if value is not None:
+            merged[name] = value
+    return merged
+
+
+def _target_patch_fields() -> dict[str, Any]:
+    """``TargetPatch``'s fields: each of ``TargetIn``'s, with its limits and
+    description, optional and nullable; a header's value may be null too."""
+    fields: dict[str, Any] = {}
+    for name, declared in TargetIn.model_fields.items():
+        annotation: Any = dict[str, str | None] if name == "headers" else declared.annotation
+        info = FieldInfo.merge_field_infos(declared, default=None)
+        info.default_factory = None
+        fields[name] = (annotation | None, info)
+    return fields
+
+
+if TYPE_CHECKING:  # its fields are read by name (``model_fields_set``), never as attributes
+    TargetPatch = _PatchBase
+else:
+    TargetPatch = create_model(
+        "TargetPatch",
+        __base__=_PatchBase,
+        __doc__="Changes to a target (``PATCH /targets/{name}``): a JSON merge patch (RFC 7396).",
+        **_target_patch_fields(),
+    )
 
 
 class JobIn(BaseModel):

@@ -3,8 +3,11 @@
 ``run`` resolves the gateway's address and token (flags first, then the
 environment it is handed), opens an ``Api``, calls the command's function and
 turns ``ConsoleError`` into a message on stderr and its exit code. Results go
-to stdout, as rich tables or, with ``--json``, as one JSON document; progress
-and errors go to stderr, so a script piping stdout sees only the answer.
+to stdout: on a terminal as tables fitted to its width (``views.render``);
+otherwise as tab-separated lines (``views.plain``); with ``--json`` as one
+JSON document. Progress and errors go to stderr, so a script piping stdout
+sees only the answer; progress is drawn only on a terminal, and erased once
+done.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from rich.console import Console, Group, RenderableType
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -38,7 +41,7 @@ from app.console.client import (
     Unreachable,
     UsageError,
 )
-from app.console.parser import DEFAULT_URL
+from app.console.parser import DEFAULT_URL, option
 
 #: ``GET /jobs`` answers at most this many a page
 MAX_PAGE = 500
@@ -49,42 +52,48 @@ INTERRUPTED = 130
 class Output:
     """Where results, progress and messages go, and in which form."""
 
-    def __init__(self, *, as_json: bool) -> None:
+    def __init__(self, *, as_json: bool, wide: bool = False) -> None:
         self.as_json = as_json
+        self.wide = wide
         self.out = Console(highlight=False)
         self.err = Console(stderr=True, highlight=False)
 
-    def result(self, document: Any, view: Callable[[], RenderableType]) -> None:
+    def result(self, document: Any, view: Callable[[], views.View]) -> None:
         if self.as_json:
             sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+        elif self.out.is_terminal:
+            renderable, needed = views.render(view(), self.out.width, wide=self.wide)
+            # --wide lets a table be wider than the terminal rather than cut it
+            self.out.width = max(self.out.width, needed)
+            self.out.print(renderable)
         else:
-            self.out.print(view())
+            text, notes = views.plain(view())
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            for note in notes:
+                print(note, file=sys.stderr)
 
     def progress(self, *, total: bool) -> Progress:
         columns = [SpinnerColumn(), TextColumn("{task.description}")]
         if total:
             columns += [BarColumn(), MofNCompleteColumn()]
         columns.append(TimeElapsedColumn())
-        return Progress(*columns, console=self.err, disable=self.as_json)
+        return Progress(
+            *columns,
+            console=self.err,
+            # erased when done: a spinner frame left on the line would look like work
+            transient=True,
+            disable=self.as_json or not self.err.is_terminal,
+        )
 
 
 Action = Callable[[Api, argparse.Namespace, Output], int]
 
 
 def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    url = (
-        getattr(args, "url", None)
-        or getattr(args, "group_url", None)
-        or environ.get("CSJD_URL")
-        or DEFAULT_URL
-    )
-    token = (
-        getattr(args, "token", None)
-        or getattr(args, "group_token", None)
-        or environ.get("CSJD_TOKEN")
-        or None
-    )
-    output = Output(as_json=args.json)
+    url = option(args, "url") or environ.get("CSJD_URL") or DEFAULT_URL
+    token = option(args, "token") or environ.get("CSJD_TOKEN") or None
+    output = Output(as_json=bool(option(args, "json")), wide=bool(option(args, "wide")))
     try:
         with Api(url, token) as api:
             return ACTIONS[args.action](api, args, output)
@@ -122,6 +131,8 @@ def _hint(status: int, *, token_sent: bool) -> str | None:
             "the key in CSJD_TOKEN may not do this; managing targets needs an admin key "
             "(csjd keys new NAME --role admin)"
         )
+    if status == 405:
+        return "this gateway is older than this csjd and does not offer this command"
     return None
 
 
@@ -130,13 +141,13 @@ def _hint(status: int, *, token_sent: bool) -> str | None:
 
 def targets_list(api: Api, args: argparse.Namespace, output: Output) -> int:
     targets = api.targets()
-    output.result(targets, lambda: views.targets_table(targets))
+    output.result(targets, lambda: views.targets_view(targets))
     return 0
 
 
 def targets_show(api: Api, args: argparse.Namespace, output: Output) -> int:
     target = api.target(args.name)
-    output.result(target, lambda: views.target_detail(target))
+    output.result(target, lambda: views.target_view(target))
     return 0
 
 
@@ -191,18 +202,33 @@ def targets_put(api: Api, args: argparse.Namespace, output: Output) -> int:
     body = target_body(args, sys.stdin.read)
     target, created = api.put_target(args.name, body)
 
-    def view() -> RenderableType:
+    def view() -> views.View:
         verb = "created" if created else "replaced"
         headline = Text(f"{verb} target {target.get('name')}", style="bold")
-        return Group(headline, views.target_detail(target))
+        return (headline, views.target_fields(target))
 
     output.result(target, view)
     return 0
 
 
+def _switch(api: Api, args: argparse.Namespace, output: Output, *, enabled: bool) -> int:
+    target = api.patch_target(args.name, {"enabled": enabled})
+    line = f"target {args.name} {'enabled' if enabled else 'disabled'}"
+    output.result(target, lambda: (Text(line),))
+    return 0
+
+
+def targets_enable(api: Api, args: argparse.Namespace, output: Output) -> int:
+    return _switch(api, args, output, enabled=True)
+
+
+def targets_disable(api: Api, args: argparse.Namespace, output: Output) -> int:
+    return _switch(api, args, output, enabled=False)
+
+
 def targets_delete(api: Api, args: argparse.Namespace, output: Output) -> int:
     api.delete_target(args.name)
-    output.result({"deleted": args.name}, lambda: Text(f"deleted target {args.name}"))
+    output.result({"deleted": args.name}, lambda: (Text(f"deleted target {args.name}"),))
     return 0
 
 
@@ -238,36 +264,32 @@ def jobs_list(api: Api, args: argparse.Namespace, output: Output) -> int:
     if args.all:
         limit = args.limit or MAX_PAGE
         jobs = _every_job(api, output, state=args.state, target=args.target, limit=limit)
-        output.result({"items": jobs, "next_cursor": None}, lambda: views.jobs_table(jobs))
+        output.result({"items": jobs, "next_cursor": None}, lambda: views.jobs_view(jobs))
         return 0
     page = api.jobs_page(state=args.state, target=args.target, limit=args.limit)
     items = page.get("items") or []
-
-    def view() -> RenderableType:
-        table = views.jobs_table(items)
-        if page.get("next_cursor"):
-            table.caption = "more jobs: --all fetches every page, --limit N shows more"
-        return table
-
-    output.result(page, view)
+    more = "more jobs: --all fetches every page, --limit N shows more"
+    output.result(
+        page, lambda: views.jobs_view(items, caption=more if page.get("next_cursor") else "")
+    )
     return 0
 
 
 def jobs_show(api: Api, args: argparse.Namespace, output: Output) -> int:
     job = api.job(args.job_id)
-    output.result(job, lambda: views.job_detail(job))
+    output.result(job, lambda: views.job_view(job))
     return 0
 
 
 def jobs_attempts(api: Api, args: argparse.Namespace, output: Output) -> int:
     attempts = api.attempts(args.job_id)
-    output.result(attempts, lambda: views.attempts_table(args.job_id, attempts))
+    output.result(attempts, lambda: views.attempts_view(args.job_id, attempts))
     return 0
 
 
 def jobs_cancel(api: Api, args: argparse.Namespace, output: Output) -> int:
     job = api.cancel(args.job_id)
-    output.result(job, lambda: views.job_detail(job))
+    output.result(job, lambda: views.job_view(job))
     return 0
 
 
@@ -306,7 +328,7 @@ def jobs_retry(api: Api, args: argparse.Namespace, output: Output) -> int:
             "errors": [{"id": job_id, **problem.as_json()} for job_id, problem in errors],
             "not_tried": ids[len(retried) + len(errors) :],
         },
-        lambda: Text(_retry_summary(len(ids), len(retried), len(errors), bool(args.failed))),
+        lambda: (Text(_retry_summary(len(ids), len(retried), len(errors), bool(args.failed))),),
     )
     for job_id, problem in errors:
         _report_problem(problem, token_sent=api.token_sent, prefix=f"{job_id}: ")
@@ -331,9 +353,18 @@ def _retry_summary(asked: int, retried: int, failed: int, every_failed: bool) ->
 # -- status ----------------------------------------------------------------------------
 
 
+#: ``csjd status`` counts a producer's jobs in each state up to this many
+OWN_JOBS_COUNTED = 1000
+
+
 def status(api: Api, args: argparse.Namespace, output: Output) -> int:
     ready, readyz = api.readyz()
-    targets = api.targets()
+    try:
+        targets = api.targets()
+    except ApiError as exc:
+        if exc.problem.status != 403:
+            raise
+        return _own_status(api, output, ready, readyz)
     document = {
         "url": api.base_url,
         "ready": ready,
@@ -345,10 +376,45 @@ def status(api: Api, args: argparse.Namespace, output: Output) -> int:
     return 0 if ready else 1
 
 
+def _own_status(api: Api, output: Output, ready: bool, readyz: JsonObject) -> int:
+    """What a key that may not read targets (a producer's) may see: readiness
+    and how many of its own jobs are in each state."""
+    counts: dict[str, int] = {}
+    more: list[str] = []
+    for state in views.OWN_JOB_STATES:
+        counts[state], cursor = 0, None
+        while True:
+            page = api.jobs_page(
+                state=state, limit=min(MAX_PAGE, OWN_JOBS_COUNTED - counts[state]), cursor=cursor
+            )
+            items = page.get("items")
+            counts[state] += len(items) if isinstance(items, list) else 0
+            cursor = page.get("next_cursor")
+            if not cursor:
+                break
+            if counts[state] >= OWN_JOBS_COUNTED:
+                more.append(state)
+                break
+    document = {
+        "url": api.base_url,
+        "ready": ready,
+        "readyz": readyz,
+        "jobs": counts,
+        "jobs_counted_up_to": OWN_JOBS_COUNTED,
+        "jobs_more": more,
+        "targets": None,
+        "note": "targets and breakers need an admin key",
+    }
+    output.result(document, lambda: views.own_jobs_view(api.base_url, ready, readyz, counts, more))
+    return 0 if ready else 1
+
+
 ACTIONS: dict[str, Action] = {
     "targets_list": targets_list,
     "targets_show": targets_show,
     "targets_put": targets_put,
+    "targets_enable": targets_enable,
+    "targets_disable": targets_disable,
     "targets_delete": targets_delete,
     "jobs_list": jobs_list,
     "jobs_show": jobs_show,

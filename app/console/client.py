@@ -13,7 +13,11 @@ errors form one small tree::
 
 from __future__ import annotations
 
+import errno
+import socket
+import ssl
 from dataclasses import dataclass, field
+from json import dumps
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
@@ -37,15 +41,74 @@ class UsageError(ConsoleError):
 
 
 class Unreachable(ConsoleError):
+    """No answer: the message names the address and what failed, in words (never
+    an httpx or socket class), and where the address came from."""
+
     exit_code = 3
 
-    def __init__(self, base_url: str, cause: httpx.TransportError) -> None:
-        if isinstance(cause, httpx.TimeoutException):
-            what = f"no answer from the gateway at {base_url} in time ({type(cause).__name__})"
+    def __init__(self, base_url: str, cause: httpx.TransportError, timeout_s: float) -> None:
+        if isinstance(cause, httpx.ConnectTimeout):
+            what = f"cannot connect to {base_url} (no connection within {timeout_s:g} s)"
+        elif isinstance(cause, httpx.TimeoutException):
+            what = f"no answer from {base_url} within {timeout_s:g} s"
+        elif isinstance(cause, httpx.ConnectError):
+            what = f"cannot connect to {base_url} ({failure(cause)})"
         else:
-            reason = str(cause) or type(cause).__name__
-            what = f"cannot reach the gateway at {base_url}: {reason}"
+            what = f"lost the connection to {base_url} ({failure(cause)})"
         super().__init__(f"{what}; is it running, and is CSJD_URL (or --url) its address?")
+
+
+#: what an OS error number means to someone running a command
+_ERRNO_WORDS = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ECONNRESET: "connection reset",
+    errno.ECONNABORTED: "connection reset",
+    errno.EPIPE: "connection reset",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.ENETUNREACH: "network unreachable",
+    errno.EADDRNOTAVAIL: "address not available",
+    errno.ETIMEDOUT: "timed out",
+}
+#: the same, recognised in the text of an error that carries no cause (a test's fake)
+_TEXT_WORDS = (
+    ("connection refused", "connection refused"),
+    ("connection reset", "connection reset"),
+    ("name or service not known", "DNS lookup failed"),
+    ("temporary failure in name resolution", "DNS lookup failed"),
+    ("nodename nor servname", "DNS lookup failed"),
+    ("no route to host", "host unreachable"),
+    ("network is unreachable", "network unreachable"),
+    ("certificate verify failed", "TLS certificate not trusted"),
+    ("disconnected without sending a response", "closed without an answer"),
+)
+
+
+def failure(exc: BaseException) -> str:
+    """What went wrong with a connection, in a few plain words."""
+    seen: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and cause not in seen:
+        seen.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    for error in seen:
+        if isinstance(error, socket.gaierror):
+            return "DNS lookup failed"
+        if isinstance(error, ssl.SSLCertVerificationError):
+            return "TLS certificate not trusted"
+        if isinstance(error, ssl.SSLError):
+            return "TLS handshake failed"
+        if isinstance(error, OSError) and error.errno in _ERRNO_WORDS:
+            return _ERRNO_WORDS[error.errno]
+    text = " ".join(str(error) for error in seen).lower()
+    for needle, words in _TEXT_WORDS:
+        if needle in text:
+            return words
+    for error in seen:
+        if isinstance(error, OSError) and error.strerror:
+            return error.strerror.lower()
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.LocalProtocolError):
+        return "invalid HTTP answer"
+    return "connection failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +184,7 @@ class Api:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.base_url = check_base_url(base_url)
+        self.timeout_s = timeout_s
         self.token_sent = bool(token)
         headers = {"User-Agent": f"csjd-cli/{__version__}", "Accept": "application/json"}
         if token:
@@ -156,6 +220,16 @@ class Api:
         """The target as stored, and whether it was created (rather than replaced)."""
         response = self._request("PUT", f"/targets/{segment(name, 'target')}", json=body)
         return self._object(response), response.status_code == 201
+
+    def patch_target(self, name: str, changes: JsonObject) -> JsonObject:
+        """Change only the fields given (RFC 7396 merge patch); the target as stored."""
+        response = self._request(
+            "PATCH",
+            f"/targets/{segment(name, 'target')}",
+            content=dumps(changes).encode(),
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        return self._object(response)
 
     def delete_target(self, name: str) -> None:
         self._request("DELETE", f"/targets/{segment(name, 'target')}")
@@ -214,12 +288,16 @@ class Api:
         *,
         params: dict[str, Any] | None = None,
         json: Any = None,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
         answers: set[int] | frozenset[int] = frozenset(),
     ) -> httpx.Response:
         try:
-            response = self._http.request(method, path, params=params, json=json)
+            response = self._http.request(
+                method, path, params=params, json=json, content=content, headers=headers
+            )
         except httpx.TransportError as exc:
-            raise Unreachable(self.base_url, exc) from None
+            raise Unreachable(self.base_url, exc, self.timeout_s) from None
         if response.status_code >= 400 and response.status_code not in answers:
             raise ApiError(Problem.from_response(response))
         return response

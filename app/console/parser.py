@@ -1,21 +1,29 @@
 """The operator commands' arguments, declared with argparse alone.
 
 ``add_commands`` hangs ``targets``, ``jobs`` and ``status`` on the ``csjd``
-parser; every leaf command gets ``--url``, ``--token`` and ``--json`` and names
-the function in ``app.console.actions`` that runs it (``action``). ``targets
-put`` takes ``--url`` for the target's URL, so there the gateway's address is
-given before the verb (``csjd targets --url GATEWAY put NAME --url HOOK``),
-which ``targets`` and ``jobs`` accept for every verb. Nothing here
-imports httpx or rich: building the parser must stay cheap for ``csjd serve``.
+parser; every leaf command names the function in ``app.console.actions`` that
+runs it (``action``). The console's options (``--url``, ``--token``, ``--json``,
+``--wide``) are accepted at every level: ``csjd --url X status``, ``csjd jobs
+--url X list`` and ``csjd jobs list --url X`` mean the same; each level keeps
+them under its own prefix (argparse would let a subcommand's defaults erase
+the value given before it), and ``option`` picks the innermost one given.
+``targets put`` takes ``--url`` for the target's URL, so there the gateway's
+address is given before the verb (``csjd --url GATEWAY targets put NAME --url
+HOOK``). Nothing here imports httpx or rich: building the parser must stay
+cheap for ``csjd serve``.
 """
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 JOB_STATES = ("scheduled", "queued", "running", "retrying", "succeeded", "failed", "cancelled")
 COMMANDS = ("targets", "jobs", "status")
+#: the prefixes the console's options are kept under, innermost level first
+LEVELS = ("", "group_", "global_")
+OPTIONS = ("url", "token", "json", "wide")
 
 
 def _header(text: str) -> tuple[str, str]:
@@ -52,12 +60,47 @@ def _gateway_flags(parser: argparse.ArgumentParser, *, url: bool = True, prefix:
     )
 
 
+def _output_flags(parser: argparse.ArgumentParser, *, prefix: str = "") -> None:
+    group = parser.add_argument_group("output")
+    group.add_argument(
+        "--json",
+        dest=f"{prefix}json",
+        action="store_true",
+        default=None,
+        help="print the API's JSON answer, for scripts",
+    )
+    group.add_argument(
+        "--wide",
+        dest=f"{prefix}wide",
+        action="store_true",
+        default=None,
+        help="show every column, even when lines grow wider than the terminal",
+    )
+
+
+def add_global_options(parser: argparse.ArgumentParser) -> None:
+    """The console's options given before the command: ``csjd --url X status``."""
+    _gateway_flags(parser, prefix="global_")
+    _output_flags(parser, prefix="global_")
+
+
+def global_options_given(args: argparse.Namespace) -> list[str]:
+    return [f"--{name}" for name in OPTIONS if getattr(args, f"global_{name}", None)]
+
+
+def option(args: argparse.Namespace, name: str) -> Any:
+    """The value of a console option, from the innermost level that was given it."""
+    for prefix in LEVELS:
+        value = getattr(args, f"{prefix}{name}", None)
+        if value is not None:
+            return value
+    return None
+
+
 def _common(*, url: bool = True) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     _gateway_flags(common, url=url)
-    common.add_argument(
-        "--json", action="store_true", help="print the API's JSON answer, for scripts"
-    )
+    _output_flags(common)
     return common
 
 
@@ -78,8 +121,11 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         cmd.set_defaults(action=action)
         return cmd
 
-    targets = commands.add_parser("targets", help="list, show, register and remove targets")
+    targets = commands.add_parser(
+        "targets", help="list, show, register, enable, disable and remove targets"
+    )
     _gateway_flags(targets, prefix="group_")
+    _output_flags(targets, prefix="group_")
     t = targets.add_subparsers(dest="targets_command", required=True)
     leaf(t, "list", "targets_list", "every target with its live state")
     leaf(t, "show", "targets_show", "one target and its live state").add_argument("name")
@@ -114,12 +160,17 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="a static delivery header; repeat for more",
     )
     put.add_argument("--disabled", action="store_true", help="register it disabled")
+    leaf(t, "enable", "targets_enable", "send to a target again").add_argument("name")
+    leaf(
+        t, "disable", "targets_disable", "stop sending to a target; its jobs wait, queued"
+    ).add_argument("name")
     leaf(t, "delete", "targets_delete", "remove a target with no unfinished jobs").add_argument(
         "name"
     )
 
     jobs = commands.add_parser("jobs", help="list, inspect, cancel and retry jobs")
     _gateway_flags(jobs, prefix="group_")
+    _output_flags(jobs, prefix="group_")
     j = jobs.add_subparsers(dest="jobs_command", required=True)
     listing = leaf(j, "list", "jobs_list", "jobs, newest first")
     listing.add_argument("--state", choices=JOB_STATES)

@@ -1,15 +1,35 @@
-"""The API's answers drawn as rich tables for an operator's terminal.
+"""The API's answers as views an operator reads, on a terminal or through a pipe.
 
-Each function takes JSON exactly as the gateway answered it and returns a
-renderable; none does I/O. Every value from the server goes in as ``Text``,
-never as markup, so an error message holding ``[brackets]`` prints as sent.
+Each view function takes JSON exactly as the gateway answered it and returns a
+``View``: lines of ``Text``, ``Sheet``s (rows under named columns) and
+``Fields`` (one record, a name and a value a line); none does I/O. ``render``
+draws a view with rich for a terminal of a given width; ``plain`` writes it
+for a pipe: a sheet is a header line and one tab-separated line per row, with
+every column, no colour, no box and nothing cut. Every value from the server
+goes in as ``Text``, never as markup, so an error message holding
+``[brackets]`` prints as sent.
+
+How a sheet fits a terminal (``layout``): each column has a natural width (its
+longest cell, or its header) and a least width. An id or a name (a *key*
+column) keeps its natural width, never folded or cut; any other column may be
+narrowed down to its header's width or its ``floor``, whichever is wider. The
+default columns are laid out first, and while their least widths and the gaps
+between them exceed the terminal, the rightmost column that is not a key is
+left out. The width that remains is shared out evenly among the narrowed
+columns, up to their natural widths; a cell still too long folds onto more
+lines, or ends in an ellipsis in an ``ellipsis`` column. ``--wide`` lays out
+every column and leaves none out; when they cannot all fit, each takes its
+natural width and the lines grow longer than the terminal.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
+from rich import box
+from rich.cells import cell_len
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
@@ -17,6 +37,8 @@ from rich.text import Text
 from app.console.client import JsonObject
 
 BACKLOG_STATES = ("scheduled", "queued", "running", "retrying")
+#: the states ``csjd status`` counts of a producer's own jobs
+OWN_JOB_STATES = (*BACKLOG_STATES, "failed")
 BREAKER_STYLES = {"closed": "green", "half_open": "yellow", "open": "bold red"}
 STATE_STYLES = {
     "succeeded": "green",
@@ -25,16 +47,200 @@ STATE_STYLES = {
     "retrying": "yellow",
     "running": "cyan",
 }
+#: spaces between two columns on a terminal
+GAP = 2
+NONE = "-"
+
+#: what a cell holds: text, or nothing (``-`` on a terminal, empty through a pipe)
+Cell = Text | None
 
 
-def cell(value: Any, style: str = "") -> Text:
+@dataclass(frozen=True, slots=True)
+class Column:
+    header: str
+    value: Callable[[JsonObject], Cell]
+    #: an id or a name: shown whole, never folded, cut, or left out
+    key: bool = False
+    #: the narrowest this column is worth showing; below it, it is left out
+    floor: int = 0
+    #: at most this wide on a terminal, even with ``--wide``
+    limit: int | None = None
+    #: one line ending in '…' rather than folded onto more lines
+    ellipsis: bool = False
+    justify: Literal["left", "right"] = "left"
+
+
+@dataclass(frozen=True, slots=True)
+class Sheet:
+    """Rows under named columns: ``columns`` by default on a terminal, ``wide``
+    with ``--wide`` and through a pipe."""
+
+    title: str
+    columns: Sequence[Column]
+    wide: Sequence[Column]
+    rows: Sequence[JsonObject]
+    #: a note under the table; through a pipe it goes to standard error
+    caption: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Fields:
+    """One record, a field a line."""
+
+    title: str
+    rows: Sequence[tuple[str, Cell]]
+
+
+Part = Text | Sheet | Fields
+View = tuple[Part, ...]
+
+
+def cell(value: Any, style: str = "") -> Cell:
     if value is None or value == "":
-        return Text("-", style="dim")
+        return None
     if isinstance(value, bool):
         return Text("yes" if value else "no", style=style)
     if isinstance(value, dict):
-        return Text(", ".join(f"{k}={v}" for k, v in value.items()) or "-", style=style)
+        return Text(", ".join(f"{k}={v}" for k, v in value.items()), style=style) or None
     return Text(str(value), style=style)
+
+
+# -- fitting a sheet to a terminal -----------------------------------------------------
+
+
+def _width(value: Cell) -> int:
+    if value is None:
+        return len(NONE)
+    return max((cell_len(line) for line in value.plain.splitlines()), default=0)
+
+
+def layout(
+    columns: Sequence[Column], rows: Sequence[Sequence[Cell]], width: int, *, wide: bool
+) -> list[tuple[int, int]]:
+    """The columns to show (by index) and the width of each, for ``width`` cells."""
+    natural = []
+    for i, column in enumerate(columns):
+        widest = max([cell_len(column.header), *(_width(row[i]) for row in rows)])
+        if column.limit is not None and not column.key:
+            widest = max(cell_len(column.header), min(widest, column.limit))
+        natural.append(widest)
+    least = [
+        n if c.key else min(n, max(cell_len(c.header), c.floor))
+        for c, n in zip(columns, natural, strict=True)
+    ]
+    shown = list(range(len(columns)))
+
+    def needed() -> int:
+        return sum(least[i] for i in shown) + GAP * (len(shown) - 1)
+
+    if wide and needed() > width:
+        # too wide anyway: one line per row, for the terminal to wrap or 'less -S' to scroll
+        return [(i, natural[i]) for i in shown]
+    while needed() > width:
+        optional = [i for i in shown if not columns[i].key]
+        if not optional:
+            break  # ids and names alone are wider than the terminal: they stay whole
+        shown.remove(optional[-1])
+    widths = {i: least[i] for i in shown}
+    spare = width - needed()
+    while spare > 0:
+        narrowed = [i for i in shown if widths[i] < natural[i]]
+        if not narrowed:
+            break
+        for i in narrowed[:spare]:
+            widths[i] += 1
+        spare -= len(narrowed[:spare])
+    return [(i, widths[i]) for i in shown]
+
+
+def _table(sheet: Sheet, width: int, *, wide: bool) -> tuple[Table, int]:
+    """The sheet as a rich table, and how wide its lines are."""
+    columns = sheet.wide if wide else sheet.columns
+    rows = [[column.value(row) for column in columns] for row in sheet.rows]
+    placed = layout(columns, rows, width, wide=wide)
+    table = Table(
+        title=sheet.title or None,
+        title_justify="left",
+        caption=sheet.caption or None,
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        # one space after each cell and the box's one-space divider: GAP
+        padding=(0, 1, 0, 0),
+    )
+    for i, cells in placed:
+        column = columns[i]
+        no_wrap = column.key or column.ellipsis
+        table.add_column(
+            column.header,
+            width=cells,
+            justify=column.justify,
+            no_wrap=no_wrap,
+            overflow="ellipsis" if column.ellipsis else "fold",
+        )
+    for row in rows:
+        table.add_row(*(row[i] or Text(NONE, style="dim") for i, _ in placed))
+    return table, sum(cells for _, cells in placed) + GAP * (len(placed) - 1)
+
+
+def _fields_table(fields: Fields) -> Table:
+    table = Table(title=fields.title, title_justify="left", show_header=False, box=None)
+    table.add_column("field", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    for name, value in fields.rows:
+        table.add_row(name, value or Text(NONE, style="dim"))
+    return table
+
+
+def render(view: View, width: int, *, wide: bool) -> tuple[RenderableType, int]:
+    """The view for a terminal ``width`` cells wide, and the width it needs
+    (more than ``width`` only with ``wide``)."""
+    parts: list[RenderableType] = []
+    needed = width
+    for part in view:
+        if isinstance(part, Sheet):
+            table, table_width = _table(part, width, wide=wide)
+            parts.append(table)
+            needed = max(needed, table_width)
+        elif isinstance(part, Fields):
+            parts.append(_fields_table(part))
+        else:
+            parts.append(part)
+    return Group(*parts), needed
+
+
+def _tsv(value: Cell) -> str:
+    text = "" if value is None else value.plain
+    # a tab or a line break inside a value would split it; a backslash escapes them
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def plain(view: View) -> tuple[str, list[str]]:
+    """The view for a pipe, and the notes that go to standard error instead.
+
+    A sheet is a header line and a line per row, every column (``wide``), its
+    cells separated by tabs; fields are a ``field``/``value`` sheet; parts are
+    separated by a blank line.
+    """
+    blocks: list[str] = []
+    notes: list[str] = []
+    for part in view:
+        if isinstance(part, Sheet):
+            lines = ["\t".join(_tsv(Text(c.header)) for c in part.wide)]
+            lines += ["\t".join(_tsv(c.value(row)) for c in part.wide) for row in part.rows]
+            blocks.append("\n".join(lines))
+            if part.caption:
+                notes.append(part.caption)
+        elif isinstance(part, Fields):
+            lines = ["field\tvalue", *(f"{name}\t{_tsv(value)}" for name, value in part.rows)]
+            blocks.append("\n".join(lines))
+        else:
+            blocks.append(part.plain)
+    return "\n\n".join(blocks) + "\n", notes
+
+
+# -- targets ---------------------------------------------------------------------------
 
 
 def _state(target: JsonObject) -> JsonObject:
@@ -63,97 +269,165 @@ def _enabled(target: JsonObject) -> Text:
     return Text(f"no ({reason})" if reason else "no", style="bold red")
 
 
-def targets_table(targets: Iterable[JsonObject]) -> Table:
-    table = Table(title="targets", title_justify="left")
-    for name in ("name", "url", "enabled", "breaker", "paused_until", "limit", "inflight"):
-        table.add_column(name, overflow="fold")
-    for name in BACKLOG_STATES:
-        table.add_column(name, justify="right")
-    for target in targets:
-        live = _state(target)
-        backlog = _backlog(target)
-        table.add_row(
-            cell(target.get("name"), "bold"),
-            cell(target.get("url")),
-            _enabled(target),
-            _breaker(live),
-            cell(live.get("paused_until"), "yellow"),
-            cell(f"{live.get('concurrency_limit')}/{target.get('max_concurrency')}"),
-            cell(live.get("inflight")),
-            *(cell(backlog[s]) for s in BACKLOG_STATES),
-        )
-    return table
-
-
-def _fields(title: str, rows: Iterable[tuple[str, Any]]) -> Table:
-    table = Table(title=title, title_justify="left", show_header=False, box=None)
-    table.add_column("field", style="bold")
-    table.add_column("value", overflow="fold")
-    for name, value in rows:
-        table.add_row(name, value if isinstance(value, Text) else cell(value))
-    return table
-
-
-def target_detail(target: JsonObject) -> Table:
+def _health(target: JsonObject) -> Text:
+    """Everything that holds a target's deliveries back, or 'ok'."""
     state = _state(target)
-    settings = [(k, v) for k, v in target.items() if k not in {"state", "enabled"}]
-    live: list[tuple[str, Any]] = [
+    notes: list[Text] = []
+    if not target.get("enabled", True):
+        reason = state.get("disabled_reason")
+        notes.append(Text(f"disabled ({reason})" if reason else "disabled", style="bold red"))
+    breaker = str(state.get("breaker") or "closed")
+    if breaker != "closed":
+        text = Text(f"breaker {breaker.replace('_', '-')}", style=BREAKER_STYLES.get(breaker, ""))
+        if state.get("breaker_reopens_at"):
+            text.append(f" until {state['breaker_reopens_at']}")
+        notes.append(text)
+    if state.get("paused_until"):
+        notes.append(Text(f"paused until {state['paused_until']}", style="yellow"))
+    return Text(", ").join(notes) if notes else Text("ok", style="green")
+
+
+def _name(target: JsonObject) -> Cell:
+    return cell(target.get("name"), "bold")
+
+
+def _backlog_total(target: JsonObject) -> Cell:
+    return cell(sum(_backlog(target).values()))
+
+
+def _inflight(target: JsonObject) -> Cell:
+    state = _state(target)
+    return cell(f"{state.get('inflight')}/{state.get('concurrency_limit')}")
+
+
+NAME = Column("name", _name, key=True)
+HEALTH = Column("state", _health, floor=10)
+INFLIGHT = Column("inflight", _inflight, justify="right")
+BACKLOG = Column("backlog", _backlog_total, justify="right")
+
+
+def _backlog_column(state: str) -> Column:
+    return Column(state, lambda t: cell(_backlog(t)[state]), justify="right")
+
+
+def targets_view(targets: Sequence[JsonObject]) -> View:
+    url = Column("url", lambda t: cell(t.get("url")), floor=16)
+    wide = (
+        NAME,
+        url,
+        Column("enabled", _enabled, floor=10),
+        Column("breaker", lambda t: _breaker(_state(t)), floor=10),
+        Column("paused_until", lambda t: cell(_state(t).get("paused_until"), "yellow")),
+        Column(
+            "limit",
+            lambda t: cell(f"{_state(t).get('concurrency_limit')}/{t.get('max_concurrency')}"),
+        ),
+        Column("inflight", lambda t: cell(_state(t).get("inflight")), justify="right"),
+        *(_backlog_column(s) for s in BACKLOG_STATES),
+    )
+    # the URL is settings, not state: --wide, 'targets show' and a pipe give it
+    return (Sheet("targets", (NAME, HEALTH, INFLIGHT, BACKLOG), wide, targets),)
+
+
+def target_fields(target: JsonObject) -> Fields:
+    state = _state(target)
+    settings = [(k, cell(v)) for k, v in target.items() if k not in {"state", "enabled"}]
+    live: list[tuple[str, Cell]] = [
         ("enabled", _enabled(target)),
         ("breaker", _breaker(state)),
-        ("paused_until", state.get("paused_until")),
-        ("concurrency_limit", state.get("concurrency_limit")),
-        ("inflight", state.get("inflight")),
-        ("backlog", _backlog(target)),
+        ("paused_until", cell(state.get("paused_until"))),
+        ("concurrency_limit", cell(state.get("concurrency_limit"))),
+        ("inflight", cell(state.get("inflight"))),
+        ("backlog", cell(_backlog(target))),
     ]
-    return _fields(f"target {target.get('name')}", [*settings, *live])
+    return Fields(f"target {target.get('name')}", [*settings, *live])
 
 
-def jobs_table(jobs: Iterable[JsonObject], title: str = "jobs") -> Table:
-    table = Table(title=title, title_justify="left")
-    table.add_column("id", no_wrap=True)
-    for name in ("target", "state", "attempts", "reason"):
-        table.add_column(name, overflow="fold")
-    table.add_column("last", max_width=60, no_wrap=True, overflow="ellipsis")
-    table.add_column("created_at", no_wrap=True)
-    for job in jobs:
-        state = str(job.get("state"))
-        table.add_row(
-            cell(job.get("id")),
-            cell(job.get("target")),
-            cell(state, STATE_STYLES.get(state, "")),
-            cell(f"{job.get('attempts')}/{job.get('max_attempts')}"),
-            cell(job.get("failure_reason")),
-            cell(job.get("last_status_code") or job.get("last_error")),
-            cell(job.get("created_at")),
-        )
-    return table
+def target_view(target: JsonObject) -> View:
+    return (target_fields(target),)
 
 
-def job_detail(job: JsonObject) -> Table:
+# -- jobs ------------------------------------------------------------------------------
+
+
+def _job_state(job: JsonObject) -> Cell:
+    state = str(job.get("state"))
+    return cell(state, STATE_STYLES.get(state, ""))
+
+
+def _last(job: JsonObject) -> Cell:
+    return cell(job.get("last_status_code") or job.get("last_error"))
+
+
+def _last_and_reason(job: JsonObject) -> Cell:
+    last, reason = _last(job), job.get("failure_reason")
+    if not reason:
+        return last
+    return Text(f"{last.plain} ({reason})" if last else str(reason))
+
+
+def jobs_view(jobs: Sequence[JsonObject], title: str = "jobs", caption: str = "") -> View:
+    job_id = Column("id", lambda j: cell(j.get("id")), key=True)
+    # a name up to 32 characters is never folded; the columns after it give way first
+    target = Column("target", lambda j: cell(j.get("target")), floor=32)
+    state = Column("state", _job_state, floor=9)
+    attempts = Column("attempts", lambda j: cell(f"{j.get('attempts')}/{j.get('max_attempts')}"))
+    default = (
+        job_id,
+        target,
+        state,
+        attempts,
+        Column("last", _last_and_reason, floor=6, ellipsis=True),
+    )
+    wide = (
+        job_id,
+        target,
+        state,
+        attempts,
+        Column("reason", lambda j: cell(j.get("failure_reason")), floor=10),
+        Column("last", _last, floor=10, limit=60, ellipsis=True),
+        Column("created_at", lambda j: cell(j.get("created_at")), floor=24),
+    )
+    return (Sheet(title, default, wide, jobs, caption),)
+
+
+def job_view(job: JsonObject) -> View:
     state = str(job.get("state"))
     rows = [
-        (k, cell(v, STATE_STYLES.get(state, "")) if k == "state" else v) for k, v in job.items()
+        (k, cell(v, STATE_STYLES.get(state, "")) if k == "state" else cell(v))
+        for k, v in job.items()
     ]
-    return _fields(f"job {job.get('id')}", rows)
+    return (Fields(f"job {job.get('id')}", rows),)
 
 
-def attempts_table(job_id: str, attempts: Iterable[JsonObject]) -> Table:
-    table = Table(title=f"attempts of job {job_id}", title_justify="left")
-    for name in ("n", "started_at", "duration_ms", "status", "outcome", "error", "response"):
-        table.add_column(name, overflow="fold")
-    for attempt in attempts:
-        outcome = str(attempt.get("outcome"))
-        excerpt = attempt.get("response_excerpt")
-        table.add_row(
-            cell(attempt.get("n")),
-            cell(attempt.get("started_at")),
-            cell(attempt.get("duration_ms")),
-            cell(attempt.get("status_code")),
-            cell(outcome, "green" if outcome == "success" else "yellow"),
-            cell(attempt.get("error")),
-            cell(excerpt[:120] if isinstance(excerpt, str) else excerpt),
-        )
-    return table
+def _outcome(attempt: JsonObject) -> Cell:
+    outcome = str(attempt.get("outcome"))
+    return cell(outcome, "green" if outcome == "success" else "yellow")
+
+
+def attempts_view(job_id: str, attempts: Sequence[JsonObject]) -> View:
+    n = Column("n", lambda a: cell(a.get("n")), key=True, justify="right")
+    started = Column("started_at", lambda a: cell(a.get("started_at")), floor=24)
+    status = Column("status", lambda a: cell(a.get("status_code")), justify="right")
+    outcome = Column("outcome", _outcome, floor=9)
+    error = Column("error", lambda a: cell(a.get("error")), floor=10)
+    wide = (
+        n,
+        started,
+        Column("duration_ms", lambda a: cell(a.get("duration_ms")), justify="right"),
+        status,
+        outcome,
+        error,
+        Column(
+            "response", lambda a: cell(a.get("response_excerpt")), floor=10, limit=60, ellipsis=True
+        ),
+    )
+    return (
+        Sheet(f"attempts of job {job_id}", (n, started, status, outcome, error), wide, attempts),
+    )
+
+
+# -- status ----------------------------------------------------------------------------
 
 
 def backlog_total(targets: Iterable[JsonObject]) -> dict[str, int]:
@@ -164,10 +438,7 @@ def backlog_total(targets: Iterable[JsonObject]) -> dict[str, int]:
     return total
 
 
-def status_view(
-    base_url: str, ready: bool, readyz: JsonObject, targets: list[JsonObject]
-) -> RenderableType:
-    parts: list[RenderableType] = []
+def _headline(base_url: str, ready: bool, readyz: JsonObject) -> Text:
     headline = Text(f"gateway {base_url}: ")
     if ready:
         headline.append("ready", style="bold green")
@@ -175,34 +446,50 @@ def status_view(
         headline.append("NOT READY", style="bold red")
         if readyz.get("detail"):
             headline.append(f" ({readyz['detail']})")
-    parts.append(headline)
+    return headline
 
+
+def _count_column(name: str) -> Column:
+    return Column(name, lambda counts: cell(counts[name]), justify="right")
+
+
+def _counts(title: str, counts: dict[str, str]) -> Sheet:
+    columns = [_count_column(name) for name in counts]
+    return Sheet(title, columns, columns, [counts])
+
+
+def status_view(base_url: str, ready: bool, readyz: JsonObject, targets: list[JsonObject]) -> View:
     backlog = backlog_total(targets)
-    table = Table(title="backlog by state", title_justify="left")
-    for name in (*BACKLOG_STATES, "total"):
-        table.add_column(name, justify="right")
-    table.add_row(*(cell(n) for n in (*backlog.values(), sum(backlog.values()))))
-    parts.append(table)
-
+    totals = {k: str(v) for k, v in (*backlog.items(), ("total", sum(backlog.values())))}
+    parts: list[Part] = [_headline(base_url, ready, readyz), _counts("backlog by state", totals)]
     if not targets:
-        parts.append(Text("no targets registered", style="dim"))
-        return Group(*parts)
-    attention = Table(title="targets", title_justify="left")
-    for name in ("name", "enabled", "breaker", "paused_until", "inflight", "backlog"):
-        attention.add_column(name, overflow="fold")
-    for target in targets:
-        state = _state(target)
-        attention.add_row(
-            cell(target.get("name"), "bold"),
-            _enabled(target),
-            _breaker(state),
-            cell(state.get("paused_until"), "yellow"),
-            cell(f"{state.get('inflight')}/{state.get('concurrency_limit')}"),
-            cell(sum(_backlog(target).values())),
-        )
-    parts.append(attention)
+        return (*parts, Text("no targets registered", style="dim"))
+    wide = (
+        NAME,
+        Column("enabled", _enabled, floor=10),
+        Column("breaker", lambda t: _breaker(_state(t)), floor=10),
+        Column("paused_until", lambda t: cell(_state(t).get("paused_until"), "yellow")),
+        INFLIGHT,
+        BACKLOG,
+    )
+    parts.append(Sheet("targets", (NAME, HEALTH, INFLIGHT, BACKLOG), wide, targets))
     parts.append(Text(_summary(targets)))
-    return Group(*parts)
+    return tuple(parts)
+
+
+def own_jobs_view(
+    base_url: str, ready: bool, readyz: JsonObject, counts: dict[str, int], more: list[str]
+) -> View:
+    """``csjd status`` for a key that may not read targets: its own jobs only."""
+    shown = {s: f"{n}+" if s in more else str(n) for s, n in counts.items()}
+    return (
+        _headline(base_url, ready, readyz),
+        _counts("your jobs by state", shown),
+        Text(
+            "targets and breakers need an admin key; these counts are this key's own jobs",
+            style="dim",
+        ),
+    )
 
 
 def _summary(targets: list[JsonObject]) -> str:

@@ -64,6 +64,8 @@ class Breaker:
     probe: str | None = None
     #: when the breaker last opened; attempts begun before are stragglers.
     opened_at: float | None = None
+    #: why it last opened, in words (for the log)
+    reason: str | None = None
 
 
 def current(b: Breaker, now: float) -> Breaker:
@@ -105,7 +107,7 @@ def record(
         if b.probe != job_id:
             return b  # a straggler from before the breaker opened
         if failed:
-            return _open(b, now, min(policy.max_open_s, b.open_s * 2))
+            return _open(b, now, min(policy.max_open_s, b.open_s * 2), "the half-open probe failed")
         return Breaker()
     if b.state is BreakerState.OPEN:
         return b
@@ -115,10 +117,10 @@ def record(
     consecutive = b.consecutive_failures + 1 if failed else 0
     b = replace(b, recent=recent, consecutive_failures=consecutive)
     failures = sum(recent)
-    if consecutive >= policy.consecutive_failures or (
-        len(recent) >= policy.min_calls and failures / len(recent) >= policy.failure_ratio
-    ):
-        return _open(b, now, policy.open_s)
+    if consecutive >= policy.consecutive_failures:
+        return _open(b, now, policy.open_s, f"{consecutive} consecutive failures")
+    if len(recent) >= policy.min_calls and failures / len(recent) >= policy.failure_ratio:
+        return _open(b, now, policy.open_s, f"{failures} of the last {len(recent)} calls failed")
     return b
 
 
@@ -130,10 +132,11 @@ def probe_lost(b: Breaker, job_id: str, now: float) -> Breaker:
     return b
 
 
-def _open(b: Breaker, now: float, open_s: float) -> Breaker:
+def _open(b: Breaker, now: float, open_s: float, reason: str) -> Breaker:
     return Breaker(
         state=BreakerState.OPEN,
         open_s=open_s,
         reopens_at=now + open_s,
         opened_at=now,
+        reason=reason,
     )

@@ -11,6 +11,9 @@ lives in the process: after a restart a breaker starts closed and the limit
 at ``max_concurrency`` (pauses and disabled targets are in the database and
 survive). The breaker's and the budget's thresholds are a ``Containment``
 every guard is given, so a test can lower them without touching the defaults.
+Every change of the breaker's state the guard sees (opened, half-open,
+closed) becomes one ``BreakerEvent`` in ``events``, for the dispatcher to log:
+the guard is the one place every path of the breaker passes through.
 """
 
 from __future__ import annotations
@@ -35,6 +38,13 @@ class Containment:
 DEFAULT = Containment()
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BreakerEvent:
+    """The breaker moved to ``breaker.state`` (as it was then: why it opened, until when)."""
+
+    breaker: br.Breaker
+
+
 @dataclass(slots=True)
 class TargetGuard:
     spec: TargetSpec
@@ -44,6 +54,10 @@ class TargetGuard:
     bucket: limits.Bucket | None = None
     inflight: int = 0
     policy: Containment = field(default=DEFAULT, kw_only=True)
+    #: breaker moves not yet taken by the dispatcher, oldest first
+    events: list[BreakerEvent] = field(default_factory=list, kw_only=True)
+    #: the breaker's state as last reported in ``events``
+    _reported: br.BreakerState = field(default=br.BreakerState.CLOSED, init=False)
 
     def __post_init__(self) -> None:
         self.concurrency = limits.fresh(self.spec.max_concurrency)
@@ -88,6 +102,7 @@ class TargetGuard:
         else:
             self.budget = bg.record_first(self.budget, now, policy=budget)
         self.inflight += 1
+        self.observe(now)
         self.breaker = br.start_probe(self.breaker, job_id, now)
         if self.bucket is not None:
             self.bucket = limits.take(self.bucket, 1, now)
@@ -107,6 +122,8 @@ class TargetGuard:
 
     def finished(self, job_id: str, started_at: float, result: Classified, now: float) -> None:
         self.inflight -= 1
+        # a breaker whose open time ran out half-opened before this result
+        self.observe(now)
         was = br.current(self.breaker, now).state
         if result.outcome in (Outcome.RETRYABLE, Outcome.SUCCESS, Outcome.PERMANENT):
             self.breaker = br.record(
@@ -125,6 +142,20 @@ class TargetGuard:
             self.concurrency = limits.on_overload(self.concurrency)
         elif result.outcome is Outcome.SUCCESS:
             self.concurrency = limits.on_success(self.concurrency)
+        self.observe(now)
+
+    def observe(self, now: float) -> bool:
+        """Note a change of the breaker's state since it was last reported (time alone
+        half-opens an open breaker); True when ``events`` holds one to take."""
+        b = br.current(self.breaker, now)
+        if b.state is not self._reported:
+            self._reported = b.state
+            self.events.append(BreakerEvent(breaker=b))
+        return bool(self.events)
+
+    def take_events(self) -> list[BreakerEvent]:
+        events, self.events = self.events, []
+        return events
 
     def wake_in(self, now: float) -> float | None:
         """Seconds until this guard may admit more than now (None: nothing pending)."""

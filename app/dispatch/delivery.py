@@ -8,7 +8,10 @@ take yet is kept and written again until it lands. Nothing that happens
 inside one delivery can stop the loop: any exception ends that attempt as
 retryable (the exception is logged; the producer reads only that csjd
 failed). What a failure was in full, the target's URL and addresses
-included, goes to the ``delivery`` log line and nowhere else. The books
+included, goes to the ``delivery`` log line and nowhere else; that line is a
+warning when the attempt failed (retryable or permanent: an error answer, a
+timeout, a refused connection), and a job that ends ``failed`` by any path
+through here logs ``job_failed``, a warning too. The books
 around a delivery (its slot, its lease, its target's guard) are the loop's
 (``loop.py``); a written result's effects on its target (a pause, a disable)
 are handed back to it.
@@ -26,7 +29,7 @@ from app.core import answer
 from app.core.attempt import AttemptRecord, Completion
 from app.core.clock import Clock
 from app.core.errors import DatabaseUnavailable, RefusedByDatabase
-from app.core.job import JobRecord
+from app.core.job import JobRecord, JobState
 from app.core.outcome import (
     Classified,
     FailureKind,
@@ -47,6 +50,9 @@ log = logging.getLogger("csjd.dispatch")
 
 #: what the loop does with a written result's effects on its target (name, change, now)
 OnEffects = Callable[[str, Effects, float], None]
+#: the ``delivery`` line's level for an attempt that failed; any other is INFO (a
+#: throttle is the target asking for time, an interruption csjd's own stop)
+_FAILED_LEVEL = {Outcome.RETRYABLE: logging.WARNING, Outcome.PERMANENT: logging.WARNING}
 
 
 class Deliverer:
@@ -144,7 +150,8 @@ class Deliverer:
             response_bytes=answer.length(response.headers, response.body) if response else None,
         )
         self._metrics.target(target.name).delivered(result.outcome.value, duration)
-        log.info(
+        log.log(
+            _FAILED_LEVEL.get(result.outcome, logging.INFO),
             "delivery",
             extra={
                 "job_id": job.id,
@@ -184,6 +191,18 @@ class Deliverer:
         if not written:
             log.warning("stale_attempt_ignored", extra={"job_id": job.id, "delivery": job.delivery})
             return
+        if decision.state is JobState.FAILED:
+            log.warning(
+                "job_failed",
+                extra={
+                    "job_id": job.id,
+                    "target": job.target,
+                    "failure_reason": decision.failure_reason.value
+                    if decision.failure_reason
+                    else None,
+                    "attempts": decision.attempts,
+                },
+            )
         change = effects(decision, attempt.status_code if attempt else None)
         if change is not None:
             self._on_effects(job.target, change, now)

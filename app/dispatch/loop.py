@@ -16,7 +16,11 @@ leases of running attempts; both loops run under the ``Supervisor``.
 ``stop`` stops claiming, lets in-flight deliveries finish for the drain
 timeout, then cancels the rest, which are put back ``queued``, not counted.
 It runs once: ``begin_stop`` starts it (and its clock) when the listener
-closes, and the lifespan's ``stop`` waits for that same one.
+closes, and the lifespan's ``stop`` waits for that same one. The loop also
+logs each target's changes of standing as it sees them, once each: its
+breaker's moves (from the guards), and pauses, disables and enables, whether
+its own deliveries caused them or it read them from the database (an
+operator's ``PUT``/``PATCH``, another replica).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import time
 from collections import Counter
 from collections.abc import Coroutine
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from app.core import breaker as br
@@ -37,9 +42,9 @@ from app.core.errors import DatabaseUnavailable
 from app.core.job import JobRecord
 from app.core.outcome import Classified
 from app.core.retry import Decision, Random, deferred
-from app.core.target import Effects, TargetRecord, with_effects
+from app.core.target import DISABLED_BY_OPERATOR, Effects, TargetRecord, with_effects
 from app.dispatch.containment import DEFAULT as DEFAULT_CONTAINMENT
-from app.dispatch.containment import Containment, TargetGuard
+from app.dispatch.containment import BreakerEvent, Containment, TargetGuard
 from app.dispatch.delivery import Deliverer
 from app.dispatch.sender import Sender
 from app.dispatch.timings import DEFAULT as DEFAULT_TIMINGS
@@ -54,11 +59,20 @@ log = logging.getLogger("csjd.dispatch")
 @dataclass(frozen=True, slots=True)
 class LiveState:
     breaker: str
+    #: while the breaker is open (and only then): when it half-opens and lets
+    #: the next probe through
     breaker_reopens_at: float | None
     concurrency_limit: int
     inflight: int
     #: when the rate limit frees its next token, while it has none now
     rate_free_at: float | None = None
+
+
+def _when(ts: float | None) -> str | None:
+    """A time as the log shows it: RFC 3339, UTC, milliseconds."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Dispatcher:
@@ -84,6 +98,10 @@ class Dispatcher:
         self._metrics = metrics
         self._max_inflight = max_inflight
         self._targets: dict[str, TargetRecord] = {}
+        #: each target as its standing (enabled, paused) was last logged
+        self._logged: dict[str, TargetRecord] = {}
+        #: targets an attempt's effects changed while the targets were being read
+        self._affected: set[str] = set()
         self._guards: dict[str, TargetGuard] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
@@ -139,6 +157,11 @@ class Dispatcher:
         """The target as this dispatcher last read it (None before it has, or when it
         does not run here): its pause and whether it is enabled, with no I/O."""
         return self._targets.get(name)
+
+    @property
+    def inflight(self) -> int:
+        """Deliveries (and put-backs) this process runs now."""
+        return len(self._tasks)
 
     def wake(self) -> None:
         """Jobs may have come due (accepted, retried, put back): look for them."""
@@ -258,8 +281,21 @@ class Dispatcher:
     async def _refresh_targets(self) -> None:
         self._targets_stale = False
         self._refreshed_at = time.monotonic()
-        self._targets = {t.name: t for t in await self._store.list_targets()}
+        self._affected.clear()
+        rows = await self._store.list_targets()
+        held, self._targets = self._targets, {}
         now = self._clock.now()
+        for target in rows:
+            if target.name in self._affected and target.name in held:
+                # the row may predate an effect applied (and logged) meanwhile:
+                # keep the copy that has it, and read again next round
+                self._targets[target.name] = held[target.name]
+                self._targets_stale = True
+                continue
+            self._targets[target.name] = target
+            self._track(target, now, via="reload")
+        for name in [n for n in self._logged if n not in self._targets]:
+            del self._logged[name]
         for name, target in self._targets.items():
             guard = self._guards.get(name)
             if guard is None:
@@ -269,12 +305,37 @@ class Dispatcher:
         for name in [n for n, g in self._guards.items() if n not in self._targets]:
             if self._guards[name].inflight == 0:
                 del self._guards[name]
+                # a deleted target's series go, so /metrics names only targets that exist
+                self._metrics.forget_target(name)
 
     def _publish(self, name: str, guard: TargetGuard) -> None:
-        state = br.current(guard.breaker, self._clock.now()).state
+        now = self._clock.now()
+        guard.observe(now)
+        for event in guard.take_events():
+            _log_breaker(name, event)
+        state = br.current(guard.breaker, now).state
         series = self._metrics.target(name)
         series.breaker_state.set(br.GAUGE[state])
         series.concurrency_limit.set(guard.concurrency.limit)
+
+    def _track(self, target: TargetRecord, now: float, *, via: str) -> None:
+        """Log how ``target``'s standing changed since it was last logged (a target
+        seen for the first time has not changed). ``via``: ``attempt`` when this
+        process's delivery caused it, ``reload`` when read from the database."""
+        before = self._logged.get(target.name)
+        self._logged[target.name] = target
+        if before is None:
+            return
+        fields = {"target": target.name, "via": via}
+        if before.spec.enabled and not target.spec.enabled:
+            reason = target.disabled_reason
+            level = logging.INFO if reason == DISABLED_BY_OPERATOR else logging.WARNING
+            log.log(level, "target_disabled", extra={**fields, "reason": reason})
+        elif target.spec.enabled and not before.spec.enabled:
+            log.info("target_enabled", extra=fields)
+        until = target.paused_until
+        if until is not None and until > now and not (before.paused_until or 0.0) > now:
+            log.warning("target_paused", extra={**fields, "until": _when(until)})
 
     async def _claim_round(self) -> bool:
         """Claim what can start now; True if the loop should claim again at once.
@@ -290,6 +351,10 @@ class Dispatcher:
         if self._targets_stale or time.monotonic() - self._refreshed_at > refresh_s:
             # other gateways on a shared database change targets and pauses too
             await self._refresh_targets()
+        seen_at = self._clock.now()
+        for name, guard in self._guards.items():
+            if guard.observe(seen_at):  # time half-opened its breaker
+                self._publish(name, guard)
         free = self._max_inflight - sum(g.inflight for g in self._guards.values())
         # Whether a finished delivery should wake the loop: only when slots, not
         # work, were what held claims back.
@@ -405,6 +470,26 @@ class Dispatcher:
         until it reads the targets again."""
         target = self._targets.get(name)
         if target is not None:
-            self._targets[name] = with_effects(target, change, now)
+            self._affected.add(name)
+            self._targets[name] = changed = with_effects(target, change, now)
+            self._track(changed, now, via="attempt")
             if change.disabled_reason is not None:
                 self._targets_stale = True
+
+
+def _log_breaker(target: str, event: BreakerEvent) -> None:
+    b = event.breaker
+    if b.state is br.BreakerState.OPEN:
+        log.warning(
+            "target_breaker_opened",
+            extra={
+                "target": target,
+                "reason": b.reason,
+                "until": _when(b.reopens_at),
+                "open_s": b.open_s,
+            },
+        )
+    elif b.state is br.BreakerState.HALF_OPEN:
+        log.info("target_breaker_half_open", extra={"target": target})
+    else:
+        log.info("target_breaker_closed", extra={"target": target})

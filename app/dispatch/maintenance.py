@@ -118,7 +118,7 @@ class Maintenance:
                 log.warning("expired_leases_rescued", extra={"count": rescued})
         expired = await self._store.fail_expired(now)
         if expired:
-            log.info("jobs_expired", extra={"count": expired})
+            log.warning("jobs_expired", extra={"count": expired})  # each ended failed
         if purge:
             purged = await self._store.purge(now - self._retention_s)
             if purged:

@@ -14,6 +14,7 @@ storage imports a concrete store module or SQLAlchemy; it comes here.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
@@ -25,10 +26,12 @@ from app.storage import postgres
 from app.storage.base import JobStore
 from app.storage.clock import DatabaseClock
 from app.storage.factory import build_store
-from app.storage.migrate import upgrade, upgrade_async
+from app.storage.migrate import Revision, upgrade, upgrade_async
 from app.storage.sqlite import DatabaseInUse, DatabaseLock, sqlite_path
 
 __all__ = ["Backend", "DatabaseClock", "DatabaseInUse", "Listener", "Locks"]
+
+log = logging.getLogger("csjd")
 
 #: a loop that wakes the dispatcher for every wake-up received, until cancelled
 Listener = Callable[[], Awaitable[None]]
@@ -71,11 +74,22 @@ class Backend:
         return Locks(self.settings.database_url, self.role)
 
     async def migrate(self) -> None:
-        await upgrade_async(self.settings.database_url)
+        self._migrated(await upgrade_async(self.settings.database_url))
 
     def migrate_blocking(self) -> None:
         """``migrate`` outside an event loop (``csjd migrate``)."""
-        upgrade(self.settings.database_url)
+        self._migrated(upgrade(self.settings.database_url))
+
+    def _migrated(self, revision: Revision) -> None:
+        log.info(
+            "migrated",
+            extra={
+                "database": self.settings.database_shown,
+                "revision": revision.id,
+                "migration": revision.file,
+                "description": revision.description,
+            },
+        )
 
     def clock(self, store: JobStore) -> DatabaseClock | None:
         """The database's clock where replicas compare times each other wrote (Postgres)."""

@@ -119,6 +119,16 @@ class MemoryJobStore:
         record = self._targets[spec.name] = writes.put(spec, before, now)
         return record, before is None
 
+    async def replace_target(
+        self, spec: TargetSpec, *, disabled_reason: str | None, seen: float, now: float
+    ) -> TargetRecord | None:
+        before = self._targets.get(spec.name)
+        if before is None or before.updated_at != seen:
+            return None
+        record = replace(writes.put(spec, before, now), disabled_reason=disabled_reason)
+        self._targets[spec.name] = record
+        return record
+
     async def get_target(self, name: str) -> TargetRecord | None:
         return self._targets.get(name)
 

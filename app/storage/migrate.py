@@ -7,16 +7,20 @@ Every replica migrates when it starts, and replicas start together: without a
 lock two of them would both find no ``alembic_version`` table, both create it,
 and one would die on the other's. ``serialize_migrations`` makes each migration
 wait for the one before it, whose end the next then finds at head.
+
+An upgrade answers the ``Revision`` the database is at afterwards, for the log.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 
 from app.storage import postgres, sqlite
@@ -51,9 +55,34 @@ def serialize_migrations(connection: Connection) -> None:
         lock(connection)
 
 
-def upgrade(database_url: str) -> None:
-    command.upgrade(alembic_config(database_url), "head")
+@dataclass(frozen=True, slots=True)
+class Revision:
+    """One migration: its alembic revision id, its file, its docstring's first paragraph."""
+
+    id: str
+    file: str
+    description: str
 
 
-async def upgrade_async(database_url: str) -> None:
-    await asyncio.to_thread(upgrade, database_url)
+def head(config: Config) -> Revision:
+    """The newest migration of this csjd (an upgrade leaves the database there)."""
+    scripts = ScriptDirectory.from_config(config)
+    newest = scripts.get_current_head()
+    script = None if newest is None else scripts.get_revision(newest)
+    if script is None:  # pragma: no cover - the migrations ship with the package
+        raise RuntimeError(f"no migrations in {migrations_dir()}")
+    return Revision(
+        id=script.revision,
+        file=Path(script.path).name,
+        description=" ".join((script.doc or "").split()),  # its first paragraph
+    )
+
+
+def upgrade(database_url: str) -> Revision:
+    config = alembic_config(database_url)
+    command.upgrade(config, "head")
+    return head(config)
+
+
+async def upgrade_async(database_url: str) -> Revision:
+    return await asyncio.to_thread(upgrade, database_url)

@@ -103,6 +103,19 @@ class SqlJobStore(Intake, Delivery):
 
         return await self._writer.run(op, alone=True)
 
+    async def replace_target(
+        self, spec: TargetSpec, *, disabled_reason: str | None, seen: float, now: float
+    ) -> TargetRecord | None:
+        row = {**target_row(spec, now), "disabled_reason": disabled_reason}
+        parameters = {f"new_{k}": v for k, v in row.items() if k not in ("name", "created_at")}
+        parameters |= {"target": spec.name, "seen": seen}
+
+        async def op(tx: Tx) -> TargetRecord | None:
+            row = (await tx.conn.execute(statements.REPLACE_TARGET, parameters)).mappings().first()
+            return None if row is None else target_record(row)
+
+        return await self._writer.run(op, alone=True)
+
     async def get_target(self, name: str) -> TargetRecord | None:
         async def unit(conn: Conn) -> TargetRecord | None:
             row = (await conn.execute(TARGET_BY_NAME, {"name": name})).mappings().first()

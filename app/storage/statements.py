@@ -38,6 +38,7 @@ from sqlalchemy import (
     insert,
     select,
     text,
+    update,
 )
 
 from app.core.job import RETRIABLE, TERMINAL, JobState
@@ -298,6 +299,15 @@ def upsert_target(statement: Insert) -> Any:
         set_={name: statement.excluded[name] for name in _TARGET_FIELDS},
     )
 
+
+# ``replace_target``: the row is written only if no one wrote it since it was read
+# (an UPDATE's parameters may not bear its columns' names: each is ``new_<column>``)
+REPLACE_TARGET = (
+    update(targets)
+    .where(targets.c.name == bindparam("target"), targets.c.updated_at == bindparam("seen"))
+    .values({name: bindparam(f"new_{name}") for name in _TARGET_FIELDS})
+    .returning(*targets.c)
+)
 
 INSERT_ATTEMPTS = insert(attempts)
 JOB = select(jobs).where(jobs.c.id == bindparam("id"), jobs.c.caller == bindparam("caller"))

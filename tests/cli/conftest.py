@@ -1,9 +1,24 @@
-"""Running ``csjd`` in-process against a respx-mocked gateway, on a fixed-width console."""
+"""Running ``csjd`` in-process against a respx-mocked gateway.
+
+``csjd`` runs it with standard output and error captured, as through a pipe;
+``csjd_tty`` runs it on a real pseudo-terminal of a given width and replays
+what was written to it (``screen``), so a test reads what the operator's
+terminal shows once the command is done.
+"""
 
 from __future__ import annotations
 
+import csv
+import fcntl
 import io
 import json
+import os
+import pty
+import re
+import struct
+import sys
+import termios
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -33,13 +48,20 @@ class Run:
         assert len(lines) == 1, f"{needles} in {len(lines)} lines of:\n{self.out}"
         return lines[0]
 
+    def rows(self) -> list[list[str]]:
+        """Standard output read as tab-separated values, header line first."""
+        return list(csv.reader(io.StringIO(self.out), delimiter="\t", quoting=csv.QUOTE_NONE))
+
+    def row(self, *needles: str) -> list[str]:
+        return self.line(*needles).split("\t")
+
 
 Csjd = Callable[..., Run]
 
 
 @pytest.fixture(autouse=True)
 def wide_plain_console(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Rich sizes itself from COLUMNS when not on a terminal; no colours either way."""
+    """Not a terminal, so rich would size itself from COLUMNS; no colours either way."""
     monkeypatch.setenv("COLUMNS", str(WIDTH))
     for name in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "CLICOLOR_FORCE"):
         monkeypatch.delenv(name, raising=False)
@@ -64,6 +86,130 @@ def csjd(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) ->
             code = int(exc.code or 0)
         captured = capsys.readouterr()
         return Run(code, captured.out, captured.err)
+
+    return run
+
+
+@dataclass(frozen=True)
+class Screen:
+    code: int
+    #: everything written to the terminal, escape sequences included
+    raw: str
+    #: the terminal's lines once the command is done, trailing blanks dropped
+    lines: list[str]
+
+    def line(self, *needles: str) -> str:
+        found = [ln for ln in self.lines if all(n in ln for n in needles)]
+        assert len(found) == 1, f"{needles} in {len(found)} lines of:\n" + "\n".join(self.lines)
+        return found[0]
+
+
+CSI = re.compile(r"\x1b\[([?0-9;]*)([A-Za-z])")
+
+
+def screen(written: str) -> list[str]:
+    """Replay what a program wrote to a terminal: the lines left on it.
+
+    Knows the sequences rich writes (cursor up, down, to a column, erase in
+    line, cursor visibility, colours); any other escape fails the test rather
+    than be misread. Lines are never wrapped, so a line longer than the
+    terminal stays visible as one.
+    """
+    lines: list[list[str]] = [[]]
+    row = col = 0
+    i = 0
+    while i < len(written):
+        char = written[i]
+        if char == "\x1b":
+            match = CSI.match(written, i)
+            assert match is not None, f"unknown escape sequence {written[i : i + 12]!r}"
+            params, final = match.groups()
+            i = match.end()
+            if final in "mhl":  # colours; cursor shown or hidden
+                continue
+            n = int(params) if params.isdigit() else None
+            line = lines[row]
+            if final == "A":
+                row = max(0, row - (n or 1))
+            elif final == "B":
+                row += n or 1
+            elif final == "C":
+                col += n or 1
+            elif final == "D":
+                col = max(0, col - (n or 1))
+            elif final == "G":
+                col = (n or 1) - 1
+            elif final == "K" and (n or 0) == 0:
+                del line[col:]
+            elif final == "K" and n == 1:
+                line[: col + 1] = [" "] * min(col + 1, len(line))
+            elif final == "K" and n == 2:
+                line.clear()
+            else:
+                raise AssertionError(f"unknown escape sequence {match.group()!r}")
+        else:
+            i += 1
+            if char == "\r":
+                col = 0
+            elif char == "\n":
+                row += 1
+            else:
+                line = lines[row]
+                line.extend(" " * (col + 1 - len(line)))
+                line[col] = char
+                col += 1
+        lines.extend([] for _ in range(row + 1 - len(lines)))
+    while lines and not "".join(lines[-1]).strip():
+        lines.pop()
+    return ["".join(line).rstrip() for line in lines]
+
+
+#: written after the command, so the reader knows it has read everything before it
+_END = "\n<<end of csjd's output>>"
+
+CsjdTty = Callable[..., Screen]
+
+
+@pytest.fixture
+def csjd_tty(monkeypatch: pytest.MonkeyPatch) -> CsjdTty:
+    """``csjd`` with standard output and error on one pseudo-terminal ``columns`` wide."""
+
+    def run(*argv: str, columns: int = 80, env: dict[str, str] | None = None) -> Screen:
+        environ = {"CSJD_URL": URL, "CSJD_TOKEN": TOKEN} if env is None else env
+        monkeypatch.setenv("COLUMNS", str(columns))
+        monkeypatch.setenv("TERM", "xterm-256color")
+        monkeypatch.delenv("NO_COLOR", raising=False)  # a terminal gets colours and styles
+        master, follower = pty.openpty()
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+        terminal = open(follower, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+        received = bytearray()
+
+        def read() -> None:
+            while _END.encode() not in received:
+                try:
+                    received.extend(os.read(master, 65536))
+                except OSError:
+                    return
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        saved = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = terminal
+        try:
+            code = main(list(argv), environ)
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        finally:
+            sys.stdout, sys.stderr = saved
+            terminal.write(_END)
+            terminal.flush()
+            reader.join(timeout=10)
+            terminal.close()
+            os.close(follower)
+            os.close(master)
+        assert not reader.is_alive(), "the terminal's output was not all read"
+        written = received.decode().split(_END)[0]
+        return Screen(code, written, screen(written))
 
     return run
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from tests.e2e.gateway import ROOT, GatewayProcess
 pytestmark = pytest.mark.slow
 
 TOKEN = "csjd_e2e-operator-token-0123456789"
+PRODUCER_TOKEN = "csjd_e2e-producer-token-0123456789"
 
 
 @pytest.fixture
@@ -27,7 +29,8 @@ def sink() -> Iterator[Sink]:
 
 @pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
-    gateway = GatewayProcess(tmp_path, CSJD_API_KEYS=f"ops:{TOKEN}:admin")
+    keys = f"ops:{TOKEN}:admin,shop:{PRODUCER_TOKEN}:producer"
+    gateway = GatewayProcess(tmp_path, CSJD_API_KEYS=keys)
     try:
         yield gateway.start()
     finally:
@@ -101,6 +104,22 @@ def test_an_operator_manages_targets_and_jobs_from_the_command_line(
         (200, "success"),
     ]
 
+    # disabling and enabling again changes nothing else: the secret still signs
+    secret = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    signed = csjd("targets", "put", "signed", "--url", sink.url("/signed"), "--secret", secret)
+    assert signed.code == 0, signed.err
+    disabled = csjd("targets", "disable", "signed")
+    assert (disabled.code, disabled.out.strip()) == (0, "target signed disabled")
+    assert csjd("targets", "show", "signed", "--json").json()["enabled"] is False
+    enabled = csjd("targets", "enable", "signed")
+    assert (enabled.code, enabled.out.strip()) == (0, "target signed enabled")
+    shown_target = csjd("targets", "show", "signed", "--json").json()
+    assert (shown_target["enabled"], shown_target["secret"]) == (True, "********")
+    signed_job = gateway.post_job("order-3", "signed", {"n": 3}).json()["id"]
+    gateway.wait_job(signed_job, ("succeeded",))
+    assert sink.received("/signed")[0].headers["webhook-signature"].startswith("v1,")
+    assert csjd("targets", "disable", "nowhere").code == 1
+
     deleted = csjd("targets", "delete", "billing")
     assert deleted.code == 0, deleted.err
     assert csjd("targets", "show", "billing").err.startswith("csjd: Not found")
@@ -112,3 +131,42 @@ def test_without_a_token_the_operator_is_told_to_set_one(
     run = _cli(gateway, token=None)("targets", "list")
     assert run.code == 1
     assert "hint: the gateway wants an API token: set CSJD_TOKEN" in run.err
+
+
+def test_a_producer_sees_readiness_and_its_own_jobs_in_status(
+    gateway: GatewayProcess, sink: Sink
+) -> None:
+    gateway.client.headers["Authorization"] = f"Bearer {TOKEN}"
+    sink.answer("/refuses", Reply(status=400))
+    gateway.put_target("refuses", url=sink.url("/refuses"))
+    gateway.put_target("later", url=sink.url("/later"))
+    producer = {"Authorization": f"Bearer {PRODUCER_TOKEN}"}
+
+    def post(key: str, target: str, **fields: object) -> str:
+        body = {"target": target, "payload": {}, **fields}
+        answer = gateway.client.post(
+            "/jobs", json=body, headers={**producer, "Idempotency-Key": key}
+        )
+        assert answer.status_code == 202, answer.text
+        return str(answer.json()["id"])
+
+    post("p-1", "later", delay_s=3600)
+    post("p-2", "later", delay_s=3600)
+    refused = post("p-3", "refuses")
+    deadline = time.monotonic() + 20
+    while gateway.client.get(f"/jobs/{refused}", headers=producer).json()["state"] != "failed":
+        assert time.monotonic() < deadline, "the refused job never failed"
+        time.sleep(0.02)
+    # the admin's own scheduled job is not the producer's to count
+    assert gateway.post_job("a-1", "later", {}, delay_s=3600).status_code == 202
+
+    run = _cli(gateway, token=PRODUCER_TOKEN)("status")
+    assert (run.code, run.err) == (0, "")
+    blocks = run.out.split("\n\n")
+    assert blocks[0].endswith(": ready")
+    assert blocks[1].splitlines() == [
+        "scheduled\tqueued\trunning\tretrying\tfailed",
+        "2\t0\t0\t0\t1",
+    ]
+    assert "need an admin key" in blocks[2]
+    assert _cli(gateway, token=PRODUCER_TOKEN)("targets", "list").code == 1

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import httpx
+import pytest
 import respx
 
-from tests.cli.conftest import URL, Csjd, problem, target
+from app.console import actions
+from tests.cli.conftest import URL, Csjd, job, problem, target
 
 READY = {"status": "ok", "checks": {"database": "ok", "dispatcher": "ok", "lifecycle": "ok"}}
 
@@ -28,10 +31,6 @@ def _targets() -> list[dict[str, object]]:
     ]
 
 
-def _cells(line: str) -> list[str]:
-    return [c.strip() for c in line.split("│")[1:-1]]
-
-
 def test_status_sums_the_backlog_and_flags_each_target(
     mock_api: respx.MockRouter, csjd: Csjd
 ) -> None:
@@ -40,25 +39,19 @@ def test_status_sums_the_backlog_and_flags_each_target(
     run = csjd("status")
     assert run.code == 0, run.err
     assert run.out.splitlines()[0] == f"gateway {URL}: ready"
-    header = run.line("scheduled", "queued", "running", "retrying", "total")
-    assert [c.strip() for c in header.split("┃")[1:-1]] == [
-        "scheduled",
-        "queued",
-        "running",
-        "retrying",
-        "total",
-    ]
-    backlog_row = run.out.splitlines()[run.out.splitlines().index(header) + 2]
-    assert _cells(backlog_row) == ["1", "45", "5", "7", "58"]
-    assert _cells(run.line("billing")) == [
+    lines = run.out.splitlines()
+    header = lines.index("scheduled\tqueued\trunning\tretrying\ttotal")
+    assert lines[header + 1] == "1\t45\t5\t7\t58"
+    assert run.row("name") == ["name", "enabled", "breaker", "paused_until", "inflight", "backlog"]
+    assert run.row("billing") == [
         "billing",
         "yes",
         "open until 2026-01-01T00:00:30.000Z",
-        "-",
+        "",
         "0/16",
         "50",
     ]
-    assert _cells(run.line("mail")) == [
+    assert run.row("mail") == [
         "mail",
         "yes",
         "closed",
@@ -66,7 +59,7 @@ def test_status_sums_the_backlog_and_flags_each_target(
         "3/8",
         "8",
     ]
-    assert _cells(run.line("legacy"))[1] == "no (disabled by an operator)"
+    assert run.row("legacy")[1] == "no (disabled by an operator)"
     assert run.out.splitlines()[-1] == "3 targets: 1 breaker open, 1 paused, 1 disabled"
 
 
@@ -111,3 +104,73 @@ def test_status_as_json_is_one_document(mock_api: respx.MockRouter, csjd: Csjd) 
         "backlog": {"scheduled": 1, "queued": 45, "running": 5, "retrying": 7},
         "targets": _targets(),
     }
+
+
+def _own_jobs(counts: dict[str, int]) -> object:
+    """``GET /jobs`` of a producer holding ``counts`` jobs in each state, in pages."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        state = request.url.params["state"]
+        start = int(request.url.params.get("cursor", "0"))
+        end = min(counts.get(state, 0), start + int(request.url.params["limit"]))
+        items = [job(f"{state}-{n}", state) for n in range(start, end)]
+        more = str(end) if end < counts.get(state, 0) else None
+        return httpx.Response(200, json={"items": items, "next_cursor": more})
+
+    return answer
+
+
+def _forbidden_targets(mock_api: respx.MockRouter) -> None:
+    mock_api.get("/readyz").respond(200, json=READY)
+    mock_api.get("/targets").respond(
+        403, json=problem(403, "Forbidden", "role 'producer' may not use /targets")
+    )
+
+
+def test_status_with_a_producer_key_shows_its_own_jobs(
+    mock_api: respx.MockRouter, csjd: Csjd
+) -> None:
+    _forbidden_targets(mock_api)
+    listing = mock_api.get("/jobs").mock(side_effect=_own_jobs({"queued": 2, "failed": 1}))
+    run = csjd("status")
+    assert (run.code, run.err) == (0, "")
+    assert run.out.split("\n\n") == [
+        f"gateway {URL}: ready",
+        "scheduled\tqueued\trunning\tretrying\tfailed\n0\t2\t0\t0\t1",
+        "targets and breakers need an admin key; these counts are this key's own jobs\n",
+    ]
+    asked = [dict(c.request.url.params) for c in listing.calls]
+    assert [a["state"] for a in asked] == ["scheduled", "queued", "running", "retrying", "failed"]
+    document = csjd("status", "--json").json()
+    assert document["ready"] is True and document["targets"] is None
+    assert document["jobs"] == {
+        "scheduled": 0,
+        "queued": 2,
+        "running": 0,
+        "retrying": 0,
+        "failed": 1,
+    }
+    assert document["jobs_more"] == []
+
+
+def test_status_with_a_producer_key_counts_up_to_a_bound(
+    mock_api: respx.MockRouter, csjd: Csjd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(actions, "OWN_JOBS_COUNTED", 3)
+    _forbidden_targets(mock_api)
+    mock_api.get("/jobs").mock(side_effect=_own_jobs({"queued": 5, "retrying": 3}))
+    run = csjd("status")
+    assert run.code == 0
+    assert run.rows()[3] == ["0", "3+", "0", "3", "0"]
+    assert csjd("status", "--json").json()["jobs_more"] == ["queued"]
+
+
+def test_status_with_a_producer_key_on_a_gateway_not_ready_exits_1(
+    mock_api: respx.MockRouter, csjd: Csjd
+) -> None:
+    mock_api.get("/readyz").respond(503, json=problem(503, "Service unavailable", "not ready"))
+    mock_api.get("/targets").respond(403, json=problem(403, "Forbidden", "admin only"))
+    mock_api.get("/jobs").respond(200, json={"items": [], "next_cursor": None})
+    run = csjd("status")
+    assert run.code == 1
+    assert run.out.splitlines()[0] == f"gateway {URL}: NOT READY (not ready)"

@@ -31,8 +31,7 @@ def test_list_shows_every_target_with_its_live_state(
     run = csjd("targets", "list")
     assert run.code == 0, run.err
     assert route.calls.last.request.headers["Authorization"] == f"Bearer {TOKEN}"
-    header = [c.strip() for c in run.line("name", "url", "breaker").split("┃")[1:-1]]
-    assert header == [
+    assert run.rows()[0] == [
         "name",
         "url",
         "enabled",
@@ -45,13 +44,12 @@ def test_list_shows_every_target_with_its_live_state(
         "running",
         "retrying",
     ]
-    billing = [c.strip() for c in run.line("billing").split("│")[1:-1]]
-    assert billing == [
+    assert run.row("billing") == [
         "billing",
         "https://billing.example.com/hook",
         "yes",
         "open until 2026-01-01T00:00:30.000Z",
-        "-",
+        "",
         "3/16",
         "2",
         "1",
@@ -60,7 +58,8 @@ def test_list_shows_every_target_with_its_live_state(
         "7",
     ]
     assert "2026-01-01T00:05:00.000Z" in run.line("mail")
-    assert "no (the target answered 410 Gone)" in run.line("legacy")
+    assert run.row("legacy")[2] == "no (the target answered 410 Gone)"
+    assert len(run.rows()) == 4
 
 
 def test_list_as_json_is_the_api_answer(mock_api: respx.MockRouter, csjd: Csjd) -> None:
@@ -276,3 +275,63 @@ def test_answers_are_sent_to_csjd_url(csjd: Csjd) -> None:
         run = csjd("targets", "list", env={"CSJD_URL": "http://elsewhere.test/"})
     assert run.code == 0 and route.called
     assert "Authorization" not in route.calls.last.request.headers
+
+
+def test_enable_sends_a_merge_patch(mock_api: respx.MockRouter, csjd: Csjd) -> None:
+    route = mock_api.patch("/targets/billing").respond(200, json=target("billing"))
+    run = csjd("targets", "enable", "billing")
+    assert (run.code, run.out, run.err) == (0, "target billing enabled\n", "")
+    request = route.calls.last.request
+    assert route.call_count == 1
+    assert request.headers["Content-Type"] == "application/merge-patch+json"
+    assert request.headers["Authorization"] == f"Bearer {TOKEN}"
+    assert json.loads(request.content) == {"enabled": True}
+
+
+def test_disable_sends_a_merge_patch(mock_api: respx.MockRouter, csjd: Csjd) -> None:
+    stored = target("billing", enabled=False, disabled_reason="disabled by an operator")
+    route = mock_api.patch("/targets/billing").respond(200, json=stored)
+    run = csjd("targets", "disable", "billing")
+    assert (run.code, run.out, run.err) == (0, "target billing disabled\n", "")
+    request = route.calls.last.request
+    assert request.headers["Content-Type"] == "application/merge-patch+json"
+    assert json.loads(request.content) == {"enabled": False}
+    assert csjd("targets", "disable", "billing", "--json").json() == stored
+
+
+def test_enable_an_unknown_target_prints_the_problem(
+    mock_api: respx.MockRouter, csjd: Csjd
+) -> None:
+    route = mock_api.patch("/targets/nope").respond(
+        404,
+        json=problem(404, "Not found", "no target named 'nope'"),
+        headers={"Content-Type": "application/problem+json"},
+    )
+    run = csjd("targets", "enable", "nope")
+    assert route.called
+    assert (run.code, run.out, run.err) == (1, "", "csjd: Not found: no target named 'nope'\n")
+
+
+def test_disable_on_a_gateway_without_patch_says_it_is_older(
+    mock_api: respx.MockRouter, csjd: Csjd
+) -> None:
+    """What a gateway from before ``PATCH /targets/{name}`` answers (app/api/problems.py)."""
+    mock_api.patch("/targets/billing").respond(
+        405,
+        json=problem(405, "Method not allowed", "PATCH is not allowed on /targets/billing"),
+        headers={"Allow": "GET, PUT, DELETE"},
+    )
+    run = csjd("targets", "disable", "billing")
+    assert run.code == 1 and run.out == ""
+    assert run.err.splitlines() == [
+        "csjd: Method not allowed: PATCH is not allowed on /targets/billing",
+        "hint: this gateway is older than this csjd and does not offer this command",
+    ]
+
+
+def test_enable_quotes_the_name_and_needs_one(mock_api: respx.MockRouter, csjd: Csjd) -> None:
+    route = mock_api.patch("/targets/a%2Fb").respond(200, json=target("a/b"))
+    assert csjd("targets", "enable", "a/b").out == "target a/b enabled\n"
+    assert route.called
+    missing = csjd("targets", "enable")
+    assert missing.code == 2 and "the following arguments are required: name" in missing.err

@@ -323,6 +323,48 @@ class TestStoreContract:
         stored = await store.get_target("search")
         assert stored is not None and stored.spec.url == "http://x/3"
 
+    async def test_a_target_is_replaced_only_if_unchanged_since_it_was_read(
+        self, store: Store
+    ) -> None:
+        put, _ = await store.put_target(
+            TargetSpec(name="search", url="http://x/a", secret=SECRET, headers={"a": "1"}), NOW
+        )
+        change = replace(put.spec, url="http://x/b", enabled=False)
+        written = await store.replace_target(
+            change, disabled_reason="the target answered 410 Gone", seen=NOW, now=NOW + 5
+        )
+        assert written is not None and written.spec == change
+        assert written.disabled_reason == "the target answered 410 Gone"
+        assert (written.created_at, written.updated_at) == (NOW, NOW + 5)
+        assert await store.get_target("search") == written
+
+        # read at NOW, written at NOW + 5 since: the late writer changes nothing
+        late = replace(put.spec, max_attempts=2)
+        assert await store.replace_target(late, disabled_reason=None, seen=NOW, now=NOW + 6) is None
+        assert await store.get_target("search") == written
+
+        missing = TargetSpec(name="nope", url="http://x/a")
+        assert await store.replace_target(missing, disabled_reason=None, seen=NOW, now=NOW) is None
+        assert await store.get_target("nope") is None
+
+    async def test_replacing_a_target_keeps_its_pause(self, store: Store) -> None:
+        job = await running(store)
+        throttled = Decision(
+            state=JobState.RETRYING,
+            attempts=1,
+            next_attempt_at=NOW + 30,
+            pause_target_until=NOW + 30,
+        )
+        assert await store.complete(result(job, throttled, status=429))
+        before = await store.get_target("billing")
+        assert before is not None and before.paused_until == NOW + 30
+        change = replace(before.spec, timeout_s=2.0)
+        written = await store.replace_target(
+            change, disabled_reason=None, seen=before.updated_at, now=NOW + 3
+        )
+        assert written is not None and written.paused_until == NOW + 30
+        assert written.spec.timeout_s == 2.0
+
     async def test_unknown_target_is_refused_and_nothing_stored(self, store: Store) -> None:
         with pytest.raises(errors.UnknownTarget):
             await store.enqueue(new_job(target="nope"))
