@@ -52,23 +52,29 @@ def test_keys_guard_a_real_server_and_no_secret_reaches_an_answer_or_the_log(
     )
     assert posted.status_code == 202, posted.text
     job_id = posted.json()["id"]
-    assert client.get(f"/jobs/{job_id}", headers=as_admin).status_code == 404
+    seen_by_admin = client.get(f"/jobs/{job_id}", headers=as_admin)
+    assert seen_by_admin.status_code == 200, seen_by_admin.text
+    assert seen_by_admin.json()["caller"] == "shop"
     gateway.client.headers.update(as_producer)
     done = gateway.wait_job(job_id, ("succeeded",))
     assert done["attempts"] == 1
     delivered = sink.received("/hook")[0].headers
     assert delivered["x-api-key"] == TARGET_HEADER and delivered["x-job"] == JOB_HEADER
 
+    # The job's detail shows its own headers to whoever may read the job (SPEC,
+    # jobs version 2); the target's secret and header values never appear.
+    detail = client.get(f"/jobs/{job_id}").json()
+    assert detail["headers"] == {"X-Job": JOB_HEADER}
+    assert SECRET not in str(detail) and TARGET_HEADER not in str(detail)
     answers = [
         posted.text,
-        client.get(f"/jobs/{job_id}").text,
         client.get(f"/jobs/{job_id}/attempts").text,
         client.get("/jobs").text,
         client.get("/targets", headers=as_admin).text,
         client.get("/targets/billing", headers=as_admin).text,
         put.text,
     ]
-    target = json.loads(answers[5])
+    target = json.loads(answers[4])
     assert target["secret"] != SECRET and target["headers"]["X-Api-Key"] != TARGET_HEADER
     gateway.signal(signal.SIGTERM)
     assert gateway.wait(30) == 0
