@@ -36,7 +36,7 @@ from app.api import auth, problems
 from app.api.guard import Receive, RequestGuard, Scope, Send
 from app.api.intake import PATH as INTAKE_PATH
 from app.api.intake import IntakeLane
-from app.api.routes import health, jobs, targets, ui
+from app.api.routes import health, jobs, targets, ui, ui_jobs
 from app.core.clock import Clock
 from app.dispatch.sender import Sender
 from app.gateway import Gateway
@@ -111,6 +111,7 @@ def app_for(gateway: Gateway) -> CsjdApp:
     app.include_router(targets.router)
     app.include_router(health.router)
     app.include_router(ui.router)
+    app.include_router(ui_jobs.router)
     # the last added runs first: HTTP metrics, then API keys, then the body checks
     app.add_middleware(RequestGuard, max_bytes=settings.max_body_bytes)
     app.add_middleware(auth.AuthGuard, keyring=gateway.keyring)

@@ -5,32 +5,27 @@ backlog), the jobs accepted and finished per minute over the last quarter of
 an hour, and the failed jobs of every caller, each with a button that queues
 it again on behalf of its caller. Templates are Jinja2 with autoescaping on,
 so nothing a caller or a target sent can become markup; the pages carry no
-script at all, and their Content-Security-Policy says so.
+script at all, and their Content-Security-Policy says so. The page machinery
+is ``app/api/pages.py``; what is done to a job is ``app/api/routes/ui_jobs.py``.
 
 With API keys configured, ``GET /ui/login`` asks for an admin token and
 ``POST /ui/login`` keeps it in an HttpOnly, SameSite=Strict cookie that
-``AuthGuard`` (``app/api/auth.py``) reads for ``/ui`` paths only. Forms are
-POSTed and answered with a redirect (POST-redirect-GET); what happened is
-told once, through a short-lived flash cookie.
+``AuthGuard`` (``app/api/auth.py``) reads for ``/ui`` paths only.
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import parse_qs, quote, unquote
+from urllib.parse import quote
 
-import orjson
 from fastapi import APIRouter, Request
-from jinja2 import Environment, PackageLoader
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import Response
 
-from app.api.auth import ANONYMOUS, SCOPE_KEY, UI_COOKIE, UI_LOGIN_PATH, UI_PATH
+from app.api.auth import ANONYMOUS, UI_COOKIE, UI_LOGIN_PATH, UI_PATH
 from app.api.deps import GatewayDep
+from app.api.pages import FLASH_COOKIE, SESSION_S, ago, form, page, redirect, secure, take_flash
 from app.api.present import rfc3339, target_json
 from app.core.access import KeyRole
-from app.core.errors import CsjdError
 from app.core.job import JobState
 from app.storage.base import Activity, JobFilter
 
@@ -41,81 +36,7 @@ WINDOW_BUCKETS = 15
 BUCKET_S = 60.0
 FAILED_SHOWN = 50
 REFRESH_S = 10
-#: how long a signed-in browser keeps its token
-SESSION_S = 12 * 3600
-FLASH_COOKIE = "csjd_ui_flash"
 _SPARKS = "▁▂▃▄▅▆▇█"
-_HEADERS = {
-    "Cache-Control": "no-store",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    # no script may run, no other page may frame this one, forms post only here
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
-        "frame-ancestors 'none'; base-uri 'none'"
-    ),
-}
-
-
-@functools.cache
-def templates() -> Environment:
-    return Environment(
-        loader=PackageLoader("app", "templates"),
-        autoescape=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-
-
-def _page(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
-    gateway = request.app.state.gateway
-    html = (
-        templates()
-        .get_template(template)
-        .render(
-            auth=gateway.keyring.enabled,
-            signed_in_as=request.scope.get(SCOPE_KEY, ANONYMOUS),
-            **context,
-        )
-    )
-    return HTMLResponse(html, status_code=status, headers=_HEADERS)
-
-
-def _secure(request: Request) -> bool:
-    return request.url.scheme == "https"
-
-
-def _redirect(request: Request, to: str, flash: tuple[str, str] | None = None) -> Response:
-    response = RedirectResponse(to, status_code=303, headers=_HEADERS)
-    if flash is not None:
-        response.set_cookie(
-            FLASH_COOKIE,
-            quote(orjson.dumps(flash).decode()),
-            max_age=60,
-            path=UI_PATH,
-            httponly=True,
-            samesite="strict",
-            secure=_secure(request),
-        )
-    return response
-
-
-def _take_flash(request: Request) -> tuple[str, str] | None:
-    raw = request.cookies.get(FLASH_COOKIE)
-    if not raw:
-        return None
-    try:
-        kind, text = orjson.loads(unquote(raw))
-        return str(kind), str(text)
-    except (orjson.JSONDecodeError, TypeError, ValueError):
-        return None
-
-
-async def _form(request: Request) -> dict[str, str]:
-    # Read by hand: RequestGuard relabels a form body as JSON (``curl -d``), and
-    # the dashboard's forms have one field at most.
-    fields = parse_qs((await request.body()).decode("utf-8", "replace"))
-    return {name: values[0] for name, values in fields.items()}
 
 
 # -- the overview ------------------------------------------------------------------
@@ -163,19 +84,6 @@ def throughput(
     }
 
 
-def _ago(ts: float | None, now: float) -> str:
-    if ts is None:
-        return ""
-    seconds = max(0, int(now - ts))
-    if seconds < 120:
-        return f"{seconds} s ago"
-    if seconds < 7200:
-        return f"{seconds // 60} min ago"
-    if seconds < 172_800:
-        return f"{seconds // 3600} h ago"
-    return f"{seconds // 86400} days ago"
-
-
 @router.get("")
 async def overview(request: Request, gateway: GatewayDep) -> Response:
     now = gateway.clock.now()
@@ -192,7 +100,7 @@ async def overview(request: Request, gateway: GatewayDep) -> Response:
     failed = await gateway.store.list_jobs(
         JobFilter(state=JobState.FAILED), limit=FAILED_SHOWN + 1, before_id=None
     )
-    response = _page(
+    response = page(
         request,
         "overview.html",
         targets=targets,
@@ -200,11 +108,11 @@ async def overview(request: Request, gateway: GatewayDep) -> Response:
         window_minutes=int(WINDOW_BUCKETS * BUCKET_S / 60),
         failed=failed[:FAILED_SHOWN],
         more_failed=len(failed) > FAILED_SHOWN,
-        flash=_take_flash(request),
+        flash=take_flash(request),
         now=now,
         now_text=rfc3339(now),
         rfc3339=rfc3339,
-        ago=_ago,
+        ago=ago,
         refresh_s=REFRESH_S,
         anonymous=ANONYMOUS,
     )
@@ -213,43 +121,26 @@ async def overview(request: Request, gateway: GatewayDep) -> Response:
     return response
 
 
-@router.post("/jobs/{job_id}/retry")
-async def retry(job_id: str, request: Request, gateway: GatewayDep) -> Response:
-    # An admin retries any caller's job, as that caller (jobs stay scoped to it).
-    # No CSRF token: the session cookie is SameSite=Strict, so a form posted from
-    # another site arrives without it and AuthGuard refuses it (401).
-    job = await gateway.store.get_job(None, job_id)
-    if job is None:
-        return _redirect(request, UI_PATH, ("error", f"There is no job {job_id}."))
-    try:
-        await gateway.store.retry(job.caller, job.id, gateway.clock.now())
-    except CsjdError as exc:
-        return _redirect(request, UI_PATH, ("error", f"Job {job.id} was not retried: {exc.detail}"))
-    gateway.wake()
-    owner = f" for {job.caller}" if job.caller != ANONYMOUS else ""
-    return _redirect(request, UI_PATH, ("ok", f"Job {job.id} is queued again{owner}."))
-
-
 # -- signing in and out --------------------------------------------------------------------
 
 
 @router.get("/login")
 async def login_form(request: Request, gateway: GatewayDep) -> Response:
     if not gateway.keyring.enabled:
-        return _redirect(request, UI_PATH)
-    return _page(request, "login.html", error=None)
+        return redirect(request, UI_PATH)
+    return page(request, "login.html", error=None)
 
 
 @router.post("/login")
 async def login(request: Request, gateway: GatewayDep) -> Response:
     if not gateway.keyring.enabled:
-        return _redirect(request, UI_PATH)
-    token = (await _form(request)).get("token", "").strip()
+        return redirect(request, UI_PATH)
+    token = (await form(request)).get("token", "").strip()
     key = gateway.keyring.identify(token) if token else None
     if key is None:
-        return _page(request, "login.html", 401, error="That token is not a known API key.")
+        return page(request, "login.html", 401, error="That token is not a known API key.")
     if key.role is not KeyRole.ADMIN:
-        return _page(
+        return page(
             request,
             "login.html",
             403,
@@ -258,7 +149,7 @@ async def login(request: Request, gateway: GatewayDep) -> Response:
                 "but the dashboard needs an admin key."
             ),
         )
-    response = _redirect(request, UI_PATH)
+    response = redirect(request, UI_PATH)
     response.set_cookie(
         UI_COOKIE,
         quote(token, safe=""),
@@ -266,13 +157,13 @@ async def login(request: Request, gateway: GatewayDep) -> Response:
         path=UI_PATH,
         httponly=True,
         samesite="strict",
-        secure=_secure(request),
+        secure=secure(request),
     )
     return response
 
 
 @router.post("/logout")
 async def logout(request: Request, gateway: GatewayDep) -> Response:
-    response = _redirect(request, UI_LOGIN_PATH if gateway.keyring.enabled else UI_PATH)
+    response = redirect(request, UI_LOGIN_PATH if gateway.keyring.enabled else UI_PATH)
     response.delete_cookie(UI_COOKIE, path=UI_PATH, httponly=True, samesite="strict")
     return response

@@ -1,0 +1,110 @@
+"""The dashboard's page machinery: templates, the headers every page carries, redirects, flashes.
+
+Every ``/ui`` route renders through ``page`` and answers a form through
+``redirect`` (POST-redirect-GET); what happened is told once, through a
+short-lived flash cookie. Templates are Jinja2 with autoescaping on, so nothing
+a caller or a target sent can become markup. The routes themselves live in
+``app/api/routes/ui.py`` (overview, sign-in) and ``app/api/routes/ui_jobs.py``
+(jobs and what an operator does to them).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+from urllib.parse import parse_qs, quote, unquote
+
+import orjson
+from jinja2 import Environment, PackageLoader
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from app.api.auth import ANONYMOUS, SCOPE_KEY, UI_PATH
+
+#: how long a signed-in browser keeps its token
+SESSION_S = 12 * 3600
+FLASH_COOKIE = "csjd_ui_flash"
+HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    # no script may run, no other page may frame this one, forms post only here
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+}
+
+
+@functools.cache
+def templates() -> Environment:
+    return Environment(
+        loader=PackageLoader("app", "templates"),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def page(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    gateway = request.app.state.gateway
+    html = (
+        templates()
+        .get_template(template)
+        .render(
+            auth=gateway.keyring.enabled,
+            signed_in_as=request.scope.get(SCOPE_KEY, ANONYMOUS),
+            **context,
+        )
+    )
+    return HTMLResponse(html, status_code=status, headers=HEADERS)
+
+
+def secure(request: Request) -> bool:
+    return request.url.scheme == "https"
+
+
+def redirect(request: Request, to: str, flash: tuple[str, str] | None = None) -> Response:
+    response = RedirectResponse(to, status_code=303, headers=HEADERS)
+    if flash is not None:
+        response.set_cookie(
+            FLASH_COOKIE,
+            quote(orjson.dumps(flash).decode()),
+            max_age=60,
+            path=UI_PATH,
+            httponly=True,
+            samesite="strict",
+            secure=secure(request),
+        )
+    return response
+
+
+def take_flash(request: Request) -> tuple[str, str] | None:
+    raw = request.cookies.get(FLASH_COOKIE)
+    if not raw:
+        return None
+    try:
+        kind, text = orjson.loads(unquote(raw))
+        return str(kind), str(text)
+    except (orjson.JSONDecodeError, TypeError, ValueError):
+        return None
+
+
+async def form(request: Request) -> dict[str, str]:
+    # Read by hand: RequestGuard relabels a form body as JSON (``curl -d``), and
+    # the dashboard's forms have one field at most.
+    fields = parse_qs((await request.body()).decode("utf-8", "replace"))
+    return {name: values[0] for name, values in fields.items()}
+
+
+def ago(ts: float | None, now: float) -> str:
+    if ts is None:
+        return ""
+    seconds = max(0, int(now - ts))
+    if seconds < 120:
+        return f"{seconds} s ago"
+    if seconds < 7200:
+        return f"{seconds // 60} min ago"
+    if seconds < 172_800:
+        return f"{seconds // 3600} h ago"
+    return f"{seconds // 86400} days ago"
