@@ -1,4 +1,5 @@
-"""Housekeeping beside the dispatcher: rescue, expiry, retention and the state gauge.
+"""Housekeeping beside the dispatcher: rescue, expiry, retention, the per-target counts
+and the state gauge.
 
 Gateways sharing a database elect one of them to do the housekeeping (a lease
 row in ``leaders``, renewed every tick and taken over by another gateway once
@@ -8,7 +9,11 @@ Every few seconds attempts whose lease ran out are brought back (their worker
 is gone), jobs whose ``expires_at`` passed while they waited are failed
 (``expired``), the ``csjd_jobs{state}`` gauge is refreshed, and once a
 minute terminal jobs older than ``CSJD_RETENTION_S`` are purged with their
-attempts (which also frees their idempotency keys).
+attempts (which also frees their idempotency keys), the per-target backlog
+kept by the writes (``app/storage/counts.py``) is checked against the jobs and
+corrected if it is off (it never is, unless something but csjd wrote the
+jobs: a correction is logged), and per-minute counts older than
+``MINUTES_KEPT_S`` are forgotten.
 
 The gauge never reads the table: each set of states is counted from its own
 partial index. The unfinished states are counted every tick; their index
@@ -51,6 +56,8 @@ PURGE_EVERY_TICKS = 12
 RESCUE_GRACE_S = 5.0
 #: the most of its time the gauge may spend counting finished jobs
 FINISHED_COUNT_SHARE = 0.02
+#: how long per-minute counts are kept (the dashboard shows the last 15 minutes)
+MINUTES_KEPT_S = 3600.0
 
 
 class Maintenance:
@@ -123,6 +130,14 @@ class Maintenance:
             purged = await self._store.purge(now - self._retention_s)
             if purged:
                 log.info("jobs_purged", extra={"count": purged})
+            await self._keep_counts(now)
+
+    async def _keep_counts(self, now: float) -> None:
+        off = await self._store.repair_backlog()
+        if off:
+            corrections = ", ".join(f"{t}/{s}: {n:+d}" for (t, s), n in sorted(off.items()))
+            log.warning("backlog_counts_repaired", extra={"corrections": corrections})
+        await self._store.forget_minutes(now - MINUTES_KEPT_S)
 
     async def _run(self) -> None:
         ticks = 0

@@ -47,14 +47,15 @@ class ClaimRequest:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Activity:
-    """How many of a target's jobs were accepted, succeeded or failed in one time bucket."""
+    """How many of a target's jobs were accepted, and finished succeeded or failed,
+    in one minute (a job finished again after a retry counts again)."""
 
     target: str
-    #: ``accepted``, ``succeeded`` or ``failed``
-    kind: str
-    #: the bucket's number, counted from the start of the window asked about
-    bucket: int
-    count: int
+    #: the minute's start, in epoch seconds
+    minute: int
+    accepted: int
+    succeeded: int
+    failed: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -113,8 +114,21 @@ class JobStore(Protocol):
 
     async def get_target(self, name: str) -> TargetRecord | None: ...
     async def list_targets(self) -> list[TargetRecord]: ...
+    # deleting a target forgets its counts
     async def delete_target(self, name: str) -> None: ...
+
+    # the per-target counts (``counts.py``), kept by the writes: a row per target
+    # and state, or per target and minute, never a job
     async def backlog_by_target(self) -> dict[str, dict[str, int]]: ...
+    # the minutes that start from ``since`` to before ``until``
+    async def activity(self, since: float, until: float) -> list[Activity]: ...
+    async def repair_backlog(self) -> dict[tuple[str, str], int]:
+        """Count the backlog from the jobs, and correct the kept counts: the
+        corrections, by (target, state) (empty when none was off)."""
+        ...
+
+    # the minutes that start before ``before``; how many (target, minute) rows went
+    async def forget_minutes(self, before: float) -> int: ...
 
     # intake and reads
     async def enqueue(self, job: NewJob) -> Enqueued: ...
@@ -134,7 +148,6 @@ class JobStore(Protocol):
     async def count_by_state(
         self, states: Collection[JobState] = tuple(JobState)
     ) -> dict[JobState, int]: ...
-    async def activity(self, since: float, until: float, bucket_s: float) -> list[Activity]: ...
 
     # operator commands
     async def cancel(self, caller: str | None, job_id: str, now: float) -> JobRecord: ...

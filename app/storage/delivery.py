@@ -19,7 +19,7 @@ from itertools import chain
 from sqlalchemy import update
 
 from app.core.attempt import Completion, rescued
-from app.core.job import ACTIVE, JobRecord
+from app.core.job import ACTIVE, JobRecord, JobState
 from app.core.retry import Random
 from app.core.target import Effects, effects
 from app.storage import statements
@@ -52,8 +52,12 @@ class Delivery(SqlStoreBase):
                 )
                 if earlier:
                     return [job_record(row) for row in earlier], []
+            tally = self._tally(tx)
+            promoted: list[str] = []
             promote = self._statements.promote
-            promoted = [row[0] for row in await tx.conn.execute(promote, {"now": now})]
+            for job_id, target, was in await tx.conn.execute(promote, {"now": now}):
+                promoted.append(job_id)
+                tally.moved(target, JobState(was), JobState.QUEUED, now)
             claimed: list[JobRecord] = []
             for request in sorted(requests, key=lambda r: r.target):
                 limit = await self._dialect.claim_room(tx.conn, request.target, request.limit)
@@ -71,7 +75,9 @@ class Delivery(SqlStoreBase):
                         },
                     )
                 ).mappings()
-                claimed.extend(job_record(row) for row in rows)
+                taken = [job_record(row) for row in rows]
+                tally.moved(request.target, JobState.QUEUED, JobState.RUNNING, now, len(taken))
+                claimed.extend(taken)
             claimed.sort(key=lambda job: (job.next_attempt_at or 0.0, job.id))
             return claimed, promoted
 
@@ -97,10 +103,12 @@ class Delivery(SqlStoreBase):
             matched.update(row[0] for row in (await tx.conn.exec_driver_sql(sql, args)).all())
         written: list[bool] = []
         finished = 0
+        tally = self._tally(tx)
         for c, p in zip(batch, params, strict=True):
             if c.job_id in matched:
                 written.append(True)
                 finished += c.decision.state not in ACTIVE
+                tally.moved(c.target, JobState.RUNNING, c.decision.state, c.now)
             else:
                 # rare: cancelled while the attempt ran (recorded, stays cancelled), or stale
                 written.append(
@@ -149,8 +157,13 @@ class Delivery(SqlStoreBase):
 
     async def fail_expired(self, now: float) -> int:
         async def op(tx: Tx) -> int:
-            statement = self._statements.fail_expired
-            count = int((await tx.conn.execute(statement, {"now": now})).rowcount)
+            count = 0
+            tally = self._tally(tx)
+            for statement in self._statements.fail_expired:
+                result = await tx.conn.execute(statement, {"now": now})
+                for target, was, n in result if result.returns_rows else ():
+                    tally.moved(target, JobState(was), JobState.FAILED, now, int(n))
+                    count += int(n)
             self._adjust_active(tx, -count)
             return count
 

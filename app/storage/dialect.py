@@ -9,9 +9,10 @@ transaction begins with ``BEGIN IMMEDIATE``), while Postgres replicas write
 at once and must lock rows, skip each other's, and wake each other. So on
 SQLite the locking hooks do nothing and the statements carry no lock clause.
 
-Statement fragments (``skip_locked``, ``unlocked_rows``, ``floor``,
-``insert``) are read once, when the statements are built; the hooks run on a
-transaction's (or a reader's) connection and add no round trip on SQLite.
+Statement fragments (``skip_locked``, ``lock_row``, ``unlocked_rows``,
+``counted_update``, ``insert``) are read once, when the statements are built;
+the hooks run on a transaction's (or a reader's) connection and add no round
+trip on SQLite.
 """
 
 from __future__ import annotations
@@ -44,15 +45,23 @@ class Dialect(Protocol):
         rows another one is writing instead of waiting for them."""
         ...
 
+    @property
+    def lock_row(self) -> str:
+        """Ends a SELECT of a row this transaction will write, so that it waits for
+        whoever writes the row now and holds it until it ends."""
+        ...
+
     def unlocked_rows(self, where: str, *, limit: int | None = None) -> str:
         """The WHERE term of an UPDATE of the ``jobs`` rows matching ``where`` that
         no other replica is writing: at most ``limit`` of them where writers lock
         rows (a bound on how long the locks are held)."""
         ...
 
-    def floor(self, expression: str) -> str:
-        """``expression`` rounded down, as far as the ``CAST(… AS INTEGER)`` around it
-        needs (the activity buckets, never negative)."""
+    def counted_update(self, set_: str, where: str) -> tuple[str, ...]:
+        """Statements that together ``UPDATE jobs SET {set_}`` where ``where`` holds
+        (the rows no other replica is writing), run in order in one transaction;
+        the rows they answer are (target, state before, jobs): what was moved from
+        where, which the per-target counts need."""
         ...
 
     def insert(self, table: Table) -> Insert:
@@ -99,4 +108,9 @@ class Dialect(Protocol):
 
     async def database_time(self, read: Read) -> float:
         """The database server's clock, in epoch seconds, where replicas share it."""
+        ...
+
+    async def snapshot(self, conn: Conn) -> None:
+        """Make this read transaction (begun, nothing read yet) see one snapshot of
+        the database throughout."""
         ...

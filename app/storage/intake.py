@@ -6,8 +6,9 @@ names against a delete (the dialect's ``hold_targets``), checks that each job's
 target exists and that the backlog has room, and admits it by the core's rules
 (``admit``). The (caller, idempotency_key) unique constraint, not a read,
 decides which request made a job; whatever was not created is then looked up
-as a replay. Refusals are returned as values, so one caller's refusal never
-rolls back another's job.
+as a replay (which counts nothing: only the jobs this batch inserted change the
+per-target counts, ``counts.py``). Refusals are returned as values, so one
+caller's refusal never rolls back another's job.
 """
 
 from __future__ import annotations
@@ -68,9 +69,12 @@ class Intake(SqlStoreBase):
             self._adjust_active(tx, len(inserted))
             if inserted:
                 await self._dialect.notify_jobs(tx.conn)
-        for record, i in zip(admitted, positions, strict=True):
-            if record.id in inserted:
-                results[i] = Enqueued(job=record, replayed=False)
+        if inserted:
+            tally = self._tally(tx)
+            for record, i in zip(admitted, positions, strict=True):
+                if record.id in inserted:
+                    results[i] = Enqueued(job=record, replayed=False)
+                    tally.accepted(record.target, record.state, record.created_at)
         # Everything not created may be a replay: a key already stored wins over
         # any refusal, so a producer retrying a stored job always hears 202.
         undecided = [i for i, r in enumerate(results) if not isinstance(r, Enqueued)]

@@ -47,11 +47,10 @@ from app.storage.base import (
     JobStore,
     no_one_listens,
 )
+from app.storage.counts import Tally
 
 #: the states a job expires in: those where it waits for its next attempt
 _EXPIRABLE = ACTIVE - {JobState.RUNNING}
-#: the finished jobs the dashboard's activity counts
-_SUCCEEDED_OR_FAILED = frozenset({JobState.SUCCEEDED, JobState.FAILED})
 
 
 def _matches(job: JobRecord, f: JobFilter) -> bool:
@@ -83,6 +82,8 @@ class MemoryJobStore:
         #: duty -> (holder, until)
         self._leaders: dict[str, tuple[str, float]] = {}
         self._active = 0
+        #: the per-target counts, kept by ``_save`` as SqlJobStore's writes keep them
+        self._counts = Tally()
 
     @property
     def shared(self) -> bool:
@@ -145,13 +146,34 @@ class MemoryJobStore:
                 extensions={"unfinished_jobs": busy},
             )
         del self._targets[name]
+        self._counts.forget(name)
 
     async def backlog_by_target(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
-        for job in self._unfinished():
-            by_state = out.setdefault(job.target, {})
-            by_state[job.state.value] = by_state.get(job.state.value, 0) + 1
+        for (target, state), n in self._counts.backlog.items():
+            if n:
+                out.setdefault(target, {})[state] = n
         return out
+
+    async def activity(self, since: float, until: float) -> list[Activity]:
+        return [
+            Activity(target=target, minute=minute, accepted=a, succeeded=s, failed=f)
+            for (target, minute), (a, s, f) in sorted(self._counts.minutes.items())
+            if since <= minute < until
+        ]
+
+    async def repair_backlog(self) -> dict[tuple[str, str], int]:
+        counted = Counter((job.target, job.state.value) for job in self._unfinished())
+        kept = self._counts.backlog
+        off = {key: n for key in counted.keys() | kept.keys() if (n := counted[key] - kept[key])}
+        kept.update(off)
+        return off
+
+    async def forget_minutes(self, before: float) -> int:
+        old = [key for key in self._counts.minutes if key[1] < before]
+        for key in old:
+            del self._counts.minutes[key]
+        return len(old)
 
     # -- intake ------------------------------------------------------------
 
@@ -222,21 +244,6 @@ class MemoryJobStore:
             for job in map(self._jobs.get, job_ids)
             if job is not None
         }
-
-    async def activity(self, since: float, until: float, bucket_s: float) -> list[Activity]:
-        """Jobs accepted, and jobs finished (succeeded or failed), per target and per
-        ``bucket_s`` from ``since`` to ``until``."""
-        counts: Counter[tuple[str, str, int]] = Counter()
-        for job in self._jobs.values():
-            if since <= job.created_at < until:
-                counts[job.target, "accepted", math.floor((job.created_at - since) / bucket_s)] += 1
-            done = job.completed_at
-            if done is not None and since <= done < until and job.state in _SUCCEEDED_OR_FAILED:
-                counts[job.target, job.state.value, math.floor((done - since) / bucket_s)] += 1
-        return [
-            Activity(target=target, kind=kind, bucket=bucket, count=n)
-            for (target, kind, bucket), n in sorted(counts.items())
-        ]
 
     async def count_by_state(
         self, states: Collection[JobState] = tuple(JobState)
@@ -410,6 +417,11 @@ class MemoryJobStore:
         before = self._jobs.get(job.id)
         self._active += (job.state in ACTIVE) - (before is not None and before.state in ACTIVE)
         self._jobs[job.id] = job
+        if before is None:
+            self._counts.accepted(job.target, job.state, job.created_at)
+        else:
+            at = job.updated_at if job.completed_at is None else job.completed_at
+            self._counts.moved(job.target, before.state, job.state, at)
         return job
 
     def _complete(self, c: Completion) -> bool:

@@ -194,6 +194,34 @@ class LeaderRow(SQLModel, table=True):
 leaders = LeaderRow.__table__  # type: ignore[attr-defined]
 
 
+class TargetBacklogRow(SQLModel, table=True):
+    """How many of a target's jobs are in one unfinished state, kept by the writes
+    that move them (``app/storage/counts.py``): the backlog read without the jobs."""
+
+    __tablename__ = "target_backlog"
+
+    target: str = Field(sa_column=Column(String(63), primary_key=True))
+    state: str = Field(sa_column=Column(String(16), primary_key=True))
+    count: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class TargetMinuteRow(SQLModel, table=True):
+    """What happened to a target's jobs in one minute: accepted, and finished
+    succeeded or failed. ``minute`` is the minute's start, in epoch seconds."""
+
+    __tablename__ = "target_minutes"
+
+    target: str = Field(sa_column=Column(String(63), primary_key=True))
+    minute: int = Field(sa_column=Column(BigInteger, primary_key=True))
+    accepted: int = Field(sa_column=Column(BigInteger, nullable=False))
+    succeeded: int = Field(sa_column=Column(BigInteger, nullable=False))
+    failed: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+target_backlog = TargetBacklogRow.__table__  # type: ignore[attr-defined]
+target_minutes = TargetMinuteRow.__table__  # type: ignore[attr-defined]
+
+
 def _json_text(value: Any) -> str:
     return orjson.dumps(value).decode()
 

@@ -113,6 +113,7 @@ _LOCK_TARGETS = text(
     "SELECT * FROM targets WHERE name IN :names ORDER BY name FOR KEY SHARE"
 ).bindparams(bindparam("names", expanding=True))
 _LOCK_TARGET_FOR_DELETE = text("SELECT name FROM targets WHERE name = :name FOR UPDATE SKIP LOCKED")
+_SNAPSHOT = text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
 _DATABASE_TIME = text("SELECT extract(epoch FROM clock_timestamp())::float8")
 _NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', '')")
 # The row says which it was: only a row this statement inserted has no xmax
@@ -133,13 +134,21 @@ class PostgresDialect:
 
     shared = True
     skip_locked = " FOR UPDATE SKIP LOCKED"
+    lock_row = " FOR UPDATE"
 
     def unlocked_rows(self, where: str, *, limit: int | None = None) -> str:
         bound = "" if limit is None else f" LIMIT {limit}"
         return f"id IN (SELECT id FROM jobs WHERE {where}{bound}{self.skip_locked})"
 
-    def floor(self, expression: str) -> str:
-        return f"floor({expression})"
+    def counted_update(self, set_: str, where: str) -> tuple[str, ...]:
+        # the rows locked are the rows written, and their states before come back
+        # from the FROM list, summed by the statement itself
+        return (
+            f"WITH moved AS (UPDATE jobs SET {set_} FROM (SELECT id, state FROM jobs "
+            f"WHERE {where}{self.skip_locked}) AS was WHERE jobs.id = was.id "
+            "RETURNING jobs.target, was.state) "
+            "SELECT target, state, count(*) FROM moved GROUP BY target, state",
+        )
 
     def insert(self, table: Table) -> postgresql.Insert:
         return postgresql.insert(table)
@@ -189,3 +198,6 @@ class PostgresDialect:
             return float((await conn.execute(_DATABASE_TIME)).scalar_one())
 
         return await read(unit)
+
+    async def snapshot(self, conn: Conn) -> None:
+        await conn.execute(_SNAPSHOT)

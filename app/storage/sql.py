@@ -33,13 +33,7 @@ from app.storage.group import FIRST_BACKOFF_S, MAX_BACKOFF_S, Tx, unavailable
 from app.storage.intake import Intake
 from app.storage.models import attempts, jobs, targets
 from app.storage.records import attempt_record, job_record, target_record, target_row
-from app.storage.statements import (
-    TARGET_BY_NAME,
-    VERSIONS_CHUNK,
-    activity_params,
-    count_query,
-    list_query,
-)
+from app.storage.statements import TARGET_BY_NAME, VERSIONS_CHUNK, count_query, list_query
 from app.storage.store import raise_if_error
 
 T = TypeVar("T")
@@ -157,19 +151,55 @@ class SqlJobStore(Intake, Delivery):
                     f"target '{name}' still has {busy} unfinished jobs",
                     extensions={"unfinished_jobs": busy},
                 )
+            for forget in statements.FORGET_TARGET:  # its counts go with it
+                await tx.conn.execute(forget, {"t": name})
             await tx.conn.execute(targets.delete().where(targets.c.name == name))
             return None
 
         raise_if_error(await self._writer.run(op, alone=True))
 
     async def backlog_by_target(self) -> dict[str, dict[str, int]]:
+        """The unfinished jobs of each target by state, as the writes keep them
+        (``counts.py``): a row per target and state, however many jobs wait."""
+
         async def unit(conn: Conn) -> dict[str, dict[str, int]]:
             out: dict[str, dict[str, int]] = {}
-            for target, state, count in await conn.execute(statements.BACKLOG):
+            for target, state, count in await conn.execute(statements.BACKLOG_KEPT):
                 out.setdefault(target, {})[state] = int(count)
             return out
 
         return await self._read(unit)
+
+    async def repair_backlog(self) -> dict[tuple[str, str], int]:
+        """Count the backlog from the jobs, and correct the kept counts by what they
+        are off (none, unless a write outside the store changed jobs).
+
+        The jobs and the kept counts are read in one snapshot, where each write's
+        jobs and counts are both there or both not; the difference is then added
+        as any write's changes are, so writes committed meanwhile are kept. It
+        reads every unfinished job's index entry: maintenance runs it now and then.
+        """
+
+        async def unit(conn: Conn) -> list[dict[tuple[str, str], int]]:
+            await self._dialect.snapshot(conn)
+            return [
+                {(target, state): int(n) for target, state, n in await conn.execute(statement)}
+                for statement in (statements.BACKLOG, statements.BACKLOG_KEPT)
+            ]
+
+        counted, kept = await self._read(unit)
+        off = {
+            key: n
+            for key in counted.keys() | kept.keys()
+            if (n := counted.get(key, 0) - kept.get(key, 0))
+        }
+        if off:
+
+            async def op(tx: Tx) -> None:
+                self._tally(tx).backlog.update(off)
+
+            await self._writer.run(op)
+        return off
 
     # -- reads ----------------------------------------------------------------
 
@@ -236,31 +266,32 @@ class SqlJobStore(Intake, Delivery):
 
         return await self._read(unit)
 
-    async def activity(self, since: float, until: float, bucket_s: float) -> list[Activity]:
-        """Jobs accepted, and jobs finished (succeeded or failed), per target and per
-        ``bucket_s`` from ``since`` to ``until``: what the dashboard's throughput shows.
-
-        Counted from the rows themselves, so every process of a split gateway sees
-        the same numbers. Accepted jobs are found by id (ids are UUIDv7 made from
-        the creation time, so the primary key bounds them); finished ones by the
-        index on ``completed_at``. A job retried and finished again counts once.
-        """
-        params = activity_params(since, until, bucket_s)
-        accepted = self._statements.activity_accepted
-        finished = self._statements.activity_finished
+    async def activity(self, since: float, until: float) -> list[Activity]:
+        """What each target's minutes that start from ``since`` to before ``until``
+        saw, as the writes counted it (``counts.py``), so every process of a split
+        gateway shows the same; a row per target and minute, never a job."""
 
         async def unit(conn: Conn) -> list[Activity]:
-            out = [
-                Activity(target=target, kind="accepted", bucket=int(b), count=int(n))
-                for target, b, n in await conn.execute(accepted, params)
+            rows = await conn.execute(statements.MINUTES, {"since": since, "until": until})
+            return [
+                Activity(
+                    target=target,
+                    minute=int(minute),
+                    accepted=int(accepted),
+                    succeeded=int(succeeded),
+                    failed=int(failed),
+                )
+                for target, minute, accepted, succeeded, failed in rows
             ]
-            out += [
-                Activity(target=target, kind=state, bucket=int(b), count=int(n))
-                for target, state, b, n in await conn.execute(finished, params)
-            ]
-            return out
 
         return await self._read(unit)
+
+    async def forget_minutes(self, before: float) -> int:
+        async def op(tx: Tx) -> int:
+            result = await tx.conn.execute(statements.FORGET_MINUTES, {"before": before})
+            return int(result.rowcount)
+
+        return await self._writer.run(op, alone=True)
 
     async def count_by_state(
         self, states: Collection[JobState] = tuple(JobState)
@@ -298,23 +329,30 @@ class SqlJobStore(Intake, Delivery):
     # -- operator commands ------------------------------------------------------
 
     async def cancel(self, caller: str | None, job_id: str, now: float) -> JobRecord:
-        statement, params = _by_caller(statements.CANCEL, caller, id=job_id, now=now)
+        lock, lock_params = _by_caller(self._statements.lock_job, caller, id=job_id)
 
         async def op(tx: Tx) -> JobRecord | errors.CsjdError:
-            row = (await tx.conn.execute(statement, params)).mappings().first()
-            if row is None:
-                current = await self._get_job(tx.conn, caller, job_id)
-                if (
-                    current is not None
-                    and current.state is JobState.CANCELLED
-                    and current.completed_at == now
-                ):
+            # the state it leaves, held until the commit (the counts need it)
+            current = (await tx.conn.execute(lock, lock_params)).first()
+            if current is None:
+                return errors.NotFound(f"no job '{job_id}'")
+            was = JobState(current.state)
+            if was not in ACTIVE:
+                job = await self._get_job(tx.conn, caller, job_id)
+                if job is not None and was is JobState.CANCELLED and job.completed_at == now:
                     # this very cancel, committed by an earlier run whose answer was
                     # lost (and with it that run's count of unfinished jobs)
                     self._adjust_active(tx, -1)
-                    return current
+                    return job
+                return IllegalTransition.of(was, "cancelled")
+            statement, params = _by_caller(
+                statements.CANCEL, caller, id=job_id, now=now, was=was.value
+            )
+            row = (await tx.conn.execute(statement, params)).mappings().first()
+            if row is None:
                 return await self._why_not(tx.conn, caller, job_id, "cancel")
             self._adjust_active(tx, -1)
+            self._tally(tx).moved(current.target, was, JobState.CANCELLED, now)
             return job_record(row)
 
         cancelled = raise_if_error(await self._writer.run(op, alone=True))
@@ -323,11 +361,11 @@ class SqlJobStore(Intake, Delivery):
 
     async def retry(self, caller: str | None, job_id: str, now: float) -> JobRecord:
         statement, params = _by_caller(statements.RETRY, caller, id=job_id, now=now)
+        lock, lock_params = _by_caller(self._statements.lock_job, caller, id=job_id)
 
         async def op(tx: Tx) -> JobRecord | errors.CsjdError:
-            current = (
-                await tx.conn.execute(_of(select(jobs.c.target, jobs.c.state), caller, job_id))
-            ).first()
+            # the state it leaves, held until the commit (the counts need it)
+            current = (await tx.conn.execute(lock, lock_params)).first()
             if current is None:
                 return errors.NotFound(f"no job '{job_id}'")
             await self._hold_targets(tx, {current.target})  # against a delete
@@ -339,6 +377,7 @@ class SqlJobStore(Intake, Delivery):
             if row is None:
                 return await self._why_not(tx.conn, caller, job_id, "operator_retry")
             self._adjust_active(tx, +1)
+            self._tally(tx).moved(current.target, JobState(current.state), JobState.QUEUED, now)
             return job_record(row)
 
         retried = raise_if_error(await self._writer.run(op, alone=True))

@@ -156,6 +156,7 @@ class SqliteDialect:
     """
 
     skip_locked = ""
+    lock_row = ""
 
     def __init__(self, *, shared: bool = False) -> None:
         #: a gateway split over two processes (``--role``) shares its file
@@ -165,9 +166,13 @@ class SqliteDialect:
         # the one writer takes them all: it holds no row lock a bound would shorten
         return where
 
-    def floor(self, expression: str) -> str:
-        # SQLite's CAST truncates, which is floor for the non-negative values selected
-        return expression
+    def counted_update(self, set_: str, where: str) -> tuple[str, ...]:
+        # RETURNING may not name a FROM list here: counted just before, which the
+        # one writer makes the very rows the UPDATE then writes
+        return (
+            f"SELECT target, state, count(*) FROM jobs WHERE {where} GROUP BY target, state",
+            f"UPDATE jobs SET {set_} WHERE {where}",
+        )
 
     def insert(self, table: Table) -> sqlite.Insert:
         return sqlite.insert(table)
@@ -208,3 +213,6 @@ class SqliteDialect:
 
     async def database_time(self, read: Read) -> float:
         return time.time()
+
+    async def snapshot(self, conn: Conn) -> None:
+        pass  # under WAL a read transaction sees one snapshot from its first read on

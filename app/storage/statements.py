@@ -23,7 +23,6 @@ and a term that must not lead to an index is written so that it cannot
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,9 +42,18 @@ from sqlalchemy import (
 
 from app.core.job import RETRIABLE, TERMINAL, JobState
 from app.core.target import SPEC_FIELDS
+from app.storage import counts
 from app.storage.base import JobFilter
 from app.storage.dialect import Dialect, Insert
-from app.storage.models import ACTIVE_SQL, FINISHED_SQL, attempts, jobs, targets
+from app.storage.models import (
+    ACTIVE_SQL,
+    FINISHED_SQL,
+    attempts,
+    jobs,
+    target_backlog,
+    target_minutes,
+    targets,
+)
 
 COLUMNS = ", ".join(c.name for c in jobs.c)
 
@@ -61,7 +69,15 @@ PURGE_BATCH = 5000
 
 # -- written for the dialect (see Statements) -------------------------------
 
-_PROMOTE_SQL = "UPDATE jobs SET state = 'queued', updated_at = :now WHERE {where} RETURNING id"
+# Which state each promoted job left is in the row still: a job waiting that was
+# never claimed is scheduled (only new jobs are), and one that was is retrying
+# (only a running job's result makes one); the counts need it (counts.py).
+# ``claimed_at > 0``, not ``IS NOT NULL``: SQLite 3.40's RETURNING takes a column
+# of this table for never NULL in ``IS [NOT] NULL`` (true and false, whatever it holds).
+_PROMOTE_SQL = (
+    "UPDATE jobs SET state = 'queued', updated_at = :now WHERE {where} "
+    "RETURNING id, target, CASE WHEN claimed_at > 0 THEN 'retrying' ELSE 'scheduled' END"
+)
 _DUE = "state IN ('scheduled', 'retrying') AND next_attempt_at <= :now"
 # First attempts and retries are read apart, each along its own partial index,
 # so a bound on retries never makes a claim walk past retries left waiting (nor
@@ -80,10 +96,9 @@ _CLAIM_SQL = (
     ") AS due ORDER BY next_attempt_at LIMIT :limit) "
     f"RETURNING {COLUMNS}"
 )
-_FAIL_EXPIRED_SQL = (
-    "UPDATE jobs SET state = 'failed', failure_reason = 'expired', completed_at = :now, "
-    "next_attempt_at = NULL, updated_at = :now "
-    "WHERE {where}"
+_FAIL_EXPIRED_SET = (
+    "state = 'failed', failure_reason = 'expired', completed_at = :now, "
+    "next_attempt_at = NULL, updated_at = :now"
 )
 _EXPIRED = "state IN ('scheduled', 'queued', 'retrying') AND expires_at <= :now"
 _STALE_RUNNING_SQL = (
@@ -106,18 +121,20 @@ class Statements:
     insert_jobs: Executable
     promote: TextClause
     claim: TextualSelect
-    fail_expired: TextClause
+    #: run in order; the rows they answer are (target, state left, jobs)
+    fail_expired: tuple[TextClause, ...]
     stale_running: TextualSelect
     purge_attempts: TextClause
     purge_jobs: TextClause
-    activity_accepted: TextClause
-    activity_finished: TextClause
+    add_backlog: Executable
+    add_minutes: Executable
+    #: a job's target and state, locked until the transaction ends: (the caller's, anyone's)
+    lock_job: tuple[TextualSelect, TextualSelect]
 
     @classmethod
     def build(cls, dialect: Dialect) -> Statements:
         lock = dialect.skip_locked
         purgeable = _PURGEABLE.format(lock=lock)
-        accepted, finished = _activity(dialect.floor)
         return cls(
             # The (caller, idempotency_key) constraint, not a read, decides who made
             # the job; executed with many rows, SQLAlchemy sends them as multi-row
@@ -132,57 +149,36 @@ class Statements:
             ),
             # Replicas skip rows another replica is claiming instead of waiting for them.
             claim=text(_CLAIM_SQL.format(lock=lock)).columns(*jobs.c),
-            fail_expired=text(_FAIL_EXPIRED_SQL.format(where=dialect.unlocked_rows(_EXPIRED))),
+            # the states the jobs left: the counts need them
+            fail_expired=tuple(
+                text(sql) for sql in dialect.counted_update(_FAIL_EXPIRED_SET, _EXPIRED)
+            ),
             # rows another replica is completing right now are not stale: skipped,
             # never waited for
             stale_running=text(_STALE_RUNNING_SQL.format(lock=lock)).columns(*jobs.c),
             purge_attempts=text(f"DELETE FROM attempts WHERE job_id IN ({purgeable})"),
             purge_jobs=text(f"DELETE FROM jobs WHERE id IN ({purgeable})"),
-            activity_accepted=accepted,
-            activity_finished=finished,
+            # The counts a transaction changed, added in one statement per table at
+            # its end (store.py), in key order: writers lock these rows in one order.
+            add_backlog=_add(dialect.insert(target_backlog), ["target", "state"], ["count"]),
+            add_minutes=_add(
+                dialect.insert(target_minutes), ["target", "minute"], list(counts.KINDS)
+            ),
+            lock_job=_mine_and_anyones(
+                f"SELECT target, state FROM jobs WHERE id = :id{{caller}}{dialect.lock_row}",
+                jobs.c.target,
+                jobs.c.state,
+            ),
         )
 
 
-def _activity(floor: Callable[[str], str]) -> tuple[TextClause, TextClause]:
-    """The dashboard's two counts: jobs accepted (by the primary key: ids are made
-    from the creation time) and jobs finished (by ``ix_jobs_completed``), both in a
-    window, so a refresh reads the window's rows and never the whole table."""
-
-    def bucket(column: str) -> str:
-        """SQL for the bucket a timestamp falls in, counted from ``:since``."""
-        return f"CAST({floor(f'({column} - :since) / :bucket_s')} AS INTEGER)"
-
-    accepted = text(
-        f"SELECT target, {bucket('created_at')} AS b, count(*) FROM jobs "
-        "WHERE id >= :first_id AND id <= :last_id "
-        "AND created_at >= :since AND created_at < :until GROUP BY target, b"
+def _add(insert: Insert, key: list[str], counts: list[str]) -> Executable:
+    """An upsert that adds its row's ``counts`` to those of the row with its ``key``."""
+    table = insert.table
+    return insert.on_conflict_do_update(
+        index_elements=key,
+        set_={name: table.c[name] + insert.excluded[name] for name in counts},
     )
-    finished = text(
-        f"SELECT target, state, {bucket('completed_at')} AS b, count(*) FROM jobs "
-        "WHERE completed_at IS NOT NULL AND completed_at >= :since "
-        "AND completed_at < :until AND state IN ('succeeded', 'failed') "
-        "GROUP BY target, state, b"
-    )
-    return accepted, finished
-
-
-#: The largest id there can be: the accepted count's upper bound on ids excludes
-#: nothing (an id can run ahead of its creation time, by a borrowed millisecond or
-#: a clock stepped back, and ``created_at`` does the exact filtering). It is there
-#: because SQLite, without statistics, takes a closed range on the primary key
-#: for a few rows, and preferred to read an open one's every row in target order
-#: to save the GROUP BY its sort.
-_LAST_ID = "ffffffff-ffff-ffff-ffff-ffffffffffff"
-
-
-def activity_params(since: float, until: float, bucket_s: float) -> dict[str, Any]:
-    return {
-        "since": since,
-        "until": until,
-        "bucket_s": bucket_s,
-        "first_id": first_id(since),
-        "last_id": _LAST_ID,
-    }
 
 
 def first_id(ts: float) -> str:
@@ -321,14 +317,27 @@ COUNT_FINISHED_BY_STATE = text(
 )
 NEXT_DUE = text("SELECT min(next_attempt_at) FROM jobs WHERE state IN ('scheduled', 'retrying')")
 COUNT_ACTIVE = text(f"SELECT count(*) FROM jobs WHERE {ACTIVE_SQL}")
+# the backlog counted from the jobs (maintenance checks the kept counts against it)
 BACKLOG = text(
     f"SELECT target, state, count(*) FROM jobs WHERE {ACTIVE_SQL} GROUP BY target, state"
 )
+# the backlog as kept by the writes (counts.py): a row per target and state
+BACKLOG_KEPT = text("SELECT target, state, count FROM target_backlog WHERE count <> 0")
+MINUTES = text(
+    "SELECT target, minute, accepted, succeeded, failed FROM target_minutes "
+    "WHERE minute >= :since AND minute < :until"
+)
+FORGET_MINUTES = text("DELETE FROM target_minutes WHERE minute < :before")
+FORGET_TARGET = (
+    text("DELETE FROM target_backlog WHERE target = :t"),
+    text("DELETE FROM target_minutes WHERE target = :t"),
+)
 BUSY = text(f"SELECT count(*) FROM jobs WHERE target = :t AND {ACTIVE_SQL}")
+# the job's state as read (and locked, where writers lock rows) just before
 _CANCEL_SQL = (
     "UPDATE jobs SET state = 'cancelled', completed_at = :now, next_attempt_at = NULL, "
     "updated_at = :now "
-    f"WHERE id = :id{{caller}} AND {ACTIVE_SQL} "
+    f"WHERE id = :id{{caller}} AND state = :was "
     f"RETURNING {COLUMNS}"
 )
 _RETRIABLE_SQL = ", ".join(sorted(f"'{state.value}'" for state in RETRIABLE))
@@ -343,11 +352,13 @@ _RETRY_SQL = (
 )
 
 
-def _mine_and_anyones(sql: str) -> tuple[TextualSelect, TextualSelect]:
-    """A statement on one job: (the caller's job, anyone's: an admin's)."""
+def _mine_and_anyones(sql: str, *columns: Any) -> tuple[TextualSelect, TextualSelect]:
+    """A statement on one job: (the caller's job, anyone's: an admin's), answering
+    ``columns`` (every column of ``jobs`` unless named)."""
+    columns = columns or tuple(jobs.c)
     return (
-        text(sql.format(caller=" AND caller = :caller")).columns(*jobs.c),
-        text(sql.format(caller="")).columns(*jobs.c),
+        text(sql.format(caller=" AND caller = :caller")).columns(*columns),
+        text(sql.format(caller="")).columns(*columns),
     )
 
 

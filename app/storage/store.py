@@ -1,6 +1,6 @@
 """What every part of the ``SqlJobStore`` shares: its database and dialect, its
-committer and statements, the count of unfinished jobs, and the targets a write
-batch has looked up.
+committer and statements, the count of unfinished jobs, the targets a write
+batch has looked up, and the per-target counts its writes change.
 
 The store is put together from parts by domain (``sql.py``: targets, reads and
 operator commands; ``intake.py``; ``delivery.py``), each a subclass of
@@ -12,14 +12,16 @@ applied to this process's state only after the commit.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import TypeVar
 
 from app.core import errors
 from app.core.target import TargetRecord
 from app.storage import statements
 from app.storage.base import no_one_listens
+from app.storage.counts import Tally
 from app.storage.dialect import Dialect
-from app.storage.engine import Database
+from app.storage.engine import Conn, Database
 from app.storage.group import GroupCommitter, Tx
 from app.storage.records import target_record
 from app.storage.statements import TARGET_BY_NAME, Statements
@@ -27,6 +29,7 @@ from app.storage.statements import TARGET_BY_NAME, Statements
 T = TypeVar("T")
 
 _ACTIVE_DELTA = "active_delta"
+_TALLY = "tally"
 
 
 def raise_if_error(result: T | errors.CsjdError) -> T:
@@ -95,6 +98,24 @@ class SqlStoreBase:
 
     def _pending_active(self, tx: Tx) -> int:
         return self._active + int(tx.batch.get(_ACTIVE_DELTA, 0))
+
+    # -- the per-target counts a write batch changes (counts.py) ----------------
+
+    def _tally(self, tx: Tx) -> Tally:
+        """The batch's changes to the counts, written as the transaction ends."""
+        tally: Tally | None = tx.batch.get(_TALLY)
+        if tally is None:
+            tally = tx.batch[_TALLY] = Tally()
+            # first of what runs at the end (target rows are keyed by their names),
+            # so every writer locks the counts' rows first, and in one order
+            tx.at_end("", partial(self._write_tally, tally))
+        return tally
+
+    async def _write_tally(self, tally: Tally, conn: Conn) -> None:
+        if rows := tally.backlog_rows():
+            await conn.execute(self._statements.add_backlog, rows)
+        if rows := tally.minute_rows():
+            await conn.execute(self._statements.add_minutes, rows)
 
     # -- targets in a write batch --------------------------------------------
 

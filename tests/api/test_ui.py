@@ -153,12 +153,12 @@ async def test_throughput_counts_jobs_accepted_succeeded_and_failed_in_the_last_
 
 def test_throughput_puts_each_count_in_its_minute_and_scales_the_line_to_the_busiest() -> None:
     rows = [
-        Activity(target="billing", kind="accepted", bucket=0, count=8),
-        Activity(target="billing", kind="accepted", bucket=2, count=1),
-        Activity(target="old", kind="failed", bucket=1, count=2),
-        Activity(target="billing", kind="succeeded", bucket=9, count=1),  # out of the window
+        Activity(target="billing", minute=60, accepted=8, succeeded=0, failed=0),
+        Activity(target="billing", minute=180, accepted=1, succeeded=0, failed=0),
+        Activity(target="old", minute=120, accepted=0, succeeded=0, failed=2),
+        Activity(target="billing", minute=600, accepted=0, succeeded=1, failed=0),  # outside
     ]
-    series = throughput(rows, ["billing", "idle"], buckets=3)
+    series = throughput(rows, ["billing", "idle"], since=60, buckets=3)
     assert list(series) == ["billing", "idle", "old"]  # a deleted target's jobs still count
     assert series["billing"]["accepted"] == Series([8, 0, 1])
     assert series["billing"]["accepted"].spark == "█·▁"

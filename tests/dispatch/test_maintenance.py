@@ -7,14 +7,24 @@ from collections.abc import Collection
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from app.core.errors import DatabaseUnavailable
 from app.core.ids import uuid7
 from app.core.job import TERMINAL, JobState, NewJob
 from app.core.target import TargetSpec
-from app.dispatch.maintenance import FINISHED_COUNT_SHARE, RESCUE_GRACE_S, Maintenance
+from app.dispatch.maintenance import (
+    FINISHED_COUNT_SHARE,
+    MINUTES_KEPT_S,
+    RESCUE_GRACE_S,
+    Maintenance,
+)
 from app.metrics import Metrics
+from app.settings import Settings
 from app.storage.base import JobStore
+from app.storage.counts import minute_of
+from app.storage.engine import Conn
+from app.storage.factory import build_store
 from app.supervisor import Supervisor
 from app.testing import FakeClock
 
@@ -153,3 +163,44 @@ async def test_a_leader_back_from_an_outage_waits_before_rescuing(store: JobStor
     mono[0] += RESCUE_GRACE_S
     await maintenance.tick_guarded(purge=False)
     assert flaky.rescues == 2
+
+
+async def test_the_leader_repairs_the_backlog_counts_and_forgets_old_minutes_once_a_minute(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On a real SQLite file, whose counts a hand changed: the purge tick (once a
+    minute, and the first) counts the backlog again, says what it corrected, and
+    forgets the minutes older than ``MINUTES_KEPT_S``; the ticks between do not."""
+    store = build_store(Settings(database_url=db_url))
+    await store.open()
+    try:
+        await store.put_target(TargetSpec(name="billing", url="http://x/hook"), 0.0)
+        clock = FakeClock()
+        now = clock.now()
+        await enqueue(store, "old", now - MINUTES_KEPT_S - 60)
+        await enqueue(store, "recent", now - 120)
+
+        async def astray(conn: Conn) -> None:
+            await conn.execute(text("UPDATE target_backlog SET count = 7"))
+
+        await store.database.write(astray)
+        maintenance = Maintenance(
+            store,
+            clock=clock,
+            rng=random.Random(1).random,
+            metrics=Metrics(),
+            retention_s=86400,
+            supervisor=Supervisor(),
+            monotonic=clock.now,
+        )
+        await maintenance.tick(purge=False)
+        assert await store.backlog_by_target() == {"billing": {"queued": 7}}
+        await maintenance.tick(purge=True)
+        assert await store.backlog_by_target() == {"billing": {"queued": 2}}
+        [repaired] = [r for r in caplog.records if r.getMessage() == "backlog_counts_repaired"]
+        assert repaired.levelname == "WARNING"
+        assert repaired.corrections == "billing/queued: -5"  # type: ignore[attr-defined]
+        kept = await store.activity(0, now + 60)
+        assert [(a.minute, a.accepted) for a in kept] == [(minute_of(now - 120), 1)]
+    finally:
+        await store.close()

@@ -8,9 +8,11 @@ database refuses, a server that is not there.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ import pytest
 from sqlalchemy import exc as sa
 
 from app.core import errors
-from app.core.job import JobState
+from app.core.job import IllegalTransition, JobState
 from app.core.target import TargetSpec
 from app.settings import Settings
 from app.storage.base import ClaimRequest
@@ -29,7 +31,14 @@ from app.storage.faults import Fault, classify
 from app.storage.sql import SqlJobStore
 from tests.conftest import LockHolder
 from tests.pg import ADMIN_URL, PostgresDatabases
-from tests.storage.test_store_contract import NOW, new_job
+from tests.storage.test_store_contract import (
+    NOW,
+    SUCCEEDED,
+    assert_counts_exact,
+    minutes,
+    new_job,
+    result,
+)
 
 # -- what each error means ------------------------------------------------------------
 
@@ -423,3 +432,44 @@ async def test_a_cancel_whose_commit_was_in_doubt_answers_the_cancelled_job(
     # a later cancel of the same job is still refused
     with pytest.raises(errors.Conflict):
         await store.cancel("", job.id, NOW + 2)
+
+
+async def test_counts_stay_exact_through_every_write_whose_commit_was_in_doubt(
+    in_doubt: tuple[SqlJobStore, AnswerLostOnce],
+) -> None:
+    """The batch runs again after its commit: what the first run counted, the
+    second finds done and counts again nowhere."""
+    store, database = in_doubt
+    rng = random.Random(1).random
+
+    async def in_doubt_(write: Awaitable[Any]) -> None:
+        database.armed = True
+        # a retry run again finds its job queued already, and says so
+        with contextlib.suppress(IllegalTransition):
+            await write
+        assert not database.armed
+        await assert_counts_exact(store)
+
+    await in_doubt_(store.enqueue(new_job("a", next_attempt_at=NOW - 3)))
+    await in_doubt_(store.enqueue(new_job("b", next_attempt_at=NOW - 2)))
+    await in_doubt_(store.enqueue(new_job("lost", next_attempt_at=NOW - 1, max_attempts=1)))
+    await in_doubt_(store.enqueue(new_job("later", next_attempt_at=NOW + 60)))
+    await in_doubt_(
+        store.enqueue(new_job("expiring", next_attempt_at=NOW + 80, expires_at=NOW + 90))
+    )
+    a, b = await store.claim([ClaimRequest(target="billing", limit=2)], NOW, {"billing": 30})
+    await in_doubt_(store.complete(result(a, SUCCEEDED)))
+    await in_doubt_(store.cancel("", b.id, NOW + 2))
+    await in_doubt_(store.retry("", a.id, NOW + 3))
+    await in_doubt_(store.claim([], NOW + 60, {}))  # promotes "later"
+    await in_doubt_(store.fail_expired(NOW + 95))
+    await in_doubt_(
+        store.claim([ClaimRequest(target="billing", limit=5)], NOW + 96, {"billing": 1})
+    )
+    await in_doubt_(store.rescue(NOW + 200, rng))  # "lost" fails, the others wait to retry
+    assert await store.backlog_by_target() == {"billing": {"retrying": 2}}
+    assert minutes(await store.activity(NOW, NOW + 300)) == {
+        ("billing", NOW): (5, 1, 0),
+        ("billing", NOW + 60): (0, 0, 1),
+        ("billing", NOW + 180): (0, 0, 1),
+    }

@@ -163,7 +163,6 @@ def _hot(store: SqlJobStore, conn: Conn) -> dict[str, tuple[ClauseElement | str,
     completions = 2
     complete = statements.complete_running(store.dialect, completions)
     completion = ("some-id", 1, "succeeded", 1, None, NOW, None, 1, 200, None, NOW, 0, None)
-    activity = statements.activity_params(NOW - 900, NOW, 60.0)
 
     def listing(**where: Any) -> ClauseElement:
         return statements.list_query(JobFilter(**where), limit=51, before_id=None)
@@ -182,11 +181,10 @@ def _hot(store: SqlJobStore, conn: Conn) -> dict[str, tuple[ClauseElement | str,
         "next_due": (statements.NEXT_DUE, {}, {"ix_jobs_waiting"}),
         "complete": (complete, completion * completions, {pk}),
         # maintenance, every tick or every purge
-        "fail_expired": (
-            built.fail_expired,
-            {"now": NOW},
-            {"ix_jobs_expiry"},
-        ),
+        **{
+            f"fail_expired_{i}": (statement, {"now": NOW}, {"ix_jobs_expiry"})
+            for i, statement in enumerate(built.fail_expired)
+        },
         "stale_running": (
             built.stale_running,
             {"before": NOW},
@@ -233,9 +231,8 @@ def _hot(store: SqlJobStore, conn: Conn) -> dict[str, tuple[ClauseElement | str,
             {"ix_jobs_finished"},
         ),
         "count_jobs_created_after": (counting(created_after=NOW - DAY), {}, {pk}),
-        "activity_accepted": (built.activity_accepted, activity, {pk}),
-        "activity_finished": (built.activity_finished, activity, {"ix_jobs_completed"}),
-        "backlog_by_target": (statements.BACKLOG, {}, {"ix_jobs_active"}),
+        # maintenance's check of the backlog the writes keep
+        "backlog_counted": (statements.BACKLOG, {}, {"ix_jobs_active"}),
         "target_busy": (statements.BUSY, {"t": "billing"}, {"ix_jobs_active"}),
     }
     if dialect == "postgresql":  # counted under its advisory lock on Postgres only

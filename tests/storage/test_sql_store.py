@@ -8,6 +8,7 @@ Everything a store does through its public methods is in the contract
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import traceback
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,14 +17,26 @@ import pytest
 from sqlalchemy import insert, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from app.core import errors
+from app.core.job import Event, JobState
 from app.core.target import TargetSpec
 from app.settings import Settings
+from app.storage.base import ClaimRequest, JobFilter
 from app.storage.engine import Conn
 from app.storage.factory import build_store
 from app.storage.models import targets
 from app.storage.sql import SqlJobStore
 from app.storage.sqlite import DatabaseInUse, DatabaseLock
-from tests.storage.test_store_contract import HEADER_VALUE, NOW, SECRET, new_job
+from tests.storage.test_store_contract import (
+    HEADER_VALUE,
+    NOW,
+    RESULTS,
+    SECRET,
+    SUCCEEDED,
+    assert_counts_exact,
+    new_job,
+    result,
+)
 
 
 @pytest.fixture
@@ -173,3 +186,94 @@ async def test_a_unit_of_work_that_suspends_fails_loudly_and_writes_nothing(
         assert [t.name for t in await s.list_targets()] == ["t"]
     finally:
         await s.close()
+
+
+# -- the per-target counts (app/storage/counts.py) ----------------------------------------
+
+
+async def test_a_backlog_written_around_the_store_is_repaired_from_the_jobs(
+    store: SqlJobStore,
+) -> None:
+    for i in range(3):
+        await store.enqueue(new_job(f"k{i}"))
+
+    async def around(conn: Conn) -> None:
+        # jobs written by hand, and counts gone astray
+        await conn.execute(
+            text(
+                "INSERT INTO jobs (id, caller, idempotency_key, fingerprint, target, payload,"
+                " state, attempts, deliveries, max_attempts, created_at, updated_at,"
+                " next_attempt_at, expires_at) VALUES ('by-hand', '', 'by-hand', 'f', 'billing',"
+                " :p, 'scheduled', 0, 0, 1, 0, 0, 9e9, 9e9)"
+            ),
+            {"p": b"{}"},
+        )
+        await conn.execute(text("UPDATE target_backlog SET count = count + 5"))
+        await conn.execute(
+            text("INSERT INTO target_backlog (target, state, count) VALUES ('ghost', 'queued', 2)")
+        )
+
+    await store.database.write(around)
+    assert await store.backlog_by_target() == {"billing": {"queued": 8}, "ghost": {"queued": 2}}
+    assert await store.repair_backlog() == {
+        ("billing", "queued"): -5,
+        ("billing", "scheduled"): 1,
+        ("ghost", "queued"): -2,
+    }
+    await assert_counts_exact(store)
+    assert await store.backlog_by_target() == {"billing": {"queued": 3, "scheduled": 1}}
+
+
+async def test_replicas_moving_jobs_at_once_keep_the_counts_exact(backend_url: str) -> None:
+    """Two stores on one database, each taking in, claiming, finishing, cancelling
+    and expiring jobs at once: the counts are the jobs' own after (on Postgres,
+    also no deadlock: every writer takes the counts' rows in one order)."""
+    replicas = [build_store(Settings(database_url=backend_url, max_backlog=10_000)) for _ in "ab"]
+    for replica in replicas:
+        await replica.open()
+    try:
+        for name in ("billing", "search"):
+            await replicas[0].put_target(TargetSpec(name=name, url="http://x/hook"), NOW)
+        results = [SUCCEEDED, RESULTS[Event.RETRY], RESULTS[Event.FAILED], RESULTS[Event.REQUEUE]]
+
+        async def work(replica: SqlJobStore, r: int) -> None:
+            for round_ in range(8):
+                await asyncio.gather(
+                    *(
+                        replica.enqueue(
+                            new_job(
+                                f"{r}-{round_}-{i}",
+                                target=("billing", "search")[i % 2],
+                                next_attempt_at=NOW + (60 if i % 5 == 0 else 0),
+                                expires_at=NOW + 30 if i % 7 == 0 else None,
+                            )
+                        )
+                        for i in range(20)
+                    )
+                )
+                claimed = await replica.claim(
+                    [ClaimRequest(target=t, limit=8) for t in ("billing", "search")],
+                    NOW + round_,
+                    {"billing": 30, "search": 30},
+                )
+                await asyncio.gather(
+                    *(
+                        replica.complete(result(job, results[i % len(results)], at=NOW + round_))
+                        for i, job in enumerate(claimed)
+                    )
+                )
+                listed = await replica.list_jobs(
+                    JobFilter(state=JobState.QUEUED), limit=3, before_id=None
+                )
+                for job in listed:
+                    with contextlib.suppress(errors.Conflict):
+                        await replica.cancel(None, job.id, NOW + round_)
+                await replica.fail_expired(NOW + 4 * round_)
+                await replica.claim([], NOW + 60, {})  # the scheduled ones come due
+
+        await asyncio.gather(*(work(replica, r) for r, replica in enumerate(replicas)))
+        await assert_counts_exact(replicas[1])
+        assert sum(a.accepted for a in await replicas[0].activity(0, NOW + 3600)) == 320
+    finally:
+        for replica in replicas:
+            await replica.close()

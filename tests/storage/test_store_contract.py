@@ -37,7 +37,7 @@ from app.core.outcome import Outcome
 from app.core.retry import Decision
 from app.core.target import TargetSpec
 from app.settings import Settings
-from app.storage.base import ATTEMPTS_PAGE, ClaimRequest, JobFilter
+from app.storage.base import ATTEMPTS_PAGE, Activity, ClaimRequest, JobFilter
 from app.storage.factory import build_store
 from app.storage.memory import MemoryJobStore
 from app.storage.sql import SqlJobStore
@@ -262,6 +262,24 @@ async def take(store: Store, job: JobRecord, event: Event) -> None:
         await store.retry("", job.id, NOW + 1)
     else:
         pytest.fail(f"no way to make '{event}' happen through the store yet")
+
+
+async def assert_counts_exact(store: Store) -> None:
+    """The backlog the writes kept is the jobs' own: each target's unfinished jobs
+    by state, as counted one by one, and the store's own recount finds nothing off."""
+    counted: dict[str, dict[str, int]] = {}
+    for target in await store.list_targets():
+        for state in sorted(ACTIVE):
+            n = await store.count_jobs(JobFilter(target=target.name, state=state))
+            if n:
+                counted.setdefault(target.name, {})[state.value] = n
+    assert await store.backlog_by_target() == counted
+    assert await store.repair_backlog() == {}
+
+
+def minutes(rows: list[Activity]) -> dict[tuple[str, float], tuple[int, int, int]]:
+    """(target, minute) -> (accepted, succeeded, failed)."""
+    return {(a.target, a.minute): (a.accepted, a.succeeded, a.failed) for a in rows}
 
 
 class TestStoreContract:
@@ -555,6 +573,7 @@ class TestStoreContract:
         assert (rescued.state, rescued.attempts) == (JobState.RETRYING, 1)
         attempts = await store.list_attempts("", job.id)
         assert attempts is not None and attempts[0].outcome is Outcome.INTERRUPTED
+        await assert_counts_exact(store)
 
     async def test_rescue_fails_a_job_whose_last_attempt_was_lost(self, store: Store) -> None:
         job = (await store.enqueue(new_job(max_attempts=1))).job
@@ -603,7 +622,7 @@ class TestStoreContract:
         )
         assert [j.id for j in still_failed] == [alice.id]
 
-    async def test_activity_counts_accepted_and_finished_jobs_per_bucket(
+    async def test_each_minute_counts_the_jobs_accepted_and_finished_in_it(
         self, store: Store
     ) -> None:
         await store.put_target(TargetSpec(name="search", url="http://x/hook"), NOW)
@@ -615,31 +634,37 @@ class TestStoreContract:
         await store.enqueue(at(NOW + 5, "a"))
         await store.enqueue(at(NOW + 65, "b"))
         await store.enqueue(at(NOW + 70, "c", target="search", expires_at=NOW + 100))
-        claimed = await store.claim([ClaimRequest(target="billing", limit=1)], NOW, {"billing": 30})
-        for job in claimed:  # accepted before the window, finished inside it
-            await store.complete(
-                Completion(
-                    job_id=job.id,
-                    target="billing",
-                    delivery=job.delivery,
-                    decision=Decision(state=JobState.SUCCEEDED, attempts=1, next_attempt_at=None),
-                    attempt=attempt(1),
-                    now=NOW + 130,
-                )
-            )
+        # a replay, a reused key and a refusal store nothing, and count nothing
+        assert (await store.enqueue(at(NOW + 80, "a"))).replayed
+        with pytest.raises(errors.IdempotencyKeyReused):
+            await store.enqueue(at(NOW + 80, "b", fingerprint="other"))
+        with pytest.raises(errors.UnknownTarget):
+            await store.enqueue(at(NOW + 80, "d", target="nowhere"))
+        [early] = await store.claim([ClaimRequest(target="billing", limit=1)], NOW, {"billing": 30})
+        # accepted before the window, finished inside it
+        assert await store.complete(result(early, SUCCEEDED, at=NOW + 130))
         assert await store.fail_expired(NOW + 150) == 1
+        cancelled = await store.get_job("", (await store.enqueue(at(NOW + 66, "b"))).job.id)
+        assert cancelled is not None
+        await store.cancel("", cancelled.id, NOW + 160)  # finished, but neither way counted
+        # sent again and finished again: the minute counts it again
+        await store.retry("", early.id, NOW + 170)
+        claimed = await store.claim(
+            [ClaimRequest(target="billing", limit=10)], NOW + 171, {"billing": 30}
+        )
+        [again] = [job for job in claimed if job.id == early.id]
+        assert await store.complete(result(again, SUCCEEDED, at=NOW + 175))
         await store.enqueue(at(NOW + 200, "after-the-window"))
 
-        counts = {
-            (a.target, a.kind, a.bucket): a.count for a in await store.activity(NOW, NOW + 180, 60)
+        assert minutes(await store.activity(NOW, NOW + 180)) == {
+            ("billing", NOW): (1, 0, 0),
+            ("billing", NOW + 60): (1, 0, 0),
+            ("search", NOW + 60): (1, 0, 0),
+            ("billing", NOW + 120): (0, 2, 0),
+            ("search", NOW + 120): (0, 0, 1),
         }
-        assert counts == {
-            ("billing", "accepted", 0): 1,
-            ("billing", "accepted", 1): 1,
-            ("search", "accepted", 1): 1,
-            ("billing", "succeeded", 2): 1,
-            ("search", "failed", 2): 1,
-        }
+        assert minutes(await store.activity(NOW - 60, NOW)) == {("billing", NOW - 60): (1, 0, 0)}
+        await assert_counts_exact(store)
 
     async def test_an_attempt_running_when_cancelled_is_recorded_but_not_retried(
         self, store: Store
@@ -984,6 +1009,7 @@ class TestStoreContract:
         assert await store.backlog_by_target() == {
             "billing": {"scheduled": 2, "queued": 1, "running": 1}
         }
+        await assert_counts_exact(store)
         assert await store.next_due() == NOW + 60
         assert store.active == await store.recount() == 4
 
@@ -1205,6 +1231,7 @@ class TestStoreContract:
         assert await store.list_attempts("", old.id) is None
         assert await store.get_job("", queued.id) is not None
         assert await store.get_job("", recent.id) is not None
+        await assert_counts_exact(store)
 
     async def test_a_claim_without_room_takes_nothing_yet_brings_jobs_due(
         self, store: Store
@@ -1240,20 +1267,43 @@ class TestStoreContract:
         assert heard == [None]
         assert (await store.get_job("", waiting.id)).state is JobState.FAILED  # type: ignore[union-attr]
 
-    async def test_activity_counts_a_cancelled_job_only_as_accepted(self, store: Store) -> None:
-        job = (await store.enqueue(new_job(id=uuid7(int(NOW * 1000) + 1)))).job
-        await store.cancel("", job.id, NOW + 1)
-        at_the_end = NOW + 60  # the window's end is not in it
-        await store.enqueue(
-            new_job("late", id=uuid7(int(at_the_end * 1000)), created_at=at_the_end)
-        )
-        [accepted] = await store.activity(NOW, NOW + 60, 60)
-        assert (accepted.target, accepted.kind, accepted.bucket, accepted.count) == (
-            "billing",
-            "accepted",
-            0,
-            1,
-        )
+    async def test_a_failure_and_a_success_count_in_the_minute_they_happened(
+        self, store: Store
+    ) -> None:
+        """Whether by an attempt's result, a rescue or expiry; a cancel counts nowhere."""
+        failing = await running(store, "permanent")
+        assert await store.complete(result(failing, RESULTS[Event.FAILED], at=NOW + 61))
+        await running(store, "lost", max_attempts=1)  # its only attempt is lost
+        assert await store.rescue(NOW + 125, random.Random(1).random) == 1
+        cancelled = await running(store, "cancelled")
+        await store.cancel("", cancelled.id, NOW + 126)
+        assert await store.complete(result(cancelled, SUCCEEDED, at=NOW + 127))  # recorded only
+        ok = await running(store, "ok")
+        assert await store.complete(result(ok, SUCCEEDED, at=NOW + 179.999))
+        assert minutes(await store.activity(NOW, NOW + 180)) == {
+            ("billing", NOW): (4, 0, 0),
+            ("billing", NOW + 60): (0, 0, 1),
+            ("billing", NOW + 120): (0, 1, 1),
+        }
+        assert await store.activity(NOW + 180, NOW + 240) == []
+        await assert_counts_exact(store)
+
+    async def test_old_minutes_are_forgotten(self, store: Store) -> None:
+        for i, t in enumerate((NOW, NOW + 60, NOW + 125)):
+            await store.enqueue(new_job(f"k{i}", id=uuid7(int(t * 1000)), created_at=t))
+        assert await store.forget_minutes(NOW + 120) == 2
+        assert minutes(await store.activity(0, NOW + 3600)) == {("billing", NOW + 120): (1, 0, 0)}
+        assert await store.forget_minutes(NOW + 120) == 0
+
+    async def test_a_deleted_target_takes_its_counts_with_it(self, store: Store) -> None:
+        job = await running(store)
+        assert await store.complete(result(job, SUCCEEDED))
+        await store.delete_target("billing")
+        assert await store.backlog_by_target() == {}
+        assert await store.activity(0, NOW + 3600) == []
+        await store.put_target(TargetSpec(name="billing", url="http://x/hook"), NOW + 2)
+        assert await store.activity(0, NOW + 3600) == []
+        await assert_counts_exact(store)
 
     async def test_times_that_end_at_now_have_ended_only_for_what_is_due(
         self, store: Store
@@ -1286,6 +1336,7 @@ class TestStoreContract:
         await take(store, job, event)
         moved = await store.get_job("", job.id)
         assert moved is not None and moved.state is transition(state, event)
+        await assert_counts_exact(store)
 
     @pytest.mark.parametrize(("state", "event"), NON_EDGES, ids=[f"{s}-{e}" for s, e in NON_EDGES])
     async def test_the_store_refuses_or_ignores_each_move_the_diagram_lacks(
@@ -1301,3 +1352,4 @@ class TestStoreContract:
             await take(store, job, event)
         assert await store.get_job("", job.id) == job
         assert await store.list_attempts("", job.id) == attempts
+        await assert_counts_exact(store)

@@ -2,10 +2,12 @@
 
 One page shows every target's live state (breaker, pause, concurrency limit,
 backlog), the jobs accepted and finished per minute over the last quarter of
-an hour, and the failed jobs of every caller, each with a button that queues
-it again on behalf of its caller. Templates are Jinja2 with autoescaping on,
-so nothing a caller or a target sent can become markup; the pages carry no
-script at all, and their Content-Security-Policy says so. The page machinery
+an hour (both from the per-target counts the store keeps, so a refresh costs
+the same however many jobs are stored), and the failed jobs of every caller,
+each with a button that queues it again on behalf of its caller. Templates
+are Jinja2 with autoescaping on, so nothing a caller or a target sent can
+become markup; the pages carry no script at all, and their
+Content-Security-Policy says so. The page machinery
 is ``app/api/pages.py``; what is done to a job is ``app/api/routes/ui_jobs.py``.
 
 With API keys configured, ``GET /ui/login`` asks for an admin token and
@@ -28,12 +30,12 @@ from app.api.present import rfc3339, target_json
 from app.core.access import KeyRole
 from app.core.job import JobState
 from app.storage.base import Activity, JobFilter
+from app.storage.counts import MINUTE_S, minute_of
 
 router = APIRouter(prefix=UI_PATH, include_in_schema=False)
 
-#: the throughput window: this many buckets of this many seconds, the last one ending now
+#: the throughput window: this many minutes, the last one the minute now is in
 WINDOW_BUCKETS = 15
-BUCKET_S = 60.0
 FAILED_SHOWN = 50
 REFRESH_S = 10
 _SPARKS = "▁▂▃▄▅▆▇█"
@@ -64,20 +66,23 @@ class Series:
 
     @property
     def per_minute(self) -> float:
-        minutes = len(self.counts) * BUCKET_S / 60
-        return self.total / minutes if minutes else 0.0
+        return self.total / len(self.counts) if self.counts else 0.0
 
 
 def throughput(
-    rows: list[Activity], names: list[str], buckets: int
+    rows: list[Activity], names: list[str], since: int, buckets: int
 ) -> dict[str, dict[str, Series]]:
-    """Per target (every one named, and any other that had jobs), a ``Series`` per kind."""
+    """Per target (every one named, and any other that had jobs), a ``Series`` per kind,
+    a bucket per minute from the one starting at ``since``."""
+    kinds = ("accepted", "succeeded", "failed")
     counts: dict[str, dict[str, list[int]]] = {}
     for name in [*names, *sorted({r.target for r in rows} - set(names))]:
-        counts[name] = {kind: [0] * buckets for kind in ("accepted", "succeeded", "failed")}
+        counts[name] = {kind: [0] * buckets for kind in kinds}
     for row in rows:
-        if 0 <= row.bucket < buckets and row.kind in counts[row.target]:
-            counts[row.target][row.kind][row.bucket] += row.count
+        bucket = (row.minute - since) // MINUTE_S
+        if 0 <= bucket < buckets:
+            for kind in kinds:
+                counts[row.target][kind][bucket] += getattr(row, kind)
     return {
         name: {kind: Series(values) for kind, values in kinds.items()}
         for name, kinds in counts.items()
@@ -95,8 +100,9 @@ async def overview(request: Request, gateway: GatewayDep) -> Response:
         )
         for t in records
     ]
-    since = now - WINDOW_BUCKETS * BUCKET_S
-    activity = await gateway.store.activity(since, now, BUCKET_S)
+    # the last WINDOW_BUCKETS minutes, the one now is in last
+    since = minute_of(now) - (WINDOW_BUCKETS - 1) * MINUTE_S
+    activity = await gateway.store.activity(since, since + WINDOW_BUCKETS * MINUTE_S)
     failed = await gateway.store.list_jobs(
         JobFilter(state=JobState.FAILED), limit=FAILED_SHOWN + 1, before_id=None
     )
@@ -104,8 +110,8 @@ async def overview(request: Request, gateway: GatewayDep) -> Response:
         request,
         "overview.html",
         targets=targets,
-        throughput=throughput(activity, [t.name for t in records], WINDOW_BUCKETS),
-        window_minutes=int(WINDOW_BUCKETS * BUCKET_S / 60),
+        throughput=throughput(activity, [t.name for t in records], since, WINDOW_BUCKETS),
+        window_minutes=WINDOW_BUCKETS,
         failed=failed[:FAILED_SHOWN],
         more_failed=len(failed) > FAILED_SHOWN,
         flash=take_flash(request),
