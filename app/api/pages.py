@@ -1,25 +1,36 @@
-"""The dashboard's page machinery: templates, the headers every page carries, redirects, flashes.
+"""The dashboard's page machinery: templates, the headers every page carries, redirects,
+flashes, times, and the one script.
 
 Every ``/ui`` route renders through ``page`` and answers a form through
 ``redirect`` (POST-redirect-GET); what happened is told once, through a
 short-lived flash cookie. Templates are Jinja2 with autoescaping on, so nothing
-a caller or a target sent can become markup. The routes themselves live in
-``app/api/routes/ui.py`` (overview, sign-in) and ``app/api/routes/ui_jobs.py``
-(jobs and what an operator does to them).
+a caller or a target sent can become markup. Times are shown relative ("2 min
+ago", ``moment``) with the exact time on hover. The only script is
+``app/static/live.js``, served from the package (``script``) and allowed by
+the Content-Security-Policy as the only code the pages may run, talking only
+to their own origin. The routes themselves live in ``app/api/routes/ui.py``
+(overview, sign-in) and ``app/api/routes/ui_jobs.py`` (jobs and what an
+operator does to them).
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote
 
 import orjson
 from jinja2 import Environment, PackageLoader
+from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from app.api.auth import ANONYMOUS, SCOPE_KEY, UI_PATH
+from app.api.present import rfc3339
 
 #: how long a signed-in browser keeps its token
 SESSION_S = 12 * 3600
@@ -28,10 +39,12 @@ HEADERS = {
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
-    # no script may run, no other page may frame this one, forms post only here
+    # only the dashboard's own script may run, and it may only fetch from here; no
+    # other page may frame this one; forms post only here
     "Content-Security-Policy": (
-        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
-        "frame-ancestors 'none'; base-uri 'none'"
+        "default-src 'none'; script-src 'self'; connect-src 'self'; "
+        "style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; "
+        "base-uri 'none'"
     ),
 }
 
@@ -95,6 +108,50 @@ async def form(request: Request) -> dict[str, str]:
     # the dashboard's forms have one field at most.
     fields = parse_qs((await request.body()).decode("utf-8", "replace"))
     return {name: values[0] for name, values in fields.items()}
+
+
+def relative(ts: float, now: float) -> str:
+    """``40 s ago``, ``in 2 min``: as ``live.js`` words it too."""
+    seconds = int(abs(now - ts))
+    if seconds < 120:
+        amount = f"{seconds} s"
+    elif seconds < 7200:
+        amount = f"{seconds // 60} min"
+    elif seconds < 172_800:
+        amount = f"{seconds // 3600} h"
+    else:
+        amount = f"{seconds // 86400} days"
+    return f"in {amount}" if ts > now and seconds else f"{amount} ago"
+
+
+def moment(ts: float | str | None, now: float) -> Markup:
+    """A time as the pages show it: relative to ``now``, the exact RFC 3339 time on
+    hover; ``live.js`` keeps the words current. ``ts``: epoch seconds, or RFC 3339."""
+    if ts is None:
+        return Markup("")
+    if isinstance(ts, str):
+        exact, ts = ts, datetime.fromisoformat(ts).timestamp()
+    else:
+        exact = str(rfc3339(ts))
+    return Markup('<time datetime="{0}" title="{0}" data-relative>{1}</time>').format(
+        exact, relative(ts, now)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    """A script of the package (``app/static``), and the path the pages load it from."""
+
+    body: bytes
+    #: changes with the body, so a browser may keep the script as long as it likes
+    path: str
+
+
+@functools.cache
+def script(name: str) -> Script:
+    body = resources.files("app").joinpath("static", name).read_bytes()
+    version = hashlib.sha256(body).hexdigest()[:12]
+    return Script(body=body, path=f"{UI_PATH}/static/{name}?v={version}")
 
 
 def ago(ts: float | None, now: float) -> str:

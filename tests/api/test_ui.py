@@ -1,19 +1,26 @@
-"""/ui: the dashboard's pages, its retry button, its sign-in cookie and its escaping."""
+"""/ui: the dashboard's pages, its live numbers and script, its retry button, its
+sign-in cookie and its escaping."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import time
 from collections.abc import Callable
+from datetime import datetime
+from importlib import resources
+from typing import Any
 
 import httpx
 import pytest
 
-from app.api.routes.ui import Series, throughput
+from app.api.dashboard import FRAME, Series, chart, nice, throughput, window
+from app.api.pages import relative
 from app.core.outcome import FailureKind
 from app.dispatch.sender import Failure
 from app.storage.base import Activity
+from app.storage.counts import minute_of
 from app.testing import FakeSender, Reply
 from tests.conftest import Api, ApiFactory
 
@@ -33,6 +40,18 @@ def row(html: str, attribute: str, value: str) -> str:
     """The text of the first row ``<tr data-{attribute}="{value}">``, tags removed."""
     found = re.search(rf'<tr data-{attribute}="{re.escape(value)}">(.*?)</tr>', html, re.DOTALL)
     assert found is not None, f"no row for {attribute}={value}"
+    return " ".join(re.sub(r"<[^>]+>", " ", found.group(1)).split())
+
+
+def cell(html: str, target: str, field: str) -> str:
+    """The text of a target's cell ``<td data-field="{field}">``, tags removed."""
+    found = re.search(
+        rf'<tr data-target="{re.escape(target)}">.*?<td[^>]*data-field="{re.escape(field)}"'
+        r"[^>]*>(.*?)</td>",
+        html,
+        re.DOTALL,
+    )
+    assert found is not None, f"no {field} cell for {target}"
     return " ".join(re.sub(r"<[^>]+>", " ", found.group(1)).split())
 
 
@@ -119,12 +138,15 @@ async def test_the_page_shows_each_targets_breaker_pause_limit_backlog_and_statu
         "billing http://127.0.0.1:9/hook enabled closed — 4 / 4 0 0 0 0 0"
     )
     assert re.fullmatch(
-        r"flaky \S+ enabled open probes at \S+Z — 16 / 16 0 0 0 0 5",
+        r"flaky \S+ enabled open probes in \d+ s — 16 / 16 0 0 0 0 5",
         row(targets, "target", "flaky"),
     )
-    assert row(targets, "target", "slow") == (
-        f"slow {slow} enabled closed {paused_until} {limit} / 16 0 0 0 0 1"
+    assert re.fullmatch(
+        rf"slow {slow} enabled closed in (11\d s|2 min) {limit} / 16 0 0 0 0 1",
+        row(targets, "target", "slow"),
     )
+    # times are relative, the exact time on hover
+    assert f'<time datetime="{paused_until}" title="{paused_until}" data-relative>' in targets
     assert row(targets, "target", "gone") == (
         f"gone {gone} disabled the target answered 410 Gone closed — 16 / 16 0 0 0 0 0"
     )
@@ -139,32 +161,76 @@ async def test_throughput_counts_jobs_accepted_succeeded_and_failed_in_the_last_
     api = await api_factory(sender=sender)
     await api.put_target("billing", url=HOOK)
     await api.put_target("strict", url=STRICT)
+    await api.put_target("idle", url=HOOK)
     for i in range(3):
         await post_job(api, None, f"b{i}", "billing")
     await post_job(api, None, "s1", "strict")
     await settled(api)
 
     flows = section((await api.client.get("/ui")).text, "throughput")
-    quiet = "·" * 14
-    # accepted, then succeeded, then failed: each a total and a per-minute line
-    assert row(flows, "target", "billing") == f"billing 3 {quiet}█ 3 {quiet}█ 0 {quiet}·"
-    assert row(flows, "target", "strict") == f"strict 1 {quiet}█ 0 {quiet}· 1 {quiet}█"
+    # accepted, succeeded, failed: totals of the last 15 minutes, then their chart
+    for name, totals in (("billing", "3 3 0"), ("strict", "1 0 1"), ("idle", "0 0 0")):
+        assert " ".join(cell(flows, name, k) for k in ("accepted", "succeeded", "failed")) == totals
+    assert 'aria-label="billing, last 15 minutes: 3 accepted, 3 succeeded, 0 failed"' in flows
+    now = api.gateway.clock.now()
+    last = time.strftime("%H:%M", time.gmtime(minute_of(now)))
+    assert f"<title>{last} UTC: 3 accepted, 3 succeeded, 0 failed</title>" in flows
+    assert f"<title>{last} UTC: 1 accepted, 0 succeeded, 1 failed</title>" in flows
 
 
-def test_throughput_puts_each_count_in_its_minute_and_scales_the_line_to_the_busiest() -> None:
+def test_throughput_puts_each_count_in_its_minute() -> None:
+    minutes = [60, 120, 180]
     rows = [
         Activity(target="billing", minute=60, accepted=8, succeeded=0, failed=0),
-        Activity(target="billing", minute=180, accepted=1, succeeded=0, failed=0),
-        Activity(target="old", minute=120, accepted=0, succeeded=0, failed=2),
+        Activity(target="billing", minute=180, accepted=1, succeeded=2, failed=1),
+        Activity(target="old", minute=120, accepted=0, succeeded=0, failed=2),  # deleted
         Activity(target="billing", minute=600, accepted=0, succeeded=1, failed=0),  # outside
     ]
-    series = throughput(rows, ["billing", "idle"], since=60, buckets=3)
-    assert list(series) == ["billing", "idle", "old"]  # a deleted target's jobs still count
+    series = throughput(rows, ["billing", "idle"], minutes)
+    assert list(series) == ["billing", "idle"]
     assert series["billing"]["accepted"] == Series([8, 0, 1])
-    assert series["billing"]["accepted"].spark == "█·▁"
-    assert series["billing"]["succeeded"].total == 0
-    assert series["idle"]["failed"].spark == "···"
-    assert series["old"]["failed"].per_minute == pytest.approx(2 / 3)
+    assert series["billing"]["succeeded"] == Series([0, 0, 2])
+    assert series["billing"]["failed"].per_minute == pytest.approx(1 / 3)
+    assert series["idle"]["failed"].total == 0
+    assert window(1_800_000_059.9) == [1_800_000_000 - 60 * i for i in range(14, -1, -1)]
+
+
+def test_the_chart_stacks_failed_on_succeeded_under_a_line_of_accepted_scaled_to_a_round_top() -> (
+    None
+):
+    minutes = [0, 60, 120]
+    series = {
+        "accepted": Series([10, 0, 3]),
+        "succeeded": Series([4, 6, 0]),
+        "failed": Series([2, 0, 0]),
+    }
+    drawn = chart("billing", series, minutes)
+    assert (
+        drawn.top == 10
+    )  # the busiest minute (10 accepted), rounded up to 1, 2 or 5 times a power of ten
+    base, span = FRAME.baseline, FRAME.baseline - FRAME.top_y
+    # a bar per minute: succeeded from the baseline, failed on top of it
+    assert drawn.bars[0] == (base - 0.4 * span, 0.4 * span, base - 0.6 * span, 0.2 * span)
+    assert drawn.bars[2] == (base, 0.0, base, 0.0)
+    # the accepted line runs through each minute's middle, the busiest at the top
+    assert drawn.accepted == f"10,{FRAME.top_y:g} 30,{base:g} 50,{base - 0.3 * span:g}"
+    assert drawn.tips[0] == "00:00 UTC: 10 accepted, 4 succeeded, 2 failed"
+    assert drawn.label == "billing, last 3 minutes: 13 accepted, 10 succeeded, 2 failed"
+    assert [nice(n) for n in (0, 1, 3, 7, 11, 450, 501)] == [1, 1, 5, 10, 20, 500, 1000]
+
+
+@pytest.mark.parametrize(
+    ("offset", "words"),
+    [
+        (-5.5, "5 s ago"),
+        (0, "0 s ago"),
+        (-150, "2 min ago"),
+        (7300, "in 2 h"),
+        (-3 * 86400, "3 days ago"),
+    ],
+)
+def test_times_are_told_relative_to_now(offset: float, words: str) -> None:
+    assert relative(1000 + offset, 1000) == words
 
 
 async def test_failed_jobs_of_every_caller_are_listed_newest_first_with_a_retry_button(
@@ -243,18 +309,36 @@ async def test_what_callers_sent_is_shown_escaped_and_what_the_network_said_not_
     await settled(api)
 
     page = (await api.client.get("/ui")).text
-    assert "<script" not in page
+    assert page.count("<script") == 1  # the dashboard's own, and no other
     assert "&lt;script&gt;alert(&#39;key&#39;)&lt;/script&gt;" in page
     assert "alert(&#39;error&#39;)" not in page  # the failure's detail is for the log only
     assert "connection refused" in page
 
 
-async def test_pages_allow_no_script_no_framing_and_no_caching(api: Api) -> None:
+async def test_pages_run_only_their_own_script_and_allow_no_framing_and_no_caching(
+    api: Api,
+) -> None:
     response = await api.client.get("/ui")
-    policy = response.headers["content-security-policy"]
-    assert "default-src 'none'" in policy and "script-src" not in policy
-    assert "frame-ancestors 'none'" in policy and "form-action 'self'" in policy
+    policy = dict(
+        part.strip().split(" ", 1)
+        for part in response.headers["content-security-policy"].split(";")
+    )
+    assert policy == {
+        "default-src": "'none'",
+        "script-src": "'self'",
+        "connect-src": "'self'",
+        "style-src": "'unsafe-inline'",
+        "form-action": "'self'",
+        "frame-ancestors": "'none'",
+        "base-uri": "'none'",
+    }
     assert response.headers["cache-control"] == "no-store"
+    page = response.text
+    # one script, from here; without it the page reloads itself
+    [src] = re.findall(r'<script src="([^"]+)" defer></script>', page)
+    assert re.fullmatch(r"/ui/static/live\.js\?v=[0-9a-f]{12}", src)
+    assert '<noscript><meta http-equiv="refresh" content="10"></noscript>' in page
+    assert "<script>" not in page and " on" + "click=" not in page
 
 
 async def test_the_dashboard_is_not_part_of_the_api_schema(api: Api) -> None:
@@ -392,3 +476,135 @@ async def test_a_form_from_another_origin_is_refused_even_with_the_cookie(
         assert (
             await secured.client.post(f"/ui/jobs/{job_id}/retry", headers=own)
         ).status_code == 303
+
+
+# -- the live view: /ui/live.json and the script that polls it ---------------------------------
+
+
+async def test_live_json_has_each_targets_state_backlog_and_minutes(
+    api_factory: ApiFactory,
+) -> None:
+    sender = FakeSender()
+    sender.script(STRICT, [Reply(status=400)])
+    api = await api_factory(sender=sender)
+    await api.put_target("billing", url=HOOK, max_concurrency=4)
+    await api.put_target("strict", url=STRICT)
+    await api.put_target("parked", url=HOOK, enabled=False)
+    await post_job(api, None, "b1", "billing")
+    failed = await post_job(api, None, "s1", "strict")
+    await post_job(api, None, "p1", "parked")
+    await post_job(api, None, "p2", "parked")
+    await settled_but(api, 2)
+
+    response = await api.client.get("/ui/live.json")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["cache-control"] == "no-store"
+    live = response.json()
+    now = api.gateway.clock.now()
+    assert abs(datetime.fromisoformat(live["now"]).timestamp() - now) < 5
+    assert len(live["minutes"]) == 15
+    assert datetime.fromisoformat(live["minutes"][-1]).timestamp() == minute_of(now)
+    assert [t["name"] for t in live["targets"]] == ["billing", "parked", "strict"]
+    billing, parked, strict = live["targets"]
+    assert (billing["enabled"], billing["breaker"], billing["max_concurrency"]) == (
+        True,
+        "closed",
+        4,
+    )
+    assert billing["backlog"] == {"scheduled": 0, "queued": 0, "running": 0, "retrying": 0}
+    assert billing["throughput"]["succeeded"]["counts"] == [0] * 14 + [1]
+    assert (parked["enabled"], parked["backlog"]["queued"]) == (False, 2)
+    assert parked["throughput"]["accepted"]["total"] == 2
+    assert strict["throughput"]["failed"] == {
+        "counts": [0] * 14 + [1],
+        "total": 1,
+        "per_minute": 0.1,
+    }
+    chart = strict["chart"]
+    assert (chart["top"], len(chart["bars"]), len(chart["tips"])) == (1, 15, 15)
+    assert chart["label"] == "strict, last 15 minutes: 1 accepted, 0 succeeded, 1 failed"
+    assert live["newest_failed"] == failed
+
+
+async def settled_but(api: Api, waiting: int) -> None:
+    """Wait until only ``waiting`` jobs are left unfinished."""
+    await eventually(lambda: api.gateway.store.active == waiting)
+
+
+class Reads:
+    """The app's store, with a record of what is asked of it."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        found = getattr(self._store, name)
+        if not callable(found):
+            return found
+
+        def recorded(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append((name, kwargs))
+            return found(*args, **kwargs)
+
+        return recorded
+
+
+async def test_the_live_numbers_read_no_job_but_the_newest_failed_one(api: Api) -> None:
+    """What keeps a refresh's cost to the targets': counts kept per target and
+    minute, and one failed job, however many jobs are stored."""
+    await api.put_target("billing")
+    reads = Reads(api.gateway.store)
+    api.gateway.store = reads
+    try:
+        assert (await api.client.get("/ui/live.json")).status_code == 200
+    finally:
+        api.gateway.store = reads._store
+    assert [name for name, _ in reads.calls] == [
+        "list_targets",
+        "backlog_by_target",
+        "activity",
+        "list_jobs",
+    ]
+    assert reads.calls[-1][1]["limit"] == 1
+
+
+async def test_the_live_numbers_and_the_script_are_for_admins_only(secured: Api) -> None:
+    for path in ("/ui/live.json", "/ui/static/live.js"):
+        for headers in ({}, bearer(ALICE)):
+            response = await secured.client.get(path, headers=headers)
+            assert (response.status_code, response.headers["location"]) == (303, "/ui/login")
+        assert (await secured.client.get(path, headers=bearer(OPS))).status_code == 200
+    await signed_in(secured)
+    assert (await secured.client.get("/ui/live.json")).json()["targets"][0]["name"] == "billing"
+
+
+async def test_the_script_is_served_from_the_package_and_kept_by_its_version(api: Api) -> None:
+    page = (await api.client.get("/ui")).text
+    [src] = re.findall(r'<script src="([^"]+)"', page)
+    response = await api.client.get(src)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/javascript")
+    assert response.headers["cache-control"] == "private, max-age=31536000, immutable"
+    assert response.headers["x-content-type-options"] == "nosniff"
+    shipped = resources.files("app").joinpath("static", "live.js").read_bytes()
+    assert response.content == shipped
+    assert hashlib.sha256(shipped).hexdigest()[:12] == src.rsplit("=", 1)[1]
+    assert (await api.client.get("/ui/static/other.js")).status_code == 404
+
+
+async def test_the_page_marks_what_the_script_redraws(api_factory: ApiFactory) -> None:
+    api = await api_factory(sender=FakeSender())
+    await api.put_target("billing", url=HOOK)
+    page = (await api.client.get("/ui")).text
+    assert 'data-live="/ui/live.json" data-poll-s="5"' in page
+    targets = section(page, "targets")
+    for field in ("status", "breaker", "paused", "limit", "inflight", "backlog.queued"):
+        assert f'data-field="{field}"' in targets
+    chart = section(page, "throughput")
+    assert chart.count('<rect class="s"') == chart.count('<rect class="f"') == 15
+    assert chart.count("<polyline") == 1 and "<title>" in chart
+    assert re.search(
+        r'<span id="updated"><time datetime="[^"]+Z" title="[^"]+Z" data-relative>', page
+    )

@@ -9,6 +9,7 @@ Screenshots land in ``test-artifacts/`` (or ``$CSJD_TEST_ARTIFACTS``).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -51,6 +52,8 @@ def browser() -> Iterator[Any]:
         _missing("selenium is not installed (pip install -e '.[dev]')")
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
+    # the page's console: a script or a fetch the CSP refused shows there
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     for argument in (
         "--headless=new",
         "--no-sandbox",  # CI runs as root
@@ -159,3 +162,70 @@ def test_an_operator_signs_in_sees_the_targets_and_retries_a_failed_job(
     done = gateway.wait_job(failing, ("succeeded",))
     assert done["attempts"] == 1
     assert len(sink.received("/bad")) == 2
+
+
+def test_the_dashboard_follows_the_jobs_without_reloading(
+    gateway_factory: Callable[..., GatewayProcess], sink: Sink, browser: Any
+) -> None:
+    """Counts, totals, the chart and a new failure appear in the page as they
+    happen, by its script alone (the page is never loaded again), and the
+    Content-Security-Policy lets that script run and fetch, and nothing else."""
+    from selenium.webdriver.common.by import By
+
+    sink.answer("/ok", Reply(status=200))
+    sink.answer("/bad", Reply(status=400, body=b"unknown order"))
+    gateway = gateway_factory().start()
+    gateway.put_target("billing", url=sink.url("/ok"))
+    gateway.put_target("parked", url=sink.url("/ok"), enabled=False)
+    gateway.put_target("strict", url=sink.url("/bad"))
+    base = str(gateway.client.base_url).rstrip("/")
+    shots = artifacts()
+
+    def text(selector: str) -> str:
+        found: str = browser.find_element(By.CSS_SELECTOR, selector).text
+        return found
+
+    queued = '#targets tr[data-target="parked"] td[data-field="backlog.queued"]'
+    accepted = '#throughput tr[data-target="parked"] td[data-field="accepted"]'
+    succeeded = '#throughput tr[data-target="billing"] td[data-field="succeeded"]'
+    try:
+        browser.get(f"{base}/ui")
+        wait(lambda: text(queued) == "0")
+        assert text(accepted) == "0" and text(succeeded) == "0"
+        # a mark on this very page: a reload would wipe it
+        browser.execute_script("window.csjdMark = 'still this page'")
+
+        for i in range(3):
+            assert gateway.post_job(f"parked-{i}", "parked", {"n": i}).status_code == 202
+        delivered = gateway.post_job("ok-1", "billing", {"n": 1}).json()["id"]
+        gateway.wait_job(delivered, ("succeeded",))
+        wait(lambda: text(queued) == "3")
+        wait(lambda: text(succeeded) == "1")
+        assert text(accepted) == "3"
+        chart = browser.find_element(
+            By.CSS_SELECTOR, '#throughput tr[data-target="parked"] svg[data-chart]'
+        )
+        assert chart.get_attribute("aria-label") == (
+            "parked, last 15 minutes: 3 accepted, 0 succeeded, 0 failed"
+        )
+        assert browser.find_element(By.ID, "new-failed").is_displayed() is False
+
+        failing = gateway.post_job("bad-1", "strict", {"n": "x"}).json()["id"]
+        gateway.wait_job(failing, ("failed",))
+        notice = wait(lambda: browser.find_element(By.ID, "new-failed").is_displayed())
+        assert notice
+        assert browser.execute_script("return window.csjdMark") == "still this page"
+
+        updated = browser.find_element(By.CSS_SELECTOR, "#updated time")
+        assert re.fullmatch(r"\d+ s ago", updated.text)
+        assert re.fullmatch(
+            r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", updated.get_attribute("title")
+        )
+        assert text("#live-status") == "live, as of"
+        browser.save_screenshot(str(shots / "ui-live.png"))
+        refused = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert refused == []
+    except Exception:
+        browser.save_screenshot(str(shots / "ui-live-failure.png"))
+        (shots / "ui-live-failure.html").write_text(browser.page_source)
+        raise

@@ -2,129 +2,108 @@
 
 One page shows every target's live state (breaker, pause, concurrency limit,
 backlog), the jobs accepted and finished per minute over the last quarter of
-an hour (both from the per-target counts the store keeps, so a refresh costs
-the same however many jobs are stored), and the failed jobs of every caller,
-each with a button that queues it again on behalf of its caller. Templates
-are Jinja2 with autoescaping on, so nothing a caller or a target sent can
-become markup; the pages carry no script at all, and their
-Content-Security-Policy says so. The page machinery
-is ``app/api/pages.py``; what is done to a job is ``app/api/routes/ui_jobs.py``.
+an hour (counted and charted), and the failed jobs of every caller, each with
+a button that queues it again on behalf of its caller. The page is whole
+without script; its one script (``app/static/live.js``, at
+``/ui/static/live.js``) polls ``/ui/live.json`` every few seconds and
+redraws the counts, the states and the chart in place, and keeps relative
+times current. What the overview shows is built in ``app/api/dashboard.py``,
+for the page and the JSON alike; templates are Jinja2 with autoescaping on,
+so nothing a caller or a target sent can become markup. The page machinery
+(and the Content-Security-Policy that lets only that script run) is
+``app/api/pages.py``; what is done to a job is ``app/api/routes/ui_jobs.py``.
 
 With API keys configured, ``GET /ui/login`` asks for an admin token and
 ``POST /ui/login`` keeps it in an HttpOnly, SameSite=Strict cookie that
-``AuthGuard`` (``app/api/auth.py``) reads for ``/ui`` paths only.
+``AuthGuard`` (``app/api/auth.py``) reads for ``/ui`` paths only (the JSON
+and the script included).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from urllib.parse import quote
 
-from fastapi import APIRouter, Request
+import orjson
+from fastapi import APIRouter, HTTPException, Request
 from starlette.responses import Response
 
+from app.api import dashboard
 from app.api.auth import ANONYMOUS, UI_COOKIE, UI_LOGIN_PATH, UI_PATH
 from app.api.deps import GatewayDep
-from app.api.pages import FLASH_COOKIE, SESSION_S, ago, form, page, redirect, secure, take_flash
-from app.api.present import rfc3339, target_json
+from app.api.pages import (
+    FLASH_COOKIE,
+    HEADERS,
+    SESSION_S,
+    form,
+    moment,
+    page,
+    redirect,
+    script,
+    secure,
+    take_flash,
+)
 from app.core.access import KeyRole
 from app.core.job import JobState
-from app.storage.base import Activity, JobFilter
-from app.storage.counts import MINUTE_S, minute_of
+from app.storage.base import JobFilter
 
 router = APIRouter(prefix=UI_PATH, include_in_schema=False)
 
-#: the throughput window: this many minutes, the last one the minute now is in
-WINDOW_BUCKETS = 15
 FAILED_SHOWN = 50
+#: how often the page's script asks for ``/ui/live.json``
+POLL_S = 5
+#: how often the page reloads itself where no script runs
 REFRESH_S = 10
-_SPARKS = "▁▂▃▄▅▆▇█"
+LIVE_SCRIPT = "live.js"
+_FAILED = JobFilter(state=JobState.FAILED)
 
 
 # -- the overview ------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Series:
-    """One kind of count for one target, a number per bucket, oldest first."""
-
-    counts: list[int]
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts)
-
-    @property
-    def spark(self) -> str:
-        top = max(self.counts, default=0)
-        if top == 0:
-            return "·" * len(self.counts)
-        # nothing is a dot, the busiest bucket the full block
-        return "".join(
-            "·" if n == 0 else _SPARKS[n * (len(_SPARKS) - 1) // top] for n in self.counts
-        )
-
-    @property
-    def per_minute(self) -> float:
-        return self.total / len(self.counts) if self.counts else 0.0
-
-
-def throughput(
-    rows: list[Activity], names: list[str], since: int, buckets: int
-) -> dict[str, dict[str, Series]]:
-    """Per target (every one named, and any other that had jobs), a ``Series`` per kind,
-    a bucket per minute from the one starting at ``since``."""
-    kinds = ("accepted", "succeeded", "failed")
-    counts: dict[str, dict[str, list[int]]] = {}
-    for name in [*names, *sorted({r.target for r in rows} - set(names))]:
-        counts[name] = {kind: [0] * buckets for kind in kinds}
-    for row in rows:
-        bucket = (row.minute - since) // MINUTE_S
-        if 0 <= bucket < buckets:
-            for kind in kinds:
-                counts[row.target][kind][bucket] += getattr(row, kind)
-    return {
-        name: {kind: Series(values) for kind, values in kinds.items()}
-        for name, kinds in counts.items()
-    }
-
-
 @router.get("")
 async def overview(request: Request, gateway: GatewayDep) -> Response:
-    now = gateway.clock.now()
-    records = await gateway.store.list_targets()
-    backlog = await gateway.store.backlog_by_target()
-    targets = [
-        target_json(
-            t, live=gateway.dispatcher.live_state(t.name), backlog=backlog.get(t.name, {}), now=now
-        )
-        for t in records
-    ]
-    # the last WINDOW_BUCKETS minutes, the one now is in last
-    since = minute_of(now) - (WINDOW_BUCKETS - 1) * MINUTE_S
-    activity = await gateway.store.activity(since, since + WINDOW_BUCKETS * MINUTE_S)
-    failed = await gateway.store.list_jobs(
-        JobFilter(state=JobState.FAILED), limit=FAILED_SHOWN + 1, before_id=None
-    )
+    view = await dashboard.overview(gateway)
+    failed = await gateway.store.list_jobs(_FAILED, limit=FAILED_SHOWN + 1, before_id=None)
     response = page(
         request,
         "overview.html",
-        targets=targets,
-        throughput=throughput(activity, [t.name for t in records], since, WINDOW_BUCKETS),
-        window_minutes=WINDOW_BUCKETS,
+        view=view,
+        frame=dashboard.FRAME,
+        targets=view.targets,
         failed=failed[:FAILED_SHOWN],
         more_failed=len(failed) > FAILED_SHOWN,
         flash=take_flash(request),
-        now=now,
-        now_text=rfc3339(now),
-        rfc3339=rfc3339,
-        ago=ago,
+        now=view.now,
+        moment=moment,
         refresh_s=REFRESH_S,
+        poll_s=POLL_S,
+        live_script=script(LIVE_SCRIPT).path,
         anonymous=ANONYMOUS,
     )
     if FLASH_COOKIE in request.cookies:
         response.delete_cookie(FLASH_COOKIE, path=UI_PATH)
     return response
+
+
+@router.get("/live.json")
+async def live(gateway: GatewayDep) -> Response:
+    """The overview's numbers, for its script: a row per target, never a job."""
+    view = await dashboard.overview(gateway)
+    newest = await gateway.store.list_jobs(_FAILED, limit=1, before_id=None)
+    body = dashboard.live_json(view, newest_failed=newest[0].id if newest else None)
+    return Response(orjson.dumps(body), media_type="application/json", headers=HEADERS)
+
+
+@router.get("/static/{name}")
+async def static(name: str) -> Response:
+    if name != LIVE_SCRIPT:
+        raise HTTPException(404)
+    return Response(
+        script(name).body,
+        media_type="text/javascript",
+        # its path carries a hash of its body (pages.script)
+        headers={**HEADERS, "Cache-Control": "private, max-age=31536000, immutable"},
+    )
 
 
 # -- signing in and out --------------------------------------------------------------------
