@@ -15,6 +15,10 @@ the guarantee as a producer and a target would see it:
 - each job's deliveries are at most its counted attempts, plus its throttled
   ones, plus one per fault it may have been in flight at;
 - no producer ever got a ``500``.
+
+``check_counts`` asserts that the per-target counts the writes keep
+(``app/storage/counts.py``) are still the jobs' own, gateways killed mid-write
+and all, without maintenance having had to correct one.
 """
 
 from __future__ import annotations
@@ -199,3 +203,30 @@ class Chaos:
         assert not wrong, "\n".join(wrong[:20])
         # nothing was sent that no producer asked for
         assert set(sent) <= set(ended)
+
+    def check_counts(self, gateway: GatewayProcess, gateways: Sequence[GatewayProcess]) -> None:
+        """After ``check``: no backlog is left, and each target's minutes say as many
+        jobs accepted, succeeded and failed as the jobs stored say (none is retried
+        here, so each finished once); no gateway's maintenance corrected a count."""
+        client = gateway.client
+        for target in client.get("/targets").json():
+            assert set(target["state"]["backlog"].values()) == {0}, target
+        live = client.get("/ui/live.json").json()
+        wrong = []
+        for target in live["targets"]:
+            name = target["name"]
+            shown = {kind: s["total"] for kind, s in target["throughput"].items()}
+            stored = {
+                "accepted": client.get("/jobs/count", params={"target": name}).json()["count"],
+                **{
+                    state: client.get(
+                        "/jobs/count", params={"target": name, "state": state}
+                    ).json()["count"]
+                    for state in ("succeeded", "failed")
+                },
+            }
+            if shown != stored:
+                wrong.append(f"{name}: the minutes say {shown}, the jobs {stored}")
+        assert not wrong, "\n".join(wrong)
+        for each in gateways:
+            assert "backlog_counts_repaired" not in each.logs()

@@ -7,7 +7,8 @@ it takes jobs, then a second process holds the write lock for longer than
 SQLite's busy timeout. Targets include one answering binary bytes, one answering
 bytes that are not HTTP, and one that hangs. ``Chaos.check`` states what must
 hold of the history; afterwards each surviving gateway's open files and
-threads are back where they were before the load.
+threads are back where they were before the load, and the per-target counts
+the dashboard reads are still the jobs' own.
 """
 
 from __future__ import annotations
@@ -132,6 +133,7 @@ def test_chaos_on_postgres(
     _kill_and_restart(doomed, up)
     _join(producers)
     chaos.check(steady, faults=2)
+    chaos.check_counts(steady, [steady, doomed])
     assert chaos.history.statuses[503] > 0  # the outage was met, and answered 503
     resources.back_to_baseline()
 
@@ -156,6 +158,7 @@ def test_chaos_on_sqlite(chaos: Chaos, replica_factory: ReplicaFactory, tmp_path
         assert holder.wait(30) == 0  # it lets go by itself
     _join(producers)
     chaos.check(gateway, faults=2)
+    chaos.check_counts(gateway, [gateway])
     # the lock was met: SQLITE_BUSY after the busy timeout, run again or a 503
     logs = gateway.logs()
     assert "transient_database_error" in logs or "database_unavailable" in logs
