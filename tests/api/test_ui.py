@@ -217,6 +217,9 @@ def test_the_chart_stacks_failed_on_succeeded_under_a_line_of_accepted_scaled_to
     assert drawn.tips[0] == "00:00 UTC: 10 accepted, 4 succeeded, 2 failed"
     assert drawn.label == "billing, last 3 minutes: 13 accepted, 10 succeeded, 2 failed"
     assert [nice(n) for n in (0, 1, 3, 7, 11, 450, 501)] == [1, 1, 5, 10, 20, 500, 1000]
+    svg = chart("<b>", series, minutes).svg()
+    assert 'aria-label="&lt;b&gt;, last 3 minutes' in svg and "<b>" not in svg
+    assert svg.count('<rect class="s"') == svg.count("<title>") == 3
 
 
 @pytest.mark.parametrize(
