@@ -27,6 +27,7 @@ from bench.harness.gateway import PG_ADMIN_URL
 from bench.harness.loadgen import client_session
 from bench.harness.procs import BENCH_DIR, HOST, STARTED, Service, child_env, free_port
 from bench.scenarios import IN_ALL, ONE_CSJD, SCENARIOS, SQLITE_ONLY
+from bench.scenarios.dashboard import DEFAULT_STORED as DASHBOARD_STORED
 from bench.scenarios.outage import OUTAGE_DURATION_S, OUTAGE_RATE
 from bench.scenarios.soak import SOAK_DURATION_S, SOAK_RATE, SOAK_SAMPLE_S
 
@@ -68,6 +69,17 @@ def run_loop(main: Callable[[str], Coroutine[Any, Any, T]]) -> T:
     except ImportError:
         return asyncio.run(main("asyncio"))
     return uvloop.run(main("uvloop"))
+
+
+def _sizes(text: str) -> list[int]:
+    """``1000,1000000``: the sizes, each at least 1."""
+    try:
+        sizes = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError("each size must be at least 1")
+    return sizes
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -163,6 +175,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "measurement; big_backlog_scheduled: the same, scheduled days ahead at an enabled "
         "one (default 1000000)",
     )
+    looked = parser.add_argument_group("the dashboard scenario")
+    looked.add_argument(
+        "--stored",
+        type=_sizes,
+        default=list(DASHBOARD_STORED),
+        help="jobs stored, one measurement for each, comma-separated (default "
+        f"{','.join(str(n) for n in DASHBOARD_STORED)})",
+    )
+    looked.add_argument(
+        "--requests",
+        type=int,
+        default=30,
+        help="times each dashboard path is asked, per size (default 30)",
+    )
     args = parser.parse_args(argv)
     # soak is never part of all, so one run needs one default
     soak = args.scenario == "soak"
@@ -174,6 +200,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--jobs and --concurrency must be at least 1")
     if args.backlog < 1 or args.big_backlog < 1:
         parser.error("--backlog and --big-backlog must be at least 1")
+    if args.requests < 1:
+        parser.error("--requests must be at least 1")
     if args.scenario in SQLITE_ONLY and args.db != "sqlite":
         parser.error(f"the {args.scenario} scenario seeds a SQLite file: it needs --db sqlite")
     if soak and args.duration < SOAK_SAMPLE_S:

@@ -4,7 +4,8 @@ in the temporary directory, or a Postgres database created through
 free port with no ``CSJD_*`` setting but the benchmark's own, targets
 registered through its API, and its JSON log summed up once it has stopped.
 API calls only one scenario makes (failed jobs, a target's backlog) stay in
-that scenario's module.
+that scenario's module. Scenarios that insert jobs straight into a SQLite file
+add to the per-target counts what csjd's writes would have (``seed_counts``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ from urllib.parse import urlsplit
 import aiohttp
 import asyncpg
 import orjson
+from sqlalchemy import Engine, inspect
+from sqlalchemy.dialects.sqlite import insert
 
+from app.storage.models import target_backlog, target_minutes
 from bench.harness import BenchError, say
 from bench.harness.procs import HOST, Service, child_env, free_port
 
@@ -45,6 +49,45 @@ async def pg_admin(admin_url: str, statement: str) -> None:
         raise BenchError(f"{statement}: {type(exc).__name__}: {exc}") from None
     finally:
         await conn.close()
+
+
+def seed_counts(
+    engine: Engine,
+    backlog: dict[tuple[str, str], int],
+    minutes: dict[tuple[str, int], tuple[int, int, int]] | None = None,
+) -> bool:
+    """Add to a SQLite file's per-target counts (``app/storage/counts.py``) what
+    csjd's writes would have for jobs inserted by hand: ``backlog`` by (target,
+    unfinished state), ``minutes`` by (target, minute) as (accepted, succeeded,
+    failed). False, and nothing written, on a schema from before the counts."""
+    if not inspect(engine).has_table(target_backlog.name):
+        return False
+    rows = [{"target": t, "state": s, "count": n} for (t, s), n in backlog.items()]
+    by_minute = [
+        {"target": t, "minute": m, "accepted": a, "succeeded": s, "failed": f}
+        for (t, m), (a, s, f) in (minutes or {}).items()
+    ]
+    with engine.begin() as conn:
+        if rows:
+            add = insert(target_backlog)
+            conn.execute(
+                add.on_conflict_do_update(
+                    index_elements=["target", "state"],
+                    set_={"count": target_backlog.c["count"] + add.excluded["count"]},
+                ),
+                rows,
+            )
+        if by_minute:
+            add = insert(target_minutes)
+            kinds = ("accepted", "succeeded", "failed")
+            conn.execute(
+                add.on_conflict_do_update(
+                    index_elements=["target", "minute"],
+                    set_={k: target_minutes.c[k] + add.excluded[k] for k in kinds},
+                ),
+                by_minute,
+            )
+    return True
 
 
 def pg_database_url(admin_url: str, name: str) -> str:

@@ -29,7 +29,14 @@ from sqlalchemy import create_engine, insert
 from app.core.ids import uuid7
 from app.storage.models import jobs as jobs_table
 from bench.harness import BenchError, say
-from bench.harness.gateway import LogSummary, put_target, register_paused, report_log, start_csjd
+from bench.harness.gateway import (
+    LogSummary,
+    put_target,
+    register_paused,
+    report_log,
+    seed_counts,
+    start_csjd,
+)
 from bench.harness.lines import percentiles, scenario
 from bench.harness.loadgen import client_session
 from bench.harness.procs import ProcSample, Service, report_exit, sample_proc
@@ -83,8 +90,9 @@ def seed_parked(path: Path, n: int, parked: Parked) -> None:
     those milliseconds, so they sort before anything csjd accepts later),
     expiring in ``PARKED_TTL_S``; due when created (queued) or as
     ``Parked.next_attempt_at`` says (scheduled). ``SEED_CHUNK`` rows per
-    transaction; then the WAL is checkpointed, so that the next csjd starts on
-    a settled file.
+    transaction; then the target's backlog count, as csjd's writes keep it,
+    and the WAL is checkpointed, so that the next csjd starts on a settled
+    file.
     """
     now = time.time()
     first_ms = int(now * 1000) - n - 3_600_000
@@ -119,6 +127,8 @@ def seed_parked(path: Path, n: int, parked: Parked) -> None:
                 conn.execute(insert(jobs_table), rows)
             if (low // SEED_CHUNK) % 5 == 4:
                 say(f"  ... {low + len(rows)}/{n} rows")
+        # the jobs were accepted more than the hour of minutes csjd keeps ago
+        seed_counts(engine, {(PARKED_TARGET, parked.state): n})
         with engine.connect() as conn:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
