@@ -14,6 +14,7 @@ by the class names given here, so the drawing lives in one place.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -171,6 +172,7 @@ def chart(name: str, series: dict[str, Series], minutes: list[int]) -> Chart:
     return Chart(top=top, accepted=points, bars=bars, tips=tips, label=label)
 
 
+@functools.lru_cache(maxsize=256)
 def _clock(minute: int) -> str:
     return datetime.fromtimestamp(minute, UTC).strftime("%H:%M UTC")
 

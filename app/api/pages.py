@@ -25,7 +25,7 @@ from urllib.parse import parse_qs, quote, unquote
 
 import orjson
 from jinja2 import Environment, PackageLoader
-from markupsafe import Markup
+from markupsafe import Markup, escape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
@@ -130,11 +130,12 @@ def moment(ts: float | str | None, now: float) -> Markup:
     if ts is None:
         return Markup("")
     if isinstance(ts, str):
-        exact, ts = ts, datetime.fromisoformat(ts).timestamp()
+        exact, ts = escape(ts), datetime.fromisoformat(ts).timestamp()
     else:
-        exact = str(rfc3339(ts))
-    return Markup('<time datetime="{0}" title="{0}" data-relative>{1}</time>').format(
-        exact, relative(ts, now)
+        exact = escape(rfc3339(ts))
+    # an f-string of escaped parts: Markup.format cost a page of 50 times 1.5 ms
+    return Markup(
+        f'<time datetime="{exact}" title="{exact}" data-relative>{relative(ts, now)}</time>'
     )
 
 
