@@ -15,11 +15,11 @@ corrected if it is off (it never is, unless something but csjd wrote the
 jobs: a correction is logged), and per-minute counts older than
 ``MINUTES_KEPT_S`` are forgotten.
 
-The gauge never reads the table: each set of states is counted from its own
-partial index. The unfinished states are counted every tick; their index
-holds the backlog, which ``CSJD_MAX_BACKLOG`` bounds. The finished states'
-index holds every job kept for ``CSJD_RETENTION_S``, so those are counted
-again only once the time since their last count is ``1 /
+The gauge never reads the table. The unfinished states are read every tick
+from the backlog the writes keep per target: a row per target and state,
+however deep the backlog. The finished states are counted from their partial
+index, which holds every job kept for ``CSJD_RETENTION_S``, so those are
+counted again only once the time since their last count is ``1 /
 FINISHED_COUNT_SHARE`` times what that count took: every tick while the
 table is small, less often as it grows, and never more than that share of
 one connection's time.

@@ -296,10 +296,11 @@ class SqlJobStore(Intake, Delivery):
     async def count_by_state(
         self, states: Collection[JobState] = tuple(JobState)
     ) -> dict[JobState, int]:
-        """How many jobs are in each of ``states``. Each set of states is counted from
-        its own partial index: the unfinished ones read the backlog's index entries,
-        the finished ones those of every job kept (``CSJD_RETENTION_S``), which is
-        why maintenance counts those less often."""
+        """How many jobs are in each of ``states``. The unfinished ones are the
+        backlog the writes keep per target (``counts.py``): a row per target and
+        state. The finished ones are counted from their partial index, every job
+        kept (``CSJD_RETENTION_S``), which is why maintenance counts those less
+        often."""
         queries = [
             statement
             for group, statement in (

@@ -308,15 +308,16 @@ REPLACE_TARGET = (
 INSERT_ATTEMPTS = insert(attempts)
 JOB = select(jobs).where(jobs.c.id == bindparam("id"), jobs.c.caller == bindparam("caller"))
 JOB_OF_ANYONE = select(jobs).where(jobs.c.id == bindparam("id"))
-# Each set of states is counted from its own partial index, never from the
-# table: the unfinished ones hold the backlog (bounded by CSJD_MAX_BACKLOG), the
-# finished ones everything kept for CSJD_RETENTION_S (see count_by_state).
-COUNT_ACTIVE_BY_STATE = text(f"SELECT state, count(*) FROM jobs WHERE {ACTIVE_SQL} GROUP BY state")
+# The unfinished jobs by state, and all of them, from the backlog the writes keep
+# per target (counts.py): a row per target and state, however deep the backlog.
+COUNT_ACTIVE_BY_STATE = text("SELECT state, sum(count) FROM target_backlog GROUP BY state")
+COUNT_ACTIVE = text("SELECT coalesce(sum(count), 0) FROM target_backlog")
+# The finished jobs by state from their partial index, never from the table: every
+# job kept for CSJD_RETENTION_S (see count_by_state).
 COUNT_FINISHED_BY_STATE = text(
     f"SELECT state, count(*) FROM jobs WHERE {FINISHED_SQL} GROUP BY state"
 )
 NEXT_DUE = text("SELECT min(next_attempt_at) FROM jobs WHERE state IN ('scheduled', 'retrying')")
-COUNT_ACTIVE = text(f"SELECT count(*) FROM jobs WHERE {ACTIVE_SQL}")
 # the backlog counted from the jobs (maintenance checks the kept counts against it)
 BACKLOG = text(
     f"SELECT target, state, count(*) FROM jobs WHERE {ACTIVE_SQL} GROUP BY target, state"

@@ -200,8 +200,6 @@ def _hot(store: SqlJobStore, conn: Conn) -> dict[str, tuple[ClauseElement | str,
             purge,
             {"ix_jobs_completed", pk},
         ),
-        "count_active": (statements.COUNT_ACTIVE, {}, {"ix_jobs_active"}),
-        "count_active_by_state": (statements.COUNT_ACTIVE_BY_STATE, {}, {"ix_jobs_active"}),
         "count_finished_by_state": (statements.COUNT_FINISHED_BY_STATE, {}, {"ix_jobs_finished"}),
         # intake's replays, GET /jobs, the dashboard, GET /targets, DELETE /targets
         "rows_by_key": (
