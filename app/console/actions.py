@@ -471,10 +471,6 @@ def _retry_each(api: Api, output: Output, ids: list[str], *, bulk: bool) -> _Tal
 # -- status ----------------------------------------------------------------------------
 
 
-#: ``csjd status`` counts a producer's jobs in each state up to this many
-OWN_JOBS_COUNTED = 1000
-
-
 def status(api: Api, args: argparse.Namespace, output: Output) -> int:
     ready, readyz = api.readyz()
     try:
@@ -496,34 +492,17 @@ def status(api: Api, args: argparse.Namespace, output: Output) -> int:
 
 def _own_status(api: Api, output: Output, ready: bool, readyz: JsonObject) -> int:
     """What a key that may not read targets (a producer's) may see: readiness
-    and how many of its own jobs are in each state."""
-    counts: dict[str, int] = {}
-    more: list[str] = []
-    for state in views.OWN_JOB_STATES:
-        counts[state], cursor = 0, None
-        while True:
-            page = api.jobs_page(
-                state=state, limit=min(MAX_PAGE, OWN_JOBS_COUNTED - counts[state]), cursor=cursor
-            )
-            items = page.get("items")
-            counts[state] += len(items) if isinstance(items, list) else 0
-            cursor = page.get("next_cursor")
-            if not cursor:
-                break
-            if counts[state] >= OWN_JOBS_COUNTED:
-                more.append(state)
-                break
+    and how many of its own jobs are in each state (``GET /jobs/count``, exact)."""
+    counts = {state: api.jobs_count(state=state) for state in views.OWN_JOB_STATES}
     document = {
         "url": api.base_url,
         "ready": ready,
         "readyz": readyz,
         "jobs": counts,
-        "jobs_counted_up_to": OWN_JOBS_COUNTED,
-        "jobs_more": more,
         "targets": None,
         "note": "targets and breakers need an admin key",
     }
-    output.result(document, lambda: views.own_jobs_view(api.base_url, ready, readyz, counts, more))
+    output.result(document, lambda: views.own_jobs_view(api.base_url, ready, readyz, counts))
     return 0 if ready else 1
 
 

@@ -583,11 +583,9 @@ def status_view(base_url: str, ready: bool, readyz: JsonObject, targets: list[Js
     return tuple(parts)
 
 
-def own_jobs_view(
-    base_url: str, ready: bool, readyz: JsonObject, counts: dict[str, int], more: list[str]
-) -> View:
+def own_jobs_view(base_url: str, ready: bool, readyz: JsonObject, counts: dict[str, int]) -> View:
     """``csjd status`` for a key that may not read targets: its own jobs only."""
-    shown = {s: f"{n}+" if s in more else str(n) for s, n in counts.items()}
+    shown = {s: str(n) for s, n in counts.items()}
     return (
         _headline(base_url, ready, readyz),
         _counts("your jobs by state", shown),
