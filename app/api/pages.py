@@ -11,6 +11,7 @@ a caller or a target sent can become markup. The routes themselves live in
 from __future__ import annotations
 
 import functools
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote
 
@@ -97,14 +98,40 @@ async def form(request: Request) -> dict[str, str]:
     return {name: values[0] for name, values in fields.items()}
 
 
+def flashed(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    """``page``, with the flash a redirect left for it shown, and then forgotten."""
+    response = page(request, template, status, flash=take_flash(request), **context)
+    if FLASH_COOKIE in request.cookies:
+        response.delete_cookie(FLASH_COOKIE, path=UI_PATH)
+    return response
+
+
 def ago(ts: float | None, now: float) -> str:
     if ts is None:
         return ""
-    seconds = max(0, int(now - ts))
+    return f"{_span(now - ts)} ago"
+
+
+def when(ts: float | None, now: float) -> str:
+    """``ago`` for a time gone by, ``in 5 min`` for one to come."""
+    if ts is None:
+        return ""
+    return f"in {_span(ts - now)}" if ts > now else ago(ts, now)
+
+
+def _span(seconds_: float) -> str:
+    seconds = max(0, int(seconds_))
     if seconds < 120:
-        return f"{seconds} s ago"
+        return f"{seconds} s"
     if seconds < 7200:
-        return f"{seconds // 60} min ago"
+        return f"{seconds // 60} min"
     if seconds < 172_800:
-        return f"{seconds // 3600} h ago"
-    return f"{seconds // 86400} days ago"
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} days"
+
+
+def epoch(text: str | None) -> float | None:
+    """A time as the API writes it (RFC 3339) in epoch seconds."""
+    if text is None:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
