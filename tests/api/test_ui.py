@@ -114,19 +114,19 @@ async def test_the_page_shows_each_targets_breaker_pause_limit_backlog_and_statu
     paused_until = (await api.client.get("/targets/slow")).json()["state"]["paused_until"]
     limit = live("slow").concurrency_limit  # type: ignore[union-attr]
     # name url, status, breaker, paused until, limit / max, in flight, then the backlog:
-    # scheduled, queued, running, retrying
+    # scheduled, queued, running, retrying; then the button that switches it
     assert row(targets, "target", "billing") == (
-        "billing http://127.0.0.1:9/hook enabled closed — 4 / 4 0 0 0 0 0"
+        "billing http://127.0.0.1:9/hook enabled closed — 4 / 4 0 0 0 0 0 Disable"
     )
     assert re.fullmatch(
-        r"flaky \S+ enabled open probes at \S+Z — 16 / 16 0 0 0 0 5",
+        r"flaky \S+ enabled open probes at \S+Z — 16 / 16 0 0 0 0 5 Disable",
         row(targets, "target", "flaky"),
     )
     assert row(targets, "target", "slow") == (
-        f"slow {slow} enabled closed {paused_until} {limit} / 16 0 0 0 0 1"
+        f"slow {slow} enabled closed {paused_until} {limit} / 16 0 0 0 0 1 Disable"
     )
     assert row(targets, "target", "gone") == (
-        f"gone {gone} disabled the target answered 410 Gone closed — 16 / 16 0 0 0 0 0"
+        f"gone {gone} disabled the target answered 410 Gone closed — 16 / 16 0 0 0 0 0 Enable"
     )
     assert "Sign out" not in page  # no keys, nobody signed in
 
