@@ -191,7 +191,7 @@ async def test_a_job_held_back_says_why_and_can_be_cancelled_then_retried(ops: A
     page = (await ops.client.get(here)).text
     summary = rows(page, "summary")
     assert summary[0] == "Now queued, due: held: the target is disabled"
-    assert "Held by disabled, no end known" in summary
+    assert "Held the target is disabled, no end known held_by=disabled" in summary
     assert 'id="cancel">Cancel</button>' in page and 'id="retry"' not in page
     assert rows(page, "timeline")[-1].endswith("queued, due held: the target is disabled")
     assert 'id="no-attempts">No attempt yet.' in page
@@ -208,6 +208,23 @@ async def test_a_job_held_back_says_why_and_can_be_cancelled_then_retried(ops: A
     assert flash((await ops.client.get(here)).text) == f"ok: Job {job_id} is queued again for bob."
     await settled(ops)
     assert (await api_json(ops, f"/jobs/{job_id}"))["state"] == "succeeded"
+
+
+async def test_a_job_held_until_a_known_time_says_until_when(ops: Api, sender: FakeSender) -> None:
+    sender.script(HOOK, [Reply(status=429, headers={"Retry-After": "120"})])
+    job_id = await post_job(ops, ALICE, "order-1", "billing")
+    deadline = time.monotonic() + 10
+    while (job := await api_json(ops, f"/jobs/{job_id}"))["held_by"] != "pause":
+        assert time.monotonic() < deadline, f"never paused: {job}"
+        await asyncio.sleep(0.01)
+
+    page = (await ops.client.get(f"/ui/jobs/{job_id}")).text
+    until = job["held_until"]
+    assert re.search(
+        r"<th>Held</th><td[^>]*>the target asked for a pause \(429/503 Retry-After\) until "
+        rf'<time datetime="{until}" title="{until}">in (1\d\d s|2 min)</time>',
+        page,
+    )
 
 
 async def test_a_succeeded_job_is_sent_again_with_its_history_kept(ops: Api) -> None:

@@ -45,7 +45,7 @@ from app.api.routes.targets import apply_patch
 from app.api.schemas import TargetPatch
 from app.core.errors import Conflict, CsjdError, NotFound
 from app.core.job import ACTIVE, RETRIABLE, FailureReason, JobRecord, JobState
-from app.core.timeline import timeline
+from app.core.timeline import HELD, timeline
 from app.gateway import Gateway
 from app.storage.base import ATTEMPTS_PAGE, JobFilter
 
@@ -426,6 +426,7 @@ async def job_page(job_id: str, request: Request, gateway: GatewayDep) -> Respon
         ),
         attempts=attempts,
         events=timeline(view, attempts),
+        held=HELD.get(str(view["held_by"]), str(view["held_by"])),
         earlier=_href(here, _after(after - ATTEMPTS_PAGE)) if after else None,
         later=_href(here, {"after": str(attempts[-1]["n"])}) if more else None,
         can_cancel=job.state in ACTIVE,
