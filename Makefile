@@ -39,8 +39,14 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check app tests bench alembic
 	$(BIN)/mypy
 
+# Two workers: most of the suite's time is real processes waiting on real time.
+# The schema fuzz runs alone: its items (one per API operation) share one test
+# id, and the workers would keep only one of them.
+FUZZ_SCHEMA := tests/fuzz/test_api_schema.py
+
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile --ignore=$(FUZZ_SCHEMA)
+	$(BIN)/pytest -q $(FUZZ_SCHEMA)
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -m "not slow"

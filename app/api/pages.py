@@ -110,18 +110,12 @@ async def form(request: Request) -> dict[str, str]:
     return {name: values[0] for name, values in fields.items()}
 
 
-def relative(ts: float, now: float) -> str:
-    """``40 s ago``, ``in 2 min``: as ``live.js`` words it too."""
-    seconds = int(abs(now - ts))
-    if seconds < 120:
-        amount = f"{seconds} s"
-    elif seconds < 7200:
-        amount = f"{seconds // 60} min"
-    elif seconds < 172_800:
-        amount = f"{seconds // 3600} h"
-    else:
-        amount = f"{seconds // 86400} days"
-    return f"in {amount}" if ts > now and seconds else f"{amount} ago"
+def flashed(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    """``page``, with the flash a redirect left for it shown, and then forgotten."""
+    response = page(request, template, status, flash=take_flash(request), **context)
+    if FLASH_COOKIE in request.cookies:
+        response.delete_cookie(FLASH_COOKIE, path=UI_PATH)
+    return response
 
 
 def moment(ts: float | str | None, now: float) -> Markup:
@@ -134,9 +128,7 @@ def moment(ts: float | str | None, now: float) -> Markup:
     else:
         exact = escape(rfc3339(ts))
     # an f-string of escaped parts: Markup.format cost a page of 50 times 1.5 ms
-    return Markup(
-        f'<time datetime="{exact}" title="{exact}" data-relative>{relative(ts, now)}</time>'
-    )
+    return Markup(f'<time datetime="{exact}" title="{exact}">{when(ts, now)}</time>')
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,11 +150,30 @@ def script(name: str) -> Script:
 def ago(ts: float | None, now: float) -> str:
     if ts is None:
         return ""
-    seconds = max(0, int(now - ts))
+    return f"{_span(now - ts)} ago"
+
+
+def when(ts: float | None, now: float) -> str:
+    """``ago`` for a time gone by, ``in 5 min`` for one to come (``live.js`` words a
+    time the same way)."""
+    if ts is None:
+        return ""
+    return f"in {_span(ts - now)}" if ts > now else ago(ts, now)
+
+
+def _span(seconds_: float) -> str:
+    seconds = max(0, int(seconds_))
     if seconds < 120:
-        return f"{seconds} s ago"
+        return f"{seconds} s"
     if seconds < 7200:
-        return f"{seconds // 60} min ago"
+        return f"{seconds // 60} min"
     if seconds < 172_800:
-        return f"{seconds // 3600} h ago"
-    return f"{seconds // 86400} days ago"
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} days"
+
+
+def epoch(text: str | None) -> float | None:
+    """A time as the API writes it (RFC 3339) in epoch seconds."""
+    if text is None:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()

@@ -7,12 +7,14 @@ to stdout: on a terminal as tables fitted to its width (``views.render``);
 otherwise as tab-separated lines (``views.plain``); with ``--json`` as one
 JSON document. Progress and errors go to stderr, so a script piping stdout
 sees only the answer; progress is drawn only on a terminal, and erased once
-done.
+done. A retry of every job matching a filter says how many match and asks
+before it acts, on a terminal; elsewhere it needs ``--yes``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -41,12 +43,14 @@ from app.console.client import (
     Unreachable,
     UsageError,
 )
-from app.console.parser import DEFAULT_URL, option
+from app.console.parser import DEFAULT_URL, job_filters, option
 
 #: ``GET /jobs`` answers at most this many a page
 MAX_PAGE = 500
 #: the shell's convention for a command stopped by Ctrl-C
 INTERRUPTED = 130
+#: the jobs a dry run of a bulk retry shows
+DRY_RUN_SHOWN = 10
 
 
 class Output:
@@ -85,6 +89,22 @@ class Output:
             transient=True,
             disable=self.as_json or not self.err.is_terminal,
         )
+
+    def note(self, text: str) -> None:
+        """A line for the person running the command (standard error)."""
+        self.err.print(Text(text))
+
+    @property
+    def can_ask(self) -> bool:
+        """Whether a question can be asked and answered: a terminal on both ends."""
+        return sys.stdin.isatty() and self.err.is_terminal
+
+    def confirm(self, question: str) -> bool:
+        try:
+            answer = self.err.input(Text(f"{question} [y/N] "))
+        except EOFError:
+            answer = ""
+        return answer.strip().lower() in ("y", "yes")
 
 
 Action = Callable[[Api, argparse.Namespace, Output], int]
@@ -128,8 +148,8 @@ def _hint(status: int, *, token_sent: bool) -> str | None:
         return "the gateway does not know this token: check CSJD_TOKEN (or --token)"
     if status == 403:
         return (
-            "the key in CSJD_TOKEN may not do this; managing targets needs an admin key "
-            "(csjd keys new NAME --role admin)"
+            "the key in CSJD_TOKEN may not do this; managing targets needs an admin key, "
+            "and so do other callers' jobs (csjd keys new NAME --role admin)"
         )
     if status == 405:
         return "this gateway is older than this csjd and does not offer this command"
@@ -236,11 +256,10 @@ def targets_delete(api: Api, args: argparse.Namespace, output: Output) -> int:
 
 
 def _pages(
-    api: Api, *, state: str | None, target: str | None, limit: int
+    api: Api, filters: dict[str, str], *, limit: int, cursor: str | None = None
 ) -> Iterator[list[JsonObject]]:
-    cursor: str | None = None
     while True:
-        page = api.jobs_page(state=state, target=target, limit=limit, cursor=cursor)
+        page = api.jobs_page(limit=limit, cursor=cursor, **filters)
         items = page.get("items")
         yield items if isinstance(items, list) else []
         cursor = page.get("next_cursor")
@@ -249,35 +268,45 @@ def _pages(
 
 
 def _every_job(
-    api: Api, output: Output, *, state: str | None, target: str | None, limit: int
+    api: Api, output: Output, filters: dict[str, str], *, limit: int, cursor: str | None = None
 ) -> list[JsonObject]:
     jobs: list[JsonObject] = []
     with output.progress(total=False) as progress:
         task = progress.add_task("fetching jobs: 0", total=None)
-        for items in _pages(api, state=state, target=target, limit=limit):
+        for items in _pages(api, filters, limit=limit, cursor=cursor):
             jobs.extend(items)
             progress.update(task, description=f"fetching jobs: {len(jobs)}")
     return jobs
 
 
 def jobs_list(api: Api, args: argparse.Namespace, output: Output) -> int:
+    filters = job_filters(args)
     if args.all:
         limit = args.limit or MAX_PAGE
-        jobs = _every_job(api, output, state=args.state, target=args.target, limit=limit)
+        jobs = _every_job(api, output, filters, limit=limit, cursor=args.cursor)
         output.result({"items": jobs, "next_cursor": None}, lambda: views.jobs_view(jobs))
         return 0
-    page = api.jobs_page(state=args.state, target=args.target, limit=args.limit)
+    page = api.jobs_page(limit=args.limit, cursor=args.cursor, **filters)
     items = page.get("items") or []
-    more = "more jobs: --all fetches every page, --limit N shows more"
-    output.result(
-        page, lambda: views.jobs_view(items, caption=more if page.get("next_cursor") else "")
-    )
+    more = page.get("next_cursor")
+    # on a terminal under the table; through a pipe on standard error, never among the rows
+    caption = f"more jobs: add --cursor {more} for the next page, or --all for every page"
+    output.result(page, lambda: views.jobs_view(items, caption=caption if more else ""))
+    return 0
+
+
+def jobs_count(api: Api, args: argparse.Namespace, output: Output) -> int:
+    count = api.jobs_count(**job_filters(args))
+    output.result({"count": count}, lambda: (Text(str(count)),))
     return 0
 
 
 def jobs_show(api: Api, args: argparse.Namespace, output: Output) -> int:
     job = api.job(args.job_id)
-    output.result(job, lambda: views.job_view(job))
+    attempts = api.attempts(args.job_id)
+    # the job as GET /jobs/{id} answers it, its attempts beside (its "attempts" is their count)
+    document = {**job, "attempt_list": attempts}
+    output.result(document, lambda: views.job_page(job, attempts))
     return 0
 
 
@@ -293,68 +322,153 @@ def jobs_cancel(api: Api, args: argparse.Namespace, output: Output) -> int:
     return 0
 
 
+def _matching(count: int, filters: dict[str, str]) -> str:
+    """``3 jobs match state=failed target=billing``."""
+    verb = "job matches" if count == 1 else "jobs match"
+    return f"{count} {verb} " + " ".join(f"{name}={value}" for name, value in filters.items())
+
+
+def _bulk_ids(api: Api, args: argparse.Namespace, output: Output) -> list[str] | int:
+    """The ids of every job matching the filters, once the operator has agreed to
+    retry them all; or the exit code when nothing is to be retried (none match, a
+    dry run, the answer was no)."""
+    filters = job_filters(args)
+    count = api.jobs_count(**filters)
+    matching = _matching(count, filters)
+    if count == 0:
+        output.result(
+            {"count": 0, "filter": filters}, lambda: (Text(f"{matching}: none to retry"),)
+        )
+        return 0
+    if args.dry_run:
+        first = api.jobs_page(limit=DRY_RUN_SHOWN, **filters).get("items") or []
+        rest = count - len(first)
+        output.result(
+            {"count": count, "filter": filters, "first": first},
+            lambda: (
+                Text(f"{matching}; a dry run retries none"),
+                *views.jobs_view(
+                    first,
+                    title=f"the first {len(first)}" if rest > 0 else "",
+                    caption=f"and {rest} more" if rest > 0 else "",
+                ),
+            ),
+        )
+        return 0
+    if not args.yes:
+        if not output.can_ask:
+            them = "it" if count == 1 else "them"
+            raise UsageError(
+                f"{matching}; nobody here to confirm (not a terminal): add --yes to retry "
+                f"{them}, or --dry-run to see {them} first"
+            )
+        them = "it" if count == 1 else f"all {count}"
+        if not output.confirm(f"{matching}. Retry {them}?"):
+            print("csjd: nothing retried", file=sys.stderr)
+            return 1
+    else:
+        output.note(matching)
+    jobs = _every_job(api, output, filters, limit=MAX_PAGE)
+    return [str(job["id"]) for job in jobs]
+
+
 def jobs_retry(api: Api, args: argparse.Namespace, output: Output) -> int:
-    if args.failed == bool(args.job_ids):
-        raise UsageError("give job ids to retry, or --failed for every failed job")
-    if args.target and not args.failed:
-        raise UsageError("--target goes with --failed")
-    if args.failed:
-        jobs = _every_job(api, output, state="failed", target=args.target, limit=MAX_PAGE)
-        ids = [str(job["id"]) for job in jobs]
+    filters = job_filters(args)
+    bulk = "state" in filters
+    if bulk == bool(args.job_ids):
+        raise UsageError(
+            "give job ids to retry, or --failed (or --state STATE) for every job matching"
+        )
+    if not bulk and (filters or args.dry_run):
+        raise UsageError(
+            "--target, --caller, --reason, --since, --until and --dry-run go with "
+            "--failed or --state"
+        )
+    if bulk:
+        found = _bulk_ids(api, args, output)
+        if isinstance(found, int):
+            return found
+        ids = found
     else:
         ids = list(dict.fromkeys(args.job_ids))
-    retried: list[JsonObject] = []
-    errors: list[tuple[str, Problem]] = []
-    # (message, exit code) when the loop ends early; the summary says what was done
+    tally = _retry_each(api, output, ids, bulk=bulk)
+    output.result(tally.as_json(ids), lambda: (Text(tally.summary(len(ids))),))
+    for job_id, problem in tally.errors:
+        _report_problem(problem, token_sent=api.token_sent, prefix=f"{job_id}: ")
+    if tally.stopped is not None:
+        print(f"csjd: {tally.stopped[0]}", file=sys.stderr)
+        return tally.stopped[1]
+    return 1 if tally.errors else 0
+
+
+@dataclasses.dataclass(slots=True)
+class _Tally:
+    """What a run of retries came to."""
+
+    retried: list[JsonObject] = dataclasses.field(default_factory=list)
+    #: matched the filter when listed, then changed state (409, an illegal transition)
+    #: or went (404): what a bulk retry expects of jobs others act on meanwhile, so
+    #: not errors (a 409 for a deleted target is one)
+    changed: list[str] = dataclasses.field(default_factory=list)
+    gone: list[str] = dataclasses.field(default_factory=list)
+    errors: list[tuple[str, Problem]] = dataclasses.field(default_factory=list)
+    #: (message, exit code) when the loop ended early
     stopped: tuple[str, int] | None = None
+
+    @property
+    def done(self) -> int:
+        return len(self.retried) + len(self.changed) + len(self.gone) + len(self.errors)
+
+    def as_json(self, ids: list[str]) -> JsonObject:
+        return {
+            "retried": self.retried,
+            "already_changed": self.changed,
+            "gone": self.gone,
+            "errors": [{"id": job_id, **problem.as_json()} for job_id, problem in self.errors],
+            "not_tried": ids[self.done :],
+        }
+
+    def summary(self, asked: int) -> str:
+        if asked == 0:
+            return "no jobs to retry"
+        summary = f"retried {len(self.retried)} of {asked} job{'' if asked == 1 else 's'}"
+        if self.changed:
+            summary += f"; {len(self.changed)} already changed (409)"
+        if self.gone:
+            summary += f"; {len(self.gone)} gone (404)"
+        if self.errors:
+            summary += f"; {len(self.errors)} could not be retried (see below)"
+        if self.done < asked:
+            summary += f"; {asked - self.done} not tried"
+        return summary
+
+
+def _retry_each(api: Api, output: Output, ids: list[str], *, bulk: bool) -> _Tally:
+    tally = _Tally()
     with output.progress(total=True) as progress:
         task = progress.add_task("retrying jobs", total=len(ids))
         for job_id in ids:
             try:
-                retried.append(api.retry(job_id))
+                tally.retried.append(api.retry(job_id))
             except ApiError as exc:
-                errors.append((job_id, exc.problem))
+                if bulk and exc.problem.type.endswith("/illegal-transition"):
+                    tally.changed.append(job_id)
+                elif bulk and exc.problem.status == 404:
+                    tally.gone.append(job_id)
+                else:
+                    tally.errors.append((job_id, exc.problem))
             except Unreachable as exc:
                 # every later call would fail the same way
-                stopped = (str(exc), exc.exit_code)
+                tally.stopped = (str(exc), exc.exit_code)
                 break
             except KeyboardInterrupt:
-                stopped = ("interrupted", INTERRUPTED)
+                tally.stopped = ("interrupted", INTERRUPTED)
                 break
             progress.advance(task)
-    output.result(
-        {
-            "retried": retried,
-            "errors": [{"id": job_id, **problem.as_json()} for job_id, problem in errors],
-            "not_tried": ids[len(retried) + len(errors) :],
-        },
-        lambda: (Text(_retry_summary(len(ids), len(retried), len(errors), bool(args.failed))),),
-    )
-    for job_id, problem in errors:
-        _report_problem(problem, token_sent=api.token_sent, prefix=f"{job_id}: ")
-    if stopped is not None:
-        print(f"csjd: {stopped[0]}", file=sys.stderr)
-        return stopped[1]
-    return 1 if errors else 0
-
-
-def _retry_summary(asked: int, retried: int, failed: int, every_failed: bool) -> str:
-    if asked == 0:
-        return "no failed jobs to retry" if every_failed else "no jobs to retry"
-    plural = "" if asked == 1 else "s"
-    summary = f"retried {retried} of {asked} job{plural}"
-    if failed:
-        summary += f"; {failed} could not be retried (see below)"
-    if retried + failed < asked:
-        summary += f"; {asked - retried - failed} not tried"
-    return summary
+    return tally
 
 
 # -- status ----------------------------------------------------------------------------
-
-
-#: ``csjd status`` counts a producer's jobs in each state up to this many
-OWN_JOBS_COUNTED = 1000
 
 
 def status(api: Api, args: argparse.Namespace, output: Output) -> int:
@@ -378,34 +492,17 @@ def status(api: Api, args: argparse.Namespace, output: Output) -> int:
 
 def _own_status(api: Api, output: Output, ready: bool, readyz: JsonObject) -> int:
     """What a key that may not read targets (a producer's) may see: readiness
-    and how many of its own jobs are in each state."""
-    counts: dict[str, int] = {}
-    more: list[str] = []
-    for state in views.OWN_JOB_STATES:
-        counts[state], cursor = 0, None
-        while True:
-            page = api.jobs_page(
-                state=state, limit=min(MAX_PAGE, OWN_JOBS_COUNTED - counts[state]), cursor=cursor
-            )
-            items = page.get("items")
-            counts[state] += len(items) if isinstance(items, list) else 0
-            cursor = page.get("next_cursor")
-            if not cursor:
-                break
-            if counts[state] >= OWN_JOBS_COUNTED:
-                more.append(state)
-                break
+    and how many of its own jobs are in each state (``GET /jobs/count``, exact)."""
+    counts = {state: api.jobs_count(state=state) for state in views.OWN_JOB_STATES}
     document = {
         "url": api.base_url,
         "ready": ready,
         "readyz": readyz,
         "jobs": counts,
-        "jobs_counted_up_to": OWN_JOBS_COUNTED,
-        "jobs_more": more,
         "targets": None,
         "note": "targets and breakers need an admin key",
     }
-    output.result(document, lambda: views.own_jobs_view(api.base_url, ready, readyz, counts, more))
+    output.result(document, lambda: views.own_jobs_view(api.base_url, ready, readyz, counts))
     return 0 if ready else 1
 
 
@@ -417,6 +514,7 @@ ACTIONS: dict[str, Action] = {
     "targets_disable": targets_disable,
     "targets_delete": targets_delete,
     "jobs_list": jobs_list,
+    "jobs_count": jobs_count,
     "jobs_show": jobs_show,
     "jobs_attempts": jobs_attempts,
     "jobs_cancel": jobs_cancel,

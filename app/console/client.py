@@ -237,16 +237,23 @@ class Api:
     # -- jobs ------------------------------------------------------------------------
 
     def jobs_page(
-        self,
-        *,
-        state: str | None = None,
-        target: str | None = None,
-        limit: int | None = None,
-        cursor: str | None = None,
+        self, *, limit: int | None = None, cursor: str | None = None, **filters: str | None
     ) -> JsonObject:
-        params = {"state": state, "target": target, "limit": limit, "cursor": cursor}
+        """A page of ``GET /jobs``; ``filters`` are its query's (``state``, ``target``,
+        ``caller``, ``reason``, ``created_after``, ``created_before``), None left out."""
+        params = {**filters, "limit": limit, "cursor": cursor}
         query = {k: v for k, v in params.items() if v is not None}
         return self._object(self._request("GET", "/jobs", params=query))
+
+    def jobs_count(self, **filters: str | None) -> int:
+        """How many jobs ``GET /jobs`` would list with these filters."""
+        query = {k: v for k, v in filters.items() if v is not None}
+        count = self._object(self._request("GET", "/jobs/count", params=query)).get("count")
+        if not isinstance(count, int):
+            raise ApiError(
+                Problem(status=200, title="Not a csjd answer", detail="/jobs/count has no count")
+            )
+        return count
 
     def job(self, job_id: str) -> JsonObject:
         return self._object(self._request("GET", f"/jobs/{segment(job_id, 'job id')}"))

@@ -9,17 +9,36 @@ them under its own prefix (argparse would let a subcommand's defaults erase
 the value given before it), and ``option`` picks the innermost one given.
 ``targets put`` takes ``--url`` for the target's URL, so there the gateway's
 address is given before the verb (``csjd --url GATEWAY targets put NAME --url
-HOOK``). Nothing here imports httpx or rich: building the parser must stay
-cheap for ``csjd serve``.
+HOOK``). ``jobs list``, ``jobs count`` and a bulk ``jobs retry`` share the job
+filters (``job_filters`` maps them to ``GET /jobs``'s query); ``--since`` and
+``--until`` take RFC 3339 or how long ago (``when``), resolved once, so a count
+and the listing after it see the same instant. Nothing here imports httpx or
+rich: building the parser must stay cheap for ``csjd serve``.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 JOB_STATES = ("scheduled", "queued", "running", "retrying", "succeeded", "failed", "cancelled")
+#: the states a job can be retried from (a succeeded one is sent again)
+RETRYABLE_STATES = ("failed", "cancelled", "succeeded")
+FAILURE_REASONS = ("permanent_status", "attempts_exhausted", "expired", "target_gone")
+#: the job filters' flags, and the ``GET /jobs`` query parameters they set
+FILTERS = (
+    ("state", "state"),
+    ("target", "target"),
+    ("caller", "caller"),
+    ("reason", "reason"),
+    ("since", "created_after"),
+    ("until", "created_before"),
+)
+_AGO = re.compile(r"(\d+)([smhdw])")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 COMMANDS = ("targets", "jobs", "status")
 #: the prefixes the console's options are kept under, innermost level first
 LEVELS = ("", "group_", "global_")
@@ -41,6 +60,30 @@ def _positive(text: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
     return number
+
+
+def when(text: str, now: datetime | None = None) -> str:
+    """A time as RFC 3339 UTC: given so (``2026-01-01T00:00:00Z``, any offset), or as
+    how long before ``now`` (``90s``, ``15m``, ``2h``, ``3d``, ``1w``)."""
+    given = text.strip()
+    try:
+        if match := _AGO.fullmatch(given):
+            ago = timedelta(seconds=int(match[1]) * _SECONDS[match[2]])
+            at = (now or datetime.now(UTC)).replace(microsecond=0) - ago
+        else:
+            at = datetime.fromisoformat(given.upper())  # RFC 3339 allows 't' and 'z
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a time (RFC 3339, e.g. 2026-01-01T00:00:00Z) or how long ago "
+            f"(15m, 2h, 3d), got {text!r}"
+        ) from None
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"{text!r} is too long ago") from None
+    if at.tzinfo is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} needs its offset from UTC, e.g. 2026-01-01T00:00:00Z or +02:00"
+        )
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _gateway_flags(parser: argparse.ArgumentParser, *, url: bool = True, prefix: str = "") -> None:
@@ -102,6 +145,35 @@ def _common(*, url: bool = True) -> argparse.ArgumentParser:
     _gateway_flags(common, url=url)
     _output_flags(common)
     return common
+
+
+def _job_filters(
+    cmd: argparse.ArgumentParser,
+    states: tuple[str, ...],
+    *,
+    group: argparse._MutuallyExclusiveGroup | None = None,
+) -> None:
+    (group or cmd).add_argument("--state", choices=states)
+    cmd.add_argument("--target", metavar="NAME")
+    cmd.add_argument("--caller", metavar="KEY", help="this API key's jobs (an admin key's choice)")
+    cmd.add_argument(
+        "--reason", choices=FAILURE_REASONS, help="failed jobs, failed for this reason"
+    )
+    cmd.add_argument(
+        "--since",
+        type=when,
+        metavar="WHEN",
+        help="created at or after: RFC 3339, or 15m, 2h, 3d ago",
+    )
+    cmd.add_argument("--until", type=when, metavar="WHEN", help="created before: the same forms")
+
+
+def job_filters(args: argparse.Namespace) -> dict[str, str]:
+    """The ``GET /jobs`` filters the command line gives, by query parameter."""
+    given = {param: getattr(args, flag, None) for flag, param in FILTERS}
+    if getattr(args, "failed", False):
+        given["state"] = "failed"
+    return {param: value for param, value in given.items() if value is not None}
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -173,21 +245,37 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     _output_flags(jobs, prefix="group_")
     j = jobs.add_subparsers(dest="jobs_command", required=True)
     listing = leaf(j, "list", "jobs_list", "jobs, newest first")
-    listing.add_argument("--state", choices=JOB_STATES)
-    listing.add_argument("--target")
+    _job_filters(listing, JOB_STATES)
     listing.add_argument(
         "--limit",
         type=_positive,
         help="jobs to show (default 50); with --all, jobs per page (default 500)",
     )
+    listing.add_argument("--cursor", help="start at this page (from the page before it)")
     listing.add_argument("--all", action="store_true", help="follow every page")
-    leaf(j, "show", "jobs_show", "one job").add_argument("job_id")
+    _job_filters(leaf(j, "count", "jobs_count", "how many jobs match the filters"), JOB_STATES)
+    leaf(
+        j, "show", "jobs_show", "one job: payload, headers, every attempt and its timeline"
+    ).add_argument("job_id")
     leaf(j, "attempts", "jobs_attempts", "every attempt made for a job").add_argument("job_id")
     leaf(j, "cancel", "jobs_cancel", "cancel a job that has not finished").add_argument("job_id")
-    retry = leaf(j, "retry", "jobs_retry", "queue failed or cancelled jobs again, attempts reset")
+    retry = leaf(
+        j,
+        "retry",
+        "jobs_retry",
+        "queue finished jobs again, attempts reset: the ids given, or every job matching "
+        "--failed (or --state) and the filters",
+    )
     retry.add_argument("job_ids", nargs="*", metavar="ID")
-    retry.add_argument("--failed", action="store_true", help="retry every failed job")
-    retry.add_argument("--target", help="with --failed: only this target's jobs")
+    which = retry.add_mutually_exclusive_group()
+    which.add_argument("--failed", action="store_true", help="every failed job (--state failed)")
+    _job_filters(retry, RETRYABLE_STATES, group=which)
+    retry.add_argument(
+        "--dry-run", action="store_true", help="show how many match and the first few; retry none"
+    )
+    retry.add_argument(
+        "--yes", "-y", action="store_true", help="retry the jobs matching without asking"
+    )
 
     commands.add_parser(
         "status",

@@ -31,10 +31,12 @@ from typing import Any, Literal
 from rich import box
 from rich.cells import cell_len
 from rich.console import Group, RenderableType
+from rich.json import JSON
 from rich.table import Table
 from rich.text import Text
 
 from app.console.client import JsonObject
+from app.core.timeline import HELD, timeline
 
 BACKLOG_STATES = ("scheduled", "queued", "running", "retrying")
 #: the states ``csjd status`` counts of a producer's own jobs
@@ -47,6 +49,8 @@ STATE_STYLES = {
     "retrying": "yellow",
     "running": "cyan",
 }
+#: how a timeline event's tone is drawn
+TONE_STYLES = {"ok": "green", "bad": "bold red", "wait": "yellow"}
 #: spaces between two columns on a terminal
 GAP = 2
 NONE = "-"
@@ -161,8 +165,6 @@ def _table(sheet: Sheet, width: int, *, wide: bool) -> tuple[Table, int]:
     table = Table(
         title=sheet.title or None,
         title_justify="left",
-        caption=sheet.caption or None,
-        caption_justify="left",
         box=box.SIMPLE_HEAD,
         show_edge=False,
         pad_edge=False,
@@ -199,9 +201,14 @@ def render(view: View, width: int, *, wide: bool) -> tuple[RenderableType, int]:
     parts: list[RenderableType] = []
     needed = width
     for part in view:
+        if parts:
+            parts.append(Text())  # a blank line between parts, as through a pipe
         if isinstance(part, Sheet):
             table, table_width = _table(part, width, wide=wide)
             parts.append(table)
+            if part.caption:
+                # under the table but as wide as the terminal: a cursor in it stays whole
+                parts.append(Text(part.caption, style="table.caption"))
             needed = max(needed, table_width)
         elif isinstance(part, Fields):
             parts.append(_fields_table(part))
@@ -391,13 +398,43 @@ def jobs_view(jobs: Sequence[JsonObject], title: str = "jobs", caption: str = ""
     return (Sheet(title, default, wide, jobs, caption),)
 
 
-def job_view(job: JsonObject) -> View:
+def job_fields(job: JsonObject) -> Fields:
+    """A job's own fields, a line each (its payload and headers are blocks of their own)."""
     state = str(job.get("state"))
-    rows = [
-        (k, cell(v, STATE_STYLES.get(state, "")) if k == "state" else cell(v))
-        for k, v in job.items()
-    ]
-    return (Fields(f"job {job.get('id')}", rows),)
+    rows: list[tuple[str, Cell]] = []
+    for name, value in job.items():
+        if name in ("payload", "headers"):
+            continue
+        if name == "state":
+            rows.append((name, cell(value, STATE_STYLES.get(state, ""))))
+        elif name == "held_by" and value:
+            why = HELD.get(str(value))
+            rows.append((name, cell(f"{value}: {why}" if why else value, "yellow")))
+        else:
+            rows.append((name, cell(value)))
+    return Fields(f"job {job.get('id')}", rows)
+
+
+def job_view(job: JsonObject) -> View:
+    return (job_fields(job),)
+
+
+def _payload(payload: Any) -> Text:
+    text = Text("payload\n", style="table.title")
+    # pretty, and folded to the terminal's width where a line is longer
+    text.append_text(JSON.from_data(payload, indent=2, ensure_ascii=False).text)
+    return text
+
+
+def _headers(headers: dict[str, Any]) -> Part:
+    if not headers:
+        return Text("no headers of its own", style="dim")
+    columns = (
+        Column("header", lambda h: cell(h["name"]), floor=20),
+        Column("value", lambda h: cell(h["value"]), floor=10),
+    )
+    rows = [{"name": name, "value": value} for name, value in headers.items()]
+    return Sheet("headers", columns, columns, rows)
 
 
 def _outcome(attempt: JsonObject) -> Cell:
@@ -405,7 +442,38 @@ def _outcome(attempt: JsonObject) -> Cell:
     return cell(outcome, "green" if outcome == "success" else "yellow")
 
 
-def attempts_view(job_id: str, attempts: Sequence[JsonObject]) -> View:
+def _duration(attempt: JsonObject) -> Cell:
+    ms = attempt.get("duration_ms")
+    if not isinstance(ms, int | float):
+        return None
+    if ms >= 1000:
+        return Text(f"{ms / 1000:.1f} s")
+    return Text(f"{ms:.1f} ms" if ms < 10 else f"{ms:.0f} ms")
+
+
+#: on a terminal, a response excerpt is cut after this many characters (--wide: 60)
+EXCERPT_SHOWN = 240
+
+
+def _answer(attempt: JsonObject) -> Cell:
+    """What the target answered: its content type and length, then the excerpt's
+    start, with runs of white space as one space."""
+    size = attempt.get("response_bytes")
+    about = [str(attempt.get("content_type") or "")]
+    if size is not None:
+        about.append(f"{size} byte{'' if size == 1 else 's'}")
+    text = Text(", ".join(a for a in about if a), style="dim")
+    excerpt = " ".join(str(attempt.get("response_excerpt") or "").split())
+    if excerpt:
+        if len(excerpt) > EXCERPT_SHOWN:
+            excerpt = excerpt[: EXCERPT_SHOWN - 1] + "…"
+        text.append(("\n" if text else "") + excerpt)
+    return text or None
+
+
+def _attempt_columns(title: str, attempts: Sequence[JsonObject], *, times: bool) -> Sheet:
+    """Attempts under ``title``: on a terminal with when each started (``times``) or with
+    what the target answered; with ``--wide`` and through a pipe, every field."""
     n = Column("n", lambda a: cell(a.get("n")), key=True, justify="right")
     started = Column("started_at", lambda a: cell(a.get("started_at")), floor=24)
     status = Column("status", lambda a: cell(a.get("status_code")), justify="right")
@@ -418,13 +486,51 @@ def attempts_view(job_id: str, attempts: Sequence[JsonObject]) -> View:
         status,
         outcome,
         error,
+        Column("content_type", lambda a: cell(a.get("content_type")), floor=12),
+        Column("response_bytes", lambda a: cell(a.get("response_bytes")), justify="right"),
         Column(
             "response", lambda a: cell(a.get("response_excerpt")), floor=10, limit=60, ellipsis=True
         ),
     )
-    return (
-        Sheet(f"attempts of job {job_id}", (n, started, status, outcome, error), wide, attempts),
+    if times:
+        return Sheet(title, (n, started, status, outcome, error), wide, attempts)
+    duration = Column("took", _duration, justify="right")
+    answer = Column("answer", _answer, floor=16)
+    return Sheet(title, (n, status, duration, outcome, error, answer), wide, attempts)
+
+
+def attempts_view(job_id: str, attempts: Sequence[JsonObject]) -> View:
+    return (_attempt_columns(f"attempts of job {job_id}", attempts, times=True),)
+
+
+def timeline_sheet(job: JsonObject, attempts: Sequence[JsonObject]) -> Sheet:
+    """The job's story (``app.core.timeline``, as the dashboard tells it)."""
+    events = [
+        {"at": e.at, "what": e.what, "detail": e.detail, "tone": e.tone}
+        for e in timeline(job, attempts)
+    ]
+    columns = (
+        Column("at", lambda e: cell(e["at"]), floor=24),
+        Column("event", lambda e: cell(e["what"], TONE_STYLES.get(e["tone"], "")), floor=12),
+        Column("detail", lambda e: cell(e["detail"]), floor=16),
     )
+    return Sheet("timeline", columns, columns, events)
+
+
+def job_page(job: JsonObject, attempts: Sequence[JsonObject]) -> View:
+    """``csjd jobs show``: the job, what it delivers, every attempt and its timeline."""
+    parts: list[Part] = [job_fields(job)]
+    if "payload" in job:
+        parts.append(_payload(job["payload"]))
+    headers = job.get("headers")
+    if isinstance(headers, dict):
+        parts.append(_headers(headers))
+    if attempts:
+        parts.append(_attempt_columns("attempts", attempts, times=False))
+    else:
+        parts.append(Text("no attempts yet", style="dim"))
+    parts.append(timeline_sheet(job, attempts))
+    return tuple(parts)
 
 
 # -- status ----------------------------------------------------------------------------
@@ -477,11 +583,9 @@ def status_view(base_url: str, ready: bool, readyz: JsonObject, targets: list[Js
     return tuple(parts)
 
 
-def own_jobs_view(
-    base_url: str, ready: bool, readyz: JsonObject, counts: dict[str, int], more: list[str]
-) -> View:
+def own_jobs_view(base_url: str, ready: bool, readyz: JsonObject, counts: dict[str, int]) -> View:
     """``csjd status`` for a key that may not read targets: its own jobs only."""
-    shown = {s: f"{n}+" if s in more else str(n) for s, n in counts.items()}
+    shown = {s: str(n) for s, n in counts.items()}
     return (
         _headline(base_url, ready, readyz),
         _counts("your jobs by state", shown),

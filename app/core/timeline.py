@@ -19,13 +19,14 @@ _WAITING = {
     "queued": "due",
     "retrying": "next attempt",
 }
-_HELD = {
-    "breaker": "held: the target's circuit breaker is open",
-    "pause": "held: the target asked for a pause (429/503 Retry-After)",
-    "disabled": "held: the target is disabled",
-    "rate": "held: the target's rate limit",
-    "ordering": "held: an earlier job with the same ordering key",
-    "schedule": "held: not due yet",
+#: why a job waits, in words, by its ``held_by``
+HELD = {
+    "breaker": "the target's circuit breaker is open",
+    "pause": "the target asked for a pause (429/503 Retry-After)",
+    "disabled": "the target is disabled",
+    "rate": "the target's rate limit",
+    "ordering": "an earlier job with the same ordering key",
+    "schedule": "not due yet",
 }
 
 
@@ -45,14 +46,20 @@ def _answer(attempt: Mapping[str, Any]) -> tuple[str, str]:
     error = attempt.get("error")
     outcome = str(attempt.get("outcome") or "")
     said = f"HTTP {status}" if status is not None else (error or "no answer")
-    if status is not None and error:
+    # the gateway's own error for an answered attempt is its status again: said once
+    if status is not None and error and error != said:
         said = f"{said}: {error}"
     duration = attempt.get("duration_ms")
-    took = f" in {duration} ms" if duration is not None else ""
+    took = f" in {_ms(duration)}" if isinstance(duration, int | float) else ""
     tone = "ok" if outcome == "success" else ("wait" if outcome == "throttled" else "bad")
     if outcome in ("", "interrupted"):
         tone = "wait"
     return f"{said}{took}" + (f" ({outcome})" if outcome else ""), tone
+
+
+def _ms(duration: float) -> str:
+    """``15 ms``, ``2.5 ms``: a millisecond's fraction matters only below ten."""
+    return f"{duration:.1f} ms" if duration < 10 else f"{duration:.0f} ms"
 
 
 def timeline(job: Mapping[str, Any], attempts: Sequence[Mapping[str, Any]]) -> list[Event]:
@@ -79,10 +86,21 @@ def _now(job: Mapping[str, Any]) -> Event:
         return Event(job.get("completed_at"), state, str(job.get("failure_reason") or ""), "bad")
     if state == "running":
         return Event(None, "running", "an attempt is in flight", "wait")
-    held_by = job.get("held_by")
-    detail = _HELD.get(str(held_by), "") if held_by else ""
-    if held_by and job.get("held_until"):
-        detail = f"{detail} until {job['held_until']}"
+    reason = why_held(job)
     return Event(
-        job.get("next_attempt_at"), f"{state}, {_WAITING.get(state, 'due')}", detail, "wait"
+        job.get("next_attempt_at"),
+        f"{state}, {_WAITING.get(state, 'due')}",
+        f"held: {reason}" if reason else "",
+        "wait",
     )
+
+
+def why_held(job: Mapping[str, Any]) -> str:
+    """What holds a job back from being sent now, in words, and until when if known;
+    ``""`` when nothing does (``held_by`` is null)."""
+    held_by = job.get("held_by")
+    if not held_by:
+        return ""
+    words = HELD.get(str(held_by), str(held_by))
+    until = job.get("held_until")
+    return f"{words} until {until}" if until else words

@@ -5,7 +5,7 @@
 // talks to nothing but the page's own origin (the Content-Security-Policy says so).
 // The page is whole without it: it then reloads itself instead (<noscript>).
 // What the numbers mean, and the chart's geometry, are decided on the server
-// (app/api/dashboard.py); the words for a time match app/api/pages.py's relative().
+// (app/api/dashboard.py); the words for a time match app/api/pages.py's when().
 (() => {
   "use strict";
 
@@ -20,12 +20,12 @@
     else if (seconds < 7200) amount = `${Math.floor(seconds / 60)} min`;
     else if (seconds < 172800) amount = `${Math.floor(seconds / 3600)} h`;
     else amount = `${Math.floor(seconds / 86400)} days`;
-    return ms > now && seconds ? `in ${amount}` : `${amount} ago`;
+    return ms > now ? `in ${amount}` : `${amount} ago`;
   }
 
   function refreshTimes() {
     const now = Date.now() + skew;
-    for (const time of document.querySelectorAll("time[data-relative]")) {
+    for (const time of document.querySelectorAll("time[datetime]")) {
       const at = Date.parse(time.dateTime);
       if (!Number.isNaN(at)) time.textContent = relative(at, now);
     }
@@ -42,7 +42,6 @@
     const time = element("time");
     time.dateTime = iso;
     time.title = iso;
-    time.dataset.relative = "";
     time.textContent = relative(Date.parse(iso), Date.now() + skew);
     return time;
   }
@@ -78,6 +77,16 @@
     },
     inflight(td, t) {
       td.textContent = t.inflight;
+    },
+    // the button that switches the target off, or on again
+    switch(td, t) {
+      const form = td.querySelector("form");
+      const button = td.querySelector("button");
+      if (!form || !button) return;
+      const to = t.enabled ? "disable" : "enable";
+      form.action = `/ui/targets/${encodeURIComponent(t.name)}/${to}`;
+      button.className = to;
+      button.textContent = t.enabled ? "Disable" : "Enable";
     },
   };
   for (const state of ["scheduled", "queued", "running", "retrying"]) {

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from app.api.dashboard import FRAME, Series, chart, nice, throughput, window
-from app.api.pages import relative
+from app.api.pages import when
 from app.core.outcome import FailureKind
 from app.dispatch.sender import Failure
 from app.storage.base import Activity
@@ -133,22 +133,22 @@ async def test_the_page_shows_each_targets_breaker_pause_limit_backlog_and_statu
     paused_until = (await api.client.get("/targets/slow")).json()["state"]["paused_until"]
     limit = live("slow").concurrency_limit  # type: ignore[union-attr]
     # name url, status, breaker, paused until, limit / max, in flight, then the backlog:
-    # scheduled, queued, running, retrying
+    # scheduled, queued, running, retrying; then the button that switches it
     assert row(targets, "target", "billing") == (
-        "billing http://127.0.0.1:9/hook enabled closed — 4 / 4 0 0 0 0 0"
+        "billing http://127.0.0.1:9/hook enabled closed — 4 / 4 0 0 0 0 0 Disable"
     )
     assert re.fullmatch(
-        r"flaky \S+ enabled open probes in \d+ s — 16 / 16 0 0 0 0 5",
+        r"flaky \S+ enabled open probes in \d+ s — 16 / 16 0 0 0 0 5 Disable",
         row(targets, "target", "flaky"),
     )
     assert re.fullmatch(
-        rf"slow {slow} enabled closed in (11\d s|2 min) {limit} / 16 0 0 0 0 1",
+        rf"slow {slow} enabled closed in (11\d s|2 min) {limit} / 16 0 0 0 0 1 Disable",
         row(targets, "target", "slow"),
     )
     # times are relative, the exact time on hover
-    assert f'<time datetime="{paused_until}" title="{paused_until}" data-relative>' in targets
+    assert f'<time datetime="{paused_until}" title="{paused_until}">' in targets
     assert row(targets, "target", "gone") == (
-        f"gone {gone} disabled the target answered 410 Gone closed — 16 / 16 0 0 0 0 0"
+        f"gone {gone} disabled the target answered 410 Gone closed — 16 / 16 0 0 0 0 0 Enable"
     )
     assert "Sign out" not in page  # no keys, nobody signed in
 
@@ -233,7 +233,7 @@ def test_the_chart_stacks_failed_on_succeeded_under_a_line_of_accepted_scaled_to
     ],
 )
 def test_times_are_told_relative_to_now(offset: float, words: str) -> None:
-    assert relative(1000 + offset, 1000) == words
+    assert when(1000 + offset, 1000) == words
 
 
 async def test_failed_jobs_of_every_caller_are_listed_newest_first_with_a_retry_button(
@@ -603,11 +603,9 @@ async def test_the_page_marks_what_the_script_redraws(api_factory: ApiFactory) -
     page = (await api.client.get("/ui")).text
     assert 'data-live="/ui/live.json" data-poll-s="5"' in page
     targets = section(page, "targets")
-    for field in ("status", "breaker", "paused", "limit", "inflight", "backlog.queued"):
+    for field in ("status", "breaker", "paused", "limit", "inflight", "backlog.queued", "switch"):
         assert f'data-field="{field}"' in targets
     chart = section(page, "throughput")
     assert chart.count('<rect class="s"') == chart.count('<rect class="f"') == 15
     assert chart.count("<polyline") == 1 and "<title>" in chart
-    assert re.search(
-        r'<span id="updated"><time datetime="[^"]+Z" title="[^"]+Z" data-relative>', page
-    )
+    assert re.search(r'<span id="updated"><time datetime="[^"]+Z" title="[^"]+Z">', page)

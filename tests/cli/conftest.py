@@ -164,6 +164,28 @@ def screen(written: str) -> list[str]:
     return ["".join(line).rstrip() for line in lines]
 
 
+class _Typist:
+    """Standard input on the terminal: ``text`` is typed when the program reads a line
+    (after its question is on the screen), and the terminal echoes it there."""
+
+    def __init__(self, follower: int, master: int, text: str) -> None:
+        self._file = open(follower, encoding="utf-8", closefd=False)  # noqa: SIM115
+        self._master, self._text = master, text
+
+    def isatty(self) -> bool:
+        return self._file.isatty()
+
+    def fileno(self) -> int:
+        return self._file.fileno()
+
+    def readline(self, size: int = -1) -> str:
+        os.write(self._master, self._text.encode())
+        return self._file.readline(size)
+
+    def close(self) -> None:
+        self._file.close()
+
+
 #: written after the command, so the reader knows it has read everything before it
 _END = "\n<<end of csjd's output>>"
 
@@ -172,9 +194,12 @@ CsjdTty = Callable[..., Screen]
 
 @pytest.fixture
 def csjd_tty(monkeypatch: pytest.MonkeyPatch) -> CsjdTty:
-    """``csjd`` with standard output and error on one pseudo-terminal ``columns`` wide."""
+    """``csjd`` with standard output and error on one pseudo-terminal ``columns`` wide;
+    with ``typed``, standard input too, and that text typed on it in advance."""
 
-    def run(*argv: str, columns: int = 80, env: dict[str, str] | None = None) -> Screen:
+    def run(
+        *argv: str, columns: int = 80, env: dict[str, str] | None = None, typed: str | None = None
+    ) -> Screen:
         environ = {"CSJD_URL": URL, "CSJD_TOKEN": TOKEN} if env is None else env
         monkeypatch.setenv("COLUMNS", str(columns))
         monkeypatch.setenv("TERM", "xterm-256color")
@@ -193,14 +218,18 @@ def csjd_tty(monkeypatch: pytest.MonkeyPatch) -> CsjdTty:
 
         reader = threading.Thread(target=read, daemon=True)
         reader.start()
-        saved = sys.stdout, sys.stderr
+        saved = sys.stdout, sys.stderr, sys.stdin
         sys.stdout = sys.stderr = terminal
+        if typed is not None:
+            sys.stdin = _Typist(follower, master, typed)  # type: ignore[assignment]
         try:
             code = main(list(argv), environ)
         except SystemExit as exc:
             code = int(exc.code or 0)
         finally:
-            sys.stdout, sys.stderr = saved
+            if sys.stdin is not saved[2]:
+                sys.stdin.close()
+            sys.stdout, sys.stderr, sys.stdin = saved
             terminal.write(_END)
             terminal.flush()
             reader.join(timeout=10)
@@ -261,6 +290,26 @@ def job(job_id: str, state: str = "succeeded", **fields: Any) -> dict[str, Any]:
         "last_status_code": 200,
         "last_error": None,
         "failure_reason": None,
+        "caller": None,
+        "held_by": None,
+        "held_until": None,
+        **fields,
+    }
+
+
+def attempt(n: int, **fields: Any) -> dict[str, Any]:
+    """An attempt as ``GET /jobs/{id}/attempts`` answers it: a 503 by default."""
+    return {
+        "n": n,
+        "started_at": f"2026-01-01T00:00:{n:02d}.000Z",
+        "finished_at": f"2026-01-01T00:00:{n:02d}.120Z",
+        "duration_ms": 120.4,
+        "status_code": 503,
+        "outcome": "retryable",
+        "error": "HTTP 503",
+        "response_excerpt": "busy",
+        "content_type": "text/plain",
+        "response_bytes": 4,
         **fields,
     }
 

@@ -8,11 +8,15 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from app.console import actions
+from app.console.actions import Output
+from app.console.client import Api
 from app.testing import Reply, Sink
-from tests.cli.conftest import Run
+from tests.cli.conftest import Csjd, Run
 from tests.e2e.gateway import ROOT, GatewayProcess
 
 pytestmark = pytest.mark.slow
@@ -94,7 +98,7 @@ def test_an_operator_manages_targets_and_jobs_from_the_command_line(
     assert status.out.splitlines()[-1] == "2 targets, all healthy"
 
     sink.answer("/flaky", Reply(status=200))
-    retried = csjd("jobs", "retry", "--failed")
+    retried = csjd("jobs", "retry", "--failed", "--yes")
     assert retried.code == 0, retried.err
     assert retried.out.strip() == "retried 1 of 1 job"
     gateway.wait_job(failing, ("succeeded",))
@@ -170,3 +174,117 @@ def test_a_producer_sees_readiness_and_its_own_jobs_in_status(
     ]
     assert "need an admin key" in blocks[2]
     assert _cli(gateway, token=PRODUCER_TOKEN)("targets", "list").code == 1
+
+
+def test_an_operator_finds_inspects_and_bulk_retries_real_failures(
+    gateway: GatewayProcess, sink: Sink, csjd: Csjd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A producer's jobs fail against a sink answering 500; an admin finds them with
+    filters, reads one's page, is refused without --yes, dry-runs, then retries them
+    all while another operator retries one of them and one's target has been deleted."""
+    gateway.client.headers["Authorization"] = f"Bearer {TOKEN}"
+    env = {"CSJD_URL": f"http://127.0.0.1:{gateway.port}", "CSJD_TOKEN": TOKEN}
+
+    def run(*argv: str) -> Run:
+        return csjd(*argv, env=env)
+
+    down = Reply(status=500, headers={"Content-Type": "text/plain"}, body=b"database is down")
+    sink.answer("/down", down)
+    sink.answer("/old", down)
+    gateway.put_target("down", url=sink.url("/down"), max_attempts=1)
+    gateway.put_target("old", url=sink.url("/old"), max_attempts=1)
+    producer = {"Authorization": f"Bearer {PRODUCER_TOKEN}"}
+
+    def post(key: str, target: str) -> str:
+        answer = gateway.client.post(
+            "/jobs",
+            json={
+                "target": target,
+                "payload": {"order": key, "lines": [1, 2]},
+                "headers": {"X-Tenant": "acme"},
+            },
+            headers={**producer, "Idempotency-Key": key},
+        )
+        assert answer.status_code == 202, answer.text
+        return str(answer.json()["id"])
+
+    down_ids = [post(f"order-{n}", "down") for n in range(3)]
+    old_id = post("order-old", "old")
+    for job_id in (*down_ids, old_id):
+        gateway.wait_job(job_id, ("failed",))
+    assert gateway.client.delete("/targets/old").status_code == 204  # its job stays, failed
+
+    # an admin finds the producer's failures by caller, target and time, and counts them
+    listed = run("jobs", "list", "--state", "failed", "--caller", "shop", "--since", "10m")
+    assert (listed.code, listed.err) == (0, "")
+    assert sorted(row[0] for row in listed.rows()[1:]) == sorted([*down_ids, old_id])
+    assert run("jobs", "count", "--state", "failed", "--target", "down").out == "3\n"
+    assert run("jobs", "count", "--state", "failed", "--until", "1h").out == "0\n"
+    refused = run("jobs", "list", "--cursor", "bogus")
+    assert (refused.code, refused.err) == (
+        1,
+        "csjd: Bad request: the cursor is not one this server gave out\n",
+    )
+    unknown = run("jobs", "show", "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b")
+    assert (unknown.code, unknown.out) == (1, "")
+    assert unknown.err == "csjd: Not found: no job '0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b'\n"
+
+    # a failed job's page, through a real pipe: plain text, every block
+    page = _cli(gateway)("jobs", "show", down_ids[0])
+    assert (page.code, page.err) == (0, "")
+    assert "\x1b" not in page.out
+    fields, payload, headers, attempts, story = page.out.rstrip("\n").split("\n\n")
+    assert "caller\tshop" in fields.splitlines()
+    assert "failure_reason\tattempts_exhausted" in fields.splitlines()
+    assert payload.splitlines()[:3] == ["payload", "{", '  "order": "order-0",']
+    assert headers.splitlines() == ["header\tvalue", "X-Tenant\tacme"]
+    first = attempts.splitlines()[1].split("\t")
+    assert first[3:] == ["500", "retryable", "HTTP 500", "text/plain", "16", "database is down"]
+    assert story.splitlines()[-1].split("\t")[1:] == ["failed", "attempts_exhausted"]
+
+    # no terminal to confirm on: refused; a dry run shows them; neither retries any
+    sent = len(sink.received())
+    asked = run("jobs", "retry", "--failed")
+    assert asked.code == 2 and "4 jobs match state=failed; nobody here to confirm" in asked.err
+    dry = run("jobs", "retry", "--failed", "--dry-run")
+    assert dry.code == 0
+    assert dry.out.splitlines()[0] == "4 jobs match state=failed; a dry run retries none"
+    assert len(dry.out.split("\n\n")[1].splitlines()) == 1 + 4
+    assert run("jobs", "count", "--state", "failed").out == "4\n"
+    assert len(sink.received()) == sent
+
+    # retried jobs wait, queued, while their target is disabled; meanwhile another
+    # operator retries one of them after csjd listed it, so csjd's own retry is a 409
+    assert run("targets", "disable", "down").code == 0
+    every = actions._retry_each
+
+    def another_operator_first(api: Api, output: Output, ids: list[str], *, bulk: bool) -> Any:
+        assert gateway.client.post(f"/jobs/{down_ids[0]}/retry").status_code == 202
+        return every(api, output, ids, bulk=bulk)
+
+    monkeypatch.setattr(actions, "_retry_each", another_operator_first)
+    retried = run("jobs", "retry", "--failed", "--yes")
+    assert retried.code == 1  # the job whose target was deleted could not be retried
+    assert retried.out == (
+        "retried 2 of 4 jobs; 1 already changed (409); 1 could not be retried (see below)\n"
+    )
+    assert retried.err.splitlines() == [
+        "4 jobs match state=failed",
+        f"{old_id}: Conflict: the job's target 'old' no longer exists",
+    ]
+    assert run("jobs", "count", "--state", "queued", "--target", "down").out == "3\n"
+    held = run("jobs", "show", down_ids[1])
+    assert "held_by\tdisabled: the target is disabled" in held.out.splitlines()
+    assert held.out.splitlines()[-1].split("\t")[1:] == [
+        "queued, due",
+        "held: the target is disabled",
+    ]
+
+    # enabled again and answering: sent again, their history kept
+    sink.answer("/down", Reply(status=200))
+    assert run("targets", "enable", "down").code == 0
+    for job_id in down_ids:
+        gateway.wait_job(job_id, ("succeeded",))
+    shown = run("jobs", "show", down_ids[2], "--json").json()
+    assert shown["state"] == "succeeded"
+    assert [a["status_code"] for a in shown["attempt_list"]] == [500, 200]

@@ -62,7 +62,8 @@ def test_list_says_when_there_are_more_pages(mock_api: respx.MockRouter, csjd: C
     mock_api.get("/jobs").respond(200, json={"items": [job("j1")], "next_cursor": "c1"})
     run = csjd("jobs", "list")
     assert run.rows()[1][0] == "j1" and len(run.rows()) == 2
-    assert run.err == "more jobs: --all fetches every page, --limit N shows more\n"
+    # nothing but rows on standard output; how to go on goes to standard error
+    assert run.err == "more jobs: add --cursor c1 for the next page, or --all for every page\n"
 
 
 def test_list_as_json_is_the_page(mock_api: respx.MockRouter, csjd: Csjd) -> None:
@@ -118,22 +119,6 @@ def test_list_all_shows_every_job_and_no_progress_in_a_pipe(
     assert all(dict(c.request.url.params)["limit"] == "500" for c in mock_api.calls)
 
 
-def test_show_prints_every_field(mock_api: respx.MockRouter, csjd: Csjd) -> None:
-    mock_api.get("/jobs/j1").respond(200, json=job("j1", "retrying", last_error="HTTP 503"))
-    run = csjd("jobs", "show", "j1")
-    assert run.code == 0
-    assert run.rows()[:2] == [["field", "value"], ["id", "j1"]]
-    assert run.line("state").split() == ["state", "retrying"]
-    assert run.line("last_error").split() == ["last_error", "HTTP", "503"]
-    assert run.line("completed_at").split() == ["completed_at", "2026-01-01T00:00:01.000Z"]
-
-
-def test_show_an_unknown_job(mock_api: respx.MockRouter, csjd: Csjd) -> None:
-    mock_api.get("/jobs/nope").respond(404, json=problem(404, "Not found", "no job 'nope'"))
-    run = csjd("jobs", "show", "nope")
-    assert (run.code, run.out, run.err) == (1, "", "csjd: Not found: no job 'nope'\n")
-
-
 def test_attempts_are_a_table(mock_api: respx.MockRouter, csjd: Csjd) -> None:
     attempts = [
         {
@@ -145,6 +130,8 @@ def test_attempts_are_a_table(mock_api: respx.MockRouter, csjd: Csjd) -> None:
             "outcome": "retryable",
             "error": "HTTP 503 [upstream]",
             "response_excerpt": "busy",
+            "content_type": "text/plain",
+            "response_bytes": 4,
         },
         {
             "n": 2,
@@ -167,6 +154,8 @@ def test_attempts_are_a_table(mock_api: respx.MockRouter, csjd: Csjd) -> None:
         "status",
         "outcome",
         "error",
+        "content_type",
+        "response_bytes",
         "response",
     ]
     assert run.row("retryable") == [
@@ -176,6 +165,8 @@ def test_attempts_are_a_table(mock_api: respx.MockRouter, csjd: Csjd) -> None:
         "503",
         "retryable",
         "HTTP 503 [upstream]",
+        "text/plain",
+        "4",
         "busy",
     ]
     assert run.row("success")[3:5] == ["200", "success"]
@@ -234,30 +225,6 @@ def test_retry_several_ids_continues_past_errors(mock_api: respx.MockRouter, csj
     assert run.err == "b: The job cannot make this transition: a succeeded job cannot be retried\n"
 
 
-def test_retry_every_failed_job_of_a_target(mock_api: respx.MockRouter, csjd: Csjd) -> None:
-    listing = mock_api.get("/jobs").mock(
-        side_effect=_paged(
-            {
-                None: {"items": [job("f2", "failed"), job("f1", "failed")], "next_cursor": "c"},
-                "c": {"items": [job("f0", "failed")], "next_cursor": None},
-            }
-        )
-    )
-    retries = [
-        mock_api.post(f"/jobs/{i}/retry").respond(202, json=job(i, "queued", attempts=0))
-        for i in ("f2", "f1", "f0")
-    ]
-    run = csjd("jobs", "retry", "--failed", "--target", "billing")
-    assert run.code == 0, run.err
-    assert dict(listing.calls[0].request.url.params) == {
-        "state": "failed",
-        "target": "billing",
-        "limit": "500",
-    }
-    assert all(r.call_count == 1 for r in retries)
-    assert run.out.strip() == "retried 3 of 3 jobs"
-
-
 def test_retry_as_json_lists_what_was_retried_and_what_was_not(
     mock_api: respx.MockRouter, csjd: Csjd
 ) -> None:
@@ -270,12 +237,6 @@ def test_retry_as_json_lists_what_was_retried_and_what_was_not(
     assert document["errors"] == [{"id": "b", **problem(404, "Not found", "no job 'b'")}]
     assert document["not_tried"] == []
     assert "retrying jobs" not in run.err
-
-
-def test_retry_with_no_failed_jobs(mock_api: respx.MockRouter, csjd: Csjd) -> None:
-    mock_api.get("/jobs").respond(200, json={"items": [], "next_cursor": None})
-    run = csjd("jobs", "retry", "--failed")
-    assert run.code == 0 and run.out.strip() == "no failed jobs to retry"
 
 
 def test_retry_stops_when_the_gateway_goes_away(mock_api: respx.MockRouter, csjd: Csjd) -> None:
@@ -302,16 +263,6 @@ def test_retry_interrupted_says_how_far_it_got(mock_api: respx.MockRouter, csjd:
     assert [j["id"] for j in document["retried"]] == ["a"]
     assert document["not_tried"] == ["b", "c"]
     assert run.err.strip().endswith("csjd: interrupted")
-
-
-def test_retry_needs_ids_or_failed(mock_api: respx.MockRouter, csjd: Csjd) -> None:
-    neither = csjd("jobs", "retry")
-    both = csjd("jobs", "retry", "a", "--failed")
-    target_alone = csjd("jobs", "retry", "a", "--target", "billing")
-    assert [neither.code, both.code, target_alone.code] == [2, 2, 2]
-    assert "give job ids to retry, or --failed" in neither.err
-    assert "--target goes with --failed" in target_alone.err
-    assert not mock_api.calls
 
 
 def test_an_unknown_state_is_refused_before_asking(mock_api: respx.MockRouter, csjd: Csjd) -> None:

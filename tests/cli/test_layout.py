@@ -89,7 +89,9 @@ def test_jobs_list_fits_80_columns_with_ids_whole(
     assert failed[:4] == [FAILED_ID, "billing", "failed", "3/3"]
     assert failed[4].startswith("timed out") and failed[4].endswith("…")
     assert _cells(screen.line(DONE_ID)) == [DONE_ID, "billing", "succeeded", "1/10", "200"]
-    assert screen.lines[-1] == "more jobs: --all fetches every page, --limit N shows more"
+    assert (
+        screen.lines[-1] == "more jobs: add --cursor c for the next page, or --all for every page"
+    )
 
 
 def test_a_narrow_terminal_leaves_columns_out_but_keeps_ids_whole(
@@ -149,8 +151,8 @@ def test_attempts_and_status_fit_80_columns(mock_api: respx.MockRouter, csjd_tty
 
 
 def test_a_record_fits_80_columns(mock_api: respx.MockRouter, csjd_tty: CsjdTty) -> None:
-    mock_api.get(f"/jobs/{FAILED_ID}").respond(200, json=_jobs()[0])
-    screen = csjd_tty("jobs", "show", FAILED_ID, columns=80)
+    mock_api.post(f"/jobs/{FAILED_ID}/cancel").respond(200, json=_jobs()[0])
+    screen = csjd_tty("jobs", "cancel", FAILED_ID, columns=80)
     _fits(screen, 80)
     assert screen.lines[0] == f"job {FAILED_ID}"
     assert _cells(screen.line("failure_reason")) == ["failure_reason", "attempts_exhausted"]
@@ -158,13 +160,14 @@ def test_a_record_fits_80_columns(mock_api: respx.MockRouter, csjd_tty: CsjdTty)
 
 def test_progress_is_erased_once_done(mock_api: respx.MockRouter, csjd_tty: CsjdTty) -> None:
     failed = [job(f"f{i}", "failed") for i in range(3)]
+    mock_api.get("/jobs/count").respond(200, json={"count": 3})
     mock_api.get("/jobs").respond(200, json={"items": failed, "next_cursor": None})
     for i in range(3):
         mock_api.post(f"/jobs/f{i}/retry").respond(202, json=job(f"f{i}", "queued"))
-    screen = csjd_tty("jobs", "retry", "--failed")
+    screen = csjd_tty("jobs", "retry", "--failed", "--yes")
     assert screen.code == 0
     assert "fetching jobs" in screen.raw and "retrying jobs" in screen.raw  # it was shown
-    assert screen.lines == ["retried 3 of 3 jobs"]
+    assert screen.lines == ["3 jobs match state=failed", "retried 3 of 3 jobs"]
     assert not SPINNER & set("".join(screen.lines))
 
 

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import httpx
-import pytest
 import respx
 
-from app.console import actions
-from tests.cli.conftest import URL, Csjd, job, problem, target
+from tests.cli.conftest import URL, Csjd, problem, target
 
 READY = {"status": "ok", "checks": {"database": "ok", "dispatcher": "ok", "lifecycle": "ok"}}
 
@@ -106,16 +104,11 @@ def test_status_as_json_is_one_document(mock_api: respx.MockRouter, csjd: Csjd) 
     }
 
 
-def _own_jobs(counts: dict[str, int]) -> object:
-    """``GET /jobs`` of a producer holding ``counts`` jobs in each state, in pages."""
+def _own_counts(counts: dict[str, int]) -> object:
+    """``GET /jobs/count`` of a producer holding ``counts`` jobs in each state."""
 
     def answer(request: httpx.Request) -> httpx.Response:
-        state = request.url.params["state"]
-        start = int(request.url.params.get("cursor", "0"))
-        end = min(counts.get(state, 0), start + int(request.url.params["limit"]))
-        items = [job(f"{state}-{n}", state) for n in range(start, end)]
-        more = str(end) if end < counts.get(state, 0) else None
-        return httpx.Response(200, json={"items": items, "next_cursor": more})
+        return httpx.Response(200, json={"count": counts.get(request.url.params["state"], 0)})
 
     return answer
 
@@ -131,15 +124,17 @@ def test_status_with_a_producer_key_shows_its_own_jobs(
     mock_api: respx.MockRouter, csjd: Csjd
 ) -> None:
     _forbidden_targets(mock_api)
-    listing = mock_api.get("/jobs").mock(side_effect=_own_jobs({"queued": 2, "failed": 1}))
+    counting = mock_api.get("/jobs/count").mock(
+        side_effect=_own_counts({"queued": 2, "failed": 12_345})
+    )
     run = csjd("status")
     assert (run.code, run.err) == (0, "")
     assert run.out.split("\n\n") == [
         f"gateway {URL}: ready",
-        "scheduled\tqueued\trunning\tretrying\tfailed\n0\t2\t0\t0\t1",
+        "scheduled\tqueued\trunning\tretrying\tfailed\n0\t2\t0\t0\t12345",
         "targets and breakers need an admin key; these counts are this key's own jobs\n",
     ]
-    asked = [dict(c.request.url.params) for c in listing.calls]
+    asked = [dict(c.request.url.params) for c in counting.calls]
     assert [a["state"] for a in asked] == ["scheduled", "queued", "running", "retrying", "failed"]
     document = csjd("status", "--json").json()
     assert document["ready"] is True and document["targets"] is None
@@ -148,21 +143,8 @@ def test_status_with_a_producer_key_shows_its_own_jobs(
         "queued": 2,
         "running": 0,
         "retrying": 0,
-        "failed": 1,
+        "failed": 12_345,
     }
-    assert document["jobs_more"] == []
-
-
-def test_status_with_a_producer_key_counts_up_to_a_bound(
-    mock_api: respx.MockRouter, csjd: Csjd, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(actions, "OWN_JOBS_COUNTED", 3)
-    _forbidden_targets(mock_api)
-    mock_api.get("/jobs").mock(side_effect=_own_jobs({"queued": 5, "retrying": 3}))
-    run = csjd("status")
-    assert run.code == 0
-    assert run.rows()[3] == ["0", "3+", "0", "3", "0"]
-    assert csjd("status", "--json").json()["jobs_more"] == ["queued"]
 
 
 def test_status_with_a_producer_key_on_a_gateway_not_ready_exits_1(
@@ -170,7 +152,7 @@ def test_status_with_a_producer_key_on_a_gateway_not_ready_exits_1(
 ) -> None:
     mock_api.get("/readyz").respond(503, json=problem(503, "Service unavailable", "not ready"))
     mock_api.get("/targets").respond(403, json=problem(403, "Forbidden", "admin only"))
-    mock_api.get("/jobs").respond(200, json={"items": [], "next_cursor": None})
+    mock_api.get("/jobs/count").respond(200, json={"count": 0})
     run = csjd("status")
     assert run.code == 1
     assert run.out.splitlines()[0] == f"gateway {URL}: NOT READY (not ready)"

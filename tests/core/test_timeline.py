@@ -106,3 +106,27 @@ def test_an_attempt_in_flight_has_no_answer_yet_and_the_job_reads_running() -> N
     events = timeline(job, [_attempt(1, "2026-01-01T00:00:01.000Z", None)])
     assert [e.what for e in events] == ["accepted", "attempt 1 sent", "running"]
     assert events[-1].at is None
+
+
+def test_an_answer_is_said_once_with_its_time_rounded() -> None:
+    job = _job(state="retrying")
+    answered = _attempt(
+        1,
+        "2026-01-01T00:00:01.000Z",
+        "2026-01-01T00:00:01.015Z",
+        status_code=500,
+        error="HTTP 500",
+        outcome="retryable",
+        duration_ms=14.884,
+    )
+    quick = {
+        **answered,
+        "n": 2,
+        "started_at": "2026-01-01T00:00:02.000Z",
+        "finished_at": "2026-01-01T00:00:02.002Z",
+        "duration_ms": 2.017,
+        "error": "answer cut short",
+    }
+    events = timeline(job, [answered, quick])
+    assert events[2].detail == "HTTP 500 in 15 ms (retryable)"
+    assert events[4].detail == "HTTP 500: answer cut short in 2.0 ms (retryable)"

@@ -214,6 +214,21 @@ def test_the_dashboard_follows_the_jobs_without_reloading(
         gateway.wait_job(failing, ("failed",))
         notice = wait(lambda: browser.find_element(By.ID, "new-failed").is_displayed())
         assert notice
+        # switched off elsewhere: its state and its button follow
+        switched = gateway.client.patch(
+            "/targets/billing",
+            content=b'{"enabled": false}',
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        assert switched.status_code == 200, switched.text
+        billing = '#targets tr[data-target="billing"]'
+        wait(lambda: text(f'{billing} td[data-field="status"]').startswith("disabled"))
+        assert text(f"{billing} button") == "Enable"
+        assert (
+            browser.find_element(By.CSS_SELECTOR, f"{billing} form")
+            .get_attribute("action")
+            .endswith("/ui/targets/billing/enable")
+        )
         assert browser.execute_script("return window.csjdMark") == "still this page"
 
         updated = browser.find_element(By.CSS_SELECTOR, "#updated time")

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, Field
 from starlette.responses import Response
 from starlette.types import Receive
 
@@ -123,42 +124,50 @@ def _time(name: str, value: str | None) -> float | None:
 _TIME_DESCRIPTION = "RFC 3339 with its offset, e.g. 2026-01-01T00:00:00Z"
 
 
-async def job_filter(
-    viewer: ViewerDep,
-    state: Annotated[StateName | None, Query()] = None,
-    target: Annotated[str | None, Query(max_length=63)] = None,
-    caller: Annotated[
-        str | None,
-        Query(
-            min_length=1,
-            max_length=128,
-            description="Only this caller's jobs; an admin key sees every caller's without it, "
-            "any other key only its own",
-        ),
-    ] = None,
-    reason: Annotated[
-        FailureReasonName | None, Query(description="Only failed jobs, failed for this reason")
-    ] = None,
-    created_after: Annotated[
-        str | None,
-        Query(pattern=RFC3339, description=f"Created at or after this time; {_TIME_DESCRIPTION}"),
-    ] = None,
-    created_before: Annotated[
-        str | None,
-        Query(pattern=RFC3339, description=f"Created before this time; {_TIME_DESCRIPTION}"),
-    ] = None,
-) -> JobFilter:
-    """The jobs ``GET /jobs`` and ``GET /jobs/count`` take, within what the caller may see."""
-    if not viewer.admin and caller not in (None, viewer.caller):
+class JobQuery(BaseModel):
+    """The filter of ``GET /jobs`` and ``GET /jobs/count`` as the query names it: one
+    definition of what is valid, which the dashboard's job list checks its form by too."""
+
+    state: StateName | None = None
+    target: str | None = Field(None, max_length=63)
+    caller: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        description="Only this caller's jobs; an admin key sees every caller's without it, "
+        "any other key only its own",
+    )
+    reason: FailureReasonName | None = Field(
+        None, description="Only failed jobs, failed for this reason"
+    )
+    created_after: str | None = Field(
+        None,
+        pattern=RFC3339,
+        description=f"Created at or after this time; {_TIME_DESCRIPTION}",
+    )
+    created_before: str | None = Field(
+        None, pattern=RFC3339, description=f"Created before this time; {_TIME_DESCRIPTION}"
+    )
+
+
+def filter_of(query: JobQuery, viewer: Viewer) -> JobFilter:
+    """The jobs ``query`` names, within what ``viewer`` may see (``Forbidden``, or
+    ``Unprocessable`` for a time that matches the pattern but is no time)."""
+    if not viewer.admin and query.caller not in (None, viewer.caller):
         raise Forbidden(f"the API key '{viewer.caller}' sees only its own jobs")
     return JobFilter(
-        caller=caller if viewer.admin else viewer.caller,
-        state=JobState(state) if state else None,
-        target=target,
-        reason=FailureReason(reason) if reason else None,
-        created_after=_time("created_after", created_after),
-        created_before=_time("created_before", created_before),
+        caller=query.caller if viewer.admin else viewer.caller,
+        state=JobState(query.state) if query.state else None,
+        target=query.target,
+        reason=FailureReason(query.reason) if query.reason else None,
+        created_after=_time("created_after", query.created_after),
+        created_before=_time("created_before", query.created_before),
     )
+
+
+async def job_filter(viewer: ViewerDep, query: Annotated[JobQuery, Query()]) -> JobFilter:
+    """The jobs ``GET /jobs`` and ``GET /jobs/count`` take, within what the caller may see."""
+    return filter_of(query, viewer)
 
 
 FilterDep = Annotated[JobFilter, Depends(job_filter)]

@@ -16,6 +16,7 @@ from app.api.problems import documented
 from app.api.schemas import NAME_PATTERN, TargetIn, TargetOut, TargetPatch
 from app.core.errors import Conflict, NotFound
 from app.core.target import TargetRecord, TargetSpec, disabled_reason
+from app.gateway import Gateway
 from app.net import check_target_url
 
 router = APIRouter(tags=["targets"])
@@ -106,6 +107,15 @@ async def patch_target(
     patch: Annotated[TargetPatch, Body(media_type=MERGE_PATCH)],
     gateway: GatewayDep,
 ) -> Response:
+    record = await apply_patch(gateway, name, patch)
+    return _json((await _present(gateway, [record]))[0])
+
+
+async def apply_patch(gateway: Gateway, name: str, patch: TargetPatch) -> TargetRecord:
+    """``patch`` applied to the target ``name`` as ``PATCH`` does it, for the API and the
+    dashboard alike: merged into the stored target (secret and headers kept), written
+    only over the target it was merged into, and the dispatcher told (which logs
+    ``target_enabled`` or ``target_disabled``)."""
     for _ in range(PATCH_TRIES):
         current = await gateway.store.get_target(name)
         if current is None:
@@ -131,7 +141,7 @@ async def patch_target(
             retry_after_s=1,
         )
     gateway.dispatcher.targets_changed()
-    return _json((await _present(gateway, [record]))[0])
+    return record
 
 
 def _patched(patch: TargetPatch, current: TargetRecord, name: str) -> TargetSpec:

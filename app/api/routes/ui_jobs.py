@@ -1,34 +1,512 @@
-"""``/ui/jobs``: what an operator does to a job from the dashboard.
+"""``/ui/jobs`` and the targets' switches: what an operator finds, reads and does.
 
-An admin acts on any caller's job, as that caller (jobs stay scoped to it).
+The job list (``GET /ui/jobs``) takes the filters of ``GET /jobs``, checked by
+the same ``JobQuery`` (a time without an offset is read as UTC, the time the
+dashboard shows), and pages newest first. The job page (``GET /ui/jobs/{id}``)
+shows what a job delivers (the target's header values masked, as ``GET
+/targets`` masks them), every attempt, and its timeline: ``app/core/timeline.py``
+over the same JSON the API answers, so the dashboard and the CLI tell one story.
+
+An admin acts on any caller's job, as that caller (jobs stay scoped to it):
+cancel, retry, send again, or retry every job a filter matches once a
+confirmation page has said how many (at most ``BULK_MAX`` a request). A target
+is enabled or disabled by the code ``PATCH /targets/{name}`` runs, so its
+secret and headers are kept and the dispatcher logs the change.
+
 Forms are POSTed and answered with a redirect back to the page they came from,
 with a flash that says what happened. No CSRF token: the session cookie is
 SameSite=Strict, so a form posted from another site arrives without it and
-``AuthGuard`` refuses it (401).
+``AuthGuard`` refuses it (401); a same-site form from another origin is refused
+for its origin (403).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
 from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import Field, ValidationError
 from starlette.responses import Response
 
 from app.api.auth import ANONYMOUS, UI_PATH
-from app.api.deps import GatewayDep
-from app.api.pages import redirect
-from app.core.errors import CsjdError
+from app.api.cursors import decode_cursor, encode_cursor
+from app.api.deps import GatewayDep, get_viewer
+from app.api.holds import holds
+from app.api.pages import epoch, flashed, form, page, redirect, when
+from app.api.present import attempt_json, job_detail_json, job_json, rfc3339, target_json
+from app.api.routes.jobs import MAX_ATTEMPT_NUMBER, JobQuery, filter_of
+from app.api.routes.targets import apply_patch
+from app.api.schemas import TargetPatch
+from app.core.errors import Conflict, CsjdError, NotFound
+from app.core.job import ACTIVE, RETRIABLE, FailureReason, JobRecord, JobState
+from app.core.timeline import HELD, timeline
+from app.gateway import Gateway
+from app.storage.base import ATTEMPTS_PAGE, JobFilter
 
 router = APIRouter(prefix=UI_PATH, include_in_schema=False)
+
+JOBS_PATH = f"{UI_PATH}/jobs"
+RETRY_ALL_PATH = f"{JOBS_PATH}/retry-all"
+#: jobs on one page of the list, unless ``limit`` says otherwise (at most ``MAX_JOBS_PAGE``)
+JOBS_PAGE = 50
+MAX_JOBS_PAGE = 500
+#: the most jobs one "retry all matching" retries; the rest wait for the next press
+BULK_MAX = 10_000
+#: jobs read at a time while a bulk retry collects what it will retry
+COLLECT_PAGE = 1000
+#: the dispatcher is woken after this many retries of a bulk retry, not only at its end
+WAKE_EVERY = 200
+#: how many earlier pages the list remembers for its "newer" link
+TRAIL_MAX = 40
+#: a trail's mark for the first page, which has no cursor (a cursor is 48 characters)
+FIRST_PAGE = "0"
+
+FILTERS = tuple(JobQuery.model_fields)
+LABELS = {
+    "state": "State",
+    "target": "Target",
+    "caller": "Caller",
+    "reason": "Failure reason",
+    "created_after": "Created after",
+    "created_before": "Created before",
+    "limit": "Jobs per page",
+    "cursor": "Page",
+    "trail": "Page",
+}
+_TIMES = ("created_after", "created_before")
+#: what a datetime-local field sends, or a person writes: a time with no offset
+_BARE_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2})(:\d{2}(?:\.\d+)?)?$")
+_NOT_A_TIME = "not a time; write it as 2026-01-01T00:00:00Z (or 2026-01-01 00:00, in UTC)"
+
+
+class ListQuery(JobQuery):
+    """One page of the job list: ``GET /jobs``'s filter, and where the page starts."""
+
+    limit: int = Field(JOBS_PAGE, ge=1, le=MAX_JOBS_PAGE)
+    cursor: str | None = Field(None, max_length=128)
+    #: the cursors of the pages before this one, oldest first, joined by "."
+    trail: str | None = Field(None, max_length=TRAIL_MAX * 49)
+
+
+@dataclass(slots=True)
+class Reading:
+    """A form of filters as read: what it asked for, what it means, what is wrong with it."""
+
+    #: the fields given, as the form shows them again (an empty field is no filter)
+    given: dict[str, str]
+    query: ListQuery | None = None
+    where: JobFilter = field(default_factory=JobFilter)
+    before_id: str | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def filters(self) -> dict[str, str]:
+        """The filter alone, without the page: what links to other pages carry."""
+        return {name: value for name, value in self.given.items() if name in FILTERS}
+
+    @property
+    def bulk(self) -> bool:
+        """Whether every job the filter matches may be retried at once: only
+        finished jobs (a failure reason names failed ones)."""
+        where = self.where
+        return not self.problems and (
+            where.state in RETRIABLE or (where.state is None and where.reason is not None)
+        )
+
+
+def _given(fields: Mapping[str, str]) -> dict[str, str]:
+    given: dict[str, str] = {}
+    for name in ListQuery.model_fields:
+        value = fields.get(name, "").strip()
+        if not value:
+            continue
+        if name in _TIMES and (bare := _BARE_TIME.match(value)):
+            value = f"{bare[1]}T{bare[2]}{bare[3] or ':00'}Z"
+        given[name] = value
+    return given
+
+
+async def _read(request: Request, fields: Mapping[str, str]) -> Reading:
+    """The filter (and page) ``fields`` ask for, checked as ``GET /jobs`` checks its query."""
+    reading = Reading(_given(fields))
+    try:
+        reading.query = query = ListQuery.model_validate(reading.given)
+    except ValidationError as exc:
+        reading.problems = [_problem(e) for e in exc.errors()]
+        return reading
+    try:
+        reading.where = filter_of(query, await get_viewer(request))
+        reading.before_id = decode_cursor(query.cursor) if query.cursor else None
+    except CsjdError as exc:
+        # a time that matches the pattern but is none, or a cursor not given out here
+        errors = exc.extensions.get("errors") or [{"loc": ["query", "cursor"], "msg": exc.detail}]
+        reading.problems = [_problem({**e, "loc": e["loc"][1:]}) for e in errors]
+    return reading
+
+
+def _problem(error: Mapping[str, Any]) -> str:
+    name = str(error["loc"][0]) if error.get("loc") else ""
+    message = str(error.get("msg", "invalid"))
+    if name in _TIMES and error.get("type") == "string_pattern_mismatch":
+        message = _NOT_A_TIME
+    return f"{LABELS.get(name, name)}: {message}"
+
+
+def _href(path: str, params: Mapping[str, str]) -> str:
+    return f"{path}?{urlencode(params)}" if params else path
+
+
+def _describe(where: JobFilter) -> str:
+    """The filter in words, for the confirmation page."""
+    words = [f"{where.state.value} jobs" if where.state else "jobs"]
+    if where.reason is not None:
+        words.append(f"that failed with {where.reason.value}")
+    if where.target is not None:
+        words.append(f"of the target {where.target}")
+    if where.caller is not None:
+        words.append(f"of the caller {where.caller}")
+    if where.created_after is not None:
+        words.append(f"created at or after {_utc(where.created_after)}")
+    if where.created_before is not None:
+        words.append(f"created before {_utc(where.created_before)}")
+    return " ".join(words)
+
+
+def _utc(ts: float) -> str:
+    return str(rfc3339(ts))
+
+
+# -- the job list ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Paging:
+    """The links of a page of the list: to newer jobs, older ones, and the newest."""
+
+    newer: str | None
+    older: str | None
+    newest: str | None
+
+
+def _paging(reading: Reading, shown: list[JobRecord], more: bool) -> Paging:
+    query = reading.query
+    assert query is not None
+    base = dict(reading.filters)
+    if query.limit != JOBS_PAGE:
+        base["limit"] = str(query.limit)
+    trail = query.trail.split(".") if query.trail else []
+    here = query.cursor or FIRST_PAGE
+    older = None
+    if more and shown:
+        kept = [*trail, here][-TRAIL_MAX:]
+        older = _href(
+            JOBS_PATH, {**base, "cursor": encode_cursor(shown[-1].id), "trail": ".".join(kept)}
+        )
+    newer = None
+    if trail:
+        previous, earlier = trail[-1], trail[:-1]
+        params = dict(base)
+        if previous != FIRST_PAGE:
+            params["cursor"] = previous
+        if earlier:
+            params["trail"] = ".".join(earlier)
+        newer = _href(JOBS_PATH, params)
+    newest = _href(JOBS_PATH, base) if query.cursor else None
+    return Paging(newer=newer, older=older, newest=newest)
+
+
+def _clock(gateway: Gateway) -> dict[str, Any]:
+    """What every page's times need: a relative time for an RFC 3339 one, at one ``now``."""
+    now = gateway.clock.now()
+
+    def relative(text: str | None) -> str:
+        return when(epoch(text), now)
+
+    return {"now": now, "relative": relative}
+
+
+def _list_context(gateway: Gateway) -> dict[str, Any]:
+    return {
+        "states": [s.value for s in JobState],
+        "reasons": [r.value for r in FailureReason],
+        "callers": sorted(gateway.keyring.names),
+        **_clock(gateway),
+    }
+
+
+@router.get("/jobs")
+async def job_list(request: Request, gateway: GatewayDep) -> Response:
+    reading = await _read(request, request.query_params)
+    targets = [t.name for t in await gateway.store.list_targets()]
+    context = {**_list_context(gateway), "reading": reading, "targets": targets}
+    if reading.problems:
+        return flashed(request, "jobs.html", 400, jobs=[], paging=None, **context)
+    assert reading.query is not None
+    limit = reading.query.limit
+    found = await gateway.store.list_jobs(
+        reading.where, limit=limit + 1, before_id=reading.before_id
+    )
+    shown, more = found[:limit], len(found) > limit
+    held = await holds(gateway, shown)
+    jobs = [job_json(job, hold) for job, hold in zip(shown, held, strict=True)]
+    retry_all = _href(RETRY_ALL_PATH, reading.filters) if reading.bulk else None
+    return flashed(
+        request,
+        "jobs.html",
+        jobs=jobs,
+        paging=_paging(reading, shown, more),
+        retry_all=retry_all,
+        **context,
+    )
+
+
+# -- retrying every job a filter matches ---------------------------------------------------
+
+
+def _verb(where: JobFilter) -> str:
+    return "Send again" if where.state is JobState.SUCCEEDED else "Retry"
+
+
+@router.get("/jobs/retry-all")
+async def confirm_retry_all(request: Request, gateway: GatewayDep) -> Response:
+    reading = await _read(request, request.query_params)
+    back = _href(JOBS_PATH, reading.filters)
+    if not reading.bulk:
+        problems = reading.problems or [
+            "Retry all matching takes a filter on failed, cancelled or succeeded jobs "
+            "(state, or a failure reason)."
+        ]
+        return page(
+            request, "problem.html", 400, title="Nothing to retry", problems=problems, back=back
+        )
+    count = await gateway.store.count_jobs(reading.where)
+    return page(
+        request,
+        "retry_all.html",
+        count=count,
+        bulk_max=BULK_MAX,
+        described=_describe(reading.where),
+        fields=reading.filters,
+        verb=_verb(reading.where),
+        back=back,
+    )
+
+
+@dataclass(slots=True)
+class BulkRetry:
+    """What a bulk retry did: retried, skipped (changed or gone since they were
+    collected), and why it stopped early, if it did."""
+
+    collected: int
+    retried: int = 0
+    skipped: int = 0
+    stopped: str | None = None
+
+    def summary(self, verb: str, more: bool) -> str:
+        done = "Sent again" if verb == "Send again" else "Retried"
+        text = f"{done} {self.retried} {'job' if self.retried == 1 else 'jobs'}"
+        if self.skipped:
+            text += f"; skipped {self.skipped} that had changed since"
+        if self.stopped is not None:
+            left = self.collected - self.retried - self.skipped
+            text += f"; stopped ({self.stopped}) with {left} not tried"
+        elif more:
+            text += f". More than {BULK_MAX:,} matched: press again for the rest"
+        return text + "."
+
+
+async def _collect(gateway: Gateway, where: JobFilter) -> tuple[list[JobRecord], bool]:
+    """The newest ``BULK_MAX`` jobs ``where`` matches, read before any is changed (a
+    retried job leaves the filter, and must not shift the pages still to read);
+    and whether more match."""
+    found: list[JobRecord] = []
+    before = None
+    while len(found) < BULK_MAX:
+        want = min(COLLECT_PAGE, BULK_MAX - len(found))
+        batch = await gateway.store.list_jobs(where, limit=want, before_id=before)
+        found.extend(batch)
+        if len(batch) < want:
+            return found, False
+        before = batch[-1].id
+    more = bool(await gateway.store.list_jobs(where, limit=1, before_id=before))
+    return found, more
+
+
+async def _retry_each(gateway: Gateway, jobs: list[JobRecord]) -> BulkRetry:
+    result = BulkRetry(collected=len(jobs))
+    for job in jobs:
+        try:
+            await gateway.store.retry(job.caller, job.id, gateway.clock.now())
+        except (Conflict, NotFound):
+            result.skipped += 1  # finished again, retried by someone else, or purged
+            continue
+        except CsjdError as exc:  # the backlog is full, the database is gone: the rest would be too
+            result.stopped = exc.detail
+            break
+        result.retried += 1
+        if result.retried % WAKE_EVERY == 0:
+            gateway.wake()
+    gateway.wake()
+    return result
+
+
+@router.post("/jobs/retry-all")
+async def retry_all(request: Request, gateway: GatewayDep) -> Response:
+    fields = await form(request)
+    reading = await _read(request, {name: fields.get(name, "") for name in FILTERS})
+    back = _href(JOBS_PATH, reading.filters)
+    if not reading.bulk:
+        why = "; ".join(reading.problems) or "the filter must name finished jobs"
+        return redirect(request, back, ("error", f"Nothing was retried: {why}."))
+    jobs, more = await _collect(gateway, reading.where)
+    result = await _retry_each(gateway, jobs)
+    kind = "error" if result.stopped else "ok"
+    return redirect(request, back, (kind, result.summary(_verb(reading.where), more)))
+
+
+# -- one job ------------------------------------------------------------------------------
+
+
+def _pretty(payload: bytes) -> str:
+    try:
+        return orjson.dumps(orjson.loads(payload), option=orjson.OPT_INDENT_2).decode()
+    except orjson.JSONDecodeError:  # stored as delivered; shown as it is if it is not JSON
+        return payload.decode("utf-8", "replace")
+
+
+def _after(n: int) -> dict[str, str]:
+    return {"after": str(n)} if n > 0 else {}
+
+
+@router.get("/jobs/{job_id}")
+async def job_page(job_id: str, request: Request, gateway: GatewayDep) -> Response:
+    after_text = request.query_params.get("after", "0")
+    after = int(after_text) if after_text.isascii() and after_text.isdigit() else -1
+    if not 0 <= after <= MAX_ATTEMPT_NUMBER:
+        problem = f"after: '{after_text}' is not an attempt number"
+        return page(
+            request, "problem.html", 400, title="No such page", problems=[problem], back=JOBS_PATH
+        )
+    job = await gateway.store.get_job(None, job_id)
+    if job is None:
+        return page(
+            request,
+            "problem.html",
+            404,
+            title="No such job",
+            problems=[f"There is no job {job_id}: it never existed, or it was purged."],
+            back=JOBS_PATH,
+        )
+    [hold] = await holds(gateway, [job])
+    records = await gateway.store.list_attempts(None, job.id, after=after, limit=ATTEMPTS_PAGE + 1)
+    records = records or []
+    more = len(records) > ATTEMPTS_PAGE
+    attempts = [attempt_json(a) for a in records[:ATTEMPTS_PAGE]]
+    view = job_detail_json(job, hold)
+    target = await gateway.store.get_target(job.target)
+    here = f"{JOBS_PATH}/{job.id}"
+    return flashed(
+        request,
+        "job.html",
+        job=view,
+        payload=_pretty(job.payload),
+        target=None
+        if target is None
+        else target_json(
+            target,
+            live=gateway.dispatcher.live_state(target.name),
+            backlog={},
+            now=gateway.clock.now(),
+        ),
+        attempts=attempts,
+        events=timeline(view, attempts),
+        held=HELD.get(str(view["held_by"]), str(view["held_by"])),
+        earlier=_href(here, _after(after - ATTEMPTS_PAGE)) if after else None,
+        later=_href(here, {"after": str(attempts[-1]["n"])}) if more else None,
+        can_cancel=job.state in ACTIVE,
+        can_retry=job.state in RETRIABLE,
+        here=here,
+        **_clock(gateway),
+    )
+
+
+# -- what is done to one job -----------------------------------------------------------------
+
+
+def _back(fields: Mapping[str, str], default: str) -> str:
+    """Where a form asks to go back to: a dashboard page, never anywhere else."""
+    back = fields.get("back", "")
+    if back == UI_PATH or (back.startswith((UI_PATH + "/", UI_PATH + "?")) and "\\" not in back):
+        return back
+    return default
+
+
+def _for(job: JobRecord) -> str:
+    return f" for {job.caller}" if job.caller != ANONYMOUS else ""
 
 
 @router.post("/jobs/{job_id}/retry")
 async def retry(job_id: str, request: Request, gateway: GatewayDep) -> Response:
+    back = _back(await form(request), UI_PATH)
     job = await gateway.store.get_job(None, job_id)
     if job is None:
-        return redirect(request, UI_PATH, ("error", f"There is no job {job_id}."))
+        return redirect(request, back, ("error", f"There is no job {job_id}."))
     try:
         await gateway.store.retry(job.caller, job.id, gateway.clock.now())
     except CsjdError as exc:
-        return redirect(request, UI_PATH, ("error", f"Job {job.id} was not retried: {exc.detail}"))
+        return redirect(request, back, ("error", f"Job {job.id} was not retried: {exc.detail}"))
     gateway.wake()
-    owner = f" for {job.caller}" if job.caller != ANONYMOUS else ""
-    return redirect(request, UI_PATH, ("ok", f"Job {job.id} is queued again{owner}."))
+    again = "will be sent again" if job.state is JobState.SUCCEEDED else "is queued again"
+    return redirect(request, back, ("ok", f"Job {job.id} {again}{_for(job)}."))
+
+
+@router.post("/jobs/{job_id}/cancel")
+async def cancel(job_id: str, request: Request, gateway: GatewayDep) -> Response:
+    back = _back(await form(request), UI_PATH)
+    job = await gateway.store.get_job(None, job_id)
+    if job is None:
+        return redirect(request, back, ("error", f"There is no job {job_id}."))
+    try:
+        await gateway.store.cancel(job.caller, job.id, gateway.clock.now())
+    except CsjdError as exc:
+        return redirect(request, back, ("error", f"Job {job.id} was not cancelled: {exc.detail}"))
+    return redirect(request, back, ("ok", f"Job {job.id} is cancelled{_for(job)}."))
+
+
+# -- switching a target on and off ------------------------------------------------------------
+
+
+async def _switch(request: Request, gateway: Gateway, name: str, enabled: bool) -> Response:
+    back = _back(await form(request), UI_PATH)
+    done = "enabled" if enabled else "disabled"
+    current = await gateway.store.get_target(name)
+    if current is not None and current.spec.enabled is enabled:
+        return redirect(request, back, ("ok", f"Target {name} was already {done}."))
+    try:
+        await apply_patch(gateway, name, TargetPatch.model_validate({"enabled": enabled}))
+    except CsjdError as exc:
+        return redirect(request, back, ("error", f"Target {name} was not {done}: {exc.detail}"))
+    except RequestValidationError as exc:
+        why = "; ".join(str(e.get("msg", "")) for e in exc.errors())
+        return redirect(request, back, ("error", f"Target {name} was not {done}: {why}"))
+    if enabled:
+        said = f"Target {name} is enabled: its jobs are sent again."
+    else:
+        said = f"Target {name} is disabled: its jobs wait until it is enabled again."
+    return redirect(request, back, ("ok", said + " Its secret and headers are kept."))
+
+
+@router.post("/targets/{name}/enable")
+async def enable_target(name: str, request: Request, gateway: GatewayDep) -> Response:
+    return await _switch(request, gateway, name, enabled=True)
+
+
+@router.post("/targets/{name}/disable")
+async def disable_target(name: str, request: Request, gateway: GatewayDep) -> Response:
+    return await _switch(request, gateway, name, enabled=False)
