@@ -124,6 +124,15 @@ async def test_the_page_shows_each_targets_breaker_pause_limit_backlog_and_statu
     live = api.gateway.dispatcher.live_state
     await eventually(lambda: getattr(live("flaky"), "breaker", "") == "open")
     await eventually(lambda: getattr(live("slow"), "concurrency_limit", 16) < 16)
+    # a request counted by the sender may not have been recorded yet: wait for the answers
+    await eventually(
+        lambda: all(getattr(live(n), "inflight", 1) == 0 for n in ("billing", "flaky", "slow"))
+    )
+    for _ in range(1000):
+        backlog = await api.gateway.store.backlog_by_target()
+        if not any(counts.get("running") for counts in backlog.values()):
+            break
+        await asyncio.sleep(0.01)
 
     response = await api.client.get("/ui")
     assert response.status_code == 200
