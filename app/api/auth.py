@@ -134,10 +134,21 @@ class AuthGuard:
         self.keyring = keyring
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.keyring.enabled:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path = scope["path"]
+        if not self.keyring.enabled:
+            # Nobody signs in, so no cookie marks a form as the dashboard's: without
+            # this, any page an operator opens could post the dashboard's forms.
+            if is_ui(path) and scope["method"] not in SAFE_METHODS:
+                try:
+                    check_same_origin(scope["headers"])
+                except CsjdError as exc:
+                    await problems.error_response(exc, path)(scope, receive, send)
+                    return
+            await self.app(scope, receive, send)
+            return
         authorization = [value for name, value in scope["headers"] if name == b"authorization"]
         cookie = None
         if is_ui(path) and not authorization:

@@ -490,6 +490,30 @@ async def test_a_form_from_another_origin_is_refused_even_with_the_cookie(
         ).status_code == 303
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [{"Sec-Fetch-Site": "cross-site"}, {"Origin": "http://evil.example"}],
+)
+async def test_without_keys_a_form_from_another_origin_is_refused_too(
+    api_factory: ApiFactory, headers: dict[str, str]
+) -> None:
+    sender = FakeSender()
+    sender.script(STRICT, [Reply(status=400)])
+    api = await api_factory(sender=sender)
+    await api.put_target("strict", url=STRICT)
+    job_id = await post_job(api, None, "order-1", "strict")
+    await settled(api)
+    for path in (f"/ui/jobs/{job_id}/retry", "/ui/targets/strict/disable"):
+        refused = await api.client.post(path, headers=headers)
+        assert refused.status_code == 403, path
+        assert refused.headers["content-type"] == "application/problem+json"
+    assert (await api.client.get(f"/jobs/{job_id}")).json()["state"] == "failed"
+    assert (await api.client.get("/targets/strict")).json()["enabled"] is True
+    # the dashboard's own forms, and clients that are not browsers, still work
+    own = await api.client.post(f"/ui/jobs/{job_id}/retry", headers={"Origin": "http://csjd.test"})
+    assert own.status_code == 303
+
+
 # -- the live view: /ui/live.json and the script that polls it ---------------------------------
 
 

@@ -16,8 +16,8 @@ secret and headers are kept and the dispatcher logs the change.
 Forms are POSTed and answered with a redirect back to the page they came from,
 with a flash that says what happened. No CSRF token: the session cookie is
 SameSite=Strict, so a form posted from another site arrives without it and
-``AuthGuard`` refuses it (401); a same-site form from another origin is refused
-for its origin (403).
+``AuthGuard`` refuses it (401); a form from another origin is refused for its
+origin (403), with keys or without.
 """
 
 from __future__ import annotations
