@@ -176,6 +176,26 @@ async def test_a_patch_to_a_private_address_is_refused_unless_allowed(
     assert (await stored(strict, "out")).spec.url == "https://93.184.216.34/a"
 
 
+async def test_a_target_whose_stored_address_is_now_refused_can_still_be_switched_off(
+    api_factory: ApiFactory,
+) -> None:
+    # e.g. its host name moved to a private address since it was registered
+    strict = await api_factory(allow_private_targets=False)
+    put = await strict.client.put("/targets/out", json={"url": "https://93.184.216.34/a"})
+    assert put.status_code == 201
+    record = await stored(strict, "out")
+    moved = replace(record.spec, url="http://10.0.0.8/a")
+    store = strict.gateway.store
+    now = strict.gateway.clock.now()
+    assert await store.replace_target(moved, disabled_reason=None, seen=record.updated_at, now=now)
+    response = await patch(strict, {"enabled": False}, name="out")
+    assert response.status_code == 200, response.text
+    assert response.json()["enabled"] is False
+    # naming the URL is still checked
+    response = await patch(strict, {"url": "http://10.0.0.9/a"}, name="out")
+    assert response.status_code == 422
+
+
 async def test_an_unknown_target_is_404(api: Api) -> None:
     response = await patch(api, {"timeout_s": 2}, name="nobody")
     assert response.status_code == 404
