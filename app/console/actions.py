@@ -368,7 +368,14 @@ def _bulk_ids(api: Api, args: argparse.Namespace, output: Output) -> list[str] |
             return 1
     else:
         output.note(matching)
-    jobs = _every_job(api, output, filters, limit=MAX_PAGE)
+    jobs = _every_job(api, output, filters, limit=MAX_PAGE)  # newest first
+    if len(jobs) > count:
+        # never more than was confirmed: those that matched when counted are the oldest
+        output.note(
+            f"{len(jobs) - count} more matched since the count; retrying the {count} "
+            "counted, not the newer ones"
+        )
+        jobs = jobs[len(jobs) - count :]
     return [str(job["id"]) for job in jobs]
 
 
@@ -443,6 +450,10 @@ class _Tally:
         return summary
 
 
+#: refusals that are not about one job: a run of retries stops at the first
+_STOPPING = frozenset({401, 403, 429, 503})
+
+
 def _retry_each(api: Api, output: Output, ids: list[str], *, bulk: bool) -> _Tally:
     tally = _Tally()
     with output.progress(total=True) as progress:
@@ -457,6 +468,11 @@ def _retry_each(api: Api, output: Output, ids: list[str], *, bulk: bool) -> _Tal
                     tally.gone.append(job_id)
                 else:
                     tally.errors.append((job_id, exc.problem))
+                    if exc.problem.status in _STOPPING:
+                        # the key, the backlog or the gateway: every later call would
+                        # be refused the same way
+                        tally.stopped = (f"stopped: {exc.problem.title}", 1)
+                        break
             except Unreachable as exc:
                 # every later call would fail the same way
                 tally.stopped = (str(exc), exc.exit_code)

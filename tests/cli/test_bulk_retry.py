@@ -97,6 +97,7 @@ def test_any_other_refusal_is_reported_and_exits_1(mock_api: respx.MockRouter, c
     assert run.err.splitlines()[1:] == [
         "f1: Conflict: the job's target 'billing' no longer exists",
         "f2: Backlog full: the backlog holds 100 jobs",
+        "csjd: stopped: Backlog full",
     ]
 
 
@@ -166,3 +167,29 @@ def test_what_to_retry_must_be_said_one_way(mock_api: respx.MockRouter, csjd: Cs
     queued = csjd("jobs", "retry", "--state", "queued")
     assert queued.code == 2 and "invalid choice: 'queued'" in queued.err
     assert not mock_api.calls
+
+
+def test_a_refusal_that_is_not_about_one_job_stops_the_run(
+    mock_api: respx.MockRouter, csjd: Csjd
+) -> None:
+    retries = _failed(mock_api, 4)
+    full = problem(429, "Backlog full", "the backlog holds 100000 unfinished jobs")
+    retries[1].respond(429, json=full)
+    run = csjd("jobs", "retry", "--failed", "--yes")
+    assert run.code == 1
+    assert run.out == "retried 1 of 4 jobs; 1 could not be retried (see below); 2 not tried\n"
+    assert "f1: Backlog full" in run.err and run.err.endswith("csjd: stopped: Backlog full\n")
+    assert not retries[2].called and not retries[3].called
+
+
+def test_no_more_jobs_are_retried_than_were_counted_and_confirmed(
+    mock_api: respx.MockRouter, csjd: Csjd
+) -> None:
+    retries = _failed(mock_api, 5)
+    # two more failed between the count and the listing: the newest, listed first
+    mock_api.get("/jobs/count").respond(200, json={"count": 3})
+    run = csjd("jobs", "retry", "--failed", "--yes")
+    assert run.code == 0, run.err
+    assert run.out == "retried 3 of 3 jobs\n"
+    assert "2 more matched since the count; retrying the 3 counted" in run.err
+    assert [r.called for r in retries] == [False, False, True, True, True]
