@@ -72,6 +72,10 @@ class JobFilter:
     created_after: float | None = None
     #: created before this time (epoch seconds)
     created_before: float | None = None
+    #: ids above this one only (newer jobs: ids are time-ordered)
+    above_id: str | None = None
+    #: ids at or below this one only
+    upto_id: str | None = None
 
 
 def no_one_listens(job_ids: Iterable[str] | None) -> None:

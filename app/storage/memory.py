@@ -61,6 +61,8 @@ def _matches(job: JobRecord, f: JobFilter) -> bool:
         and (f.reason is None or job.failure_reason is f.reason)
         and (f.created_after is None or job.created_at >= f.created_after)
         and (f.created_before is None or job.created_at < f.created_before)
+        and (f.above_id is None or job.id > f.above_id)
+        and (f.upto_id is None or job.id <= f.upto_id)
     )
 
 

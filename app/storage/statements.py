@@ -376,7 +376,7 @@ def _filtered(query: Select[Any], f: JobFilter) -> Select[Any]:
     caller by ``(caller, id)``, the target by ``(target, id)``, a state (or a failure
     reason: only failed jobs carry one) by the partial index of its set of states,
     which the statement names by its exact term (``models.py``), and a creation time
-    from by the primary key (below)."""
+    from (below) and a range of ids by the primary key."""
     state = f.state
     if f.reason is not None:
         if state not in (None, JobState.FAILED):
@@ -399,6 +399,10 @@ def _filtered(query: Select[Any], f: JobFilter) -> Select[Any]:
         query = query.where(jobs.c.created_at >= f.created_after)
     if f.created_before is not None:
         query = query.where(jobs.c.created_at < f.created_before)
+    if f.above_id is not None:
+        query = query.where(jobs.c.id > f.above_id)
+    if f.upto_id is not None:
+        query = query.where(jobs.c.id <= f.upto_id)
     return query
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from app.api.cursors import encode_cursor
 from app.api.routes import ui_jobs
 from app.api.routes.ui_jobs import BulkRetry
 from app.core.job import JobState
@@ -68,6 +69,21 @@ def flash(page: str) -> str:
     found = re.search(r'<p class="flash (\w+)" role="status" id="flash">(.*?)</p>', page)
     assert found is not None, "no flash"
     return f"{found.group(1)}: {html.unescape(found.group(2))}"
+
+
+def hidden(page: str) -> dict[str, str]:
+    """The hidden fields of the page's form, as a browser would post them."""
+    found = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page)
+    return {name: html.unescape(value) for name, value in found}
+
+
+async def press(api: Api, confirm_at: str) -> str:
+    """Open the confirmation page, confirm it; where the answer leads, and its flash."""
+    confirm = (await api.client.get(confirm_at)).text
+    done = await api.client.post("/ui/jobs/retry-all", data=hidden(confirm))
+    assert done.status_code == 303
+    location = str(done.headers["location"])
+    return f"{location} {flash((await api.client.get(location)).text)}"
 
 
 @pytest.fixture
@@ -455,10 +471,10 @@ async def test_retry_all_matching_confirms_the_count_then_retries_each_as_its_ca
     confirm = (await api.client.get(confirm_at)).text
     assert '<p id="matching"><strong>2</strong> jobs match: failed jobs.</p>' in confirm
     assert "goes back to <em>queued</em> with its attempts reset and its history kept" in confirm
-    assert '<input type="hidden" name="state" value="failed">' in confirm
+    assert hidden(confirm) == {"state": "failed", "upto": ids[2], "count": "2"}
     assert 'id="confirm">Retry 2 jobs</button>' in confirm and 'id="over-limit"' not in confirm
 
-    done = await api.client.post("/ui/jobs/retry-all", data={"state": "failed"})
+    done = await api.client.post("/ui/jobs/retry-all", data=hidden(confirm))
     assert (done.status_code, done.headers["location"]) == (303, "/ui/jobs?state=failed")
     assert flash((await api.client.get(done.headers["location"])).text) == "ok: Retried 2 jobs."
     for job_id, caller in ((ids[1], "bob"), (ids[2], "alice")):
@@ -479,7 +495,7 @@ async def test_retry_all_of_succeeded_jobs_sends_them_again(
     ) in confirm
     assert "Each is sent to its target again" in confirm
     assert 'id="confirm">Send again 1 job</button>' in confirm
-    done = await api.client.post("/ui/jobs/retry-all", data=filters)
+    done = await api.client.post("/ui/jobs/retry-all", data=hidden(confirm))
     assert flash((await api.client.get(done.headers["location"])).text) == "ok: Sent again 1 job."
     job = await api_json(api, f"/jobs/{ids[0]}")
     # billing is disabled now: it waits there, its first answer kept
@@ -487,21 +503,97 @@ async def test_retry_all_of_succeeded_jobs_sends_them_again(
     assert len(await api_json(api, f"/jobs/{ids[0]}/attempts")) == 1
 
 
-async def test_retry_all_takes_at_most_its_bound_and_says_so(
-    history: tuple[Api, list[str], FakeClock], monkeypatch: pytest.MonkeyPatch
+async def test_retry_all_over_its_bound_continues_with_older_jobs_press_by_press(
+    api_factory: ApiFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    api, ids, _ = history
-    monkeypatch.setattr(ui_jobs, "BULK_MAX", 1)
+    sender = FakeSender()
+    sender.default = Reply(status=400)  # a retried job fails again at once, and matches again
+    api = await api_factory(sender=sender)
+    await api.put_target("billing", url=HOOK)
+    job_ids = []
+    for i in range(5):
+        job_ids.append(await post_job(api, None, f"k{i}", "billing"))
+        await settled(api)
+    monkeypatch.setattr(ui_jobs, "BULK_MAX", 2)
+
     confirm = (await api.client.get("/ui/jobs/retry-all", params={"state": "failed"})).text
-    assert "More than 1 jobs match: one press\n  takes the newest 1" in confirm
-    assert 'id="confirm">Retry 1 jobs</button>' in confirm
-    await api.client.post("/ui/jobs/retry-all", data={"state": "failed"})
-    assert flash((await api.client.get("/ui/jobs?state=failed")).text) == (
-        "ok: Retried 1 job. More than 1 matched: press again for the rest."
+    assert "More than 2 jobs match: one press\n  takes the newest 2" in confirm
+    assert 'id="confirm">Retry 2 jobs</button>' in confirm
+    pressed = [await press(api, "/ui/jobs/retry-all?state=failed")]
+    await settled(api)
+    while "pressing again" in pressed[-1]:
+        page = (await api.client.get(pressed[-1].split()[0])).text
+        assert "Retry all matching from this page on…" in page
+        pressed.append(await press(api, link(page, "retry-all")))
+        await settled(api)
+
+    older = "Older jobs match too: the list now starts at them, and pressing again continues"
+    assert pressed == [
+        f"/ui/jobs?state=failed&cursor={encode_cursor(job_ids[3])} ok: Retried 2 jobs. {older}"
+        " with them.",
+        f"/ui/jobs?state=failed&cursor={encode_cursor(job_ids[1])} ok: Retried 2 jobs. {older}"
+        " with them.",
+        "/ui/jobs?state=failed ok: Retried 1 job.",
+    ]
+    # each job retried once, by one press: none of the newest taken again
+    for job_id in job_ids:
+        job = await api_json(api, f"/jobs/{job_id}")
+        assert job["state"] == "failed"
+        assert len(await api_json(api, f"/jobs/{job_id}/attempts")) == 2, job_id
+
+
+async def test_retry_all_retries_only_the_jobs_confirmed_and_says_what_changed_since(
+    ops: Api,
+) -> None:
+    await put(ops, "billing", url=HOOK, enabled=False)  # its jobs wait, and can be cancelled
+    job_ids = [await post_job(ops, ALICE, f"k{i}", "billing") for i in range(6)]
+    for job_id in job_ids[:3]:
+        await ops.client.post(f"/jobs/{job_id}/cancel", headers=bearer(OPS))
+    confirm = (await ops.client.get("/ui/jobs/retry-all", params={"state": "cancelled"})).text
+    assert 'id="confirm">Retry 3 jobs</button>' in confirm
+    # before the press: three more are cancelled, and someone else retries one of the three
+    for job_id in job_ids[3:]:
+        await ops.client.post(f"/jobs/{job_id}/cancel", headers=bearer(OPS))
+    await ops.client.post(f"/ui/jobs/{job_ids[2]}/retry")
+
+    done = await ops.client.post("/ui/jobs/retry-all", data=hidden(confirm))
+    assert done.headers["location"] == "/ui/jobs?state=cancelled"
+    assert flash((await ops.client.get("/ui/jobs")).text) == (
+        "ok: Retried 2 of the 3 confirmed; 1 no longer matched; "
+        "3 more cancelled since, not retried."
     )
-    newest = await state_of(api, ids[2], "succeeded")  # strict takes it now
-    assert len(await api_json(api, f"/jobs/{ids[2]}/attempts")) == 2 and newest["attempts"] == 1
-    assert (await api_json(api, f"/jobs/{ids[1]}"))["state"] == "failed"
+    states = [(await api_json(ops, f"/jobs/{job_id}"))["state"] for job_id in job_ids]
+    assert states == ["queued"] * 3 + ["cancelled"] * 3
+
+
+@pytest.mark.parametrize(
+    "confirmation",
+    [
+        {},
+        {"count": "2"},
+        {"count": "0", "upto": "01900000-0000-7000-8000-000000000000"},
+        {"count": "10001", "upto": "01900000-0000-7000-8000-000000000000"},
+        {"count": "²", "upto": "01900000-0000-7000-8000-000000000000"},
+        {"count": "2", "upto": "01900000-0000-7000-8000-00000000000Z"},
+        {"count": "2", "upto": "{01900000-0000-7000-8000-000000000000}"},
+        {
+            "count": "2",
+            "upto": "01900000-0000-7000-8000-000000000000",
+            "cursor": encode_cursor("x" * 36),
+        },
+    ],
+)
+async def test_retry_all_without_a_sound_confirmation_retries_nothing(
+    ops: Api, confirmation: dict[str, str]
+) -> None:
+    await post_job(ops, ALICE, "k1", "strict")
+    await settled(ops)
+    done = await ops.client.post("/ui/jobs/retry-all", data={"state": "failed", **confirmation})
+    assert flash((await ops.client.get(done.headers["location"])).text) == (
+        "error: Nothing was retried: the form did not carry the confirmed count; "
+        "open Retry all matching again."
+    )
+    assert await ops.gateway.store.count_jobs(JobFilter(state=JobState.FAILED)) == 1
 
 
 async def test_retry_all_stops_when_the_backlog_is_full_and_says_what_was_left(
@@ -515,8 +607,8 @@ async def test_retry_all_stops_when_the_backlog_is_full_and_says_what_was_left(
         await settled(api)
     await api.put_target("billing", url=HOOK, enabled=False)  # what is retried stays queued
 
-    await api.client.post("/ui/jobs/retry-all", data={"state": "failed", "target": "billing"})
-    assert flash((await api.client.get("/ui/jobs")).text) == (
+    assert await press(api, "/ui/jobs/retry-all?state=failed&target=billing") == (
+        "/ui/jobs?state=failed&target=billing "
         "error: Retried 1 job; stopped (the backlog holds its maximum of 1 unfinished jobs) "
         "with 2 not tried."
     )
@@ -526,13 +618,15 @@ async def test_retry_all_stops_when_the_backlog_is_full_and_says_what_was_left(
 async def test_a_job_that_changed_after_it_was_collected_is_skipped(ops: Api) -> None:
     job_ids = [await post_job(ops, ALICE, f"k{i}", "strict") for i in range(3)]
     await settled(ops)
-    collected, more = await ui_jobs._collect(ops.gateway, JobFilter(target="strict"))
+    collected, more = await ui_jobs._collect(ops.gateway, JobFilter(target="strict"), 3)
     assert [j.id for j in collected] == job_ids[::-1] and not more
+    fewer, more = await ui_jobs._collect(ops.gateway, JobFilter(target="strict"), 2)
+    assert [j.id for j in fewer] == job_ids[:0:-1] and more
     await put(ops, "strict", url=STRICT, enabled=False)  # what is retried stays queued
     await ops.client.post(f"/ui/jobs/{job_ids[0]}/retry")  # someone else was quicker
     result = await ui_jobs._retry_each(ops.gateway, collected)
     assert result == BulkRetry(collected=3, retried=2, skipped=1)
-    assert result.summary("Retry", more=False) == (
+    assert result.summary(JobFilter(state=JobState.FAILED), 3, newer=0, more=False) == (
         "Retried 2 jobs; skipped 1 that had changed since."
     )
 

@@ -1184,6 +1184,12 @@ class TestStoreContract:
         assert await found(created_after=NOW + 41) == []
         assert await found(created_after=-1e9, created_before=NOW + 1) == ["gone"]
         assert await found(caller="bob", target="search", state=JobState.QUEUED) == ["queued"]
+        assert await found(upto_id=made["cancelled"].id) == ["cancelled", "used-up", "gone"]
+        assert await found(above_id=made["cancelled"].id) == ["late", "queued"]
+        assert await found(above_id=made["gone"].id, upto_id=made["queued"].id, caller="bob") == [
+            "queued",
+            "used-up",
+        ]
         page = await store.list_jobs(JobFilter(caller="alice"), limit=1, before_id=made["late"].id)
         assert [job.id for job in page] == [made["cancelled"].id]
 

@@ -9,7 +9,10 @@ over the same JSON the API answers, so the dashboard and the CLI tell one story.
 
 An admin acts on any caller's job, as that caller (jobs stay scoped to it):
 cancel, retry, send again, or retry every job a filter matches once a
-confirmation page has said how many (at most ``BULK_MAX`` a request). A target
+confirmation page has said how many: the form carries that count and the newest
+matching id, and the press retries no more, and none newer (at most
+``BULK_MAX`` a press; the next press continues below the oldest this one took,
+as the list's cursor). A target
 is enabled or disabled by the code ``PATCH /targets/{name}`` runs, so its
 secret and headers are kept and the dispatcher logs the change.
 
@@ -23,8 +26,9 @@ origin (403), with keys or without.
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -255,13 +259,17 @@ async def job_list(request: Request, gateway: GatewayDep) -> Response:
     shown, more = found[:limit], len(found) > limit
     held = await holds(gateway, shown)
     jobs = [job_json(job, hold) for job, hold in zip(shown, held, strict=True)]
-    retry_all = _href(RETRY_ALL_PATH, reading.filters) if reading.bulk else None
+    retry_all = None
+    if reading.bulk:
+        # from a later page, every job from that page on: where the next press continues
+        retry_all = _href(RETRY_ALL_PATH, {**reading.filters, **_cursor(reading)})
     return flashed(
         request,
         "jobs.html",
         jobs=jobs,
         paging=_paging(reading, shown, more),
         retry_all=retry_all,
+        retry_all_from_here=reading.before_id is not None,
         **context,
     )
 
@@ -273,10 +281,16 @@ def _verb(where: JobFilter) -> str:
     return "Send again" if where.state is JobState.SUCCEEDED else "Retry"
 
 
+def _cursor(reading: Reading) -> dict[str, str]:
+    """The list's cursor, when it has one: below which a bulk retry starts."""
+    query = reading.query
+    return {"cursor": query.cursor} if query is not None and query.cursor else {}
+
+
 @router.get("/jobs/retry-all")
 async def confirm_retry_all(request: Request, gateway: GatewayDep) -> Response:
     reading = await _read(request, request.query_params)
-    back = _href(JOBS_PATH, reading.filters)
+    back = _href(JOBS_PATH, {**reading.filters, **_cursor(reading)})
     if not reading.bulk:
         problems = reading.problems or [
             "Retry all matching takes a filter on failed, cancelled or succeeded jobs "
@@ -285,17 +299,60 @@ async def confirm_retry_all(request: Request, gateway: GatewayDep) -> Response:
         return page(
             request, "problem.html", 400, title="Nothing to retry", problems=problems, back=back
         )
-    count = await gateway.store.count_jobs(reading.where)
+    # The newest job matching now bounds what the press may retry: one that
+    # matches only later (a new failure) is newer, and is left out.
+    newest = await gateway.store.list_jobs(reading.where, limit=1, before_id=reading.before_id)
+    count = 0
+    fields = {**reading.filters, **_cursor(reading)}
+    if newest:
+        upto = newest[0].id
+        count = await gateway.store.count_jobs(replace(reading.where, upto_id=upto))
+        fields |= {"upto": upto, "count": str(min(count, BULK_MAX))}
+    described = _describe(reading.where)
+    if reading.before_id is not None:
+        described += f" older than job {reading.before_id}"
     return page(
         request,
         "retry_all.html",
         count=count,
         bulk_max=BULK_MAX,
-        described=_describe(reading.where),
-        fields=reading.filters,
+        described=described,
+        fields=fields,
         verb=_verb(reading.where),
         back=back,
     )
+
+
+def _just_below(job_id: str) -> str:
+    """The id just below ``job_id``: ids are canonical UUIDs, of one length, whose
+    order as text is their order as numbers, so "below" is "at or below" this one."""
+    return str(uuid.UUID(int=uuid.UUID(job_id).int - 1))
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmed:
+    """What a confirmation page showed: how many jobs, the newest of them."""
+
+    count: int
+    upto: str
+
+    @classmethod
+    def of(cls, fields: Mapping[str, str], start: str | None) -> Confirmed | None:
+        """The confirmation a form carries, below ``start`` (the list's cursor, if it
+        had one); None if it carries none, or a damaged one."""
+        count, upto = fields.get("count", ""), fields.get("upto", "")
+        if not (count.isascii() and count.isdigit() and 1 <= int(count) <= BULK_MAX):
+            return None
+        if not all(_is_id(job_id) for job_id in (upto, start or upto)):
+            return None
+        return cls(count=int(count), upto=upto)
+
+
+def _is_id(text: str) -> bool:
+    try:
+        return str(uuid.UUID(text)) == text
+    except ValueError:
+        return False
 
 
 @dataclass(slots=True)
@@ -308,27 +365,42 @@ class BulkRetry:
     skipped: int = 0
     stopped: str | None = None
 
-    def summary(self, verb: str, more: bool) -> str:
-        done = "Sent again" if verb == "Send again" else "Retried"
-        text = f"{done} {self.retried} {'job' if self.retried == 1 else 'jobs'}"
+    def summary(self, where: JobFilter, confirmed: int, newer: int, more: bool) -> str:
+        """In words, against what was confirmed: how many of those still matched,
+        and how many match now that were newer than the confirmation (not retried)."""
+        again = where.state is JobState.SUCCEEDED
+        done = "Sent again" if again else "Retried"
+        text = f"{done} {self.retried}"
+        if self.collected == confirmed and not newer:
+            text += f" {'job' if self.retried == 1 else 'jobs'}"
+        else:
+            text += f" of the {confirmed} confirmed"
+        if self.collected < confirmed:
+            text += f"; {confirmed - self.collected} no longer matched"
         if self.skipped:
             text += f"; skipped {self.skipped} that had changed since"
+        if newer:
+            state = where.state.value if where.state is not None else "failed"
+            text += f"; {newer} more {state} since, not {'sent again' if again else 'retried'}"
         if self.stopped is not None:
             left = self.collected - self.retried - self.skipped
             text += f"; stopped ({self.stopped}) with {left} not tried"
         elif more:
-            text += f". More than {BULK_MAX:,} matched: press again for the rest"
+            text += (
+                ". Older jobs match too: the list now starts at them, "
+                "and pressing again continues with them"
+            )
         return text + "."
 
 
-async def _collect(gateway: Gateway, where: JobFilter) -> tuple[list[JobRecord], bool]:
-    """The newest ``BULK_MAX`` jobs ``where`` matches, read before any is changed (a
+async def _collect(gateway: Gateway, where: JobFilter, limit: int) -> tuple[list[JobRecord], bool]:
+    """The newest ``limit`` jobs ``where`` matches, read before any is changed (a
     retried job leaves the filter, and must not shift the pages still to read);
-    and whether more match."""
+    and whether older ones match too."""
     found: list[JobRecord] = []
     before = None
-    while len(found) < BULK_MAX:
-        want = min(COLLECT_PAGE, BULK_MAX - len(found))
+    while len(found) < limit:
+        want = min(COLLECT_PAGE, limit - len(found))
         batch = await gateway.store.list_jobs(where, limit=want, before_id=before)
         found.extend(batch)
         if len(batch) < want:
@@ -359,15 +431,30 @@ async def _retry_each(gateway: Gateway, jobs: list[JobRecord]) -> BulkRetry:
 @router.post("/jobs/retry-all")
 async def retry_all(request: Request, gateway: GatewayDep) -> Response:
     fields = await form(request)
-    reading = await _read(request, {name: fields.get(name, "") for name in FILTERS})
+    reading = await _read(request, {name: fields.get(name, "") for name in (*FILTERS, "cursor")})
     back = _href(JOBS_PATH, reading.filters)
     if not reading.bulk:
         why = "; ".join(reading.problems) or "the filter must name finished jobs"
         return redirect(request, back, ("error", f"Nothing was retried: {why}."))
-    jobs, more = await _collect(gateway, reading.where)
+    confirmed = Confirmed.of(fields, reading.before_id)
+    if confirmed is None:
+        why = "the form did not carry the confirmed count; open Retry all matching again"
+        return redirect(request, back, ("error", f"Nothing was retried: {why}."))
+    where = reading.where
+    jobs, more = await _collect(gateway, replace(where, upto_id=confirmed.upto), confirmed.count)
+    # newer than what was confirmed, yet below where the press started (a press that
+    # continues leaves the newer jobs, which an earlier press took, out of its account)
+    start = reading.before_id
+    since = replace(where, above_id=confirmed.upto, upto_id=start and _just_below(start))
+    newer = await gateway.store.count_jobs(since)
     result = await _retry_each(gateway, jobs)
-    kind = "error" if result.stopped else "ok"
-    return redirect(request, back, (kind, result.summary(_verb(reading.where), more)))
+    said = result.summary(where, confirmed.count, newer, more)
+    if result.stopped is not None:
+        return redirect(request, back, ("error", said))
+    if more:
+        # a retried job keeps its id and may match again: the next press starts below these
+        back = _href(JOBS_PATH, {**reading.filters, "cursor": encode_cursor(jobs[-1].id)})
+    return redirect(request, back, ("ok", said))
 
 
 # -- one job ------------------------------------------------------------------------------
