@@ -116,15 +116,17 @@ async def apply_patch(gateway: Gateway, name: str, patch: TargetPatch) -> Target
     dashboard alike: merged into the stored target (secret and headers kept), written
     only over the target it was merged into, and the dispatcher told (which logs
     ``target_enabled`` or ``target_disabled``)."""
-    # Only a URL the patch names is checked: switching a target off must work even
-    # when its stored URL would be refused now (its host moved to a private address).
+    # The URL is checked when the patch names it or switches the target on, never
+    # for switching it off: that must work even when the stored URL would be
+    # refused now (its host moved to a private address).
+    fields = patch.model_fields_set
     checked = False
     for _ in range(PATCH_TRIES):
         current = await gateway.store.get_target(name)
         if current is None:
             raise NotFound(f"no target named '{name}'")
         spec = _patched(patch, current, name)
-        if "url" in patch.model_fields_set and not checked:
+        if not checked and ("url" in fields or ("enabled" in fields and spec.enabled)):
             await check_target_url(spec.url, allow_private=gateway.settings.allow_private_targets)
             checked = True
         reason = (
