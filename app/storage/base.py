@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from app.core.attempt import AttemptRecord, Completion
+from app.core.errors import CsjdError
 from app.core.job import Enqueued, FailureReason, JobRecord, JobState, NewJob
 from app.core.retry import Random
 from app.core.target import TargetRecord, TargetSpec
@@ -136,6 +137,11 @@ class JobStore(Protocol):
 
     # intake and reads
     async def enqueue(self, job: NewJob) -> Enqueued: ...
+    async def enqueue_many(self, batch: list[NewJob]) -> list[Enqueued | CsjdError]:
+        """Each job admitted as ``enqueue`` would, all stored in one commit: an answer
+        per job, in order, a refusal as a value (it never undoes the others)."""
+        ...
+
     # ``caller=None`` wherever a caller is named: any caller's job (an admin's view)
     async def get_job(self, caller: str | None, job_id: str) -> JobRecord | None: ...
     # newest first (by id), below ``before_id``

@@ -10,6 +10,8 @@ between writers; a producer still hears ``202`` only after its row is durable.
 Operations of one kind can also be merged: ``run_batched(handler, item)``
 calls ``handler`` once per transaction with every item waiting for it, so a
 burst of intake becomes one multi-row ``INSERT`` instead of one per job.
+``run_many(handler, items)`` hands several items at once, which are never
+split: they share one transaction, even when the batch is run again alone.
 
 If an operation raises, what happens depends on what the error means
 (``faults.py``). A transient error (a dropped connection, a deadlock,
@@ -98,6 +100,8 @@ class _Pending:
     handler: BatchHandler | None = None
     item: Any = None
     alone: bool = False
+    #: ``item`` is a list of items, answered by a list of results
+    many: bool = False
 
 
 class GroupCommitter:
@@ -135,6 +139,13 @@ class GroupCommitter:
 
     async def run_batched(self, handler: BatchHandler, item: Any) -> Any:
         return await self._submit(_Pending(self._future(), handler=handler, item=item))
+
+    async def run_many(self, handler: BatchHandler, items: list[Any]) -> list[Any]:
+        """``handler``'s results for ``items``, in order, all from one transaction."""
+        if not items:
+            return []
+        pending = _Pending(self._future(), handler=handler, item=items, many=True)
+        return await self._submit(pending)  # type: ignore[no-any-return]
 
     def _future(self) -> asyncio.Future[Any]:
         if self._task is None or self._task.done():
@@ -254,8 +265,24 @@ class GroupCommitter:
                     results[i] = await pending.op(tx)
                 elif pending.handler is not None and pending.handler in groups:
                     members = groups.pop(pending.handler)
-                    out = await pending.handler(tx, [batch[j].item for j in members])
-                    results.update(zip(members, out, strict=True))
+                    items: list[Any] = []
+                    for j in members:
+                        if batch[j].many:
+                            items.extend(batch[j].item)
+                        else:
+                            items.append(batch[j].item)
+                    out = await pending.handler(tx, items)
+                    if len(out) != len(items):
+                        raise RuntimeError(f"{len(out)} results for {len(items)} items")
+                    at = 0
+                    for j in members:
+                        if batch[j].many:
+                            n = len(batch[j].item)
+                            results[j] = out[at : at + n]
+                            at += n
+                        else:
+                            results[j] = out[at]
+                            at += 1
             await tx.run_at_end()
             return results, tx.after_commit
 

@@ -8,7 +8,9 @@ target exists and that the backlog has room, and admits it by the core's rules
 decides which request made a job; whatever was not created is then looked up
 as a replay (which counts nothing: only the jobs this batch inserted change the
 per-target counts, ``counts.py``). Refusals are returned as values, so one
-caller's refusal never rolls back another's job.
+caller's refusal never rolls back another's job. ``enqueue_many`` (a
+``POST /jobs/batch``) hands its jobs to the committer as one unit, so they are
+admitted by the same code and stored in one commit, each with its own answer.
 """
 
 from __future__ import annotations
@@ -27,11 +29,14 @@ from app.storage.store import SqlStoreBase, raise_if_error
 
 
 class Intake(SqlStoreBase):
-    """The ``JobStore``'s ``enqueue``."""
+    """The ``JobStore``'s ``enqueue`` and ``enqueue_many``."""
 
     async def enqueue(self, job: NewJob) -> Enqueued:
         result = await self._writer.run_batched(self._enqueue_batch, job)
         return raise_if_error(result)  # type: ignore[no-any-return]
+
+    async def enqueue_many(self, batch: list[NewJob]) -> list[Enqueued | errors.CsjdError]:
+        return await self._writer.run_many(self._enqueue_batch, batch)
 
     async def _enqueue_batch(
         self, tx: Tx, batch: list[NewJob]
@@ -41,6 +46,10 @@ class Intake(SqlStoreBase):
         admitted: list[JobRecord] = []
         positions: list[int] = []
         await self._hold_targets(tx, {job.target for job in batch})
+        #: the keys of admitted jobs that take room in the backlog: a key twice in
+        #: the batch takes it once, a key already stored (a replay) not at all
+        taking: set[tuple[str, str]] = set()
+        stored: set[tuple[str, str]] | None = None
         for i, job in enumerate(batch):
             if job.refusal is not None:
                 # refused as a new job; a stored job with this key still answers
@@ -52,9 +61,20 @@ class Intake(SqlStoreBase):
                     f"no target named '{job.target}'", extensions={"target": job.target}
                 )
                 continue
-            if self._pending_active(tx) + len(rows) + 1 > self._max_backlog:
-                results[i] = errors.BacklogFull.at(self._max_backlog)
-                continue
+            key = (job.caller, job.idempotency_key)
+            if key not in taking and self._pending_active(tx) + len(taking) >= self._max_backlog:
+                if stored is None:
+                    # only near the bound: which keys are replays, that need no room
+                    stored = set(await self._rows_by_key(tx.conn, batch))
+                    taking -= stored
+                if (
+                    key not in stored
+                    and self._pending_active(tx) + len(taking) >= self._max_backlog
+                ):
+                    results[i] = errors.BacklogFull.at(self._max_backlog)
+                    continue
+            if stored is None or key not in stored:
+                taking.add(key)
             record = admit(job, target.spec)
             admitted.append(record)
             rows.append(job_row(record, job.fingerprint))

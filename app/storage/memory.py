@@ -210,6 +210,16 @@ class MemoryJobStore:
         self._keys[(job.caller, job.idempotency_key)] = (job.id, job.fingerprint)
         return Enqueued(job=self._save(admit(job, target.spec)), replayed=False)
 
+    async def enqueue_many(self, batch: list[NewJob]) -> list[Enqueued | errors.CsjdError]:
+        # nothing here suspends: the whole batch is one step, as one commit is
+        results: list[Enqueued | errors.CsjdError] = []
+        for job in batch:
+            try:
+                results.append(await self.enqueue(job))
+            except errors.CsjdError as exc:
+                results.append(exc)
+        return results
+
     # -- reads -------------------------------------------------------------
 
     async def get_job(self, caller: str | None, job_id: str) -> JobRecord | None:

@@ -127,6 +127,14 @@ async def test_many_producers_share_few_transactions(store: SqlJobStore) -> None
     assert store.active == 300
 
 
+async def test_a_batch_is_one_transaction_however_many_jobs(store: SqlJobStore) -> None:
+    before = store.committer.batches
+    answers = await store.enqueue_many([new_job(f"k{i}") for i in range(1000)])
+    assert len(answers) == 1000
+    assert store.committer.batches - before == 1
+    assert store.active == 1000
+
+
 def test_a_second_gateway_on_the_same_file_is_refused(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'one.db'}"
     first = DatabaseLock(url)

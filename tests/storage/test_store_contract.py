@@ -25,6 +25,7 @@ from app.core.ids import uuid7
 from app.core.job import (
     _TRANSITIONS,
     ACTIVE,
+    Enqueued,
     Event,
     FailureReason,
     IllegalTransition,
@@ -401,6 +402,60 @@ class TestStoreContract:
         replay = await s.enqueue(new_job("a"))
         assert replay.replayed and replay.job.id == first.job.id
         assert len(await s.list_jobs(JobFilter(caller=""), limit=10, before_id=None)) == 2
+
+    async def test_a_batch_answers_each_job_and_refuses_only_the_bad_ones(
+        self, open_store: OpenStore
+    ) -> None:
+        s = await open_store(max_backlog=3)
+        await s.put_target(TargetSpec(name="billing", url="http://x/hook"), NOW)
+        stored = (await s.enqueue(new_job("old", fingerprint="a"))).job
+        answers = await s.enqueue_many(
+            [
+                new_job("n1"),
+                new_job("nope", target="nope"),
+                new_job("old", fingerprint="a"),  # a replay
+                new_job("old", fingerprint="b"),  # the key, for another request
+                new_job("n1"),  # the key again within the batch: the same job
+                new_job("late", refusal=errors.Unprocessable("too late")),
+                new_job("n2", next_attempt_at=NOW + 60),
+                new_job("n3"),  # over the backlog of 3
+            ]
+        )
+        new1, unknown, replay, reused, again, late, new2, full = answers
+        assert isinstance(new1, Enqueued) and not new1.replayed
+        assert isinstance(unknown, errors.UnknownTarget)
+        assert isinstance(replay, Enqueued) and replay.replayed
+        assert replay.job.id == stored.id
+        assert isinstance(reused, errors.IdempotencyKeyReused)
+        assert reused.extensions["job_id"] == stored.id
+        assert isinstance(again, Enqueued) and again.replayed and again.job.id == new1.job.id
+        assert isinstance(late, errors.Unprocessable)
+        assert isinstance(new2, Enqueued) and new2.job.state is JobState.SCHEDULED
+        assert isinstance(full, errors.BacklogFull)
+        listed = await s.list_jobs(JobFilter(caller=""), limit=10, before_id=None)
+        assert {j.id for j in listed} == {stored.id, new1.job.id, new2.job.id}
+        assert s.active == 3
+        await assert_counts_exact(s)
+        assert minutes(await s.activity(NOW - 60, NOW + 60)) == {
+            ("billing", NOW // 60 * 60): (3, 0, 0)
+        }
+
+    async def test_a_batch_is_stored_in_one_commit(self, store: Store) -> None:
+        """Readers see all of a batch or none of it, however many jobs it holds (more
+        than one group commit takes of single jobs)."""
+        jobs = [new_job(f"b{i}") for i in range(600)]
+        seen: list[int] = []
+        batch = asyncio.create_task(store.enqueue_many(jobs))
+        while not batch.done():
+            seen.append(await store.count_jobs(JobFilter(state=JobState.QUEUED)))
+            await asyncio.sleep(0)
+        answers = await batch
+        assert all(isinstance(a, Enqueued) and not a.replayed for a in answers)
+        assert [a.job.idempotency_key for a in answers] == [f"b{i}" for i in range(600)]  # type: ignore[union-attr]
+        assert set(seen) <= {0, 600}
+        assert await store.count_jobs(JobFilter()) == 600
+        assert store.active == 600
+        await assert_counts_exact(store)
 
     async def test_claims_respect_the_limit_and_lease(self, store: Store) -> None:
         for i in range(5):
