@@ -30,9 +30,11 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator import metrics as http_metrics
+from pydantic import BaseModel
 
 from app import __version__
 from app.api import auth, problems
+from app.api.batch import PATH as BATCH_PATH
 from app.api.guard import Receive, RequestGuard, Scope, Send
 from app.api.intake import PATH as INTAKE_PATH
 from app.api.intake import IntakeLane
@@ -64,8 +66,20 @@ class CsjdApp(FastAPI):
 
     def openapi(self) -> dict[str, Any]:
         if self.openapi_schema is None:
-            auth.document(super().openapi())
+            document = super().openapi()
+            auth.document(document)
+            _add_bodies(document, jobs.DOCUMENTED_BODIES)
         return super().openapi()
+
+
+def _add_bodies(document: dict[str, Any], models: tuple[type[BaseModel], ...]) -> None:
+    """The schemas of request bodies that routes read themselves, in ``components``."""
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    for model in models:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, definition in schema.pop("$defs", {}).items():
+            schemas.setdefault(name, definition)
+        schemas[model.__name__] = schema
 
 
 def create_app(
@@ -113,7 +127,11 @@ def app_for(gateway: Gateway) -> CsjdApp:
     app.include_router(ui.router)
     app.include_router(ui_jobs.router)
     # the last added runs first: HTTP metrics, then API keys, then the body checks
-    app.add_middleware(RequestGuard, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestGuard,
+        max_bytes=settings.max_body_bytes,
+        limits={BATCH_PATH: settings.max_batch_bytes},
+    )
     app.add_middleware(auth.AuthGuard, keyring=gateway.keyring)
     # one recorder of the HTTP metrics, shared by the instrumented routes and the lane
     registry = gateway.metrics.registry

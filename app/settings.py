@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     drain_timeout_s: float = Field(default=20.0, ge=0)
     retention_s: int = Field(default=604_800, ge=MIN_RETENTION_S)
     max_body_bytes: int = Field(default=262_144, ge=1024)
+    #: the body limit of ``POST /jobs/batch`` (each job in it is held to ``max_body_bytes``)
+    max_batch_bytes: int = Field(default=8_388_608, ge=1024)
     #: ``Prefer: wait`` requests waiting at once (and at most 1000 of one caller)
     max_waiters: int = Field(default=10_000, ge=0)
     #: uvicorn's ``limit_concurrency``: open connections, or requests under way,

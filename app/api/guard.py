@@ -73,6 +73,17 @@ class BodyProblem(Exception):
         self.extensions = extensions
         self.headers = headers
 
+    def body(self, instance: str | None) -> dict[str, Any]:
+        """The problem as JSON (a batch item's answer; no headers)."""
+        return problems.problem_body(
+            self.status,
+            detail=self.detail,
+            title=self.title,
+            type_=PROBLEM_BASE + self.slug if self.slug else None,
+            instance=instance,
+            extensions=self.extensions,
+        )
+
     def response(self, instance: str | None) -> Response:
         return problems.problem(
             self.status,
@@ -196,14 +207,17 @@ def replay(body: bytes, receive: Receive) -> Receive:
 class RequestGuard:
     """``check_body`` and ``read_body`` for every ``POST``/``PUT``/``PATCH`` reaching FastAPI.
 
-    The body is read here, whole (it is bounded by ``max_bytes``, and FastAPI
+    The body is read here, whole (it is bounded by ``max_bytes``, or by the
+    path's own entry in ``limits``, and FastAPI
     would buffer it anyway), so that a refused one never reaches a route; the
     route then reads it again from memory.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, limits: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        #: paths whose bodies have a limit of their own (``POST /jobs/batch``)
+        self.limits = limits or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -214,11 +228,12 @@ class RequestGuard:
         # a request without a body (a cancel, a retry) has no media type to judge
         has_body = declared > 0 or b"transfer-encoding" in headers
         only = MERGE_PATCH if scope["method"] == "PATCH" else None
+        max_bytes = self.limits.get(scope["path"], self.max_bytes)
         try:
             as_json = has_body and check_body(
-                headers.get(b"content-type"), declared, self.max_bytes, only=only
+                headers.get(b"content-type"), declared, max_bytes, only=only
             )
-            body = await read_body(receive, self.max_bytes)
+            body = await read_body(receive, max_bytes)
         except BodyProblem as exc:
             await exc.response(scope.get("path"))(scope, receive, send)
             return

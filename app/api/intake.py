@@ -15,7 +15,7 @@ same ``accept``. Every other request goes on to FastAPI.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import cast
 
 import orjson
@@ -34,7 +34,7 @@ from app.api.schemas import JobIn
 from app.core import idempotency
 from app.core.errors import CsjdError
 from app.core.ids import uuid7
-from app.core.job import JobRecord, JobState, NewJob
+from app.core.job import Enqueued, JobRecord, JobState, NewJob
 from app.gateway import Gateway
 
 PATH = "/jobs"
@@ -43,33 +43,43 @@ _JSON = (b"content-type", b"application/json")
 
 async def accept(gateway: Gateway, caller: str, key: str, body: JobIn) -> tuple[JobRecord, bool]:
     """Store the job (or find the one this key already made); (job, replayed)."""
-    now = gateway.clock.now()
+    enqueued = await gateway.store.enqueue(new_job(gateway.clock.now(), caller, key, body))
+    if counted([enqueued], gateway):
+        gateway.wake()
+    return enqueued.job, enqueued.replayed
+
+
+def new_job(now: float, caller: str, key: str, body: JobIn) -> NewJob:
+    """The job ``body`` asks for at ``now``, under ``caller``'s ``key``."""
     if body.run_at is not None:
         next_attempt_at = max(now, body.run_at.timestamp())
     else:
         next_attempt_at = now + body.delay_s
-    enqueued = await gateway.store.enqueue(
-        NewJob(
-            id=uuid7(int(now * 1000)),
-            caller=caller,
-            idempotency_key=key,
-            fingerprint=idempotency.fingerprint(body.target, body.model_dump(mode="json")),
-            target=body.target,
-            payload=orjson.dumps(body.payload),
-            headers=body.headers or None,
-            max_attempts=body.max_attempts,
-            next_attempt_at=next_attempt_at,
-            expires_at=body.expires_at.timestamp() if body.expires_at else None,
-            created_at=now,
-            refusal=body.refusal(now),
-        )
+    return NewJob(
+        id=uuid7(int(now * 1000)),
+        caller=caller,
+        idempotency_key=key,
+        fingerprint=idempotency.fingerprint(body.target, body.model_dump(mode="json")),
+        target=body.target,
+        payload=orjson.dumps(body.payload),
+        headers=body.headers or None,
+        max_attempts=body.max_attempts,
+        next_attempt_at=next_attempt_at,
+        expires_at=body.expires_at.timestamp() if body.expires_at else None,
+        created_at=now,
+        refusal=body.refusal(now),
     )
-    job = enqueued.job
-    if not enqueued.replayed:
-        gateway.metrics.target(job.target).accepted.inc()
-        if job.state is JobState.QUEUED:
-            gateway.wake()
-    return job, enqueued.replayed
+
+
+def counted(answers: Iterable[Enqueued | CsjdError], gateway: Gateway) -> bool:
+    """Count the jobs these answers made in the metrics; whether one is due to dispatch
+    (then the caller wakes the dispatcher, once)."""
+    due = False
+    for answer in answers:
+        if isinstance(answer, Enqueued) and not answer.replayed:
+            gateway.metrics.target(answer.job.target).accepted.inc()
+            due = due or answer.job.state is JobState.QUEUED
+    return due
 
 
 def accepted_headers(job: JobRecord, replayed: bool) -> dict[str, str]:

@@ -59,6 +59,29 @@ def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+def problem_body(
+    status: int,
+    *,
+    detail: str,
+    title: str | None = None,
+    type_: str | None = None,
+    instance: str | None = None,
+    extensions: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The problem's JSON object, as ``problem`` sends it (and a batch's item holds it)."""
+    body: dict[str, Any] = {
+        "type": type_ or PROBLEM_BASE + _SLUGS.get(status, f"http-{status}"),
+        "title": title or _TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+    }
+    if instance:
+        body["instance"] = instance
+    for key, value in (extensions or {}).items():
+        body.setdefault(key, value)
+    return body
+
+
 def problem(
     status: int,
     *,
@@ -70,16 +93,9 @@ def problem(
     extensions: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response:
-    body: dict[str, Any] = {
-        "type": type_ or PROBLEM_BASE + _SLUGS.get(status, f"http-{status}"),
-        "title": title or _TITLES.get(status, "Error"),
-        "status": status,
-        "detail": detail,
-    }
-    if instance:
-        body["instance"] = instance
-    for key, value in (extensions or {}).items():
-        body.setdefault(key, value)
+    body = problem_body(
+        status, detail=detail, title=title, type_=type_, instance=instance, extensions=extensions
+    )
     out_headers = dict(headers or {})
     if retry_after_s is None:
         retry_after_s = _DEFAULT_RETRY_AFTER.get(status)
@@ -90,6 +106,17 @@ def problem(
         status_code=status,
         headers=out_headers,
         media_type=PROBLEM_JSON,
+    )
+
+
+def error_body(error: CsjdError, instance: str | None = None) -> dict[str, Any]:
+    return problem_body(
+        error.status,
+        detail=error.detail,
+        title=error.title,
+        type_=error.type,
+        instance=instance,
+        extensions=error.extensions,
     )
 
 
@@ -107,6 +134,10 @@ def error_response(error: CsjdError, instance: str | None = None) -> Response:
 
 
 def validation_problem(errors: list[dict[str, Any]], instance: str | None) -> Response:
+    return _problem_response(validation_body(errors, instance))
+
+
+def validation_body(errors: list[dict[str, Any]], instance: str | None) -> dict[str, Any]:
     cleaned = [
         {
             "loc": list(e.get("loc", ())),
@@ -117,13 +148,19 @@ def validation_problem(errors: list[dict[str, Any]], instance: str | None) -> Re
     ]
     first = cleaned[0] if cleaned else {"loc": [], "msg": "invalid"}
     where = ".".join(str(part) for part in first["loc"] if part != "body") or "body"
-    return problem(
+    return problem_body(
         422,
         detail=f"{where}: {first['msg']}"
         + (f" (and {len(cleaned) - 1} more)" if len(cleaned) > 1 else ""),
         type_=PROBLEM_BASE + "validation",
         instance=instance,
         extensions={"errors": cleaned},
+    )
+
+
+def _problem_response(body: dict[str, Any]) -> Response:
+    return Response(
+        orjson.dumps(body, default=str), status_code=body["status"], media_type=PROBLEM_JSON
     )
 
 

@@ -403,6 +403,47 @@ class Problem(BaseModel):
     errors: list[dict[str, Any]] | None = None
 
 
+#: the most jobs one ``POST /jobs/batch`` may carry
+MAX_BATCH_JOBS = 1000
+
+
+class BatchJobIn(JobIn):
+    """One job of a batch: the body of ``POST /jobs``, with its own key."""
+
+    idempotency_key: str = Field(
+        min_length=1,
+        max_length=257,
+        description='As the Idempotency-Key header: 1 to 255 visible ASCII characters; "quoted" '
+        "and bare forms are one key",
+    )
+
+
+class BatchIn(BaseModel):
+    """Jobs to accept in one request (``POST /jobs/batch``); each is answered on its own."""
+
+    # documents the body only: the route takes each item apart itself, so that a
+    # bad item is refused alone (app/api/batch.py)
+    model_config = ConfigDict(extra="forbid")
+
+    jobs: list[BatchJobIn] = Field(min_length=1, max_length=MAX_BATCH_JOBS)
+
+
+class BatchResultOut(BaseModel):
+    """One item's answer: ``status`` 202 with the job, or a 4xx with its problem, as
+    ``POST /jobs`` would answer that item alone."""
+
+    status: int
+    job: JobOut | None = None
+    replayed: bool | None = Field(
+        None, description="The key had already made this job (Idempotent-Replayed)"
+    )
+    problem: Problem | None = None
+
+
+class BatchOut(BaseModel):
+    results: list[BatchResultOut] = Field(description="One per job sent, in order")
+
+
 class Health(BaseModel):
     status: str
     checks: dict[str, str] = Field(default_factory=dict)

@@ -12,18 +12,23 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from starlette.responses import Response
 from starlette.types import Receive
 
+from app.api import problems
+from app.api.batch import PATH as BATCH_PATH
+from app.api.batch import accept_batch, envelope
 from app.api.cursors import decode_cursor, encode_cursor
-from app.api.deps import GatewayDep, IntakeDep, Viewer, ViewerDep
+from app.api.deps import CallerDep, GatewayDep, IntakeDep, Viewer, ViewerDep, ensure_accepting
 from app.api.holds import hold_at_hand, holds
 from app.api.intake import accept, accepted_headers
 from app.api.present import attempt_json, job_detail_json, job_json, rfc3339
 from app.api.problems import documented
 from app.api.schemas import (
     AttemptOut,
+    BatchIn,
+    BatchOut,
     FailureReasonName,
     JobCountOut,
     JobDetailOut,
@@ -103,6 +108,39 @@ async def create_job(body: JobIn, intake: IntakeDep) -> Response:
     job, replayed = await accept(intake.gateway, intake.caller, intake.key, body)
     hold = hold_at_hand(intake.gateway, job)
     return _json(job_json(job, hold), 202, accepted_headers(job, replayed))
+
+
+#: request bodies the routes read themselves, for OpenAPI's components
+DOCUMENTED_BODIES: tuple[type[BaseModel], ...] = (BatchIn,)
+
+
+@router.post(
+    BATCH_PATH,
+    response_model=BatchOut,
+    summary="Accept up to 1000 jobs in one request, each with its own key and its own answer",
+    description=(
+        "Each item is the body of POST /jobs with its own `idempotency_key` (the "
+        "Idempotency-Key header is not used), and gets the status and the job or the "
+        "problem POST /jobs would answer it. Every accepted job is committed, in one "
+        "transaction, before the answer."
+    ),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchIn"}}},
+        }
+    },
+    responses=documented(400, 413, 415, 422, 503),
+)
+async def create_jobs_batch(request: Request, gateway: GatewayDep, caller: CallerDep) -> Response:
+    # the items are judged one by one (app/api/batch.py), not by FastAPI as a whole
+    ensure_accepting(gateway)
+    try:
+        items = envelope(await request.body())
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
+        return problems.invalid_body(errors, BATCH_PATH)
+    return _json({"results": await accept_batch(gateway, caller, items)})
 
 
 def _time(name: str, value: str | None) -> float | None:

@@ -1,0 +1,113 @@
+"""``POST /jobs/batch``: many jobs in one request, each answered as ``POST /jobs`` would.
+
+The route (``routes/jobs.py``) has checked the caller, the draining gateway
+and the body's size (``RequestGuard``, ``CSJD_MAX_BATCH_BYTES``); this module
+takes the body apart. What is wrong with the whole request (not JSON, no
+``jobs``, none or over ``MAX_BATCH_JOBS``) is one problem for the request.
+Each item is then judged alone, in the order a single ``POST /jobs`` judges
+its body: its size against ``CSJD_MAX_BODY_BYTES`` (413), its own
+``idempotency_key`` (400), the ``JobIn`` model (422). The good ones become
+jobs by the same ``new_job`` and go to the store together
+(``JobStore.enqueue_many``): one commit, and each refused there (unknown
+target, reused key, full backlog) refused alone. The answer holds one result
+per item, in order.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from app.api import problems
+from app.api.guard import BodyProblem, too_large
+from app.api.holds import hold_at_hand
+from app.api.intake import counted, new_job
+from app.api.present import job_json
+from app.api.schemas import MAX_BATCH_JOBS, JobIn
+from app.core import idempotency
+from app.core.errors import CsjdError, InvalidIdempotencyKey
+from app.core.job import Enqueued, NewJob
+from app.gateway import Gateway
+
+PATH = "/jobs/batch"
+
+
+class _Envelope(BaseModel):
+    """The request as a whole; its items are judged one by one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    jobs: list[Any] = Field(min_length=1, max_length=MAX_BATCH_JOBS)
+
+
+def envelope(raw: bytes) -> list[Any]:
+    """The request's items; ``ValidationError`` for a request that is wrong as a whole."""
+    return _Envelope.model_validate_json(raw).jobs
+
+
+async def accept_batch(gateway: Gateway, caller: str, items: list[Any]) -> list[dict[str, Any]]:
+    """One result per item, in order; every job made is committed before this returns."""
+    now = gateway.clock.now()
+    max_bytes = gateway.settings.max_body_bytes
+    results: list[dict[str, Any] | None] = []
+    jobs: list[NewJob] = []
+    for item in items:
+        try:
+            key, body = _item(item, max_bytes)
+        except (CsjdError, BodyProblem, ValidationError) as exc:
+            results.append(_refused(exc))
+            continue
+        jobs.append(new_job(now, caller, key, body))
+        results.append(None)
+    answers = await gateway.store.enqueue_many(jobs)
+    if counted(answers, gateway):
+        gateway.wake()
+    stored = iter(answers)
+    return [result or _answer(gateway, next(stored)) for result in results]
+
+
+def _item(item: Any, max_bytes: int) -> tuple[str, JobIn]:
+    key = None
+    if isinstance(item, dict):
+        item = dict(item)
+        key = item.pop("idempotency_key", None)
+    if _size(item) > max_bytes:
+        raise too_large(max_bytes)
+    if key is None:
+        raise InvalidIdempotencyKey("each job's idempotency_key is required")
+    if not isinstance(key, str):
+        raise InvalidIdempotencyKey("the idempotency_key must be a string")
+    return idempotency.parse_key(key), JobIn.model_validate(item)
+
+
+def _size(item: Any) -> int:
+    """The item's length as a ``POST /jobs`` body."""
+    try:
+        return len(orjson.dumps(item))
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits, refused later
+        return len(json.dumps(item, ensure_ascii=False).encode())
+
+
+def _refused(exc: CsjdError | BodyProblem | ValidationError) -> dict[str, Any]:
+    if isinstance(exc, CsjdError):
+        problem = problems.error_body(exc, PATH)
+    elif isinstance(exc, BodyProblem):
+        problem = exc.body(PATH)
+    else:
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
+        problem = problems.validation_body(errors, PATH)
+    return {"status": problem["status"], "problem": problem}
+
+
+def _answer(gateway: Gateway, answer: Enqueued | CsjdError) -> dict[str, Any]:
+    if isinstance(answer, CsjdError):
+        return _refused(answer)
+    job = answer.job
+    return {
+        "status": 202,
+        "job": job_json(job, hold_at_hand(gateway, job)),
+        "replayed": answer.replayed,
+    }
