@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote
+from urllib.parse import parse_qs, quote, unquote, urlencode
 
 import orjson
 from jinja2 import Environment, PackageLoader
@@ -177,3 +178,17 @@ def epoch(text: str | None) -> float | None:
     if text is None:
         return None
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def href(path: str, params: Mapping[str, str]) -> str:
+    """A link to ``path`` with ``params`` as its query (none: the bare path)."""
+    return f"{path}?{urlencode(params)}" if params else path
+
+
+def page_clock(now: float) -> dict[str, Any]:
+    """What every page's times need: a relative time for an RFC 3339 one, at one ``now``."""
+
+    def relative(text: str | None) -> str:
+        return when(epoch(text), now)
+
+    return {"now": now, "relative": relative}

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from app.api.cursors import encode_cursor
-from app.api.routes import ui_jobs
+from app.api.routes import ui_job, ui_jobs
 from app.api.routes.ui_jobs import BulkRetry
 from app.core.job import JobState
 from app.core.target import TargetSpec
@@ -306,7 +306,7 @@ async def test_an_unknown_job_is_a_404_page_and_a_bad_page_of_attempts_a_400(ops
 async def test_attempts_are_shown_a_page_at_a_time(
     ops: Api, sender: FakeSender, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ui_jobs, "ATTEMPTS_PAGE", 1)
+    monkeypatch.setattr(ui_job, "ATTEMPTS_PAGE", 1)
     sender.script(STRICT, [Reply(status=500), Reply(status=500), Reply(status=400)])
     await put(ops, "strict", url=STRICT, backoff_initial_s=0.01, backoff_max_s=0.01)
     job_id = await post_job(ops, ALICE, "order-1", "strict")

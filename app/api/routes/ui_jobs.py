@@ -1,20 +1,13 @@
-"""``/ui/jobs`` and the targets' switches: what an operator finds, reads and does.
+"""``/ui/jobs``: finding jobs, and retrying every job a filter matches.
 
 The job list (``GET /ui/jobs``) takes the filters of ``GET /jobs``, checked by
 the same ``JobQuery`` (a time without an offset is read as UTC, the time the
-dashboard shows), and pages newest first. The job page (``GET /ui/jobs/{id}``)
-shows what a job delivers (the target's header values masked, as ``GET
-/targets`` masks them), every attempt, and its timeline: ``app/core/timeline.py``
-over the same JSON the API answers, so the dashboard and the CLI tell one story.
-
-An admin acts on any caller's job, as that caller (jobs stay scoped to it):
-cancel, retry, send again, or retry every job a filter matches once a
-confirmation page has said how many: the form carries that count and the newest
-matching id, and the press retries no more, and none newer (at most
-``BULK_MAX`` a press; the next press continues below the oldest this one took,
-as the list's cursor). A target
-is enabled or disabled by the code ``PATCH /targets/{name}`` runs, so its
-secret and headers are kept and the dispatcher logs the change.
+dashboard shows), and pages newest first. An admin may retry every job a
+filter matches, as each job's caller, once a confirmation page has said how
+many: the form carries that count and the newest matching id, and the press
+retries no more, and none newer (at most ``BULK_MAX`` a press; the next press
+continues below the oldest this one took, as the list's cursor). One job's
+page, and what is done to one job or target, are ``ui_job.py``.
 
 Forms are POSTed and answered with a redirect back to the page they came from,
 with a flash that says what happened. No CSRF token: the session cookie is
@@ -30,28 +23,22 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import urlencode
 
-import orjson
 from fastapi import APIRouter, Request
-from fastapi.exceptions import RequestValidationError
 from pydantic import Field, ValidationError
 from starlette.responses import Response
 
-from app.api.auth import ANONYMOUS, UI_PATH
+from app.api.auth import UI_PATH
 from app.api.cursors import decode_cursor, encode_cursor
 from app.api.deps import GatewayDep, get_viewer
 from app.api.holds import holds
-from app.api.pages import epoch, flashed, form, page, redirect, when
-from app.api.present import attempt_json, job_detail_json, job_json, rfc3339, target_json
-from app.api.routes.jobs import MAX_ATTEMPT_NUMBER, JobQuery, filter_of
-from app.api.routes.targets import apply_patch
-from app.api.schemas import TargetPatch
+from app.api.pages import flashed, form, href, page, page_clock, redirect
+from app.api.present import job_json, rfc3339
+from app.api.routes.jobs import JobQuery, filter_of
 from app.core.errors import Conflict, CsjdError, NotFound
-from app.core.job import ACTIVE, RETRIABLE, FailureReason, JobRecord, JobState
-from app.core.timeline import HELD, timeline
+from app.core.job import RETRIABLE, FailureReason, JobRecord, JobState
 from app.gateway import Gateway
-from app.storage.base import ATTEMPTS_PAGE, JobFilter
+from app.storage.base import JobFilter
 
 router = APIRouter(prefix=UI_PATH, include_in_schema=False)
 
@@ -162,10 +149,6 @@ def _problem(error: Mapping[str, Any]) -> str:
     return f"{LABELS.get(name, name)}: {message}"
 
 
-def _href(path: str, params: Mapping[str, str]) -> str:
-    return f"{path}?{urlencode(params)}" if params else path
-
-
 def _describe(where: JobFilter) -> str:
     """The filter in words, for the confirmation page."""
     words = [f"{where.state.value} jobs" if where.state else "jobs"]
@@ -209,7 +192,7 @@ def _paging(reading: Reading, shown: list[JobRecord], more: bool) -> Paging:
     older = None
     if more and shown:
         kept = [*trail, here][-TRAIL_MAX:]
-        older = _href(
+        older = href(
             JOBS_PATH, {**base, "cursor": encode_cursor(shown[-1].id), "trail": ".".join(kept)}
         )
     newer = None
@@ -220,19 +203,9 @@ def _paging(reading: Reading, shown: list[JobRecord], more: bool) -> Paging:
             params["cursor"] = previous
         if earlier:
             params["trail"] = ".".join(earlier)
-        newer = _href(JOBS_PATH, params)
-    newest = _href(JOBS_PATH, base) if query.cursor else None
+        newer = href(JOBS_PATH, params)
+    newest = href(JOBS_PATH, base) if query.cursor else None
     return Paging(newer=newer, older=older, newest=newest)
-
-
-def _clock(gateway: Gateway) -> dict[str, Any]:
-    """What every page's times need: a relative time for an RFC 3339 one, at one ``now``."""
-    now = gateway.clock.now()
-
-    def relative(text: str | None) -> str:
-        return when(epoch(text), now)
-
-    return {"now": now, "relative": relative}
 
 
 def _list_context(gateway: Gateway) -> dict[str, Any]:
@@ -240,7 +213,7 @@ def _list_context(gateway: Gateway) -> dict[str, Any]:
         "states": [s.value for s in JobState],
         "reasons": [r.value for r in FailureReason],
         "callers": sorted(gateway.keyring.names),
-        **_clock(gateway),
+        **page_clock(gateway.clock.now()),
     }
 
 
@@ -262,7 +235,7 @@ async def job_list(request: Request, gateway: GatewayDep) -> Response:
     retry_all = None
     if reading.bulk:
         # from a later page, every job from that page on: where the next press continues
-        retry_all = _href(RETRY_ALL_PATH, {**reading.filters, **_cursor(reading)})
+        retry_all = href(RETRY_ALL_PATH, {**reading.filters, **_cursor(reading)})
     return flashed(
         request,
         "jobs.html",
@@ -290,7 +263,7 @@ def _cursor(reading: Reading) -> dict[str, str]:
 @router.get("/jobs/retry-all")
 async def confirm_retry_all(request: Request, gateway: GatewayDep) -> Response:
     reading = await _read(request, request.query_params)
-    back = _href(JOBS_PATH, {**reading.filters, **_cursor(reading)})
+    back = href(JOBS_PATH, {**reading.filters, **_cursor(reading)})
     if not reading.bulk:
         problems = reading.problems or [
             "Retry all matching takes a filter on failed, cancelled or succeeded jobs "
@@ -432,7 +405,7 @@ async def _retry_each(gateway: Gateway, jobs: list[JobRecord]) -> BulkRetry:
 async def retry_all(request: Request, gateway: GatewayDep) -> Response:
     fields = await form(request)
     reading = await _read(request, {name: fields.get(name, "") for name in (*FILTERS, "cursor")})
-    back = _href(JOBS_PATH, reading.filters)
+    back = href(JOBS_PATH, reading.filters)
     if not reading.bulk:
         why = "; ".join(reading.problems) or "the filter must name finished jobs"
         return redirect(request, back, ("error", f"Nothing was retried: {why}."))
@@ -453,147 +426,5 @@ async def retry_all(request: Request, gateway: GatewayDep) -> Response:
         return redirect(request, back, ("error", said))
     if more:
         # a retried job keeps its id and may match again: the next press starts below these
-        back = _href(JOBS_PATH, {**reading.filters, "cursor": encode_cursor(jobs[-1].id)})
+        back = href(JOBS_PATH, {**reading.filters, "cursor": encode_cursor(jobs[-1].id)})
     return redirect(request, back, ("ok", said))
-
-
-# -- one job ------------------------------------------------------------------------------
-
-
-def _pretty(payload: bytes) -> str:
-    try:
-        return orjson.dumps(orjson.loads(payload), option=orjson.OPT_INDENT_2).decode()
-    except orjson.JSONDecodeError:  # stored as delivered; shown as it is if it is not JSON
-        return payload.decode("utf-8", "replace")
-
-
-def _after(n: int) -> dict[str, str]:
-    return {"after": str(n)} if n > 0 else {}
-
-
-@router.get("/jobs/{job_id}")
-async def job_page(job_id: str, request: Request, gateway: GatewayDep) -> Response:
-    after_text = request.query_params.get("after", "0")
-    after = int(after_text) if after_text.isascii() and after_text.isdigit() else -1
-    if not 0 <= after <= MAX_ATTEMPT_NUMBER:
-        problem = f"after: '{after_text}' is not an attempt number"
-        return page(
-            request, "problem.html", 400, title="No such page", problems=[problem], back=JOBS_PATH
-        )
-    job = await gateway.store.get_job(None, job_id)
-    if job is None:
-        return page(
-            request,
-            "problem.html",
-            404,
-            title="No such job",
-            problems=[f"There is no job {job_id}: it never existed, or it was purged."],
-            back=JOBS_PATH,
-        )
-    [hold] = await holds(gateway, [job])
-    records = await gateway.store.list_attempts(None, job.id, after=after, limit=ATTEMPTS_PAGE + 1)
-    records = records or []
-    more = len(records) > ATTEMPTS_PAGE
-    attempts = [attempt_json(a) for a in records[:ATTEMPTS_PAGE]]
-    view = job_detail_json(job, hold)
-    target = await gateway.store.get_target(job.target)
-    here = f"{JOBS_PATH}/{job.id}"
-    return flashed(
-        request,
-        "job.html",
-        job=view,
-        payload=_pretty(job.payload),
-        target=None
-        if target is None
-        else target_json(
-            target,
-            live=gateway.dispatcher.live_state(target.name),
-            backlog={},
-            now=gateway.clock.now(),
-        ),
-        attempts=attempts,
-        events=timeline(view, attempts),
-        held=HELD.get(str(view["held_by"]), str(view["held_by"])),
-        earlier=_href(here, _after(after - ATTEMPTS_PAGE)) if after else None,
-        later=_href(here, {"after": str(attempts[-1]["n"])}) if more else None,
-        can_cancel=job.state in ACTIVE,
-        can_retry=job.state in RETRIABLE,
-        here=here,
-        **_clock(gateway),
-    )
-
-
-# -- what is done to one job -----------------------------------------------------------------
-
-
-def _back(fields: Mapping[str, str], default: str) -> str:
-    """Where a form asks to go back to: a dashboard page, never anywhere else."""
-    back = fields.get("back", "")
-    if back == UI_PATH or (back.startswith((UI_PATH + "/", UI_PATH + "?")) and "\\" not in back):
-        return back
-    return default
-
-
-def _for(job: JobRecord) -> str:
-    return f" for {job.caller}" if job.caller != ANONYMOUS else ""
-
-
-@router.post("/jobs/{job_id}/retry")
-async def retry(job_id: str, request: Request, gateway: GatewayDep) -> Response:
-    back = _back(await form(request), UI_PATH)
-    job = await gateway.store.get_job(None, job_id)
-    if job is None:
-        return redirect(request, back, ("error", f"There is no job {job_id}."))
-    try:
-        await gateway.store.retry(job.caller, job.id, gateway.clock.now())
-    except CsjdError as exc:
-        return redirect(request, back, ("error", f"Job {job.id} was not retried: {exc.detail}"))
-    gateway.wake()
-    again = "will be sent again" if job.state is JobState.SUCCEEDED else "is queued again"
-    return redirect(request, back, ("ok", f"Job {job.id} {again}{_for(job)}."))
-
-
-@router.post("/jobs/{job_id}/cancel")
-async def cancel(job_id: str, request: Request, gateway: GatewayDep) -> Response:
-    back = _back(await form(request), UI_PATH)
-    job = await gateway.store.get_job(None, job_id)
-    if job is None:
-        return redirect(request, back, ("error", f"There is no job {job_id}."))
-    try:
-        await gateway.store.cancel(job.caller, job.id, gateway.clock.now())
-    except CsjdError as exc:
-        return redirect(request, back, ("error", f"Job {job.id} was not cancelled: {exc.detail}"))
-    return redirect(request, back, ("ok", f"Job {job.id} is cancelled{_for(job)}."))
-
-
-# -- switching a target on and off ------------------------------------------------------------
-
-
-async def _switch(request: Request, gateway: Gateway, name: str, enabled: bool) -> Response:
-    back = _back(await form(request), UI_PATH)
-    done = "enabled" if enabled else "disabled"
-    current = await gateway.store.get_target(name)
-    if current is not None and current.spec.enabled is enabled:
-        return redirect(request, back, ("ok", f"Target {name} was already {done}."))
-    try:
-        await apply_patch(gateway, name, TargetPatch.model_validate({"enabled": enabled}))
-    except CsjdError as exc:
-        return redirect(request, back, ("error", f"Target {name} was not {done}: {exc.detail}"))
-    except RequestValidationError as exc:
-        why = "; ".join(str(e.get("msg", "")) for e in exc.errors())
-        return redirect(request, back, ("error", f"Target {name} was not {done}: {why}"))
-    if enabled:
-        said = f"Target {name} is enabled: its jobs are sent again."
-    else:
-        said = f"Target {name} is disabled: its jobs wait until it is enabled again."
-    return redirect(request, back, ("ok", said + " Its secret and headers are kept."))
-
-
-@router.post("/targets/{name}/enable")
-async def enable_target(name: str, request: Request, gateway: GatewayDep) -> Response:
-    return await _switch(request, gateway, name, enabled=True)
-
-
-@router.post("/targets/{name}/disable")
-async def disable_target(name: str, request: Request, gateway: GatewayDep) -> Response:
-    return await _switch(request, gateway, name, enabled=False)
