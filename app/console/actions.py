@@ -3,8 +3,8 @@
 ``run`` resolves the gateway's address and token (flags first, then the
 environment it is handed), opens an ``Api``, calls the command's function and
 turns ``ConsoleError`` into a message on stderr and its exit code. Results go
-to stdout: on a terminal as tables fitted to its width (``views.render``);
-otherwise as tab-separated lines (``views.plain``); with ``--json`` as one
+to stdout: on a terminal as tables fitted to its width (``sheets.render``);
+otherwise as tab-separated lines (``sheets.plain``); with ``--json`` as one
 JSON document. Progress and errors go to stderr, so a script piping stdout
 sees only the answer; progress is drawn only on a terminal, and erased once
 done. A retry of every job matching a filter says how many match and asks
@@ -33,7 +33,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from app.console import views
+from app.console import sheets, views
 from app.console.client import (
     Api,
     ApiError,
@@ -62,16 +62,16 @@ class Output:
         self.out = Console(highlight=False)
         self.err = Console(stderr=True, highlight=False)
 
-    def result(self, document: Any, view: Callable[[], views.View]) -> None:
+    def result(self, document: Any, view: Callable[[], sheets.View]) -> None:
         if self.as_json:
             sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
         elif self.out.is_terminal:
-            renderable, needed = views.render(view(), self.out.width, wide=self.wide)
+            renderable, needed = sheets.render(view(), self.out.width, wide=self.wide)
             # --wide lets a table be wider than the terminal rather than cut it
             self.out.width = max(self.out.width, needed)
             self.out.print(renderable)
         else:
-            text, notes = views.plain(view())
+            text, notes = sheets.plain(view())
             sys.stdout.write(text)
             sys.stdout.flush()
             for note in notes:
@@ -222,7 +222,7 @@ def targets_put(api: Api, args: argparse.Namespace, output: Output) -> int:
     body = target_body(args, sys.stdin.read)
     target, created = api.put_target(args.name, body)
 
-    def view() -> views.View:
+    def view() -> sheets.View:
         verb = "created" if created else "replaced"
         headline = Text(f"{verb} target {target.get('name')}", style="bold")
         return (headline, views.target_fields(target))
