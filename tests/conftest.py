@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import shutil
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -20,6 +22,23 @@ from app.storage import sqlite as sqlite_engines
 from app.storage.migrate import upgrade
 from app.testing import FakeSender
 from tests.pg import PostgresDatabases, require_postgres
+
+
+@pytest.fixture(scope="module", autouse=True)
+def leaves_nothing_open() -> Iterator[None]:
+    """Each test module closes every socket and file it opened: what it left is found
+    when it ends, and fails it, rather than whichever later test the garbage
+    collector happens to run in (``filterwarnings = error`` makes each a failure)."""
+    yield
+    left: list[str] = []
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: left.append(repr(unraisable.exc_value))
+    try:
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+    if left:
+        pytest.fail(f"this module left {len(left)} unclosed: " + "; ".join(left[:5]))
 
 
 @pytest.fixture(scope="session")
