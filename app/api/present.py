@@ -52,6 +52,7 @@ def job_json(job: JobRecord, hold: Hold = NOT_HELD) -> dict[str, Any]:
         "failure_reason": job.failure_reason.value if job.failure_reason else None,
         "held_by": hold.by.value if hold.by else None,
         "held_until": rfc3339(hold.until),
+        "ordering_key": job.ordering_key,
     }
 
 

@@ -36,6 +36,7 @@ FILTERS = (
     ("reason", "reason"),
     ("since", "created_after"),
     ("until", "created_before"),
+    ("ordering_key", "ordering_key"),
 )
 _AGO = re.compile(r"(\d+)([smhdw])")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -166,6 +167,7 @@ def _job_filters(
         help="created at or after: RFC 3339, or 15m, 2h, 3d ago",
     )
     cmd.add_argument("--until", type=when, metavar="WHEN", help="created before: the same forms")
+    cmd.add_argument("--ordering-key", metavar="KEY", help="the jobs of this ordering key's line")
 
 
 def job_filters(args: argparse.Namespace) -> dict[str, str]:

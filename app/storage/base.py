@@ -77,6 +77,7 @@ class JobFilter:
     above_id: str | None = None
     #: ids at or below this one only
     upto_id: str | None = None
+    ordering_key: str | None = None
 
 
 def no_one_listens(job_ids: Iterable[str] | None) -> None:
@@ -178,3 +179,6 @@ class JobStore(Protocol):
     ) -> int: ...
     async def next_due(self) -> float | None: ...
     async def purge(self, completed_before: float) -> int: ...
+    async def repair_lines(self, now: float) -> int:
+        """Move on the ordering lines whose head finished unnoticed; how many did."""
+        ...

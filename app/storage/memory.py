@@ -22,7 +22,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from app.core import errors
+from app.core import errors, ordering
 from app.core.attempt import AttemptRecord, Completion, rescued
 from app.core.job import (
     ACTIVE,
@@ -63,6 +63,7 @@ def _matches(job: JobRecord, f: JobFilter) -> bool:
         and (f.created_before is None or job.created_at < f.created_before)
         and (f.above_id is None or job.id > f.above_id)
         and (f.upto_id is None or job.id <= f.upto_id)
+        and (f.ordering_key is None or job.ordering_key == f.ordering_key)
     )
 
 
@@ -86,6 +87,10 @@ class MemoryJobStore:
         self._active = 0
         #: the per-target counts, kept by ``_save`` as SqlJobStore's writes keep them
         self._counts = Tally()
+        #: (target, ordering key) -> the line's unfinished jobs in order, its head first
+        self._lines: dict[tuple[str, str], list[str]] = {}
+        #: a job behind its line's head -> the time it goes at the earliest once it leads
+        self._not_before: dict[str, float] = {}
 
     @property
     def shared(self) -> bool:
@@ -400,6 +405,10 @@ class MemoryJobStore:
             self.on_change(None)
         return count
 
+    async def repair_lines(self, now: float) -> int:
+        """Every write here moves its lines on: none is ever stranded."""
+        return 0
+
     async def purge(self, completed_before: float) -> int:
         old = [
             job
@@ -427,14 +436,44 @@ class MemoryJobStore:
 
     def _save(self, job: JobRecord) -> JobRecord:
         before = self._jobs.get(job.id)
-        self._active += (job.state in ACTIVE) - (before is not None and before.state in ACTIVE)
+        was_active = before is not None and before.state in ACTIVE
+        if job.ordering_key is not None and not was_active and job.state in ACTIVE:
+            job = self._join(job)
+        self._active += (job.state in ACTIVE) - was_active
         self._jobs[job.id] = job
         if before is None:
             self._counts.accepted(job.target, job.state, job.created_at)
         else:
             at = job.updated_at if job.completed_at is None else job.completed_at
             self._counts.moved(job.target, before.state, job.state, at)
+        if job.ordering_key is not None and was_active and job.state in TERMINAL:
+            self._move_on(job)
         return job
+
+    def _join(self, job: JobRecord) -> JobRecord:
+        """``job`` (new, or retried) at the end of its line: behind, unless it leads."""
+        assert job.ordering_key is not None
+        line = self._lines.setdefault((job.target, job.ordering_key), [])
+        line.append(job.id)
+        if len(line) == 1:
+            return job
+        self._not_before[job.id] = job.next_attempt_at or job.updated_at
+        return ordering.behind(job)
+
+    def _move_on(self, job: JobRecord) -> None:
+        """``job`` finished: it leaves its line, and if it led, the next leads."""
+        assert job.ordering_key is not None
+        key = (job.target, job.ordering_key)
+        line = self._lines[key]
+        led = line[0] == job.id
+        line.remove(job.id)
+        self._not_before.pop(job.id, None)
+        if not line:
+            del self._lines[key]
+        elif led:
+            nxt = self._jobs[line[0]]
+            not_before = self._not_before.pop(nxt.id)
+            self._save(ordering.released(nxt, not_before, job.updated_at))
 
     def _complete(self, c: Completion) -> bool:
         """Write an attempt's result if its lease still holds; a stale one changes nothing."""

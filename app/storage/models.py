@@ -43,6 +43,8 @@ ACTIVE_SQL = "state IN ('scheduled', 'queued', 'running', 'retrying')"
 FINISHED_SQL = "state IN ('succeeded', 'failed', 'cancelled')"
 _QUEUED_FIRST = "state = 'queued' AND deliveries = 0"
 _QUEUED_RETRY = "state = 'queued' AND deliveries > 0"
+#: jobs waiting behind the head of their ordering key's line (``app/core/ordering.py``)
+BEHIND_SQL = "state = 'scheduled' AND next_attempt_at IS NULL"
 
 
 class TargetRow(SQLModel, table=True):
@@ -128,6 +130,23 @@ class JobRow(SQLModel, table=True):
         # GET /jobs: a caller's jobs, or a target's, newest first
         Index("ix_jobs_caller_id", "caller", "id"),
         Index("ix_jobs_target_id", "target", "id"),
+        # the next of a line, in the order accepted: holds only jobs waiting in lines
+        Index(
+            "ix_jobs_line",
+            "target",
+            "ordering_key",
+            "ordering_seq",
+            sqlite_where=text(BEHIND_SQL),
+            postgresql_where=text(BEHIND_SQL),
+        ),
+        # GET /jobs?ordering_key=: holds only jobs with a key
+        Index(
+            "ix_jobs_ordering_key",
+            "ordering_key",
+            "id",
+            sqlite_where=text("ordering_key IS NOT NULL"),
+            postgresql_where=text("ordering_key IS NOT NULL"),
+        ),
     )
 
     id: str = Field(sa_column=Column(String(36), primary_key=True))
@@ -152,6 +171,11 @@ class JobRow(SQLModel, table=True):
     last_status_code: int | None = None
     last_error: str | None = Field(default=None, sa_column=Column(String(1024)))
     failure_reason: str | None = Field(default=None, sa_column=Column(String(32)))
+    ordering_key: str | None = Field(default=None, sa_column=Column(String(200)))
+    #: the job's place in its line (``ordering_heads.last_seq`` when it joined)
+    ordering_seq: int | None = Field(default=None, sa_column=Column(BigInteger))
+    #: a job behind its line's head: the time it goes at the earliest once it leads
+    not_before: float | None = None
 
 
 class AttemptRow(SQLModel, table=True):
@@ -218,7 +242,21 @@ class TargetMinuteRow(SQLModel, table=True):
     failed: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
+class OrderingHeadRow(SQLModel, table=True):
+    """A line of jobs with one target and ordering key: which job leads it, and the
+    place the next job to join takes. The row exists while the line has jobs not
+    finished; writers lock it to change the line (``app/storage/ordering.py``)."""
+
+    __tablename__ = "ordering_heads"
+
+    target: str = Field(sa_column=Column(String(63), primary_key=True))
+    ordering_key: str = Field(sa_column=Column(String(200), primary_key=True))
+    head_id: str = Field(sa_column=Column(String(36), nullable=False))
+    last_seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
 target_backlog = TargetBacklogRow.__table__  # type: ignore[attr-defined]
+ordering_heads = OrderingHeadRow.__table__  # type: ignore[attr-defined]
 target_minutes = TargetMinuteRow.__table__  # type: ignore[attr-defined]
 
 

@@ -43,6 +43,7 @@ def job_record(row: RowMapping) -> JobRecord:
         failure_reason=FailureReason(reason) if reason else None,
         payload=bytes(row["payload"]),
         headers=row["headers"],
+        ordering_key=row["ordering_key"],
     )
 
 
@@ -92,6 +93,7 @@ def job_row(job: JobRecord, fingerprint: str) -> dict[str, Any]:
         "updated_at": job.updated_at,
         "next_attempt_at": job.next_attempt_at,
         "expires_at": job.expires_at,
+        "ordering_key": job.ordering_key,
     }
 
 

@@ -24,7 +24,7 @@ from app.core import errors
 from app.core.attempt import AttemptRecord
 from app.core.job import ACTIVE, TERMINAL, IllegalTransition, JobRecord, JobState
 from app.core.target import TargetRecord, TargetSpec
-from app.storage import statements
+from app.storage import ordering, statements
 from app.storage.base import ATTEMPTS_PAGE, Activity, JobFilter
 from app.storage.delivery import Delivery
 from app.storage.engine import Conn, Unit
@@ -353,11 +353,17 @@ class SqlJobStore(Intake, Delivery):
             if row is None:
                 return await self._why_not(tx.conn, caller, job_id, "cancel")
             self._adjust_active(tx, -1)
-            self._tally(tx).moved(current.target, was, JobState.CANCELLED, now)
-            return job_record(row)
+            tally = self._tally(tx)
+            tally.moved(current.target, was, JobState.CANCELLED, now)
+            job = job_record(row)
+            if job.ordering_key is not None:
+                finished = [(job.target, job.ordering_key, job.id)]
+                led[:] = await ordering.move_on(tx.conn, self._lines, finished, tally, now)
+            return job
 
+        led: list[str] = []
         cancelled = raise_if_error(await self._writer.run(op, alone=True))
-        self.on_change((job_id,))
+        self.on_change((job_id, *led))
         return cancelled
 
     async def retry(self, caller: str | None, job_id: str, now: float) -> JobRecord:
@@ -378,8 +384,13 @@ class SqlJobStore(Intake, Delivery):
             if row is None:
                 return await self._why_not(tx.conn, caller, job_id, "operator_retry")
             self._adjust_active(tx, +1)
-            self._tally(tx).moved(current.target, JobState(current.state), JobState.QUEUED, now)
-            return job_record(row)
+            tally = self._tally(tx)
+            tally.moved(current.target, JobState(current.state), JobState.QUEUED, now)
+            job = job_record(row)
+            if job.ordering_key is not None:
+                # sent again in its turn: at the end of its key's line
+                job = (await ordering.join(tx.conn, self._lines, [job], tally, now))[job.id]
+            return job
 
         retried = raise_if_error(await self._writer.run(op, alone=True))
         self.on_change((job_id,))

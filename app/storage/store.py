@@ -23,6 +23,7 @@ from app.storage.counts import Tally
 from app.storage.dialect import Dialect
 from app.storage.engine import Conn, Database
 from app.storage.group import GroupCommitter, Tx
+from app.storage.ordering import LineStatements
 from app.storage.records import target_record
 from app.storage.statements import TARGET_BY_NAME, Statements
 
@@ -72,6 +73,10 @@ class SqlStoreBase:
     @property
     def committer(self) -> GroupCommitter:
         return self._writer
+
+    @property
+    def _lines(self) -> LineStatements:
+        return self._statements.lines
 
     # -- unfinished jobs, as this process counts them ---------------------------
 

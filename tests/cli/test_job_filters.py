@@ -55,7 +55,7 @@ def test_every_filter_goes_to_the_api(mock_api: respx.MockRouter, csjd: Csjd) ->
     run = csjd(
         "jobs", "list", "--state", "failed", "--target", "billing", "--caller", "shop",
         "--reason", "attempts_exhausted", "--since", "2026-01-01T02:00:00+02:00",
-        "--until", "2h", "--limit", "20", "--cursor", "c0",
+        "--until", "2h", "--limit", "20", "--cursor", "c0", "--ordering-key", "acct-42",
     )  # fmt: skip
     assert run.code == 0, run.err
     sent = dict(route.calls.last.request.url.params)
@@ -67,6 +67,7 @@ def test_every_filter_goes_to_the_api(mock_api: respx.MockRouter, csjd: Csjd) ->
         "caller": "shop",
         "reason": "attempts_exhausted",
         "created_after": "2026-01-01T00:00:00Z",
+        "ordering_key": "acct-42",
         "limit": "20",
         "cursor": "c0",
     }
