@@ -103,7 +103,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--skip-ceilings",
         action="store_true",
-        help="end_to_end, intake, drain: measure csjd only, not the ceilings",
+        help="end_to_end, intake, batch_intake, drain: measure csjd only, not the ceilings",
     )
     parser.add_argument(
         "--keep", action="store_true", help="keep the temporary directory (path on stderr)"
