@@ -1,11 +1,12 @@
 """Clients generated from openapi.yaml drive a real gateway, API keys on.
 
 Each one registers a target pointing at a real local sink, POSTs a job with an
-``Idempotency-Key`` (and again: the replay names the same job), polls the job
-to ``succeeded`` and so proves the committed schema is one a generator can
-turn into a working client. Each smoke program is also type-checked against
-the generated code, so a renamed field or path fails here, not in a user's
-build.
+``Idempotency-Key`` (and again: the replay names the same job), POSTs a batch
+of a new job, that job's key again (a replay) and a job for a target that
+does not exist (refused alone, ``422``), polls both new jobs to
+``succeeded`` and so proves the committed schema is one a generator can turn
+into a working client. Each smoke program is also type-checked against the
+generated code, so a renamed field or path fails here, not in a user's build.
 """
 
 from __future__ import annotations
@@ -36,18 +37,46 @@ def smoke_env(gateway: GatewayProcess, sink: Sink, target: str, key: str) -> dic
     }
 
 
-def assert_delivered_once(
+def assert_round_trips(
     gateway: GatewayProcess, sink: Sink, target: str, key: str, output: str
 ) -> None:
-    job: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
+    """The smoke program's two lines: the batch's answer as the client read it, then
+    the job; each new job stored and delivered once, the refused one stored nowhere."""
+    *_, batch_line, job_line = output.strip().splitlines()
+    job: dict[str, Any] = json.loads(job_line)
     assert (job["state"], job["target"], job["idempotency_key"]) == ("succeeded", target, key)
     assert gateway.job(job["id"])["state"] == "succeeded"
-    (delivery,) = sink.received(f"/{target}")
-    assert delivery.headers["webhook-id"] == job["id"]
-    assert json.loads(delivery.body) == {"order": key, "amount": 42}
+
+    new, replayed, refused = json.loads(batch_line)["results"]
+    assert (new["status"], new["replayed"], new["job"]["idempotency_key"]) == (
+        202,
+        False,
+        f"{key}-batch",
+    )
+    assert "problem" not in new
+    assert (replayed["status"], replayed["replayed"], replayed["job"]["id"]) == (
+        202,
+        True,
+        job["id"],
+    )
+    assert (refused["status"], "job" in refused) == (422, False)
+    problem = refused["problem"]
+    assert problem["type"].endswith("/unknown-target")
+    assert (problem["status"], problem["target"]) == (422, "no-such-target")
+    assert gateway.job(new["job"]["id"])["state"] == "succeeded"
+    stored = gateway.client.get("/jobs", params={"target": "no-such-target"}).json()["items"]
+    assert stored == []
+
+    received = sink.received(f"/{target}")
+    deliveries = {d.headers["webhook-id"]: json.loads(d.body) for d in received}
+    assert len(received) == 2
+    assert deliveries == {
+        job["id"]: {"order": key, "amount": 42},
+        new["job"]["id"]: {"order": f"{key}-batch", "amount": 43},
+    }
 
 
-def test_the_generated_python_client_registers_posts_and_polls_a_job_to_succeeded(
+def test_the_generated_python_client_posts_a_job_and_a_batch_and_polls_them_to_succeeded(
     gateway: GatewayProcess, sink: Sink, python_client: Path
 ) -> None:
     output = run(
@@ -57,10 +86,10 @@ def test_the_generated_python_client_registers_posts_and_polls_a_job_to_succeede
         PYTHONPATH=str(python_client),
         **smoke_env(gateway, sink, "smoke-py", "order-py-1"),
     )
-    assert_delivered_once(gateway, sink, "smoke-py", "order-py-1", output)
+    assert_round_trips(gateway, sink, "smoke-py", "order-py-1", output)
 
 
-def test_the_generated_typescript_client_registers_posts_and_polls_a_job_to_succeeded(
+def test_the_generated_typescript_client_posts_a_job_and_a_batch_and_polls_them_to_succeeded(
     gateway: GatewayProcess, sink: Sink, typescript_project: Path
 ) -> None:
     run(["npm", "run", "build"], cwd=typescript_project, timeout=180)
@@ -70,7 +99,7 @@ def test_the_generated_typescript_client_registers_posts_and_polls_a_job_to_succ
         timeout=60,
         **smoke_env(gateway, sink, "smoke-ts", "order-ts-1"),
     )
-    assert_delivered_once(gateway, sink, "smoke-ts", "order-ts-1", output)
+    assert_round_trips(gateway, sink, "smoke-ts", "order-ts-1", output)
 
 
 def test_the_python_smoke_program_type_checks_against_the_generated_client(
@@ -101,7 +130,7 @@ def test_a_type_error_against_the_generated_typescript_types_fails_the_build(
     )
     smoke = broken / "smoke.ts"
     source = smoke.read_text()
-    assert "job_id: first.data.id" in source
-    smoke.write_text(source.replace("job_id: first.data.id", "jobId: first.data.id"))
+    assert "job_id: id" in source
+    smoke.write_text(source.replace("job_id: id", "jobId: id"))
     output = run(["npm", "run", "build"], cwd=broken, timeout=180, fails=True)
     assert "jobId" in output
