@@ -182,10 +182,14 @@ def first_run(spec: ScheduleSpec, now: float) -> float | None:
     return Cron.parse(spec.cron, spec.timezone).next_after(now)
 
 
+def fire_time(fire_at: float) -> str:
+    """A fire time as RFC 3339 UTC, to the second: ``2026-01-01T08:00:00Z``."""
+    return datetime.fromtimestamp(fire_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def fire_key(name: str, fire_at: float) -> str:
     """``schedule:<name>:<fire time, RFC 3339 UTC>``: one job per fire time, whoever fires."""
-    when = datetime.fromtimestamp(fire_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return f"{CALLER_PREFIX}{name}:{when}"
+    return f"{CALLER_PREFIX}{name}:{fire_time(fire_at)}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
