@@ -56,6 +56,8 @@ class Scheduler:
         self._wake = wake
         self._leading = leading
         self._supervisor = supervisor
+        #: the database was out of reach at the last tick (logged once an outage)
+        self._deferred = False
 
     async def start(self) -> None:
         """Fire what is due now (what came due while no gateway ran), then every tick."""
@@ -117,10 +119,15 @@ class Scheduler:
             await self.tick_guarded()
 
     async def tick_guarded(self) -> None:
-        """A tick whose failure is logged, never raised: the next tick tries again."""
+        """A tick whose failure is logged, never raised: the next tick tries again
+        (a database out of reach is logged when it goes, not every second)."""
         try:
             await self.tick()
         except DatabaseUnavailable:
-            log.warning("schedules_deferred")
+            if not self._deferred:
+                log.warning("schedules_deferred")
+            self._deferred = True
+            return
         except Exception:
             log.exception("schedules_failed")
+        self._deferred = False

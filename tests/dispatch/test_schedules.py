@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from app.core.errors import DatabaseUnavailable
 from app.core.schedule import ScheduleSpec, first_run
 from app.core.target import TargetSpec
 from app.dispatch.schedules import Scheduler
@@ -177,3 +178,22 @@ async def test_one_bad_schedule_does_not_stop_the_others(
         await rig.scheduler.tick()
     assert await rig.keys("good") == ["schedule:good:2027-01-15T08:00:00Z"]
     assert any(r.getMessage() == "schedule_invalid" for r in caplog.records)
+
+
+async def test_a_database_out_of_reach_is_logged_once_and_fires_resume_after(
+    rig: Rig, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await rig.put()
+    rig.clock.t = T0 + 1
+
+    async def unreachable(now: float, *, limit: int) -> list[object]:
+        raise DatabaseUnavailable()
+
+    monkeypatch.setattr(rig.store, "due_schedules", unreachable)
+    with caplog.at_level(logging.WARNING, "csjd.schedules"):
+        for _ in range(3):
+            await rig.scheduler.tick_guarded()
+    assert [r.getMessage() for r in caplog.records] == ["schedules_deferred"]
+    monkeypatch.undo()
+    await rig.scheduler.tick_guarded()
+    assert await rig.keys() == ["schedule:nightly:2027-01-15T08:00:00Z"]
