@@ -1,13 +1,14 @@
 """``MemoryJobStore``: the ``JobStore`` held in this process's memory.
 
-It keeps targets, jobs, attempts and duty leases in dicts and answers every
-call as ``SqlJobStore`` does on SQLite, where one process alone writes the
-database: the same records, refusals, compare-and-set guards on a job's state
-and lease, and ``on_change`` announcements (``tests/storage/test_store_contract.py``
-holds all three to one contract). It is a fake for fast tests of what sits
-above the seam, not a backend to run: nothing is durable or shared with another
-process, and no group commit batches, retries or loses an answer. A call reads
-and writes without suspending, so it is atomic on the event loop as a
+It keeps targets, jobs, attempts and duty leases in dicts (schedules in
+``memory_schedules.py``) and answers every call as ``SqlJobStore`` does on
+SQLite, where one process alone writes the database: the same records,
+refusals, compare-and-set guards on a job's state and lease, and
+``on_change`` announcements (``tests/storage/test_store_contract.py`` holds
+all three to one contract). It is a fake for fast tests of what sits above
+the seam, not a backend to run: nothing is durable or shared with another
+process, and no group commit batches, retries or loses an answer. A call
+reads and writes without suspending, so it is atomic on the event loop as a
 transaction is in the database. Time comes only from the arguments, except
 ``database_time``: this host's clock, as on SQLite.
 """
@@ -37,6 +38,7 @@ from app.core.job import (
     admit,
 )
 from app.core.retry import Random
+from app.core.schedule import ScheduleRecord
 from app.core.target import TargetRecord, TargetSpec, effects, with_effects
 from app.storage import memory_writes as writes
 from app.storage.base import (
@@ -48,6 +50,7 @@ from app.storage.base import (
     no_one_listens,
 )
 from app.storage.counts import Tally
+from app.storage.memory_schedules import MemorySchedules
 
 #: the states a job expires in: those where it waits for its next attempt
 _EXPIRABLE = ACTIVE - {JobState.RUNNING}
@@ -72,7 +75,7 @@ def _due(job: JobRecord) -> tuple[float, str]:
     return job.next_attempt_at or 0.0, job.id
 
 
-class MemoryJobStore:
+class MemoryJobStore(MemorySchedules):
     def __init__(self, *, max_backlog: int) -> None:
         #: told, after each change, which jobs changed state (None: some, unknown which)
         self.on_change: Callable[[Iterable[str] | None], None] = no_one_listens
@@ -84,6 +87,7 @@ class MemoryJobStore:
         self._attempts: dict[str, list[AttemptRecord]] = {}
         #: duty -> (holder, until)
         self._leaders: dict[str, tuple[str, float]] = {}
+        self._schedules: dict[str, ScheduleRecord] = {}
         self._active = 0
         #: the per-target counts, kept by ``_save`` as SqlJobStore's writes keep them
         self._counts = Tally()

@@ -260,6 +260,39 @@ ordering_heads = OrderingHeadRow.__table__  # type: ignore[attr-defined]
 target_minutes = TargetMinuteRow.__table__  # type: ignore[attr-defined]
 
 
+class ScheduleRow(SQLModel, table=True):
+    """A cron schedule that makes a job for ``target`` at each fire time
+    (``app/core/schedule.py``). ``next_run_at`` is NULL while it is disabled."""
+
+    __tablename__ = "schedules"
+    # the firing step's read: the schedules due by now, soonest first
+    __table_args__ = (
+        Index(
+            "ix_schedules_due",
+            "next_run_at",
+            sqlite_where=text("next_run_at IS NOT NULL"),
+            postgresql_where=text("next_run_at IS NOT NULL"),
+        ),
+    )
+
+    name: str = Field(sa_column=Column(String(63), primary_key=True))
+    cron: str = Field(sa_column=Column(String(255), nullable=False))
+    timezone: str = Field(sa_column=Column(String(64), nullable=False))
+    target: str = Field(sa_column=Column(String(63), nullable=False))
+    payload: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    headers: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    enabled: bool = True
+    next_run_at: float | None = None
+    last_run_at: float | None = None
+    last_job_id: str | None = Field(default=None, sa_column=Column(String(36)))
+    last_error: str | None = Field(default=None, sa_column=Column(String(1024)))
+    created_at: float
+    updated_at: float
+
+
+schedules = ScheduleRow.__table__  # type: ignore[attr-defined]
+
+
 def _json_text(value: Any) -> str:
     return orjson.dumps(value).decode()
 

@@ -155,6 +155,6 @@ def test_a_producer_asking_for_another_callers_jobs_is_told_why(
     assert run.code == 1
     assert run.err.splitlines() == [
         "csjd: Forbidden: the API key 'shop' sees only its own jobs",
-        "hint: the key in CSJD_TOKEN may not do this; managing targets needs an admin key, "
-        "and so do other callers' jobs (csjd keys new NAME --role admin)",
+        "hint: the key in CSJD_TOKEN may not do this; managing targets and schedules needs "
+        "an admin key, and so do other callers' jobs (csjd keys new NAME --role admin)",
     ]

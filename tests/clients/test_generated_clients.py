@@ -4,7 +4,8 @@ Each one registers a target pointing at a real local sink, POSTs a job with an
 ``Idempotency-Key`` (and again: the replay names the same job), POSTs a batch
 of a new job, that job's key again (a replay) and a job for a target that
 does not exist (refused alone, ``422``), polls both new jobs to
-``succeeded`` and so proves the committed schema is one a generator can turn
+``succeeded`` (the Python one also puts, reads, lists and deletes a
+schedule), and so proves the committed schema is one a generator can turn
 into a working client. Each smoke program is also type-checked against the
 generated code, so a renamed field or path fails here, not in a user's build.
 """
@@ -134,3 +135,57 @@ def test_a_type_error_against_the_generated_typescript_types_fails_the_build(
     smoke.write_text(source.replace("job_id: id", "jobId: id"))
     output = run(["npm", "run", "build"], cwd=broken, timeout=180, fails=True)
     assert "jobId" in output
+
+
+SCHEDULE_ROUND_TRIP = """
+import json, sys
+from csjd_client import AuthenticatedClient
+from csjd_client.api.schedules import (
+    delete_schedule_schedules_name_delete,
+    get_schedule_schedules_name_get,
+    list_schedules_schedules_get,
+    put_schedule_schedules_name_put,
+)
+from csjd_client.api.targets import put_target_targets_name_put
+from csjd_client.models import ScheduleIn, ScheduleOut, TargetIn
+
+base_url, token, target_url = sys.argv[1:4]
+with AuthenticatedClient(base_url=base_url, token=token) as client:
+    target = TargetIn(url=target_url)
+    put_target_targets_name_put.sync_detailed("sched-py", client=client, body=target)
+    body = ScheduleIn(cron="0 9 * * MON-FRI", timezone="Europe/Paris", target="sched-py",
+                      payload={"report": "daily"})
+    created = put_schedule_schedules_name_put.sync_detailed("weekdays", client=client, body=body)
+    assert created.status_code == 201 and isinstance(created.parsed, ScheduleOut), created.content
+    got = get_schedule_schedules_name_get.sync("weekdays", client=client)
+    assert isinstance(got, ScheduleOut)
+    listed = list_schedules_schedules_get.sync(client=client)
+    gone = delete_schedule_schedules_name_delete.sync_detailed("weekdays", client=client)
+    print(json.dumps({"created": created.parsed.to_dict(), "got": got.to_dict(),
+                      "listed": [s.name for s in listed or []], "deleted": gone.status_code}))
+"""
+
+
+def test_the_generated_python_client_puts_reads_and_deletes_a_schedule(
+    gateway: GatewayProcess, sink: Sink, python_client: Path, tmp_path: Path
+) -> None:
+    script = tmp_path / "schedule_round_trip.py"
+    script.write_text(SCHEDULE_ROUND_TRIP)
+    base_url = str(gateway.client.base_url).rstrip("/")
+    output = run(
+        [sys.executable, str(script), base_url, TOKEN, sink.url("/sched-py")],
+        cwd=python_client,
+        timeout=60,
+        PYTHONPATH=str(python_client),
+    )
+    answer = json.loads(output.strip().splitlines()[-1])
+    created = answer["created"]
+    assert (created["cron"], created["timezone"], created["target"]) == (
+        "0 9 * * MON-FRI",
+        "Europe/Paris",
+        "sched-py",
+    )
+    assert created["payload"] == {"report": "daily"} and created["next_run_at"]
+    assert answer["got"] == created
+    assert answer["listed"] == ["weekdays"]
+    assert answer["deleted"] == 204
