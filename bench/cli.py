@@ -133,6 +133,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "(default 1; more than 1 needs --db postgres)",
     )
     parser.add_argument(
+        "--ordering-keys",
+        type=int,
+        default=0,
+        metavar="N",
+        help="end_to_end and intake: job i carries the ordering key k<i %% N>, so each key's "
+        "jobs go one at a time (default 0: no keys); compare runs with and without",
+    )
+    parser.add_argument(
         "--db",
         choices=["sqlite", "postgres"],
         default="sqlite",
@@ -215,6 +223,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.duration = SOAK_DURATION_S if soak else OUTAGE_DURATION_S
     if args.jobs < 1 or args.concurrency < 1:
         parser.error("--jobs and --concurrency must be at least 1")
+    if args.ordering_keys < 0:
+        parser.error("--ordering-keys must be 0 (no keys) or more")
     if args.backlog < 1 or args.big_backlog < 1:
         parser.error("--backlog and --big-backlog must be at least 1")
     if args.requests < 1:

@@ -55,6 +55,8 @@ class Intake:
     max_lag_s: float = 0.0
     #: per request answered (one job, or one batch), its round trip (ms)
     request_ms: list[float] = field(default_factory=list)
+    #: jobs carry one of this many ordering keys (job ``i`` the key ``k<i % n>``); 0: none
+    ordering_keys: int = 0
 
     @classmethod
     def empty(cls, jobs: int) -> Intake:
@@ -86,7 +88,10 @@ class Intake:
 
     async def post(self, client: http1.Client, url: str, i: int, target: str, key: str) -> None:
         """POST job ``i``; it counts as accepted only when answered ``202`` with an ``id``."""
-        body = orjson.dumps({"target": target, "payload": {"i": i}})
+        job: dict[str, object] = {"target": target, "payload": {"i": i}}
+        if self.ordering_keys:
+            job["ordering_key"] = f"k{i % self.ordering_keys}"
+        body = orjson.dumps(job)
         headers = {"content-type": "application/json", "idempotency-key": key}
         self.send_at[i] = time.time()
         try:
@@ -157,14 +162,17 @@ async def post_jobs(
     concurrency: int,
     target: str = "bench",
     key_prefix: str = "bench",
+    ordering_keys: int = 0,
 ) -> Intake:
     """POST ``jobs`` jobs, round-robin over ``urls``, from ``concurrency`` workers on one session.
 
     Job ``i`` goes to ``urls[i % len(urls)]`` and carries ``Idempotency-Key:
-    <key_prefix>-<i>``; a job counts as accepted only when answered ``202``
-    with an ``id``. Anything else is an error.
+    <key_prefix>-<i>`` (and with ``ordering_keys`` the ordering key ``k<i % n>``);
+    a job counts as accepted only when answered ``202`` with an ``id``.
+    Anything else is an error.
     """
     result = Intake.empty(jobs)
+    result.ordering_keys = ordering_keys
     indexes = iter(range(jobs))  # shared by the workers: each takes the next job
 
     async def worker() -> None:

@@ -78,7 +78,9 @@ class PausedIntake:
 
 def _singles(args: argparse.Namespace) -> Push:
     """``--jobs`` jobs, one to a ``POST /jobs``, over ``--concurrency`` connections."""
-    return lambda base_url: post_jobs([base_url + "/jobs"], args.jobs, args.concurrency)
+    return lambda base_url: post_jobs(
+        [base_url + "/jobs"], args.jobs, args.concurrency, ordering_keys=args.ordering_keys
+    )
 
 
 def _batches(args: argparse.Namespace, size: int) -> Push:
@@ -175,7 +177,12 @@ async def batch_intake(args: argparse.Namespace, tmp: Path, sink: Service) -> di
 SCENARIO = scenario(
     "intake",
     intake_only,
-    lambda args: {"jobs": args.jobs, "concurrency": args.concurrency, **one_csjd(args)},
+    lambda args: {
+        "jobs": args.jobs,
+        "concurrency": args.concurrency,
+        "ordering_keys": args.ordering_keys,
+        **one_csjd(args),
+    },
     {BARE_FASTAPI: ("accepted_vs_bare_fastapi", "accepted_per_s")},
 )
 BATCH = scenario(
