@@ -2,11 +2,12 @@
 and ``stop`` are the only places a gateway comes up or goes down.
 
 ``build`` makes the store (through ``app/storage/backend.py``, the one way into
-storage), the clocks, the sender, the dispatcher, maintenance, the job watch,
-the metrics, the supervisor of background loops, the keyring, the database
-locks and the waker; it does no I/O. ``start`` takes the locks, migrates,
+storage), the clocks, the sender, the dispatcher, maintenance, the scheduler
+of schedules, the job watch, the metrics, the supervisor of background loops,
+the keyring, the database locks and the waker; it does no I/O. ``start`` takes the locks, migrates,
 opens the store, syncs the database clock, upserts the targets file, rescues
 attempts a dead process left running, and only then starts maintenance,
+the scheduler (which fires at once what came due while no gateway ran),
 dispatching and the listeners. ``begin_drain`` makes it a lame duck
 (``/readyz`` and ``POST /jobs`` answer 503, nothing new is claimed), and
 ``drain_deliveries`` starts the deliveries' drain once the listener closes.
@@ -29,6 +30,7 @@ from app.core.access import Keyring
 from app.core.clock import Clock, SystemClock
 from app.dispatch.loop import Dispatcher
 from app.dispatch.maintenance import RESCUE_GRACE_S, Maintenance
+from app.dispatch.schedules import Scheduler
 from app.dispatch.sender import AiohttpSender, Sender
 from app.dispatch.wakeup import WakeSender
 from app.metrics import Metrics
@@ -52,6 +54,8 @@ class Gateway:
     store: JobStore
     dispatcher: Dispatcher
     maintenance: Maintenance
+    #: fires the schedules, on the maintenance leader
+    scheduler: Scheduler
     sender: Sender
     metrics: Metrics
     clock: Clock
@@ -115,12 +119,21 @@ class Gateway:
             supervisor=supervisor,
         )
         waker = backend.waker()
+        scheduler = Scheduler(
+            store,
+            clock=clock,
+            metrics=metrics,
+            wake=waker or dispatcher.wake,
+            leading=lambda: maintenance.leading,
+            supervisor=supervisor,
+        )
         return cls(
             settings=settings,
             role=role,
             store=store,
             dispatcher=dispatcher,
             maintenance=maintenance,
+            scheduler=scheduler,
             sender=sender,
             metrics=metrics,
             clock=clock,
@@ -166,6 +179,7 @@ class Gateway:
         if self.role.dispatches:
             await self._rescue()
         await self.maintenance.start()
+        await self.scheduler.start()
         if self.role.dispatches:
             await self.dispatcher.start()
         listener = self.backend.listener(self.dispatcher.wake)
@@ -213,6 +227,7 @@ class Gateway:
         try:
             self.begin_drain()
             await self.dispatcher.stop(self.settings.drain_timeout_s)
+            await self.scheduler.stop()
             await self.maintenance.stop()
             await self.supervisor.stop()
             await self.sender.close()

@@ -38,7 +38,7 @@ from app.api.batch import PATH as BATCH_PATH
 from app.api.guard import Receive, RequestGuard, Scope, Send
 from app.api.intake import PATH as INTAKE_PATH
 from app.api.intake import IntakeLane
-from app.api.routes import health, jobs, targets, ui, ui_job, ui_jobs
+from app.api.routes import health, jobs, schedules, targets, ui, ui_job, ui_jobs
 from app.core.clock import Clock
 from app.dispatch.sender import Sender
 from app.gateway import Gateway
@@ -123,6 +123,7 @@ def app_for(gateway: Gateway) -> CsjdApp:
     problems.install(app)
     app.include_router(jobs.router)
     app.include_router(targets.router)
+    app.include_router(schedules.router)
     app.include_router(health.router)
     app.include_router(ui.router)
     app.include_router(ui_jobs.router)

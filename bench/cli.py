@@ -22,12 +22,14 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from app.api.schemas import MAX_BATCH_JOBS
 from bench.harness import BenchError, say
 from bench.harness.gateway import PG_ADMIN_URL
 from bench.harness.loadgen import client_session
 from bench.harness.procs import BENCH_DIR, HOST, STARTED, Service, child_env, free_port
 from bench.scenarios import IN_ALL, ONE_CSJD, SCENARIOS, SQLITE_ONLY
 from bench.scenarios.dashboard import DEFAULT_STORED as DASHBOARD_STORED
+from bench.scenarios.intake import BATCH_CONCURRENCY, BATCH_SIZES
 from bench.scenarios.outage import OUTAGE_DURATION_S, OUTAGE_RATE
 from bench.scenarios.soak import SOAK_DURATION_S, SOAK_RATE, SOAK_SAMPLE_S
 
@@ -88,19 +90,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--jobs",
         type=int,
         default=20_000,
-        help="end_to_end, intake: jobs to push; big_backlog: the measured batch, in each "
-        "phase (default 20000)",
+        help="end_to_end, intake: jobs to push; batch_intake: in each mode; big_backlog: the "
+        "measured batch, in each phase (default 20000)",
     )
     parser.add_argument(
         "--concurrency",
         type=int,
         default=64,
-        help="end_to_end, intake, drain, big_backlog: concurrent connections (default 64)",
+        help="end_to_end, intake, drain, big_backlog: concurrent connections; batch_intake: "
+        "for the single POSTs (default 64)",
     )
     parser.add_argument(
         "--skip-ceilings",
         action="store_true",
-        help="end_to_end, intake, drain: measure csjd only, not the ceilings",
+        help="end_to_end, intake, batch_intake, drain: measure csjd only, not the ceilings",
     )
     parser.add_argument(
         "--keep", action="store_true", help="keep the temporary directory (path on stderr)"
@@ -128,6 +131,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=1,
         help="end_to_end: csjd processes sharing the database, POSTs spread round-robin "
         "(default 1; more than 1 needs --db postgres)",
+    )
+    parser.add_argument(
+        "--ordering-keys",
+        type=int,
+        default=0,
+        metavar="N",
+        help="end_to_end and intake: job i carries the ordering key k<i %% N>, so each key's "
+        "jobs go one at a time (default 0: no keys); compare runs with and without",
     )
     parser.add_argument(
         "--db",
@@ -160,6 +171,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     paced.add_argument(
         "--outage-s", type=float, default=30.0, help="how long the target fails (default 30)"
+    )
+    batched = parser.add_argument_group("the batch_intake scenario")
+    batched.add_argument(
+        "--batch-sizes",
+        type=_sizes,
+        default=list(BATCH_SIZES),
+        help="jobs to a POST /jobs/batch, one measurement for each, comma-separated, each "
+        f"at most {MAX_BATCH_JOBS} (default {','.join(str(n) for n in BATCH_SIZES)})",
+    )
+    batched.add_argument(
+        "--batch-concurrency",
+        type=int,
+        default=BATCH_CONCURRENCY,
+        help=f"concurrent connections sending batches (default {BATCH_CONCURRENCY})",
     )
     parser.add_argument(
         "--backlog",
@@ -198,10 +223,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.duration = SOAK_DURATION_S if soak else OUTAGE_DURATION_S
     if args.jobs < 1 or args.concurrency < 1:
         parser.error("--jobs and --concurrency must be at least 1")
+    if args.ordering_keys < 0:
+        parser.error("--ordering-keys must be 0 (no keys) or more")
     if args.backlog < 1 or args.big_backlog < 1:
         parser.error("--backlog and --big-backlog must be at least 1")
     if args.requests < 1:
         parser.error("--requests must be at least 1")
+    if max(args.batch_sizes) > MAX_BATCH_JOBS or args.batch_concurrency < 1:
+        parser.error(
+            f"--batch-sizes must be at most {MAX_BATCH_JOBS}; --batch-concurrency at least 1"
+        )
     if args.scenario in SQLITE_ONLY and args.db != "sqlite":
         parser.error(f"the {args.scenario} scenario seeds a SQLite file: it needs --db sqlite")
     if soak and args.duration < SOAK_SAMPLE_S:

@@ -68,6 +68,7 @@ def new_job(now: float, caller: str, key: str, body: JobIn) -> NewJob:
         expires_at=body.expires_at.timestamp() if body.expires_at else None,
         created_at=now,
         refusal=body.refusal(now),
+        ordering_key=body.ordering_key,
     )
 
 

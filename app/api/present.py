@@ -14,6 +14,7 @@ from app.api.schemas import MASK
 from app.core.attempt import AttemptRecord
 from app.core.hold import NOT_HELD, Hold
 from app.core.job import JobRecord
+from app.core.schedule import ScheduleRecord
 from app.core.target import SPEC_FIELDS, TargetRecord
 from app.dispatch.loop import LiveState
 
@@ -52,6 +53,7 @@ def job_json(job: JobRecord, hold: Hold = NOT_HELD) -> dict[str, Any]:
         "failure_reason": job.failure_reason.value if job.failure_reason else None,
         "held_by": hold.by.value if hold.by else None,
         "held_until": rfc3339(hold.until),
+        "ordering_key": job.ordering_key,
     }
 
 
@@ -105,4 +107,25 @@ def target_json(
             },
             "disabled_reason": None if spec.enabled else target.disabled_reason,
         },
+    }
+
+
+def schedule_json(schedule: ScheduleRecord) -> dict[str, Any]:
+    """A schedule as every answer shows it (``ScheduleOut``)."""
+    spec = schedule.spec
+    return {
+        "name": spec.name,
+        "cron": spec.cron,
+        "timezone": spec.timezone,
+        "target": spec.target,
+        # the stored bytes are the compact JSON each job delivers
+        "payload": orjson.Fragment(spec.payload),
+        "headers": dict(spec.headers),
+        "enabled": spec.enabled,
+        "next_run_at": rfc3339(schedule.next_run_at),
+        "last_run_at": rfc3339(schedule.last_run_at),
+        "last_job_id": schedule.last_job_id,
+        "last_error": schedule.last_error,
+        "created_at": rfc3339(schedule.created_at),
+        "updated_at": rfc3339(schedule.updated_at),
     }

@@ -24,10 +24,13 @@ from pydantic.fields import FieldInfo
 from app.core.errors import Unprocessable
 from app.core.headers import header_problems
 from app.core.idempotency import INT_RANGE
+from app.core.ordering import MAX_KEY_CHARS
 from app.core.signing import decode_secrets
 from app.core.target import SPEC_FIELDS, TargetSpec
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+#: visible characters only: no spaces, no control characters
+ORDERING_KEY_PATTERN = r"^[^\s\x00-\x1f\x7f]+$"
 MAX_DELAY_S = 365 * 86400
 #: the API writes times with four-digit years; a later expiry could not be shown
 EXPIRES_BEFORE = datetime(9999, 1, 1, tzinfo=UTC)
@@ -272,6 +275,17 @@ class JobIn(BaseModel):
         default=None, description="RFC 3339; before 9999-01-01T00:00:00Z"
     )
     headers: dict[str, str] = Field(default_factory=dict)
+    ordering_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_KEY_CHARS,
+        pattern=ORDERING_KEY_PATTERN,
+        description=(
+            "Jobs with the same target and ordering key are delivered one at a time, in the "
+            "order accepted: the next is sent once the one before it has finished "
+            "(succeeded, failed or cancelled). 1-200 visible characters"
+        ),
+    )
 
     @field_validator("payload")
     @classmethod
@@ -327,7 +341,7 @@ def _field_refusal(field: str, message: str) -> Unprocessable:
 
 
 FailureReasonName = Literal["permanent_status", "attempts_exhausted", "expired", "target_gone"]
-HeldByName = Literal["breaker", "pause", "disabled", "rate", "schedule"]
+HeldByName = Literal["breaker", "pause", "disabled", "rate", "schedule", "ordering"]
 
 
 class JobOut(BaseModel):
@@ -352,11 +366,13 @@ class JobOut(BaseModel):
         description=(
             "Why a job not finished is not being sent now: its target's breaker is open "
             "(or probing), its target is paused (429/Retry-After) or disabled, its target's "
-            "rate limit has no token now, or its time (run_at, delay, backoff) has not come; "
+            "rate limit has no token now, or its time (run_at, delay, backoff) has not come, "
+            "or a job before it with its ordering key has not finished; "
             "null when nothing holds it, or it runs or has finished"
         )
     )
     held_until: datetime | None = Field(description="When the hold ends, when known")
+    ordering_key: str | None = Field(description="Its line: see POST /jobs")
 
 
 class JobDetailOut(JobOut):

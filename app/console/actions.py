@@ -3,37 +3,25 @@
 ``run`` resolves the gateway's address and token (flags first, then the
 environment it is handed), opens an ``Api``, calls the command's function and
 turns ``ConsoleError`` into a message on stderr and its exit code. Results go
-to stdout: on a terminal as tables fitted to its width (``sheets.render``);
-otherwise as tab-separated lines (``sheets.plain``); with ``--json`` as one
-JSON document. Progress and errors go to stderr, so a script piping stdout
-sees only the answer; progress is drawn only on a terminal, and erased once
-done. A retry of every job matching a filter says how many match and asks
-before it acts, on a terminal; elsewhere it needs ``--yes``.
+to stdout (``output.py``): on a terminal as tables fitted to its width;
+otherwise as tab-separated lines; with ``--json`` as one JSON document.
+Progress and errors go to stderr, so a script piping stdout sees only the
+answer; progress is drawn only on a terminal, and erased once done. A retry
+of every job matching a filter says how many match and asks before it acts,
+on a terminal; elsewhere it needs ``--yes``. The schedules' commands are in
+``schedules.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
-from typing import Any
 
-import yaml
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.text import Text
 
-from app.console import sheets, views
+from app.console import schedules, sheets, views
 from app.console.client import (
     Api,
     ApiError,
@@ -43,6 +31,7 @@ from app.console.client import (
     Unreachable,
     UsageError,
 )
+from app.console.output import Output, read_fields
 from app.console.parser import DEFAULT_URL, job_filters, option
 
 #: ``GET /jobs`` answers at most this many a page
@@ -51,60 +40,6 @@ MAX_PAGE = 500
 INTERRUPTED = 130
 #: the jobs a dry run of a bulk retry shows
 DRY_RUN_SHOWN = 10
-
-
-class Output:
-    """Where results, progress and messages go, and in which form."""
-
-    def __init__(self, *, as_json: bool, wide: bool = False) -> None:
-        self.as_json = as_json
-        self.wide = wide
-        self.out = Console(highlight=False)
-        self.err = Console(stderr=True, highlight=False)
-
-    def result(self, document: Any, view: Callable[[], sheets.View]) -> None:
-        if self.as_json:
-            sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
-        elif self.out.is_terminal:
-            renderable, needed = sheets.render(view(), self.out.width, wide=self.wide)
-            # --wide lets a table be wider than the terminal rather than cut it
-            self.out.width = max(self.out.width, needed)
-            self.out.print(renderable)
-        else:
-            text, notes = sheets.plain(view())
-            sys.stdout.write(text)
-            sys.stdout.flush()
-            for note in notes:
-                print(note, file=sys.stderr)
-
-    def progress(self, *, total: bool) -> Progress:
-        columns = [SpinnerColumn(), TextColumn("{task.description}")]
-        if total:
-            columns += [BarColumn(), MofNCompleteColumn()]
-        columns.append(TimeElapsedColumn())
-        return Progress(
-            *columns,
-            console=self.err,
-            # erased when done: a spinner frame left on the line would look like work
-            transient=True,
-            disable=self.as_json or not self.err.is_terminal,
-        )
-
-    def note(self, text: str) -> None:
-        """A line for the person running the command (standard error)."""
-        self.err.print(Text(text))
-
-    @property
-    def can_ask(self) -> bool:
-        """Whether a question can be asked and answered: a terminal on both ends."""
-        return sys.stdin.isatty() and self.err.is_terminal
-
-    def confirm(self, question: str) -> bool:
-        try:
-            answer = self.err.input(Text(f"{question} [y/N] "))
-        except EOFError:
-            answer = ""
-        return answer.strip().lower() in ("y", "yes")
 
 
 Action = Callable[[Api, argparse.Namespace, Output], int]
@@ -148,8 +83,8 @@ def _hint(status: int, *, token_sent: bool) -> str | None:
         return "the gateway does not know this token: check CSJD_TOKEN (or --token)"
     if status == 403:
         return (
-            "the key in CSJD_TOKEN may not do this; managing targets needs an admin key, "
-            "and so do other callers' jobs (csjd keys new NAME --role admin)"
+            "the key in CSJD_TOKEN may not do this; managing targets and schedules needs "
+            "an admin key, and so do other callers' jobs (csjd keys new NAME --role admin)"
         )
     if status == 405:
         return "this gateway is older than this csjd and does not offer this command"
@@ -187,7 +122,7 @@ TARGET_FLAGS = (
 
 def target_body(args: argparse.Namespace, stdin: Callable[[], str]) -> JsonObject:
     """The ``PUT /targets/{name}`` body: the file's fields, then the flags over them."""
-    body: JsonObject = _read_target_file(args.file, stdin) if args.file else {}
+    body: JsonObject = read_fields(args.file, stdin, "target") if args.file else {}
     for flag, field in TARGET_FLAGS:
         value = getattr(args, flag)
         if value is not None:
@@ -199,22 +134,6 @@ def target_body(args: argparse.Namespace, stdin: Callable[[], str]) -> JsonObjec
         body["enabled"] = False
     if "url" not in body:
         raise UsageError("give the target's --url URL, or --file FILE holding its fields")
-    return body
-
-
-def _read_target_file(name: str, stdin: Callable[[], str]) -> JsonObject:
-    where = "standard input" if name == "-" else name
-    try:
-        text = stdin() if name == "-" else Path(name).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read {where}: {exc}") from None
-    try:
-        # JSON is YAML too, except for a few corner cases that json reads better
-        body = json.loads(text) if name.endswith(".json") else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise UsageError(f"{where} is not valid JSON or YAML: {exc}") from None
-    if not isinstance(body, dict):
-        raise UsageError(f"{where} must hold one target, as a mapping of its fields")
     return body
 
 
@@ -529,6 +448,7 @@ ACTIONS: dict[str, Action] = {
     "targets_enable": targets_enable,
     "targets_disable": targets_disable,
     "targets_delete": targets_delete,
+    **schedules.ACTIONS,
     "jobs_list": jobs_list,
     "jobs_count": jobs_count,
     "jobs_show": jobs_show,

@@ -234,6 +234,22 @@ class Api:
     def delete_target(self, name: str) -> None:
         self._request("DELETE", f"/targets/{segment(name, 'target')}")
 
+    # -- schedules -------------------------------------------------------------------
+
+    def schedules(self) -> list[JsonObject]:
+        return self._array(self._request("GET", "/schedules"))
+
+    def schedule(self, name: str) -> JsonObject:
+        return self._object(self._request("GET", f"/schedules/{segment(name, 'schedule')}"))
+
+    def put_schedule(self, name: str, body: JsonObject) -> tuple[JsonObject, bool]:
+        """The schedule as stored, and whether it was created (rather than replaced)."""
+        response = self._request("PUT", f"/schedules/{segment(name, 'schedule')}", json=body)
+        return self._object(response), response.status_code == 201
+
+    def delete_schedule(self, name: str) -> None:
+        self._request("DELETE", f"/schedules/{segment(name, 'schedule')}")
+
     # -- jobs ------------------------------------------------------------------------
 
     def jobs_page(

@@ -1,7 +1,7 @@
 """The operator commands' arguments, declared with argparse alone.
 
-``add_commands`` hangs ``targets``, ``jobs`` and ``status`` on the ``csjd``
-parser; every leaf command names the function in ``app.console.actions`` that
+``add_commands`` hangs ``targets``, ``schedules``, ``jobs`` and ``status`` on
+the ``csjd`` parser; every leaf command names the function in ``app.console.actions`` that
 runs it (``action``). The console's options (``--url``, ``--token``, ``--json``,
 ``--wide``) are accepted at every level: ``csjd --url X status``, ``csjd jobs
 --url X list`` and ``csjd jobs list --url X`` mean the same; each level keeps
@@ -19,9 +19,11 @@ rich: building the parser must stay cheap for ``csjd serve``.
 from __future__ import annotations
 
 import argparse
+import json
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 JOB_STATES = ("scheduled", "queued", "running", "retrying", "succeeded", "failed", "cancelled")
@@ -36,10 +38,11 @@ FILTERS = (
     ("reason", "reason"),
     ("since", "created_after"),
     ("until", "created_before"),
+    ("ordering_key", "ordering_key"),
 )
 _AGO = re.compile(r"(\d+)([smhdw])")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-COMMANDS = ("targets", "jobs", "status")
+COMMANDS = ("targets", "schedules", "jobs", "status")
 #: the prefixes the console's options are kept under, innermost level first
 LEVELS = ("", "group_", "global_")
 OPTIONS = ("url", "token", "json", "wide")
@@ -50,6 +53,15 @@ def _header(text: str) -> tuple[str, str]:
     if not sep or not name.strip():
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
     return name.strip(), value
+
+
+def _json_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not JSON: {text!r} (a string needs its quotes: '\"text\"')"
+        ) from None
 
 
 def _positive(text: str) -> int:
@@ -166,6 +178,7 @@ def _job_filters(
         help="created at or after: RFC 3339, or 15m, 2h, 3d ago",
     )
     cmd.add_argument("--until", type=when, metavar="WHEN", help="created before: the same forms")
+    cmd.add_argument("--ordering-key", metavar="KEY", help="the jobs of this ordering key's line")
 
 
 def job_filters(args: argparse.Namespace) -> dict[str, str]:
@@ -176,7 +189,60 @@ def job_filters(args: argparse.Namespace) -> dict[str, str]:
     return {param: value for param, value in given.items() if value is not None}
 
 
-def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+if TYPE_CHECKING:
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+Leaf = Callable[..., argparse.ArgumentParser]
+
+
+def _schedule_commands(commands: Subparsers, leaf: Leaf) -> None:
+    schedules = commands.add_parser(
+        "schedules", help="list, show, create, replace and remove cron schedules"
+    )
+    _gateway_flags(schedules, prefix="group_")
+    _output_flags(schedules, prefix="group_")
+    s = schedules.add_subparsers(dest="schedules_command", required=True)
+    leaf(s, "list", "schedules_list", "every schedule with its next and last fire")
+    leaf(s, "show", "schedules_show", "one schedule: its job, next and last fire").add_argument(
+        "name"
+    )
+    put = leaf(
+        s,
+        "put",
+        "schedules_put",
+        "create or replace a schedule (fields not given take their defaults)",
+    )
+    put.add_argument("name")
+    put.add_argument(
+        "--file",
+        metavar="FILE",
+        help="the schedule as JSON or YAML ('-' reads standard input); flags override it",
+    )
+    put.add_argument(
+        "--cron",
+        metavar="EXPR",
+        help="when it fires: 5 fields (minute hour day month weekday), 6 with seconds "
+        "first, or @hourly, @daily, @weekly, @monthly, @yearly",
+    )
+    put.add_argument(
+        "--timezone", metavar="ZONE", help="IANA time zone of the fields (default UTC)"
+    )
+    put.add_argument("--target", metavar="NAME", help="the target each job goes to")
+    put.add_argument(
+        "--payload", type=_json_value, metavar="JSON", help="each job's payload (default null)"
+    )
+    put.add_argument(
+        "--header",
+        dest="headers",
+        metavar="NAME=VALUE",
+        type=_header,
+        action="append",
+        help="a header of each job; repeat for more",
+    )
+    put.add_argument("--disabled", action="store_true", help="create it switched off")
+    leaf(s, "delete", "schedules_delete", "remove a schedule (its jobs stay)").add_argument("name")
+
+
+def add_commands(commands: Subparsers) -> None:
     common, without_url = _common(), _common(url=False)
 
     def leaf(
@@ -239,6 +305,8 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     leaf(t, "delete", "targets_delete", "remove a target with no unfinished jobs").add_argument(
         "name"
     )
+
+    _schedule_commands(commands, leaf)
 
     jobs = commands.add_parser("jobs", help="list, inspect, cancel and retry jobs")
     _gateway_flags(jobs, prefix="group_")

@@ -3,7 +3,8 @@
 ``hold_of`` decides it from the job, its target as stored (disabled, paused
 after ``429``/``Retry-After``) and what the dispatcher alone knows (the
 breaker, the rate limiter's next token), at ``now``. A running or finished
-job is not held. A disabled target holds its jobs with no end in sight;
+job is not held, and one waiting behind the head of its ordering key's line
+is held by that line (``ordering.py``). A disabled target holds its jobs with no end in sight;
 otherwise, of the holds that apply (the job's own schedule or backoff, the
 target's pause, an open or probing breaker, an empty rate bucket) the one
 that lasts longest is the answer, since the job goes no earlier than that.
@@ -18,6 +19,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from app.core.job import WAITING, JobRecord, JobState
+from app.core.ordering import is_behind
 from app.core.target import TargetRecord
 
 #: breaker states that hold a target's jobs (``app.core.breaker.BreakerState`` values)
@@ -33,6 +35,7 @@ class HeldBy(StrEnum):
     DISABLED = "disabled"
     RATE = "rate"
     SCHEDULE = "schedule"
+    ORDERING = "ordering"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +65,9 @@ def hold_of(job: JobRecord, target: TargetRecord | None, live: LiveView | None, 
     """Why ``job`` is not being sent at ``now``; ``NOT_HELD`` when nothing holds it."""
     if job.state not in UNSENT:
         return NOT_HELD
+    if is_behind(job):
+        # behind the head of its line: it goes when every job before it has finished
+        return Hold(HeldBy.ORDERING)
     if target is not None and not target.spec.enabled:
         return Hold(HeldBy.DISABLED)
     holds: list[Hold] = []

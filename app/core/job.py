@@ -126,6 +126,8 @@ class NewJob:
     #: why this request may not make a new job; it stands only if the key is new
     #: (a repeated request gets its stored job, whatever has changed since)
     refusal: CsjdError | None = None
+    #: jobs of one target with one key go one at a time, in order (``ordering.py``)
+    ordering_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -151,6 +153,7 @@ class JobRecord:
     failure_reason: FailureReason | None
     payload: bytes
     headers: Mapping[str, str] | None
+    ordering_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -188,4 +191,5 @@ def admit(job: NewJob, target: TargetSpec) -> JobRecord:
         failure_reason=None,
         payload=job.payload,
         headers=dict(job.headers) if job.headers else None,
+        ordering_key=job.ordering_key,
     )

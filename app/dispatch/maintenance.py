@@ -133,6 +133,9 @@ class Maintenance:
             await self._keep_counts(now)
 
     async def _keep_counts(self, now: float) -> None:
+        stranded = await self._store.repair_lines(now)
+        if stranded:
+            log.warning("ordering_lines_repaired", extra={"count": stranded})
         off = await self._store.repair_backlog()
         if off:
             corrections = ", ".join(f"{t}/{s}: {n:+d}" for (t, s), n in sorted(off.items()))

@@ -26,6 +26,7 @@ from app.core.attempt import AttemptRecord, Completion
 from app.core.errors import CsjdError
 from app.core.job import Enqueued, FailureReason, JobRecord, JobState, NewJob
 from app.core.retry import Random
+from app.core.schedule import Fire, Fired, ScheduleRecord, ScheduleSpec
 from app.core.target import TargetRecord, TargetSpec
 
 #: attempts in one page of ``list_attempts`` unless the caller asks for fewer
@@ -77,6 +78,7 @@ class JobFilter:
     above_id: str | None = None
     #: ids at or below this one only
     upto_id: str | None = None
+    ordering_key: str | None = None
 
 
 def no_one_listens(job_ids: Iterable[str] | None) -> None:
@@ -178,3 +180,22 @@ class JobStore(Protocol):
     ) -> int: ...
     async def next_due(self) -> float | None: ...
     async def purge(self, completed_before: float) -> int: ...
+    async def repair_lines(self, now: float) -> int:
+        """Move on the ordering lines whose head finished unnoticed; how many did."""
+        ...
+
+    # schedules: a replaced schedule keeps ``created_at`` and what its last fire did
+    async def put_schedule(
+        self, spec: ScheduleSpec, next_run_at: float | None, now: float
+    ) -> tuple[ScheduleRecord, bool]: ...
+    async def get_schedule(self, name: str) -> ScheduleRecord | None: ...
+    async def list_schedules(self) -> list[ScheduleRecord]: ...
+    async def delete_schedule(self, name: str) -> None: ...
+    # those due by ``now`` (``next_run_at`` passed), the longest due first
+    async def due_schedules(self, now: float, *, limit: int) -> list[ScheduleRecord]: ...
+    async def fire_schedule(self, fire: Fire) -> Fired | None:
+        """Store the fire's job through intake (as ``enqueue`` would) and move the
+        schedule on to its next fire time, in one transaction; None, writing
+        nothing, when the schedule is no longer the one the fire was planned on
+        (another process fired it, it was put again, or deleted)."""
+        ...

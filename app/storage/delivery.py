@@ -22,7 +22,7 @@ from app.core.attempt import Completion, rescued
 from app.core.job import ACTIVE, JobRecord, JobState
 from app.core.retry import Random
 from app.core.target import Effects, effects
-from app.storage import statements
+from app.storage import ordering, statements
 from app.storage.base import ClaimRequest
 from app.storage.engine import Conn
 from app.storage.group import Tx
@@ -95,12 +95,14 @@ class Delivery(SqlStoreBase):
     async def _complete_batch(self, tx: Tx, batch: list[Completion]) -> list[bool]:
         """Write many attempts' results in a few statements; stale ones change nothing."""
         params = [completion_params(c) for c in batch]
-        matched: set[str] = set()
+        #: the jobs written -> their ordering keys
+        matched: dict[str, str | None] = {}
         for start in range(0, len(batch), COMPLETE_CHUNK):
             chunk = params[start : start + COMPLETE_CHUNK]
             sql = statements.complete_running(self._dialect, len(chunk))
             args = tuple(p[f] for p in chunk for f in statements.COMPLETE_FIELDS)
-            matched.update(row[0] for row in (await tx.conn.exec_driver_sql(sql, args)).all())
+            for row in (await tx.conn.exec_driver_sql(sql, args)).all():
+                matched[row[0]] = row[1]
         written: list[bool] = []
         finished = 0
         tally = self._tally(tx)
@@ -115,6 +117,16 @@ class Delivery(SqlStoreBase):
                     bool((await tx.conn.execute(statements.COMPLETE_CANCELLED, p)).rowcount)
                 )
         self._adjust_active(tx, -finished)
+        ended = [
+            (c.target, matched[c.job_id], c.job_id)
+            for c in batch
+            if matched.get(c.job_id) is not None and c.decision.state not in ACTIVE
+        ]
+        if ended:
+            # each line a finished head led moves on in this commit
+            led = await ordering.move_on(tx.conn, self._lines, ended, tally, batch[0].now)
+            if led:
+                tx.after_commit.append(partial(self.on_change, led))
         rows = [attempt_row(c) for c, ok in zip(batch, written, strict=True) if ok and c.attempt]
         if rows:
             await tx.conn.execute(statements.INSERT_ATTEMPTS, rows)
@@ -165,6 +177,12 @@ class Delivery(SqlStoreBase):
                     tally.moved(target, JobState(was), JobState.FAILED, now, int(n))
                     count += int(n)
             self._adjust_active(tx, -count)
+            if count:
+                # the lines whose head just expired move on
+                ended = await tx.conn.execute(statements.EXPIRED_NOW_KEYED, {"now": now})
+                await ordering.move_on(
+                    tx.conn, self._lines, ((t, k, i) for t, k, i in ended), tally, now
+                )
             return count
 
         expired = await self._writer.run(op, alone=True)
@@ -208,6 +226,21 @@ class Delivery(SqlStoreBase):
         if count:
             self.on_change(None)
         return count
+
+    async def repair_lines(self, now: float) -> int:
+        """Move on every line whose head finished without it moving on (none should);
+        answers how many did."""
+
+        async def op(tx: Tx) -> int:
+            stranded = await ordering.stranded(tx.conn)
+            if stranded:
+                await ordering.move_on(tx.conn, self._lines, stranded, self._tally(tx), now)
+            return len(stranded)
+
+        repaired = await self._writer.run(op, alone=True)
+        if repaired:
+            self.on_change(None)
+        return repaired
 
     async def purge(self, completed_before: float) -> int:
         async def op(tx: Tx) -> int:

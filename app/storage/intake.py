@@ -21,6 +21,7 @@ from sqlalchemy import RowMapping, select
 
 from app.core import errors
 from app.core.job import Enqueued, JobRecord, NewJob, admit
+from app.storage import ordering
 from app.storage.engine import Conn
 from app.storage.group import Tx
 from app.storage.models import jobs
@@ -91,10 +92,21 @@ class Intake(SqlStoreBase):
                 await self._dialect.notify_jobs(tx.conn)
         if inserted:
             tally = self._tally(tx)
+            keyed: list[JobRecord] = []
             for record, i in zip(admitted, positions, strict=True):
                 if record.id in inserted:
                     results[i] = Enqueued(job=record, replayed=False)
                     tally.accepted(record.target, record.state, record.created_at)
+                    if record.ordering_key is not None:
+                        keyed.append(record)
+            if keyed:
+                # in the order accepted: each job joins the end of its key's line
+                lines = self._statements.lines
+                now = keyed[0].created_at
+                joined = await ordering.join(tx.conn, lines, keyed, tally, now)
+                for record, i in zip(admitted, positions, strict=True):
+                    if record.id in joined:
+                        results[i] = Enqueued(job=joined[record.id], replayed=False)
         # Everything not created may be a replay: a key already stored wins over
         # any refusal, so a producer retrying a stored job always hears 202.
         undecided = [i for i, r in enumerate(results) if not isinstance(r, Enqueued)]

@@ -1,13 +1,14 @@
 """``MemoryJobStore``: the ``JobStore`` held in this process's memory.
 
-It keeps targets, jobs, attempts and duty leases in dicts and answers every
-call as ``SqlJobStore`` does on SQLite, where one process alone writes the
-database: the same records, refusals, compare-and-set guards on a job's state
-and lease, and ``on_change`` announcements (``tests/storage/test_store_contract.py``
-holds all three to one contract). It is a fake for fast tests of what sits
-above the seam, not a backend to run: nothing is durable or shared with another
-process, and no group commit batches, retries or loses an answer. A call reads
-and writes without suspending, so it is atomic on the event loop as a
+It keeps targets, jobs, attempts and duty leases in dicts (schedules in
+``memory_schedules.py``) and answers every call as ``SqlJobStore`` does on
+SQLite, where one process alone writes the database: the same records,
+refusals, compare-and-set guards on a job's state and lease, and
+``on_change`` announcements (``tests/storage/test_store_contract.py`` holds
+all three to one contract). It is a fake for fast tests of what sits above
+the seam, not a backend to run: nothing is durable or shared with another
+process, and no group commit batches, retries or loses an answer. A call
+reads and writes without suspending, so it is atomic on the event loop as a
 transaction is in the database. Time comes only from the arguments, except
 ``database_time``: this host's clock, as on SQLite.
 """
@@ -22,7 +23,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from app.core import errors
+from app.core import errors, ordering
 from app.core.attempt import AttemptRecord, Completion, rescued
 from app.core.job import (
     ACTIVE,
@@ -37,6 +38,7 @@ from app.core.job import (
     admit,
 )
 from app.core.retry import Random
+from app.core.schedule import ScheduleRecord
 from app.core.target import TargetRecord, TargetSpec, effects, with_effects
 from app.storage import memory_writes as writes
 from app.storage.base import (
@@ -48,6 +50,7 @@ from app.storage.base import (
     no_one_listens,
 )
 from app.storage.counts import Tally
+from app.storage.memory_schedules import MemorySchedules
 
 #: the states a job expires in: those where it waits for its next attempt
 _EXPIRABLE = ACTIVE - {JobState.RUNNING}
@@ -63,6 +66,7 @@ def _matches(job: JobRecord, f: JobFilter) -> bool:
         and (f.created_before is None or job.created_at < f.created_before)
         and (f.above_id is None or job.id > f.above_id)
         and (f.upto_id is None or job.id <= f.upto_id)
+        and (f.ordering_key is None or job.ordering_key == f.ordering_key)
     )
 
 
@@ -71,7 +75,7 @@ def _due(job: JobRecord) -> tuple[float, str]:
     return job.next_attempt_at or 0.0, job.id
 
 
-class MemoryJobStore:
+class MemoryJobStore(MemorySchedules):
     def __init__(self, *, max_backlog: int) -> None:
         #: told, after each change, which jobs changed state (None: some, unknown which)
         self.on_change: Callable[[Iterable[str] | None], None] = no_one_listens
@@ -83,9 +87,14 @@ class MemoryJobStore:
         self._attempts: dict[str, list[AttemptRecord]] = {}
         #: duty -> (holder, until)
         self._leaders: dict[str, tuple[str, float]] = {}
+        self._schedules: dict[str, ScheduleRecord] = {}
         self._active = 0
         #: the per-target counts, kept by ``_save`` as SqlJobStore's writes keep them
         self._counts = Tally()
+        #: (target, ordering key) -> the line's unfinished jobs in order, its head first
+        self._lines: dict[tuple[str, str], list[str]] = {}
+        #: a job behind its line's head -> the time it goes at the earliest once it leads
+        self._not_before: dict[str, float] = {}
 
     @property
     def shared(self) -> bool:
@@ -400,6 +409,10 @@ class MemoryJobStore:
             self.on_change(None)
         return count
 
+    async def repair_lines(self, now: float) -> int:
+        """Every write here moves its lines on: none is ever stranded."""
+        return 0
+
     async def purge(self, completed_before: float) -> int:
         old = [
             job
@@ -427,14 +440,44 @@ class MemoryJobStore:
 
     def _save(self, job: JobRecord) -> JobRecord:
         before = self._jobs.get(job.id)
-        self._active += (job.state in ACTIVE) - (before is not None and before.state in ACTIVE)
+        was_active = before is not None and before.state in ACTIVE
+        if job.ordering_key is not None and not was_active and job.state in ACTIVE:
+            job = self._join(job)
+        self._active += (job.state in ACTIVE) - was_active
         self._jobs[job.id] = job
         if before is None:
             self._counts.accepted(job.target, job.state, job.created_at)
         else:
             at = job.updated_at if job.completed_at is None else job.completed_at
             self._counts.moved(job.target, before.state, job.state, at)
+        if job.ordering_key is not None and was_active and job.state in TERMINAL:
+            self._move_on(job)
         return job
+
+    def _join(self, job: JobRecord) -> JobRecord:
+        """``job`` (new, or retried) at the end of its line: behind, unless it leads."""
+        assert job.ordering_key is not None
+        line = self._lines.setdefault((job.target, job.ordering_key), [])
+        line.append(job.id)
+        if len(line) == 1:
+            return job
+        self._not_before[job.id] = job.next_attempt_at or job.updated_at
+        return ordering.behind(job)
+
+    def _move_on(self, job: JobRecord) -> None:
+        """``job`` finished: it leaves its line, and if it led, the next leads."""
+        assert job.ordering_key is not None
+        key = (job.target, job.ordering_key)
+        line = self._lines[key]
+        led = line[0] == job.id
+        line.remove(job.id)
+        self._not_before.pop(job.id, None)
+        if not line:
+            del self._lines[key]
+        elif led:
+            nxt = self._jobs[line[0]]
+            not_before = self._not_before.pop(nxt.id)
+            self._save(ordering.released(nxt, not_before, job.updated_at))
 
     def _complete(self, c: Completion) -> bool:
         """Write an attempt's result if its lease still holds; a stale one changes nothing."""

@@ -43,6 +43,8 @@ ACTIVE_SQL = "state IN ('scheduled', 'queued', 'running', 'retrying')"
 FINISHED_SQL = "state IN ('succeeded', 'failed', 'cancelled')"
 _QUEUED_FIRST = "state = 'queued' AND deliveries = 0"
 _QUEUED_RETRY = "state = 'queued' AND deliveries > 0"
+#: jobs waiting behind the head of their ordering key's line (``app/core/ordering.py``)
+BEHIND_SQL = "state = 'scheduled' AND next_attempt_at IS NULL"
 
 
 class TargetRow(SQLModel, table=True):
@@ -128,6 +130,23 @@ class JobRow(SQLModel, table=True):
         # GET /jobs: a caller's jobs, or a target's, newest first
         Index("ix_jobs_caller_id", "caller", "id"),
         Index("ix_jobs_target_id", "target", "id"),
+        # the next of a line, in the order accepted: holds only jobs waiting in lines
+        Index(
+            "ix_jobs_line",
+            "target",
+            "ordering_key",
+            "ordering_seq",
+            sqlite_where=text(BEHIND_SQL),
+            postgresql_where=text(BEHIND_SQL),
+        ),
+        # GET /jobs?ordering_key=: holds only jobs with a key
+        Index(
+            "ix_jobs_ordering_key",
+            "ordering_key",
+            "id",
+            sqlite_where=text("ordering_key IS NOT NULL"),
+            postgresql_where=text("ordering_key IS NOT NULL"),
+        ),
     )
 
     id: str = Field(sa_column=Column(String(36), primary_key=True))
@@ -152,6 +171,11 @@ class JobRow(SQLModel, table=True):
     last_status_code: int | None = None
     last_error: str | None = Field(default=None, sa_column=Column(String(1024)))
     failure_reason: str | None = Field(default=None, sa_column=Column(String(32)))
+    ordering_key: str | None = Field(default=None, sa_column=Column(String(200)))
+    #: the job's place in its line (``ordering_heads.last_seq`` when it joined)
+    ordering_seq: int | None = Field(default=None, sa_column=Column(BigInteger))
+    #: a job behind its line's head: the time it goes at the earliest once it leads
+    not_before: float | None = None
 
 
 class AttemptRow(SQLModel, table=True):
@@ -218,8 +242,55 @@ class TargetMinuteRow(SQLModel, table=True):
     failed: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
+class OrderingHeadRow(SQLModel, table=True):
+    """A line of jobs with one target and ordering key: which job leads it, and the
+    place the next job to join takes. The row exists while the line has jobs not
+    finished; writers lock it to change the line (``app/storage/ordering.py``)."""
+
+    __tablename__ = "ordering_heads"
+
+    target: str = Field(sa_column=Column(String(63), primary_key=True))
+    ordering_key: str = Field(sa_column=Column(String(200), primary_key=True))
+    head_id: str = Field(sa_column=Column(String(36), nullable=False))
+    last_seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
 target_backlog = TargetBacklogRow.__table__  # type: ignore[attr-defined]
+ordering_heads = OrderingHeadRow.__table__  # type: ignore[attr-defined]
 target_minutes = TargetMinuteRow.__table__  # type: ignore[attr-defined]
+
+
+class ScheduleRow(SQLModel, table=True):
+    """A cron schedule that makes a job for ``target`` at each fire time
+    (``app/core/schedule.py``). ``next_run_at`` is NULL while it is disabled."""
+
+    __tablename__ = "schedules"
+    # the firing step's read: the schedules due by now, soonest first
+    __table_args__ = (
+        Index(
+            "ix_schedules_due",
+            "next_run_at",
+            sqlite_where=text("next_run_at IS NOT NULL"),
+            postgresql_where=text("next_run_at IS NOT NULL"),
+        ),
+    )
+
+    name: str = Field(sa_column=Column(String(63), primary_key=True))
+    cron: str = Field(sa_column=Column(String(255), nullable=False))
+    timezone: str = Field(sa_column=Column(String(64), nullable=False))
+    target: str = Field(sa_column=Column(String(63), nullable=False))
+    payload: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    headers: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    enabled: bool = True
+    next_run_at: float | None = None
+    last_run_at: float | None = None
+    last_job_id: str | None = Field(default=None, sa_column=Column(String(36)))
+    last_error: str | None = Field(default=None, sa_column=Column(String(1024)))
+    created_at: float
+    updated_at: float
+
+
+schedules = ScheduleRow.__table__  # type: ignore[attr-defined]
 
 
 def _json_text(value: Any) -> str:

@@ -1,9 +1,9 @@
 """Rows to records and back: how the core's records sit in the tables of ``models.py``.
 
 Mappers only, with no SQL and no connection: a row read becomes a
-``JobRecord``, ``TargetRecord`` or ``AttemptRecord``; a job admitted, a target
-put, an attempt and a completion become the parameters of the store's
-statements. Text a peer or an operator chose is cut to its column here
+``JobRecord``, ``TargetRecord``, ``AttemptRecord`` or ``ScheduleRecord``; a job
+admitted, a target or a schedule put, an attempt and a completion become the
+parameters of the store's statements. Text a peer or an operator chose is cut to its column here
 (``storable``).
 """
 
@@ -17,6 +17,7 @@ from app.core.answer import EXCERPT_BYTES, storable
 from app.core.attempt import AttemptRecord, Completion
 from app.core.job import ACTIVE, FailureReason, JobRecord, JobState
 from app.core.outcome import Outcome
+from app.core.schedule import ScheduleRecord, ScheduleSpec
 from app.core.target import SPEC_FIELDS, TargetRecord, TargetSpec, disabled_reason
 
 
@@ -43,6 +44,7 @@ def job_record(row: RowMapping) -> JobRecord:
         failure_reason=FailureReason(reason) if reason else None,
         payload=bytes(row["payload"]),
         headers=row["headers"],
+        ordering_key=row["ordering_key"],
     )
 
 
@@ -92,6 +94,7 @@ def job_row(job: JobRecord, fingerprint: str) -> dict[str, Any]:
         "updated_at": job.updated_at,
         "next_attempt_at": job.next_attempt_at,
         "expires_at": job.expires_at,
+        "ordering_key": job.ordering_key,
     }
 
 
@@ -144,4 +147,42 @@ def completion_params(c: Completion) -> dict[str, Any]:
         "now": c.now,
         "unsent": 0 if c.sent else 1,
         "lapsed_before": c.lapsed_before,
+    }
+
+
+def schedule_record(row: RowMapping) -> ScheduleRecord:
+    spec = ScheduleSpec(
+        name=row["name"],
+        cron=row["cron"],
+        timezone=row["timezone"],
+        target=row["target"],
+        payload=bytes(row["payload"]),
+        headers=dict(row["headers"] or {}),
+        enabled=bool(row["enabled"]),
+    )
+    return ScheduleRecord(
+        spec=spec,
+        next_run_at=row["next_run_at"],
+        last_run_at=row["last_run_at"],
+        last_job_id=row["last_job_id"],
+        last_error=row["last_error"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def schedule_row(spec: ScheduleSpec, next_run_at: float | None, now: float) -> dict[str, Any]:
+    """The ``schedules`` row of ``spec`` put at ``now``, without what its fires write
+    (``created_at`` counts on insert only)."""
+    return {
+        "name": spec.name,
+        "cron": spec.cron,
+        "timezone": spec.timezone,
+        "target": spec.target,
+        "payload": spec.payload,
+        "headers": dict(spec.headers),
+        "enabled": spec.enabled,
+        "next_run_at": next_run_at,
+        "created_at": now,
+        "updated_at": now,
     }

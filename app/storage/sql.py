@@ -8,15 +8,15 @@ backlog) are returned by operations as values and raised afterwards, so they
 never roll back other callers' writes. This module holds the store's
 lifecycle, its targets, its reads and the operator's commands; new jobs are
 written by ``intake.py``, claims, completions and maintenance by
-``delivery.py``, and what all of them share is in ``store.py``.
+``delivery.py``, schedules by ``schedules.py``, and what all of them share
+(reads retried after transient errors included) is in ``store.py``.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Collection
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import Select, TextualSelect, select, text
 
@@ -24,25 +24,19 @@ from app.core import errors
 from app.core.attempt import AttemptRecord
 from app.core.job import ACTIVE, TERMINAL, IllegalTransition, JobRecord, JobState
 from app.core.target import TargetRecord, TargetSpec
-from app.storage import statements
+from app.storage import ordering, statements
 from app.storage.base import ATTEMPTS_PAGE, Activity, JobFilter
 from app.storage.delivery import Delivery
-from app.storage.engine import Conn, Unit
-from app.storage.faults import Fault, classify
-from app.storage.group import FIRST_BACKOFF_S, MAX_BACKOFF_S, Tx, unavailable
-from app.storage.intake import Intake
+from app.storage.engine import Conn
+from app.storage.group import Tx
 from app.storage.models import attempts, jobs, targets
 from app.storage.records import attempt_record, job_record, target_record, target_row
+from app.storage.schedules import Schedules
 from app.storage.statements import TARGET_BY_NAME, VERSIONS_CHUNK, count_query, list_query
 from app.storage.store import raise_if_error
 
-T = TypeVar("T")
 
-#: how long a read is tried again after transient errors before it answers 503
-READ_BUDGET_S = 1.0
-
-
-class SqlJobStore(Intake, Delivery):
+class SqlJobStore(Schedules, Delivery):
     """The ``JobStore`` on one SQL database, through the given ``Dialect``."""
 
     # -- lifecycle ---------------------------------------------------------
@@ -60,27 +54,6 @@ class SqlJobStore(Intake, Delivery):
             await conn.execute(text("SELECT 1"))
 
         await self._read(unit, budget_s=0.0)
-
-    async def _read(self, unit: Unit[T], *, budget_s: float = READ_BUDGET_S) -> T:
-        """``unit`` on a reader, run again after transient errors for ``budget_s``;
-        then ``DatabaseUnavailable``. No driver error leaves the store."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + budget_s
-        backoff = FIRST_BACKOFF_S
-        while True:
-            try:
-                return await self._database.read(unit)
-            except Exception as exc:
-                fault = classify(exc)
-                if fault is Fault.REFUSED:
-                    # a value no query can hold (a NUL byte in an id): the asker's
-                    raise errors.BadRequest("the database refused a value of this request") from exc
-                if fault is not Fault.TRANSIENT:
-                    raise
-                if loop.time() + backoff > deadline:
-                    raise unavailable(exc) from exc
-            await asyncio.sleep(backoff)
-            backoff = min(MAX_BACKOFF_S, backoff * 2)
 
     async def database_time(self) -> float:
         """The database server's clock, in epoch seconds (Postgres; else this host's)."""
@@ -353,11 +326,17 @@ class SqlJobStore(Intake, Delivery):
             if row is None:
                 return await self._why_not(tx.conn, caller, job_id, "cancel")
             self._adjust_active(tx, -1)
-            self._tally(tx).moved(current.target, was, JobState.CANCELLED, now)
-            return job_record(row)
+            tally = self._tally(tx)
+            tally.moved(current.target, was, JobState.CANCELLED, now)
+            job = job_record(row)
+            if job.ordering_key is not None:
+                finished = [(job.target, job.ordering_key, job.id)]
+                led[:] = await ordering.move_on(tx.conn, self._lines, finished, tally, now)
+            return job
 
+        led: list[str] = []
         cancelled = raise_if_error(await self._writer.run(op, alone=True))
-        self.on_change((job_id,))
+        self.on_change((job_id, *led))
         return cancelled
 
     async def retry(self, caller: str | None, job_id: str, now: float) -> JobRecord:
@@ -378,8 +357,13 @@ class SqlJobStore(Intake, Delivery):
             if row is None:
                 return await self._why_not(tx.conn, caller, job_id, "operator_retry")
             self._adjust_active(tx, +1)
-            self._tally(tx).moved(current.target, JobState(current.state), JobState.QUEUED, now)
-            return job_record(row)
+            tally = self._tally(tx)
+            tally.moved(current.target, JobState(current.state), JobState.QUEUED, now)
+            job = job_record(row)
+            if job.ordering_key is not None:
+                # sent again in its turn: at the end of its key's line
+                job = (await ordering.join(tx.conn, self._lines, [job], tally, now))[job.id]
+            return job
 
         retried = raise_if_error(await self._writer.run(op, alone=True))
         self.on_change((job_id,))

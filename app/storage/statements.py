@@ -54,6 +54,7 @@ from app.storage.models import (
     target_minutes,
     targets,
 )
+from app.storage.ordering import LineStatements
 
 COLUMNS = ", ".join(c.name for c in jobs.c)
 
@@ -130,6 +131,8 @@ class Statements:
     add_minutes: Executable
     #: a job's target and state, locked until the transaction ends: (the caller's, anyone's)
     lock_job: tuple[TextualSelect, TextualSelect]
+    #: the lines of jobs with an ordering key (``ordering.py``)
+    lines: LineStatements
 
     @classmethod
     def build(cls, dialect: Dialect) -> Statements:
@@ -169,6 +172,7 @@ class Statements:
                 jobs.c.target,
                 jobs.c.state,
             ),
+            lines=LineStatements.build(dialect),
         )
 
 
@@ -241,7 +245,7 @@ _COMPLETE_SQL_TAIL = (
     "FROM v WHERE jobs.id = v.id AND jobs.deliveries = v.delivery AND jobs.state = 'running' "
     # a rescue writes only over a lease still lapsed (a heartbeat may have renewed it)
     "AND (v.lapsed_before IS NULL OR jobs.lease_expires_at < v.lapsed_before) "
-    "RETURNING jobs.id"
+    "RETURNING jobs.id, jobs.ordering_key"
 )
 _COMPLETE_TYPES = (
     "varchar",
@@ -317,6 +321,11 @@ COUNT_ACTIVE = text("SELECT coalesce(sum(count), 0) FROM target_backlog")
 COUNT_FINISHED_BY_STATE = text(
     f"SELECT state, count(*) FROM jobs WHERE {FINISHED_SQL} GROUP BY state"
 )
+# the jobs with a key that a maintenance pass at ``now`` just failed as expired
+EXPIRED_NOW_KEYED = text(
+    "SELECT target, ordering_key, id FROM jobs WHERE completed_at = :now "
+    "AND failure_reason = 'expired' AND ordering_key IS NOT NULL"
+)
 NEXT_DUE = text("SELECT min(next_attempt_at) FROM jobs WHERE state IN ('scheduled', 'retrying')")
 # the backlog counted from the jobs (maintenance checks the kept counts against it)
 BACKLOG = text(
@@ -390,6 +399,8 @@ def _filtered(query: Select[Any], f: JobFilter) -> Select[Any]:
         query = query.where(text(FINISHED_SQL if state in TERMINAL else ACTIVE_SQL))
     if f.target is not None:
         query = query.where(jobs.c.target == f.target)
+    if f.ordering_key is not None:
+        query = query.where(jobs.c.ordering_key == f.ordering_key)
     if f.created_after is not None:
         if f.created_after > 0:
             # An id is made from its job's creation time or a later one (never an

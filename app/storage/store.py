@@ -3,14 +3,16 @@ committer and statements, the count of unfinished jobs, the targets a write
 batch has looked up, and the per-target counts its writes change.
 
 The store is put together from parts by domain (``sql.py``: targets, reads and
-operator commands; ``intake.py``; ``delivery.py``), each a subclass of
-``SqlStoreBase``. Helpers here run inside a ``GroupCommitter`` transaction
+operator commands; ``intake.py``; ``delivery.py``; ``schedules.py``), each a
+subclass of ``SqlStoreBase``; reads (``_read``) are retried here after
+transient errors. Helpers here run inside a ``GroupCommitter`` transaction
 (``Tx``): what they learn or change is kept in the batch (``tx.batch``) and
 applied to this process's state only after the commit.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable
 from functools import partial
 from typing import TypeVar
@@ -21,12 +23,17 @@ from app.storage import statements
 from app.storage.base import no_one_listens
 from app.storage.counts import Tally
 from app.storage.dialect import Dialect
-from app.storage.engine import Conn, Database
-from app.storage.group import GroupCommitter, Tx
+from app.storage.engine import Conn, Database, Unit
+from app.storage.faults import Fault, classify
+from app.storage.group import FIRST_BACKOFF_S, MAX_BACKOFF_S, GroupCommitter, Tx, unavailable
+from app.storage.ordering import LineStatements
 from app.storage.records import target_record
 from app.storage.statements import TARGET_BY_NAME, Statements
 
 T = TypeVar("T")
+
+#: how long a read is tried again after transient errors before it answers 503
+READ_BUDGET_S = 1.0
 
 _ACTIVE_DELTA = "active_delta"
 _TALLY = "tally"
@@ -72,6 +79,33 @@ class SqlStoreBase:
     @property
     def committer(self) -> GroupCommitter:
         return self._writer
+
+    @property
+    def _lines(self) -> LineStatements:
+        return self._statements.lines
+
+    # -- reads ------------------------------------------------------------------
+
+    async def _read(self, unit: Unit[T], *, budget_s: float = READ_BUDGET_S) -> T:
+        """``unit`` on a reader, run again after transient errors for ``budget_s``;
+        then ``DatabaseUnavailable``. No driver error leaves the store."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget_s
+        backoff = FIRST_BACKOFF_S
+        while True:
+            try:
+                return await self._database.read(unit)
+            except Exception as exc:
+                fault = classify(exc)
+                if fault is Fault.REFUSED:
+                    # a value no query can hold (a NUL byte in an id): the asker's
+                    raise errors.BadRequest("the database refused a value of this request") from exc
+                if fault is not Fault.TRANSIENT:
+                    raise
+                if loop.time() + backoff > deadline:
+                    raise unavailable(exc) from exc
+            await asyncio.sleep(backoff)
+            backoff = min(MAX_BACKOFF_S, backoff * 2)
 
     # -- unfinished jobs, as this process counts them ---------------------------
 

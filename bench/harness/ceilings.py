@@ -25,7 +25,8 @@ from bench.harness.sink_client import sink_reset, sink_stats
 
 BARE_FASTAPI = "bare_fastapi_post_per_s"
 OUTBOUND_CLIENT = "outbound_client_per_s"
-#: a ceiling's name -> (the ratio's name, the figure of the scenario divided by the ceiling)
+#: a ceiling's name -> (the ratio's name, the figure of the scenario divided by the
+#: ceiling: a key of its result, or a dotted path into it, ``accepted_per_s.single``)
 CeilingSpec = dict[str, tuple[str, str]]
 
 
@@ -122,5 +123,12 @@ async def measure_ceilings(
         else:
             value = await bare_fastapi_ceiling(args, tmp)
         ceilings[name] = round(value, 1)
-        ratios[ratio] = round(result[figure] / value, 3)
+        ratios[ratio] = round(_figure(result, figure) / value, 3)
     return ceilings, ratios
+
+
+def _figure(result: dict[str, Any], path: str) -> float:
+    found: Any = result
+    for key in path.split("."):
+        found = found[key]
+    return float(found)

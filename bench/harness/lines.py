@@ -72,11 +72,17 @@ def scenario_line(
     measured: tuple[dict[str, float] | None, dict[str, float] | None] | None = None,
 ) -> dict[str, Any]:
     """One scenario's JSON line: its name and flags, its figures, the ceilings and
-    ratios of scenarios that measure any, the machine, then the detail."""
+    ratios of scenarios that measure any, the machine, then the detail.
+
+    A scenario that measures ceilings may have ratios of its own (between its
+    figures); they come first in ``ratios``, and stay with ``--skip-ceilings``.
+    """
     detail = result.pop("detail")
     line = {"scenario": scenario, **fields, **result}
     if measured is not None:
-        line["ceilings"], line["ratios"] = measured
+        own = line.pop("ratios", None)
+        line["ceilings"], ratios = measured
+        line["ratios"] = {**own, **(ratios or {})} if own else ratios
     return {**line, **machine(load_avg, loop_name), "detail": detail}
 
 

@@ -1,7 +1,9 @@
 """The load generator: ``POST /jobs`` over ``http1`` keep-alive connections,
 either as fast as ``--concurrency`` workers go (``post_jobs``) or paced at a
-rate (``offer_paced``), recording per job when it was sent, when it was
-answered and the id it got, and its own CPU (``Intake``); then the
+rate (``offer_paced``), or the same jobs a batch at a time through ``POST
+/jobs/batch`` (``post_batches``), recording per job when it was sent, when it
+was answered and the id it got, per request its round trip, and its own CPU
+(``Intake``); then the
 enqueue-to-delivery latencies from an ``Intake`` and the sink's arrival
 times, and what went wrong, on stderr. It also makes the aiohttp sessions the
 benchmark drives everything else through; it never starts a process.
@@ -51,6 +53,10 @@ class Intake:
     error_samples: list[str] = field(default_factory=list)
     #: paced load only: the latest a POST went out after its due time
     max_lag_s: float = 0.0
+    #: per request answered (one job, or one batch), its round trip (ms)
+    request_ms: list[float] = field(default_factory=list)
+    #: jobs carry one of this many ordering keys (job ``i`` the key ``k<i % n>``); 0: none
+    ordering_keys: int = 0
 
     @classmethod
     def empty(cls, jobs: int) -> Intake:
@@ -75,14 +81,17 @@ class Intake:
             if job_id is not None
         ]
 
-    def error(self, what: str) -> None:
-        self.errors += 1
+    def error(self, what: str, jobs: int = 1) -> None:
+        self.errors += jobs
         if len(self.error_samples) < 5:
             self.error_samples.append(what)
 
     async def post(self, client: http1.Client, url: str, i: int, target: str, key: str) -> None:
         """POST job ``i``; it counts as accepted only when answered ``202`` with an ``id``."""
-        body = orjson.dumps({"target": target, "payload": {"i": i}})
+        job: dict[str, object] = {"target": target, "payload": {"i": i}}
+        if self.ordering_keys:
+            job["ordering_key"] = f"k{i % self.ordering_keys}"
+        body = orjson.dumps(job)
         headers = {"content-type": "application/json", "idempotency-key": key}
         self.send_at[i] = time.time()
         try:
@@ -92,6 +101,7 @@ class Intake:
             self.error(f"job {i}: {type(exc).__name__}: {exc}")
             return
         self.answered_at[i] = time.time()
+        self.request_ms.append((self.answered_at[i] - self.send_at[i]) * 1000)
         if status != 202:
             self.error(f"job {i}: HTTP {status}: {raw[:200]!r}")
             return
@@ -99,6 +109,46 @@ class Intake:
             self.ids[i] = str(orjson.loads(raw)["id"])
         except (orjson.JSONDecodeError, KeyError, TypeError):
             self.error(f"job {i}: 202 without an id: {raw[:200]!r}")
+
+    async def post_batch(
+        self, client: http1.Client, url: str, indexes: range, target: str, key_prefix: str
+    ) -> None:
+        """POST jobs ``indexes`` as one ``POST /jobs/batch``, each with its own
+        ``idempotency_key`` (``<key_prefix>-<i>``) and the body ``post`` sends.
+
+        A job counts as accepted only when its result is ``202`` with a job
+        ``id``; a request that fails as a whole fails each of its jobs.
+        """
+        items = [
+            {"idempotency_key": f"{key_prefix}-{i}", "target": target, "payload": {"i": i}}
+            for i in indexes
+        ]
+        body = orjson.dumps({"jobs": items})
+        sent_at = time.time()
+        try:
+            async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                status, raw = await client.post(url, body, {"content-type": "application/json"})
+        except (OSError, TimeoutError) as exc:
+            self.error(f"batch from job {indexes[0]}: {type(exc).__name__}: {exc}", len(indexes))
+            return
+        answered_at = time.time()
+        self.request_ms.append((answered_at - sent_at) * 1000)
+        try:
+            results = orjson.loads(raw)["results"] if status == 200 else None
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            results = None
+        if not isinstance(results, list) or len(results) != len(indexes):
+            self.error(f"batch from job {indexes[0]}: HTTP {status}: {raw[:200]!r}", len(indexes))
+            return
+        for i, result in zip(indexes, results, strict=True):
+            self.send_at[i], self.answered_at[i] = sent_at, answered_at
+            accepted = isinstance(result, dict) and result.get("status") == 202
+            job = result.get("job") if accepted else None
+            job_id = job.get("id") if isinstance(job, dict) else None
+            if job_id is None:
+                self.error(f"job {i}: {orjson.dumps(result)[:200]!r}")
+            else:
+                self.ids[i] = str(job_id)
 
 
 def own_cpu_s() -> float:
@@ -112,14 +162,17 @@ async def post_jobs(
     concurrency: int,
     target: str = "bench",
     key_prefix: str = "bench",
+    ordering_keys: int = 0,
 ) -> Intake:
     """POST ``jobs`` jobs, round-robin over ``urls``, from ``concurrency`` workers on one session.
 
     Job ``i`` goes to ``urls[i % len(urls)]`` and carries ``Idempotency-Key:
-    <key_prefix>-<i>``; a job counts as accepted only when answered ``202``
-    with an ``id``. Anything else is an error.
+    <key_prefix>-<i>`` (and with ``ordering_keys`` the ordering key ``k<i % n>``);
+    a job counts as accepted only when answered ``202`` with an ``id``.
+    Anything else is an error.
     """
     result = Intake.empty(jobs)
+    result.ordering_keys = ordering_keys
     indexes = iter(range(jobs))  # shared by the workers: each takes the next job
 
     async def worker() -> None:
@@ -127,6 +180,38 @@ async def post_jobs(
         try:
             for i in indexes:
                 await result.post(client, urls[i % len(urls)], i, target, f"{key_prefix}-{i}")
+        finally:
+            client.close()
+
+    cpu0, t0 = own_cpu_s(), time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    result.wall_s = time.perf_counter() - t0
+    result.cpu_s = own_cpu_s() - cpu0
+    return result
+
+
+async def post_batches(
+    url: str,
+    jobs: int,
+    batch_size: int,
+    concurrency: int,
+    target: str = "bench",
+    key_prefix: str = "bench",
+) -> Intake:
+    """POST ``jobs`` jobs to ``url`` (``…/jobs/batch``), ``batch_size`` to a request,
+    from ``concurrency`` workers on one session.
+
+    The jobs are those ``post_jobs`` sends, keys and bodies alike; each worker
+    takes the next ``batch_size`` of them (the last batch may be smaller).
+    """
+    result = Intake.empty(jobs)
+    batches = iter([range(low, min(jobs, low + batch_size)) for low in range(0, jobs, batch_size)])
+
+    async def worker() -> None:
+        client = http1.Client()
+        try:
+            for indexes in batches:
+                await result.post_batch(client, url, indexes, target, key_prefix)
         finally:
             client.close()
 

@@ -13,6 +13,7 @@ SCENARIOS = {
     "end_to_end": end_to_end.SCENARIO,
     "outage": outage.SCENARIO,
     "intake": intake.SCENARIO,
+    "batch_intake": intake.BATCH,
     "drain": drain.SCENARIO,
     "big_backlog": big_backlog.QUEUED,
     "big_backlog_scheduled": big_backlog.SCHEDULED,
@@ -24,6 +25,7 @@ IN_ALL = (
     "end_to_end",
     "outage",
     "intake",
+    "batch_intake",
     "drain",
     "big_backlog",
     "big_backlog_scheduled",
@@ -32,4 +34,12 @@ IN_ALL = (
 #: scenarios that seed a SQLite file directly, skipped by ``all`` with ``--db postgres``
 SQLITE_ONLY = ("big_backlog", "big_backlog_scheduled", "dashboard")
 #: scenarios that run one csjd, whatever --split and --replicas say
-ONE_CSJD = ("intake", "drain", "big_backlog", "big_backlog_scheduled", "soak", "dashboard")
+ONE_CSJD = (
+    "intake",
+    "batch_intake",
+    "drain",
+    "big_backlog",
+    "big_backlog_scheduled",
+    "soak",
+    "dashboard",
+)

@@ -55,7 +55,9 @@ async def end_to_end(args: argparse.Namespace, tmp: Path, sink: Service) -> dict
                 say(f"pushing {args.jobs} jobs over {args.concurrency} connections{spread}")
                 intake_gateways = gateways[:1] if args.split else gateways
                 urls = [gateway.base_url + "/jobs" for gateway in intake_gateways]
-                intake = await post_jobs(urls, args.jobs, args.concurrency)
+                intake = await post_jobs(
+                    urls, args.jobs, args.concurrency, ordering_keys=args.ordering_keys
+                )
                 report_intake(intake)
 
                 await wait_delivered(control, sink, gateways, intake.accepted, args.deadline)
@@ -126,6 +128,7 @@ SCENARIO = scenario(
         "db": args.db,
         "replicas": args.replicas,
         "split": args.split,
+        "ordering_keys": args.ordering_keys,
     },
     {
         BARE_FASTAPI: ("accepted_vs_bare_fastapi", "accepted_per_s"),

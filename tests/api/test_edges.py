@@ -34,6 +34,7 @@ async def test_health_and_readiness(api: Api) -> None:
         "dispatcher": "ok",
         "heartbeat": "ok",
         "maintenance": "ok",
+        "schedules": "ok",
         "lifecycle": "ok",
     }
     api.gateway.draining = True

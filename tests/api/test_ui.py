@@ -21,7 +21,7 @@ from app.core.outcome import FailureKind
 from app.dispatch.sender import Failure
 from app.storage.base import Activity
 from app.storage.counts import minute_of
-from app.testing import FakeSender, Reply
+from app.testing import FakeClock, FakeSender, Reply
 from tests.conftest import Api, ApiFactory
 
 ALICE = "alice-token-0123456789abcdef"
@@ -642,3 +642,31 @@ async def test_the_page_marks_what_the_script_redraws(api_factory: ApiFactory) -
     assert chart.count('<rect class="s"') == chart.count('<rect class="f"') == 15
     assert chart.count("<polyline") == 1 and "<title>" in chart
     assert re.search(r'<span id="updated"><time datetime="[^"]+Z" title="[^"]+Z">', page)
+
+
+async def test_the_page_lists_each_schedule_with_its_next_and_last_fire(
+    api_factory: ApiFactory,
+) -> None:
+    clock = FakeClock(1_800_000_000.0 - 90)  # 2027-01-15T07:58:30Z
+    api = await api_factory(clock=clock)
+    await api.put_target("billing")
+    await api.put_target("parked", enabled=False)
+    cron = {"cron": "*/5 * * * *", "target": "billing", "payload": {"n": 1}}
+    assert (await api.client.put("/schedules/reports", json=cron)).status_code == 201
+    skipping = {**cron, "target": "parked", "cron": "0 8 * * *"}
+    assert (await api.client.put("/schedules/parked-run", json=skipping)).status_code == 201
+    off = {**cron, "enabled": False}
+    assert (await api.client.put("/schedules/off", json=off)).status_code == 201
+    clock.t = 1_800_000_000.0 - 1_800_000_000.0 % 300 + 1
+    await api.gateway.scheduler.tick()
+    html = (await api.client.get("/ui")).text
+    reports = (await api.client.get("/schedules/reports")).json()
+    assert row(html, "schedule", "reports").startswith("reports */5 * * * * UTC billing in ")
+    assert f'href="/ui/jobs/{reports["last_job_id"]}"' in html
+    assert "skipped: the target &#39;parked&#39; is disabled" in html
+    assert row(html, "schedule", "off").startswith("off */5 * * * * UTC billing disabled never")
+
+
+async def test_without_schedules_the_page_says_how_to_make_one(api: Api) -> None:
+    html = (await api.client.get("/ui")).text
+    assert 'id="no-schedules"' in html and "PUT /schedules/{name}" in html

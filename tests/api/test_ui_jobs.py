@@ -403,6 +403,23 @@ async def test_the_job_list_filters_by_target_state_caller_reason_and_time(
     )
 
 
+async def test_the_job_list_finds_an_ordering_keys_line_and_the_job_page_links_it(
+    api: Api,
+) -> None:
+    await api.put_target(enabled=False)
+    ids = []
+    for n, key in enumerate(["acct-1", "acct-2", "acct-1"]):
+        body = {"target": "billing", "payload": {"n": n}, "ordering_key": key}
+        ids.append((await api.post_job(f"o{n}", body)).json()["id"])
+    page = (await api.client.get("/ui/jobs", params={"ordering_key": "acct-1"})).text
+    assert listed(page) == [ids[2], ids[0]]
+    assert 'name="ordering_key" value="acct-1"' in page
+    assert re.fullmatch(rf"{ids[2]} key: o2 .* scheduled held: ordering .*", rows(page, "jobs")[0])
+    job_page = (await api.client.get(f"/ui/jobs/{ids[2]}")).text
+    assert 'data-field="ordering-key"' in job_page
+    assert "/ui/jobs?target=billing&amp;ordering_key=acct-1" in job_page
+
+
 async def test_the_job_list_pages_older_and_newer(
     history: tuple[Api, list[str], FakeClock],
 ) -> None:
@@ -439,6 +456,7 @@ async def test_the_job_list_pages_older_and_newer(
         ({"target": "x" * 64}, "Target: String should have at most 63 characters"),
         ({"cursor": "nope"}, "Page: the cursor is not one this server gave out"),
         ({"limit": "0"}, "Jobs per page: Input should be greater than or equal to 1"),
+        ({"ordering_key": "k" * 201}, "Ordering key: String should have at most 200 characters"),
     ],
 )
 async def test_a_bad_filter_is_a_400_page_that_says_what_is_wrong(

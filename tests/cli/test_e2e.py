@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from app.console import actions
-from app.console.actions import Output
 from app.console.client import Api
+from app.console.output import Output
 from app.testing import Reply, Sink
 from tests.cli.conftest import Csjd, Run
 from tests.e2e.gateway import ROOT, GatewayProcess
@@ -288,3 +288,37 @@ def test_an_operator_finds_inspects_and_bulk_retries_real_failures(
     shown = run("jobs", "show", down_ids[2], "--json").json()
     assert shown["state"] == "succeeded"
     assert [a["status_code"] for a in shown["attempt_list"]] == [500, 200]
+
+
+def test_an_operator_schedules_jobs_from_the_command_line(
+    gateway: GatewayProcess, sink: Sink
+) -> None:
+    csjd = _cli(gateway)
+    assert csjd("targets", "put", "reports", "--url", sink.url("/reports")).code == 0
+    put = csjd(
+        "schedules",
+        "put",
+        "tick",
+        "--cron",
+        "*/2 * * * * *",
+        "--target",
+        "reports",
+        "--payload",
+        '{"report": "daily"}',
+    )
+    assert put.code == 0, put.err
+    assert put.out.splitlines()[0] == "created schedule tick"
+    got = sink.wait_for(lambda got: len(got) >= 1, timeout=15)
+    assert got[0].body == b'{"report":"daily"}'
+    listed = csjd("schedules", "list")
+    assert listed.code == 0, listed.err
+    row = next(line.split("\t") for line in listed.out.splitlines() if line.startswith("tick"))
+    assert row[:5] == ["tick", "*/2 * * * * *", "UTC", "reports", "yes"]
+    shown = csjd("schedules", "show", "tick", "--json").json()
+    assert shown["last_job_id"] is not None
+    refused = csjd("schedules", "put", "bad", "--cron", "61 * * * *", "--target", "reports")
+    assert refused.code == 1
+    assert "bad minute" in refused.err
+    deleted = csjd("schedules", "delete", "tick")
+    assert (deleted.code, deleted.out.strip()) == (0, "deleted schedule tick")
+    assert csjd("schedules", "show", "tick").err.startswith("csjd: Not found")

@@ -106,7 +106,7 @@ def test_a_producer_key_on_targets_hints_at_an_admin_key(
     run = csjd("targets", "list")
     assert run.code == 1
     assert run.err.splitlines()[0] == "csjd: Forbidden: role 'producer' may not use /targets"
-    assert "managing targets needs an admin key" in run.err
+    assert "managing targets and schedules needs an admin key" in run.err
 
 
 def test_the_console_options_go_before_or_after_the_command(csjd: Csjd) -> None:
@@ -150,7 +150,7 @@ def test_the_gateway_address_before_targets_put(mock_api: respx.MockRouter, csjd
 def test_console_options_are_refused_for_other_commands(csjd: Csjd) -> None:
     run = csjd("--url", "http://x.test", "migrate")
     assert run.code == 2
-    assert "--url: only for targets, jobs, status" in run.err
+    assert "--url: only for targets, schedules, jobs, status" in run.err
 
 
 def test_flags_win_over_the_environment(csjd: Csjd) -> None:

@@ -55,7 +55,7 @@ def test_every_filter_goes_to_the_api(mock_api: respx.MockRouter, csjd: Csjd) ->
     run = csjd(
         "jobs", "list", "--state", "failed", "--target", "billing", "--caller", "shop",
         "--reason", "attempts_exhausted", "--since", "2026-01-01T02:00:00+02:00",
-        "--until", "2h", "--limit", "20", "--cursor", "c0",
+        "--until", "2h", "--limit", "20", "--cursor", "c0", "--ordering-key", "acct-42",
     )  # fmt: skip
     assert run.code == 0, run.err
     sent = dict(route.calls.last.request.url.params)
@@ -67,6 +67,7 @@ def test_every_filter_goes_to_the_api(mock_api: respx.MockRouter, csjd: Csjd) ->
         "caller": "shop",
         "reason": "attempts_exhausted",
         "created_after": "2026-01-01T00:00:00Z",
+        "ordering_key": "acct-42",
         "limit": "20",
         "cursor": "c0",
     }
@@ -154,6 +155,6 @@ def test_a_producer_asking_for_another_callers_jobs_is_told_why(
     assert run.code == 1
     assert run.err.splitlines() == [
         "csjd: Forbidden: the API key 'shop' sees only its own jobs",
-        "hint: the key in CSJD_TOKEN may not do this; managing targets needs an admin key, "
-        "and so do other callers' jobs (csjd keys new NAME --role admin)",
+        "hint: the key in CSJD_TOKEN may not do this; managing targets and schedules needs "
+        "an admin key, and so do other callers' jobs (csjd keys new NAME --role admin)",
     ]

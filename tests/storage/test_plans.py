@@ -32,7 +32,7 @@ from sqlalchemy import ClauseElement, TextClause, TextualSelect, insert, select,
 from app.core.job import FailureReason, JobState
 from app.core.target import TargetSpec
 from app.settings import Settings
-from app.storage import postgres, statements
+from app.storage import ordering, postgres, statements
 from app.storage.base import JobFilter
 from app.storage.engine import Conn
 from app.storage.factory import build_store
@@ -229,6 +229,18 @@ def _hot(store: SqlJobStore, conn: Conn) -> dict[str, tuple[ClauseElement | str,
             {"ix_jobs_finished"},
         ),
         "count_jobs_created_after": (counting(created_after=NOW - DAY), {}, {pk}),
+        # ordering keys: the next of a line, the heads an expiry finished, a key's jobs
+        "next_of_a_line": (
+            ordering._NEXT,
+            {"target": "billing", "key": "order-1"},
+            {"ix_jobs_line"},
+        ),
+        "expired_now_keyed": (statements.EXPIRED_NOW_KEYED, {"now": NOW}, {"ix_jobs_completed"}),
+        "list_jobs_of_an_ordering_key": (
+            listing(ordering_key="order-1"),
+            {},
+            {"ix_jobs_ordering_key"},
+        ),
         # maintenance's check of the backlog the writes keep
         "backlog_counted": (statements.BACKLOG, {}, {"ix_jobs_active"}),
         "target_busy": (statements.BUSY, {"t": "billing"}, {"ix_jobs_active"}),

@@ -40,6 +40,7 @@ from app.api.schemas import (
 from app.core.errors import Forbidden, NotFound, Unprocessable
 from app.core.hold import Hold
 from app.core.job import TERMINAL, FailureReason, JobRecord, JobState
+from app.core.ordering import MAX_KEY_CHARS
 from app.gateway import Gateway
 from app.storage.base import ATTEMPTS_PAGE, MAX_ATTEMPTS_PAGE, JobFilter
 
@@ -186,6 +187,12 @@ class JobQuery(BaseModel):
     created_before: str | None = Field(
         None, pattern=RFC3339, description=f"Created before this time; {_TIME_DESCRIPTION}"
     )
+    ordering_key: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_KEY_CHARS,
+        description="Only jobs with this ordering key",
+    )
 
 
 def filter_of(query: JobQuery, viewer: Viewer) -> JobFilter:
@@ -200,6 +207,7 @@ def filter_of(query: JobQuery, viewer: Viewer) -> JobFilter:
         reason=FailureReason(query.reason) if query.reason else None,
         created_after=_time("created_after", query.created_after),
         created_before=_time("created_before", query.created_before),
+        ordering_key=query.ordering_key,
     )
 
 

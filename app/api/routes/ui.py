@@ -1,8 +1,9 @@
 """``/ui``: the operator's dashboard, server-rendered HTML behind the API's own keys.
 
 One page shows every target's live state (breaker, pause, concurrency limit,
-backlog), the jobs accepted and finished per minute over the last quarter of
-an hour (counted and charted), and the failed jobs of every caller, each with
+backlog), every schedule with its next and last fire, the jobs accepted and
+finished per minute over the last quarter of an hour (counted and charted),
+and the failed jobs of every caller, each with
 a button that queues it again on behalf of its caller. The page is whole
 without script; its one script (``app/static/live.js``, at
 ``/ui/static/live.js``) polls ``/ui/live.json`` every few seconds and
@@ -64,12 +65,14 @@ _FAILED = JobFilter(state=JobState.FAILED)
 async def overview(request: Request, gateway: GatewayDep) -> Response:
     view = await dashboard.overview(gateway)
     failed = await gateway.store.list_jobs(_FAILED, limit=FAILED_SHOWN + 1, before_id=None)
+    schedules = await gateway.store.list_schedules()
     response = page(
         request,
         "overview.html",
         view=view,
         frame=dashboard.FRAME,
         targets=view.targets,
+        schedules=schedules,
         failed=failed[:FAILED_SHOWN],
         more_failed=len(failed) > FAILED_SHOWN,
         flash=take_flash(request),

@@ -66,6 +66,7 @@ LABELS = {
     "reason": "Failure reason",
     "created_after": "Created after",
     "created_before": "Created before",
+    "ordering_key": "Ordering key",
     "limit": "Jobs per page",
     "cursor": "Page",
     "trail": "Page",
@@ -158,6 +159,8 @@ def _describe(where: JobFilter) -> str:
         words.append(f"of the target {where.target}")
     if where.caller is not None:
         words.append(f"of the caller {where.caller}")
+    if where.ordering_key is not None:
+        words.append(f"with the ordering key {where.ordering_key}")
     if where.created_after is not None:
         words.append(f"created at or after {_utc(where.created_after)}")
     if where.created_before is not None:
