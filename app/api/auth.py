@@ -27,11 +27,10 @@ from starlette.responses import RedirectResponse
 
 from app.api import problems
 from app.api.guard import ASGIApp, Receive, Scope, Send
+from app.core.access import ANONYMOUS as ANONYMOUS
 from app.core.access import Keyring, KeyRole
 from app.core.errors import CsjdError, Forbidden, Unauthenticated
 
-#: The one scope of idempotency keys and jobs while auth is off.
-ANONYMOUS = ""
 #: where ``AuthGuard`` leaves the caller's name in the ASGI scope
 SCOPE_KEY = "csjd.caller"
 UI_PATH = "/ui"

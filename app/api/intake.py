@@ -69,6 +69,7 @@ def new_job(now: float, caller: str, key: str, body: JobIn) -> NewJob:
         created_at=now,
         refusal=body.refusal(now),
         ordering_key=body.ordering_key,
+        callback_target=body.callback_target,
     )
 
 

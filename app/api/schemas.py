@@ -286,6 +286,15 @@ class JobIn(BaseModel):
             "(succeeded, failed or cancelled). 1-200 visible characters"
         ),
     )
+    callback_target: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description=(
+            "A registered target told each time this job ends: a job to it, with payload "
+            '{"type": "job.succeeded" | "job.failed" | "job.cancelled", "job": <the job as '
+            "GET /jobs/{id} returns it>}, stored in the same commit as the ending"
+        ),
+    )
 
     @field_validator("payload")
     @classmethod
@@ -373,6 +382,8 @@ class JobOut(BaseModel):
     )
     held_until: datetime | None = Field(description="When the hold ends, when known")
     ordering_key: str | None = Field(description="Its line: see POST /jobs")
+    callback_target: str | None = Field(description="Told when it ends: see POST /jobs")
+    callback_job_id: str | None = Field(description="The callback job its latest ending made")
 
 
 class JobDetailOut(JobOut):

@@ -26,6 +26,8 @@ from pathlib import Path
 import yaml
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+#: The one scope of idempotency keys and jobs while auth is off.
+ANONYMOUS = ""
 #: tokens shorter than this are accepted with a warning (see ``Keyring.weak``)
 RECOMMENDED_TOKEN_CHARS = 24
 _TOKEN = re.compile(r"^[\x21-\x7e]+$")

@@ -128,6 +128,11 @@ class NewJob:
     refusal: CsjdError | None = None
     #: jobs of one target with one key go one at a time, in order (``ordering.py``)
     ordering_key: str | None = None
+    #: the target told when this job ends (``callback.py``)
+    callback_target: str | None = None
+    #: this job is the callback of that job: it takes no room in the backlog bound
+    #: (the job it follows already did), so an ending is never refused its callback
+    callback_of: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -154,6 +159,9 @@ class JobRecord:
     payload: bytes
     headers: Mapping[str, str] | None
     ordering_key: str | None = None
+    callback_target: str | None = None
+    #: the callback job its latest ending made
+    callback_job_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -192,4 +200,5 @@ def admit(job: NewJob, target: TargetSpec) -> JobRecord:
         payload=job.payload,
         headers=dict(job.headers) if job.headers else None,
         ordering_key=job.ordering_key,
+        callback_target=job.callback_target,
     )

@@ -24,15 +24,15 @@ from app.core.retry import Random
 from app.core.target import Effects, effects
 from app.storage import ordering, statements
 from app.storage.base import ClaimRequest
+from app.storage.endings import Ended, Endings
 from app.storage.engine import Conn
 from app.storage.group import Tx
 from app.storage.models import targets
 from app.storage.records import attempt_row, completion_params, job_record
 from app.storage.statements import COMPLETE_CHUNK, PURGE_BATCH
-from app.storage.store import SqlStoreBase
 
 
-class Delivery(SqlStoreBase):
+class Delivery(Endings):
     """The ``JobStore``'s dispatch and maintenance operations."""
 
     async def claim(
@@ -95,14 +95,14 @@ class Delivery(SqlStoreBase):
     async def _complete_batch(self, tx: Tx, batch: list[Completion]) -> list[bool]:
         """Write many attempts' results in a few statements; stale ones change nothing."""
         params = [completion_params(c) for c in batch]
-        #: the jobs written -> their ordering keys
-        matched: dict[str, str | None] = {}
+        #: the jobs written -> (their ordering key, their callback target)
+        matched: dict[str, tuple[str | None, str | None]] = {}
         for start in range(0, len(batch), COMPLETE_CHUNK):
             chunk = params[start : start + COMPLETE_CHUNK]
             sql = statements.complete_running(self._dialect, len(chunk))
             args = tuple(p[f] for p in chunk for f in statements.COMPLETE_FIELDS)
             for row in (await tx.conn.exec_driver_sql(sql, args)).all():
-                matched[row[0]] = row[1]
+                matched[row[0]] = (row[1], row[2])
         written: list[bool] = []
         finished = 0
         tally = self._tally(tx)
@@ -117,16 +117,13 @@ class Delivery(SqlStoreBase):
                     bool((await tx.conn.execute(statements.COMPLETE_CANCELLED, p)).rowcount)
                 )
         self._adjust_active(tx, -finished)
-        ended = [
-            (c.target, matched[c.job_id], c.job_id)
-            for c in batch
-            if matched.get(c.job_id) is not None and c.decision.state not in ACTIVE
-        ]
+        ended: list[Ended] = []
+        for c in batch:
+            key, callback = matched.get(c.job_id, (None, None))
+            if (key or callback) and c.decision.state not in ACTIVE:
+                ended.append(Ended(c.target, key, c.job_id, callback))
         if ended:
-            # each line a finished head led moves on in this commit
-            led = await ordering.move_on(tx.conn, self._lines, ended, tally, batch[0].now)
-            if led:
-                tx.after_commit.append(partial(self.on_change, led))
+            await self._ended(tx, ended, batch[0].now)
         rows = [attempt_row(c) for c, ok in zip(batch, written, strict=True) if ok and c.attempt]
         if rows:
             await tx.conn.execute(statements.INSERT_ATTEMPTS, rows)
@@ -178,11 +175,9 @@ class Delivery(SqlStoreBase):
                     count += int(n)
             self._adjust_active(tx, -count)
             if count:
-                # the lines whose head just expired move on
-                ended = await tx.conn.execute(statements.EXPIRED_NOW_KEYED, {"now": now})
-                await ordering.move_on(
-                    tx.conn, self._lines, ((t, k, i) for t, k, i in ended), tally, now
-                )
+                # what the endings of jobs with a line or a callback set off
+                rows = await tx.conn.execute(statements.EXPIRED_NOW_FOLLOWED, {"now": now})
+                await self._ended(tx, [Ended(*row) for row in rows], now)
             return count
 
         expired = await self._writer.run(op, alone=True)

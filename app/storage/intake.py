@@ -46,7 +46,9 @@ class Intake(SqlStoreBase):
         rows: list[dict[str, Any]] = []
         admitted: list[JobRecord] = []
         positions: list[int] = []
-        await self._hold_targets(tx, {job.target for job in batch})
+        named = {job.target for job in batch}
+        named.update(job.callback_target for job in batch if job.callback_target is not None)
+        await self._hold_targets(tx, named)
         #: the keys of admitted jobs that take room in the backlog: a key twice in
         #: the batch takes it once, a key already stored (a replay) not at all
         taking: set[tuple[str, str]] = set()
@@ -62,8 +64,20 @@ class Intake(SqlStoreBase):
                     f"no target named '{job.target}'", extensions={"target": job.target}
                 )
                 continue
+            if job.callback_target is not None and (
+                await self._target_in_batch(tx, job.callback_target) is None
+            ):
+                results[i] = errors.UnknownTarget(
+                    f"no target named '{job.callback_target}' (callback_target)",
+                    extensions={"target": job.callback_target},
+                )
+                continue
             key = (job.caller, job.idempotency_key)
-            if key not in taking and self._pending_active(tx) + len(taking) >= self._max_backlog:
+            if (
+                job.callback_of is None  # an ending is never refused its callback
+                and key not in taking
+                and self._pending_active(tx) + len(taking) >= self._max_backlog
+            ):
                 if stored is None:
                     # only near the bound: which keys are replays, that need no room
                     stored = set(await self._rows_by_key(tx.conn, batch))

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from app.core import errors, ordering
 from app.core.attempt import AttemptRecord, Completion, rescued
+from app.core.callback import callback_for
 from app.core.job import (
     ACTIVE,
     RETRIABLE,
@@ -95,6 +96,8 @@ class MemoryJobStore(MemorySchedules):
         self._lines: dict[tuple[str, str], list[str]] = {}
         #: a job behind its line's head -> the time it goes at the earliest once it leads
         self._not_before: dict[str, float] = {}
+        #: a job with a callback_target -> how many of its endings called back
+        self._callbacks: dict[str, int] = {}
 
     @property
     def shared(self) -> bool:
@@ -151,6 +154,12 @@ class MemoryJobStore(MemorySchedules):
         if name not in self._targets:
             raise errors.NotFound(f"no target named '{name}'")
         busy = sum(job.target == name for job in self._unfinished())
+        calling = sum(job.callback_target == name for job in self._unfinished())
+        if calling and not busy:
+            raise errors.Conflict(
+                f"target '{name}' is the callback_target of {calling} unfinished jobs",
+                extensions={"unfinished_jobs": calling},
+            )
         if busy:
             raise errors.Conflict(
                 f"target '{name}' still has {busy} unfinished jobs",
@@ -189,6 +198,9 @@ class MemoryJobStore(MemorySchedules):
     # -- intake ------------------------------------------------------------
 
     async def enqueue(self, job: NewJob) -> Enqueued:
+        return self._enqueue(job)
+
+    def _enqueue(self, job: NewJob) -> Enqueued:
         stored = self._keys.get((job.caller, job.idempotency_key))
         if stored is not None:
             # a key already stored wins over any refusal: a producer sending a
@@ -212,7 +224,13 @@ class MemoryJobStore(MemorySchedules):
             raise errors.UnknownTarget(
                 f"no target named '{job.target}'", extensions={"target": job.target}
             )
-        if self._active + 1 > self._max_backlog:
+        if job.callback_target is not None and job.callback_target not in self._targets:
+            raise errors.UnknownTarget(
+                f"no target named '{job.callback_target}' (callback_target)",
+                extensions={"target": job.callback_target},
+            )
+        # an ending is never refused its callback: the job it follows took the room
+        if job.callback_of is None and self._active + 1 > self._max_backlog:
             raise errors.BacklogFull.at(self._max_backlog)
         if job.id in self._jobs:  # the primary key, on SQL
             raise errors.RefusedByDatabase("the database refused to store this request's values")
@@ -450,8 +468,22 @@ class MemoryJobStore(MemorySchedules):
         else:
             at = job.updated_at if job.completed_at is None else job.completed_at
             self._counts.moved(job.target, before.state, job.state, at)
-        if job.ordering_key is not None and was_active and job.state in TERMINAL:
-            self._move_on(job)
+        if was_active and job.state in TERMINAL:
+            if job.ordering_key is not None:
+                self._move_on(job)
+            if job.callback_target is not None:
+                job = self._call_back(job)
+        return job
+
+    def _call_back(self, job: JobRecord) -> JobRecord:
+        """``job`` just ended: its callback, enqueued in the same step."""
+        n = self._callbacks.get(job.id, 0) + 1
+        try:
+            made = self._enqueue(callback_for(job, n, job.updated_at))
+        except errors.CsjdError:
+            return job  # (its target was deleted: SqlJobStore logs it)
+        self._callbacks[job.id] = n
+        job = self._jobs[job.id] = replace(job, callback_job_id=made.job.id)
         return job
 
     def _join(self, job: JobRecord) -> JobRecord:

@@ -27,6 +27,7 @@ from sqlalchemy import (
     Column,
     ForeignKey,
     Index,
+    Integer,
     LargeBinary,
     String,
     UniqueConstraint,
@@ -139,6 +140,13 @@ class JobRow(SQLModel, table=True):
             sqlite_where=text(BEHIND_SQL),
             postgresql_where=text(BEHIND_SQL),
         ),
+        # a target's delete: is it told of jobs not finished? Holds only jobs with a callback
+        Index(
+            "ix_jobs_callback",
+            "callback_target",
+            sqlite_where=text("callback_target IS NOT NULL"),
+            postgresql_where=text("callback_target IS NOT NULL"),
+        ),
         # GET /jobs?ordering_key=: holds only jobs with a key
         Index(
             "ix_jobs_ordering_key",
@@ -176,6 +184,11 @@ class JobRow(SQLModel, table=True):
     ordering_seq: int | None = Field(default=None, sa_column=Column(BigInteger))
     #: a job behind its line's head: the time it goes at the earliest once it leads
     not_before: float | None = None
+    #: the target told when this job ends, and the callback job its latest ending made
+    callback_target: str | None = Field(default=None, sa_column=Column(String(63)))
+    callback_job_id: str | None = Field(default=None, sa_column=Column(String(36)))
+    #: its endings that called back so far (the next callback's ``n`` is one more)
+    callbacks: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
 
 
 class AttemptRow(SQLModel, table=True):

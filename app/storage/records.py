@@ -45,6 +45,8 @@ def job_record(row: RowMapping) -> JobRecord:
         payload=bytes(row["payload"]),
         headers=row["headers"],
         ordering_key=row["ordering_key"],
+        callback_target=row["callback_target"],
+        callback_job_id=row["callback_job_id"],
     )
 
 
@@ -95,6 +97,7 @@ def job_row(job: JobRecord, fingerprint: str) -> dict[str, Any]:
         "next_attempt_at": job.next_attempt_at,
         "expires_at": job.expires_at,
         "ordering_key": job.ordering_key,
+        "callback_target": job.callback_target,
     }
 
 

@@ -27,6 +27,7 @@ from app.core.target import TargetRecord, TargetSpec
 from app.storage import ordering, statements
 from app.storage.base import ATTEMPTS_PAGE, Activity, JobFilter
 from app.storage.delivery import Delivery
+from app.storage.endings import Ended
 from app.storage.engine import Conn
 from app.storage.group import Tx
 from app.storage.models import attempts, jobs, targets
@@ -114,11 +115,17 @@ class SqlJobStore(Schedules, Delivery):
                     retry_after_s=1,
                 )
             busy = (await tx.conn.execute(statements.BUSY, {"t": name})).scalar_one()
+            calling = (await tx.conn.execute(statements.CALLED_BACK_BY, {"t": name})).scalar_one()
             exists = (
                 await tx.conn.execute(select(targets.c.name).where(targets.c.name == name))
             ).first()
             if exists is None:
                 return errors.NotFound(f"no target named '{name}'")
+            if calling and not busy:
+                return errors.Conflict(
+                    f"target '{name}' is the callback_target of {calling} unfinished jobs",
+                    extensions={"unfinished_jobs": calling},
+                )
             if busy:
                 return errors.Conflict(
                     f"target '{name}' still has {busy} unfinished jobs",
@@ -329,14 +336,13 @@ class SqlJobStore(Schedules, Delivery):
             tally = self._tally(tx)
             tally.moved(current.target, was, JobState.CANCELLED, now)
             job = job_record(row)
-            if job.ordering_key is not None:
-                finished = [(job.target, job.ordering_key, job.id)]
-                led[:] = await ordering.move_on(tx.conn, self._lines, finished, tally, now)
+            if job.ordering_key is not None or job.callback_target is not None:
+                ended = Ended(job.target, job.ordering_key, job.id, job.callback_target)
+                await self._ended(tx, [ended], now)
             return job
 
-        led: list[str] = []
         cancelled = raise_if_error(await self._writer.run(op, alone=True))
-        self.on_change((job_id, *led))
+        self.on_change((job_id,))
         return cancelled
 
     async def retry(self, caller: str | None, job_id: str, now: float) -> JobRecord:

@@ -245,7 +245,7 @@ _COMPLETE_SQL_TAIL = (
     "FROM v WHERE jobs.id = v.id AND jobs.deliveries = v.delivery AND jobs.state = 'running' "
     # a rescue writes only over a lease still lapsed (a heartbeat may have renewed it)
     "AND (v.lapsed_before IS NULL OR jobs.lease_expires_at < v.lapsed_before) "
-    "RETURNING jobs.id, jobs.ordering_key"
+    "RETURNING jobs.id, jobs.ordering_key, jobs.callback_target"
 )
 _COMPLETE_TYPES = (
     "varchar",
@@ -321,10 +321,12 @@ COUNT_ACTIVE = text("SELECT coalesce(sum(count), 0) FROM target_backlog")
 COUNT_FINISHED_BY_STATE = text(
     f"SELECT state, count(*) FROM jobs WHERE {FINISHED_SQL} GROUP BY state"
 )
-# the jobs with a key that a maintenance pass at ``now`` just failed as expired
-EXPIRED_NOW_KEYED = text(
-    "SELECT target, ordering_key, id FROM jobs WHERE completed_at = :now "
-    "AND failure_reason = 'expired' AND ordering_key IS NOT NULL"
+# the jobs with a line or a callback that a maintenance pass at ``now`` just
+# failed as expired (endings.Ended's fields)
+EXPIRED_NOW_FOLLOWED = text(
+    "SELECT target, ordering_key, id, callback_target FROM jobs WHERE completed_at = :now "
+    "AND failure_reason = 'expired' "
+    "AND (ordering_key IS NOT NULL OR callback_target IS NOT NULL)"
 )
 NEXT_DUE = text("SELECT min(next_attempt_at) FROM jobs WHERE state IN ('scheduled', 'retrying')")
 # the backlog counted from the jobs (maintenance checks the kept counts against it)
@@ -343,6 +345,13 @@ FORGET_TARGET = (
     text("DELETE FROM target_minutes WHERE target = :t"),
 )
 BUSY = text(f"SELECT count(*) FROM jobs WHERE target = :t AND {ACTIVE_SQL}")
+# the unfinished jobs that would call the target back when they end (its index
+# holds only jobs with a callback; the states are a filter, written apart from
+# ix_jobs_active's term so that SQLite does not take that index instead)
+CALLED_BACK_BY = text(
+    "SELECT count(*) FROM jobs WHERE callback_target = :t "
+    "AND state NOT IN ('succeeded', 'failed', 'cancelled')"
+)
 # the job's state as read (and locked, where writers lock rows) just before
 _CANCEL_SQL = (
     "UPDATE jobs SET state = 'cancelled', completed_at = :now, next_attempt_at = NULL, "

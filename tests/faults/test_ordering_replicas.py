@@ -1,5 +1,6 @@
-"""Ordering keys over three Postgres replicas: one line per key whoever accepts,
-claims or finishes its jobs, one of them killed midway, and no lock waits."""
+"""Ordering keys and completion callbacks over three Postgres replicas: one line per
+key whoever accepts, claims or finishes its jobs, one callback per ending, one
+replica killed midway, and no lock waits."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import httpx
 import pytest
 
 from app.testing import Reply, Sink
+from tests.e2e.test_callbacks import endings
 from tests.e2e.test_ordering import assert_one_at_a_time, sent_in_order
 from tests.faults.conftest import ReplicaFactory
 from tests.faults.postgres import PrivatePostgres
@@ -33,6 +35,7 @@ def test_three_replicas_keep_each_key_in_order_through_retries_and_a_kill(
         then=Reply(delay_s=0.02),
     )
     sink.answer("/free", Reply())
+    sink.answer("/hooks", Reply())
     replicas[0].put_target(
         "ordered",
         url=sink.url("/ordered"),
@@ -41,6 +44,7 @@ def test_three_replicas_keep_each_key_in_order_through_retries_and_a_kill(
         backoff_max_s=0.2,
     )
     replicas[0].put_target("free", url=sink.url("/free"), max_concurrency=32)
+    replicas[0].put_target("hooks", url=sink.url("/hooks"), max_concurrency=32)
     accepted: list[str] = []
     lock = threading.Lock()
 
@@ -50,7 +54,8 @@ def test_three_replicas_keep_each_key_in_order_through_retries_and_a_kill(
             for n in range(PER_KEY):
                 # each job of a key through another replica than the one before
                 replica = replicas[(key_index + n) % 3]
-                for target, ordering in (("ordered", {"ordering_key": key}), ("free", {})):
+                keyed = {"ordering_key": key, "callback_target": "hooks"}
+                for target, ordering in (("ordered", keyed), ("free", {})):
                     response = client.post(
                         f"{replica.client.base_url}/jobs",
                         json={"target": target, "payload": {"key": key, "n": n}, **ordering},
@@ -68,5 +73,13 @@ def test_three_replicas_keep_each_key_in_order_through_retries_and_a_kill(
     ended = _wait_terminal(replicas[0], accepted, timeout=120)
     assert {job["state"] for job in ended.values()} == {"succeeded"}
     assert_one_at_a_time(sent_in_order(sink.received("/ordered")), PER_KEY)
+    # each keyed job called back once, whichever replica ended it
+    keyed_ids = {job_id for job_id, job in ended.items() if job["target"] == "ordered"}
+    sink.wait_for(lambda _: len(endings(sink.received("/hooks"))) == len(keyed_ids), timeout=60)
+    assert endings(sink.received("/hooks")) == dict.fromkeys(keyed_ids, "job.succeeded")
+    stored = [replicas[0].job(ended[j]["callback_job_id"]) for j in keyed_ids]
+    assert sorted(job["idempotency_key"] for job in stored) == sorted(
+        f"callback:{j}:1" for j in keyed_ids
+    )
     assert private_postgres.lock_waits() == []
     assert private_postgres.deadlocks() == []

@@ -235,7 +235,11 @@ def _hot(store: SqlJobStore, conn: Conn) -> dict[str, tuple[ClauseElement | str,
             {"target": "billing", "key": "order-1"},
             {"ix_jobs_line"},
         ),
-        "expired_now_keyed": (statements.EXPIRED_NOW_KEYED, {"now": NOW}, {"ix_jobs_completed"}),
+        "expired_now_followed": (
+            statements.EXPIRED_NOW_FOLLOWED,
+            {"now": NOW},
+            {"ix_jobs_completed"},
+        ),
         "list_jobs_of_an_ordering_key": (
             listing(ordering_key="order-1"),
             {},
@@ -244,6 +248,7 @@ def _hot(store: SqlJobStore, conn: Conn) -> dict[str, tuple[ClauseElement | str,
         # maintenance's check of the backlog the writes keep
         "backlog_counted": (statements.BACKLOG, {}, {"ix_jobs_active"}),
         "target_busy": (statements.BUSY, {"t": "billing"}, {"ix_jobs_active"}),
+        "target_called_back": (statements.CALLED_BACK_BY, {"t": "billing"}, {"ix_jobs_callback"}),
     }
     if dialect == "postgresql":  # counted under its advisory lock on Postgres only
         hot["target_room"] = (
