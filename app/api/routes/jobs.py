@@ -49,6 +49,7 @@ router = APIRouter(tags=["jobs"])
 MAX_WAIT_S = 30.0
 #: attempt numbers are 32-bit integers in the database; ``after`` stays within them
 MAX_ATTEMPT_NUMBER = 2**31 - 1
+TRACEPARENT_EXAMPLE = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 #: a time in a query: RFC 3339, with its offset from UTC
 RFC3339 = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
 
@@ -59,6 +60,28 @@ _KEY_PARAMETER = {
     "description": '1 to 255 visible ASCII characters; "quoted" and bare forms are one key',
     "schema": {"type": "string", "minLength": 1, "maxLength": 257},
 }
+
+
+_TRACE_PARAMETERS = [
+    {
+        "name": "traceparent",
+        "in": "header",
+        "required": False,
+        "description": (
+            "W3C Trace Context: kept with the job (in its headers) and continued by every "
+            "delivery, the same trace id under a new parent id per attempt; an invalid one is "
+            "ignored. A traceparent in the body's headers wins over this one"
+        ),
+        "schema": {"type": "string", "example": TRACEPARENT_EXAMPLE},
+    },
+    {
+        "name": "tracestate",
+        "in": "header",
+        "required": False,
+        "description": "W3C Trace Context: kept and passed on with a valid traceparent",
+        "schema": {"type": "string"},
+    },
+]
 
 
 _IF_NONE_MATCH = {
@@ -99,13 +122,13 @@ def _etag(job: JobRecord, hold: Hold) -> str:
     status_code=202,
     response_model=JobOut,
     summary="Accept a job for delivery",
-    openapi_extra={"parameters": [_KEY_PARAMETER]},
+    openapi_extra={"parameters": [_KEY_PARAMETER, *_TRACE_PARAMETERS]},
     responses=documented(400, 409, 413, 415, 422, 429, 503),
 )
 async def create_job(body: JobIn, intake: IntakeDep) -> Response:
     # Served by the intake lane (app/api/intake.py) in a running gateway; this
     # route gives OpenAPI the operation and answers it the same way.
-    job, replayed = await accept(intake.gateway, intake.caller, intake.key, body)
+    job, replayed = await accept(intake.gateway, intake.caller, intake.key, body, intake.trace)
     hold = hold_at_hand(intake.gateway, job)
     return _json(job_json(job, hold), 202, accepted_headers(job, replayed))
 
@@ -122,7 +145,8 @@ DOCUMENTED_BODIES: tuple[type[BaseModel], ...] = (BatchIn,)
         "Each item is the body of POST /jobs with its own `idempotency_key` (the "
         "Idempotency-Key header is not used), and gets the status and the job or the "
         "problem POST /jobs would answer it. Every accepted job is committed, in one "
-        "transaction, before the answer."
+        "transaction, before the answer. An item's trace context is the traceparent "
+        "(and tracestate) in its own `headers`; the request's traceparent header is not used."
     ),
     openapi_extra={
         "requestBody": {
