@@ -175,6 +175,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "measurement; big_backlog_scheduled: the same, scheduled days ahead at an enabled "
         "one (default 1000000)",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="trace: times the four variants run in turn; medians are reported (default 1)",
+    )
     looked = parser.add_argument_group("the dashboard scenario")
     looked.add_argument(
         "--stored",
@@ -200,8 +206,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--jobs and --concurrency must be at least 1")
     if args.backlog < 1 or args.big_backlog < 1:
         parser.error("--backlog and --big-backlog must be at least 1")
-    if args.requests < 1:
-        parser.error("--requests must be at least 1")
+    if args.requests < 1 or args.rounds < 1:
+        parser.error("--requests and --rounds must be at least 1")
     if args.scenario in SQLITE_ONLY and args.db != "sqlite":
         parser.error(f"the {args.scenario} scenario seeds a SQLite file: it needs --db sqlite")
     if soak and args.duration < SOAK_SAMPLE_S:

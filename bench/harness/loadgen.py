@@ -80,10 +80,15 @@ class Intake:
         if len(self.error_samples) < 5:
             self.error_samples.append(what)
 
-    async def post(self, client: http1.Client, url: str, i: int, target: str, key: str) -> None:
-        """POST job ``i``; it counts as accepted only when answered ``202`` with an ``id``."""
+    async def post(
+        self, client: http1.Client, url: str, i: int, target: str, key: str, traced: bool = False
+    ) -> None:
+        """POST job ``i``; it counts as accepted only when answered ``202`` with an ``id``.
+        ``traced``: with a ``traceparent`` header of its own (trace ``i + 1``)."""
         body = orjson.dumps({"target": target, "payload": {"i": i}})
         headers = {"content-type": "application/json", "idempotency-key": key}
+        if traced:
+            headers["traceparent"] = f"00-{i + 1:032x}-{i + 1:016x}-01"
         self.send_at[i] = time.time()
         try:
             async with asyncio.timeout(REQUEST_TIMEOUT_S):
@@ -112,12 +117,14 @@ async def post_jobs(
     concurrency: int,
     target: str = "bench",
     key_prefix: str = "bench",
+    *,
+    traced: bool = False,
 ) -> Intake:
     """POST ``jobs`` jobs, round-robin over ``urls``, from ``concurrency`` workers on one session.
 
     Job ``i`` goes to ``urls[i % len(urls)]`` and carries ``Idempotency-Key:
-    <key_prefix>-<i>``; a job counts as accepted only when answered ``202``
-    with an ``id``. Anything else is an error.
+    <key_prefix>-<i>`` (and with ``traced`` a ``traceparent``); a job counts as
+    accepted only when answered ``202`` with an ``id``. Anything else is an error.
     """
     result = Intake.empty(jobs)
     indexes = iter(range(jobs))  # shared by the workers: each takes the next job
@@ -126,7 +133,8 @@ async def post_jobs(
         client = http1.Client()  # one keep-alive connection per worker and host
         try:
             for i in indexes:
-                await result.post(client, urls[i % len(urls)], i, target, f"{key_prefix}-{i}")
+                url, key = urls[i % len(urls)], f"{key_prefix}-{i}"
+                await result.post(client, url, i, target, key, traced)
         finally:
             client.close()
 

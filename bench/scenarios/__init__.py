@@ -7,7 +7,16 @@ scenario is a module of its own here and builds its JSON line through
 
 from __future__ import annotations
 
-from bench.scenarios import big_backlog, dashboard, drain, end_to_end, intake, outage, soak
+from bench.scenarios import (
+    big_backlog,
+    dashboard,
+    drain,
+    end_to_end,
+    intake,
+    outage,
+    soak,
+    trace,
+)
 
 SCENARIOS = {
     "end_to_end": end_to_end.SCENARIO,
@@ -18,6 +27,7 @@ SCENARIOS = {
     "big_backlog_scheduled": big_backlog.SCHEDULED,
     "soak": soak.SCENARIO,
     "dashboard": dashboard.SCENARIO,
+    "trace": trace.SCENARIO,
 }
 #: what ``--scenario all`` runs, in this order (the soak takes its 10 minutes only on demand)
 IN_ALL = (
@@ -32,4 +42,12 @@ IN_ALL = (
 #: scenarios that seed a SQLite file directly, skipped by ``all`` with ``--db postgres``
 SQLITE_ONLY = ("big_backlog", "big_backlog_scheduled", "dashboard")
 #: scenarios that run one csjd, whatever --split and --replicas say
-ONE_CSJD = ("intake", "drain", "big_backlog", "big_backlog_scheduled", "soak", "dashboard")
+ONE_CSJD = (
+    "intake",
+    "drain",
+    "big_backlog",
+    "big_backlog_scheduled",
+    "soak",
+    "dashboard",
+    "trace",
+)
