@@ -5,8 +5,9 @@ gateway without one never loads the SDK. ``OtelTracing.from_environment``
 builds a tracer provider that the SDK configures from the standard ``OTEL_*``
 variables alone (endpoint, headers, timeout, compression, sampler, batch
 processor, resource; ``service.name`` is ``csjd`` unless they name one), with
-a batch processor, so export happens on the SDK's own thread. The provider is
-the gateway's, never registered as the process's global one.
+a batch processor, so export happens on the SDK's own thread; ``close`` sends
+what is left, waiting 5 s at most. The provider is the gateway's, never
+registered as the process's global one.
 
 An intake span (kind server, ``POST /jobs`` or ``POST /jobs/batch``) is a
 child of the producer's context, or a root when there is none; the job keeps
@@ -22,6 +23,7 @@ traces too). Every outcome but success sets the span's status to error.
 from __future__ import annotations
 
 import asyncio
+import threading
 
 from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -47,8 +49,8 @@ from app.core.job import JobRecord
 from app.core.outcome import Classified, Outcome
 from app.core.trace import TraceContext
 
-#: how long stopping waits for the last spans to be sent
-FLUSH_TIMEOUT_MS = 5000
+#: how long stopping waits for the last spans to be sent (the gateway's stop is bounded)
+STOP_TIMEOUT_S = 5.0
 
 
 class _IntakeSpan:
@@ -105,9 +107,10 @@ class OtelTracing:
 
     exporting = True
 
-    def __init__(self, provider: TracerProvider) -> None:
+    def __init__(self, provider: TracerProvider, *, stop_timeout_s: float = STOP_TIMEOUT_S) -> None:
         self._provider = provider
         self._tracer = provider.get_tracer("csjd", __version__)
+        self._stop_timeout_s = stop_timeout_s
 
     @classmethod
     def from_environment(cls) -> OtelTracing:
@@ -115,7 +118,8 @@ class OtelTracing:
         resource = Resource.create({SERVICE_VERSION: __version__})
         if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
             resource = resource.merge(Resource({SERVICE_NAME: "csjd"}))
-        provider = TracerProvider(resource=resource)
+        # stopping is ``close``'s, bounded; at exit the SDK would wait on a dead collector
+        provider = TracerProvider(resource=resource, shutdown_on_exit=False)
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         return cls(provider)
 
@@ -143,12 +147,14 @@ class OtelTracing:
         return _AttemptSpan(span)
 
     async def close(self) -> None:
-        # the exporter blocks (HTTP, with retries): off the event loop
-        await asyncio.to_thread(self._flush_and_shut_down)
-
-    def _flush_and_shut_down(self) -> None:
-        self._provider.force_flush(FLUSH_TIMEOUT_MS)
-        self._provider.shutdown()
+        """Send the spans still queued and stop, waiting ``stop_timeout_s`` at most."""
+        # the exporter blocks (HTTP, retried until its timeout) and a collector that
+        # is down would hold the gateway's stop: a daemon thread, waited for a while
+        stopping = threading.Thread(
+            target=self._provider.shutdown, name="csjd-trace-shutdown", daemon=True
+        )
+        stopping.start()
+        await asyncio.to_thread(stopping.join, self._stop_timeout_s)
 
 
 def _parent(context: TraceContext | None) -> Context:

@@ -6,13 +6,20 @@ over OTLP/HTTP from a real process."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import httpx
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -188,3 +195,31 @@ async def test_spans_still_waiting_to_be_sent_are_sent_when_the_gateway_stops(
         assert exporter.get_finished_spans() == ()
     [intake] = exporter.get_finished_spans()
     assert (hex_of(intake)[0], parent_of(intake)) == (TRACE_ID, PARENT_ID)
+
+
+class _Unanswered(SpanExporter):
+    """A collector that never answers (until released)."""
+
+    def __init__(self) -> None:
+        self.called = threading.Event()
+        self.release = threading.Event()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.called.set()
+        self.release.wait(60)
+        return SpanExportResult.SUCCESS
+
+
+async def test_a_collector_that_never_answers_holds_the_stop_no_longer_than_the_bound() -> None:
+    exporter = _Unanswered()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=3_600_000))
+    tracing = OtelTracing(provider, stop_timeout_s=0.2)
+    tracing.intake(None, "/jobs").refused(RuntimeError("boom"))
+    started = time.monotonic()
+    await tracing.close()
+    try:
+        assert time.monotonic() - started < 2
+        assert exporter.called.is_set()  # it did try to send the span
+    finally:
+        exporter.release.set()
