@@ -6,7 +6,7 @@ builds a tracer provider that the SDK configures from the standard ``OTEL_*``
 variables alone (endpoint, headers, timeout, compression, sampler, batch
 processor, resource; ``service.name`` is ``csjd`` unless they name one), with
 a batch processor, so export happens on the SDK's own thread; ``close`` sends
-what is left, waiting 5 s at most. The provider is the gateway's, never
+what is left, waiting 2 s at most. The provider is the gateway's, never
 registered as the process's global one.
 
 An intake span (kind server, ``POST /jobs`` or ``POST /jobs/batch``) is a
@@ -49,8 +49,9 @@ from app.core.job import JobRecord
 from app.core.outcome import Classified, Outcome
 from app.core.trace import TraceContext
 
-#: how long stopping waits for the last spans to be sent (the gateway's stop is bounded)
-STOP_TIMEOUT_S = 5.0
+#: how long stopping waits for the last spans to be sent: a part of the stop's
+#: margin after the drain (``app/serve.py``, ``SHUTDOWN_MARGIN_S``)
+STOP_TIMEOUT_S = 2.0
 
 
 class _IntakeSpan:
