@@ -47,7 +47,7 @@ _JSON = (b"content-type", b"application/json")
 
 
 async def accept(
-    gateway: Gateway, caller: str, key: str, body: JobIn, context: TraceContext | None
+    gateway: Gateway, caller: str, key: str, body: JobIn, context: TraceContext | None = None
 ) -> tuple[JobRecord, bool]:
     """Store the job (or find the one this key already made); (job, replayed).
     ``context`` is the request's trace context, if it named a valid one."""
@@ -79,12 +79,16 @@ def new_job(
     caller: str,
     key: str,
     body: JobIn,
-    headers: Mapping[str, str],
-    context: TraceContext | None,
+    headers: Mapping[str, str] | None = None,
+    context: TraceContext | None = None,
 ) -> NewJob:
     """The job ``body`` asks for at ``now``, under ``caller``'s ``key``, with
     ``headers`` (the body's, its trace context taken out, see ``traced``) and
-    ``context`` (the trace context it keeps)."""
+    ``context`` (the trace context it keeps). Without ``headers``, the body's
+    own trace context is kept, no span begun."""
+    if headers is None:
+        headers, own = trace.from_job_headers(body.headers)
+        context = context or own
     if body.run_at is not None:
         next_attempt_at = max(now, body.run_at.timestamp())
     else:

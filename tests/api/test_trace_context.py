@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.api.intake import new_job
+from app.api.schemas import JobIn
 from app.core import trace
 from app.testing import FakeSender, Reply
 from tests.conftest import Api
@@ -147,3 +149,13 @@ async def test_a_batch_item_s_traceparent_works_as_the_header_and_the_request_s_
     assert traced.parent_id != PARENT_ID
     assert "traceparent" not in by_job[ids[1]]
     assert "traceparent" not in by_job[ids[2]]
+
+
+def test_a_job_made_without_an_intake_span_keeps_its_body_s_trace_context() -> None:
+    body = JobIn.model_validate(
+        {"target": "billing", "payload": {}, "headers": {"TraceParent": TRACEPARENT, "X-A": "1"}}
+    )
+    job = new_job(1.0, "", "k", body)
+    assert job.headers == {"X-A": "1", "traceparent": TRACEPARENT}
+    # and its fingerprint is the one a POST /jobs of the same body gets
+    assert job.fingerprint == new_job(1.0, "", "k", body, {"X-A": "1"}, None).fingerprint
