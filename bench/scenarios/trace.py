@@ -36,14 +36,20 @@ OTLP_PATH = "/v1/traces"
 
 
 async def one_variant(
-    args: argparse.Namespace, tmp: Path, sink: Service, name: str, traced: bool, exported: bool
+    args: argparse.Namespace,
+    tmp: Path,
+    sink: Service,
+    variant: tuple[str, bool, bool],
+    round_no: int,
 ) -> dict[str, Any]:
-    """One measured run of one variant: its figures."""
+    """One measured run of one variant, on a database of its own: its figures."""
+    name, traced, exported = variant
     async with client_session(2) as control:
         await sink_reset(control, sink)
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.base_url} if exported else {}
-    async with fresh_database(args, tmp, f"trace_{name}.db") as database_url:
-        gateway = start_csjd(tmp, f"csjd_trace_{name}", database_url, extra_env=env)
+    run = f"trace_{name}_{round_no}"
+    async with fresh_database(args, tmp, f"{run}.db") as database_url:
+        gateway = start_csjd(tmp, f"csjd_{run}", database_url, extra_env=env)
         try:
             async with client_session(8) as control:
                 await gateway.wait_ready(control, "/readyz")
@@ -107,9 +113,10 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
 async def trace_cost(args: argparse.Namespace, tmp: Path, sink: Service) -> dict[str, Any]:
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in VARIANTS}
     for round_no in range(1, args.rounds + 1):
-        for name, traced, exported in VARIANTS:
+        for variant in VARIANTS:
+            name = variant[0]
             say(f"round {round_no} of {args.rounds}: {name}")
-            runs[name].append(await one_variant(args, tmp, sink, name, traced, exported))
+            runs[name].append(await one_variant(args, tmp, sink, variant, round_no))
     variants = {name: _summary(results) for name, results in runs.items()}
     base = variants["plain"]
     return {
