@@ -2,20 +2,18 @@
 and ``stop`` are the only places a gateway comes up or goes down.
 
 ``build`` makes the store (through ``app/storage/backend.py``, the one way into
-storage), the clocks, the sender, the tracing (``app/tracing.py``), the
-dispatcher, maintenance, the job watch, the metrics, the supervisor of
-background loops, the keyring, the database locks and the waker; it does no
-I/O. ``start`` takes the locks, migrates, opens the store, syncs the database
-clock, upserts the targets file, rescues attempts a dead process left running,
-and only then starts maintenance, dispatching and the listeners.
-``begin_drain`` makes it a lame duck (``/readyz`` and ``POST /jobs`` answer
-503, nothing new is claimed), and ``drain_deliveries`` starts the deliveries'
-drain once the listener closes. ``stop`` drains and closes everything in order
-(the tracing sends its last spans once the deliveries are over) and releases
-the locks. The ASGI lifespan (``app/main.py``) calls ``start`` and ``stop``, or
-``csjd serve`` (``app/serve.py``) does around uvicorn, and calls the drain
-verbs on a signal. Routes reach the gateway through ``app/api/deps.py``;
-nothing here is a module-level global.
+storage), the clocks, the sender, the tracing, the dispatcher, maintenance, the job watch,
+the metrics, the supervisor of background loops, the keyring, the database
+locks and the waker; it does no I/O. ``start`` takes the locks, migrates,
+opens the store, syncs the database clock, upserts the targets file, rescues
+attempts a dead process left running, and only then starts maintenance,
+dispatching and the listeners. ``begin_drain`` makes it a lame duck
+(``/readyz`` and ``POST /jobs`` answer 503, nothing new is claimed), and
+``drain_deliveries`` starts the deliveries' drain once the listener closes.
+``stop`` drains and closes everything in order and releases the locks. The
+ASGI lifespan (``app/main.py``) calls ``start`` and ``stop``, or ``csjd serve``
+(``app/serve.py``) does around uvicorn, and calls the drain verbs on a signal. Routes reach the
+gateway through ``app/api/deps.py``; nothing here is a module-level global.
 """
 
 from __future__ import annotations

@@ -106,8 +106,6 @@ class _AttemptSpan:
 class OtelTracing:
     """Spans made by the SDK's tracer and sent by its batch processor."""
 
-    exporting = True
-
     def __init__(self, provider: TracerProvider, *, stop_timeout_s: float = STOP_TIMEOUT_S) -> None:
         self._provider = provider
         self._tracer = provider.get_tracer("csjd", __version__)

@@ -8,8 +8,8 @@ its ``traceparent``. ``Untraced``, the tracing of a gateway with no
 producer's context as it came, and each attempt sends the same trace under a
 new random parent id; nothing here imports OpenTelemetry. ``tracing_for``
 picks ``app/otel.py`` (the SDK, imported only then) when traces are exported
-(``Settings.traces_exported``). The composition root (``app/gateway.py``) builds one and
-closes it last.
+(``Settings.traces_exported``). The composition root (``app/gateway.py``)
+builds one and closes it last.
 """
 
 from __future__ import annotations
@@ -45,9 +45,6 @@ class AttemptSpan(Protocol):
 
 
 class Tracing(Protocol):
-    #: whether spans leave the process (for the start line)
-    exporting: bool
-
     def intake(self, parent: TraceContext | None, route: str) -> IntakeSpan:
         """A span for a job taken in by ``route``, a child of ``parent`` (the producer's)."""
         ...
@@ -89,8 +86,6 @@ def _random_bits() -> int:
 
 class Untraced:
     """No export: the producer's context is kept and continued, nothing recorded."""
-
-    exporting = False
 
     def __init__(self, random_bits: Callable[[], int] = _random_bits) -> None:
         self._random_bits = random_bits
