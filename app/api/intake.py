@@ -45,6 +45,26 @@ from app.tracing import IntakeSpan
 PATH = "/jobs"
 _JSON = (b"content-type", b"application/json")
 
+#: the trace headers ``IntakeLane`` reads, as OpenAPI describes them (``routes/jobs.py``)
+TRACE_PARAMETERS = [
+    {
+        "name": name,
+        "in": "header",
+        "required": False,
+        "description": text,
+        "schema": {"type": "string"},
+    }
+    for name, text in (
+        (
+            "traceparent",
+            "W3C Trace Context, e.g. 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01: kept "
+            "with the job (in its headers), continued by each delivery under a new parent id; an "
+            "invalid one is ignored, one in the body's headers wins",
+        ),
+        ("tracestate", "W3C Trace Context: kept and passed on with a valid traceparent"),
+    )
+]
+
 
 async def accept(
     gateway: Gateway, caller: str, key: str, body: JobIn, context: TraceContext | None = None

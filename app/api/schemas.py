@@ -271,11 +271,7 @@ class JobIn(BaseModel):
     expires_at: datetime | None = Field(
         default=None, description="RFC 3339; before 9999-01-01T00:00:00Z"
     )
-    headers: dict[str, str] = Field(
-        default_factory=dict,
-        description="Added to the job's deliveries. A traceparent (and tracestate) here is the "
-        "job's W3C trace context, as the traceparent header of POST /jobs is, and wins over it",
-    )
+    headers: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("payload")
     @classmethod

@@ -22,7 +22,7 @@ from app.api.batch import accept_batch, envelope
 from app.api.cursors import decode_cursor, encode_cursor
 from app.api.deps import CallerDep, GatewayDep, IntakeDep, Viewer, ViewerDep, ensure_accepting
 from app.api.holds import hold_at_hand, holds
-from app.api.intake import accept, accepted_headers
+from app.api.intake import TRACE_PARAMETERS, accept, accepted_headers
 from app.api.present import attempt_json, job_detail_json, job_json, rfc3339
 from app.api.problems import documented
 from app.api.schemas import (
@@ -49,7 +49,6 @@ router = APIRouter(tags=["jobs"])
 MAX_WAIT_S = 30.0
 #: attempt numbers are 32-bit integers in the database; ``after`` stays within them
 MAX_ATTEMPT_NUMBER = 2**31 - 1
-TRACEPARENT_EXAMPLE = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 #: a time in a query: RFC 3339, with its offset from UTC
 RFC3339 = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
 
@@ -60,28 +59,6 @@ _KEY_PARAMETER = {
     "description": '1 to 255 visible ASCII characters; "quoted" and bare forms are one key',
     "schema": {"type": "string", "minLength": 1, "maxLength": 257},
 }
-
-
-_TRACE_PARAMETERS = [
-    {
-        "name": "traceparent",
-        "in": "header",
-        "required": False,
-        "description": (
-            "W3C Trace Context: kept with the job (in its headers) and continued by every "
-            "delivery, the same trace id under a new parent id per attempt; an invalid one is "
-            "ignored. A traceparent in the body's headers wins over this one"
-        ),
-        "schema": {"type": "string", "example": TRACEPARENT_EXAMPLE},
-    },
-    {
-        "name": "tracestate",
-        "in": "header",
-        "required": False,
-        "description": "W3C Trace Context: kept and passed on with a valid traceparent",
-        "schema": {"type": "string"},
-    },
-]
 
 
 _IF_NONE_MATCH = {
@@ -122,7 +99,7 @@ def _etag(job: JobRecord, hold: Hold) -> str:
     status_code=202,
     response_model=JobOut,
     summary="Accept a job for delivery",
-    openapi_extra={"parameters": [_KEY_PARAMETER, *_TRACE_PARAMETERS]},
+    openapi_extra={"parameters": [_KEY_PARAMETER, *TRACE_PARAMETERS]},
     responses=documented(400, 409, 413, 415, 422, 429, 503),
 )
 async def create_job(body: JobIn, intake: IntakeDep) -> Response:
