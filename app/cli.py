@@ -73,6 +73,11 @@ def serve(host: str, port: int, role: str) -> int:
                 "is trusted and may manage targets; set API keys outside a trusted network"
             },
         )
+    if settings.traces_exported:
+        log.info(
+            "traces_exported",
+            extra={"detail": "a span per intake and per attempt, over OTLP/HTTP (OTEL_*)"},
+        )
     try:
         return run(settings, host, port, the_role)
     except StartFailed as exc:

@@ -2,11 +2,12 @@
 and ``stop`` are the only places a gateway comes up or goes down.
 
 ``build`` makes the store (through ``app/storage/backend.py``, the one way into
-storage), the clocks, the sender, the dispatcher, maintenance, the scheduler
-of schedules, the job watch, the metrics, the supervisor of background loops,
-the keyring, the database locks and the waker; it does no I/O. ``start`` takes the locks, migrates,
-opens the store, syncs the database clock, upserts the targets file, rescues
-attempts a dead process left running, and only then starts maintenance,
+storage), the clocks, the sender, the tracing, the dispatcher, maintenance, the
+scheduler of schedules, the job watch, the metrics, the supervisor of background
+loops, the keyring, the database locks and the waker; it does no I/O. ``start``
+takes the locks, migrates, opens the store, syncs the database clock, upserts
+the targets file, rescues attempts a dead process left running, and only then
+starts maintenance,
 the scheduler (which fires at once what came due while no gateway ran),
 dispatching and the listeners. ``begin_drain`` makes it a lame duck
 (``/readyz`` and ``POST /jobs`` answer 503, nothing new is claimed), and
@@ -38,6 +39,7 @@ from app.settings import ProcessRole, Settings
 from app.storage.backend import Backend, DatabaseClock, Locks
 from app.storage.base import JobStore
 from app.supervisor import Supervisor
+from app.tracing import Tracing, tracing_for
 from app.watch import JobWatch
 
 log = logging.getLogger("csjd")
@@ -57,6 +59,8 @@ class Gateway:
     #: fires the schedules, on the maintenance leader
     scheduler: Scheduler
     sender: Sender
+    #: spans around intake and deliveries (exported, or none)
+    tracing: Tracing
     metrics: Metrics
     clock: Clock
     #: the database's clock, kept in sync while the gateway runs (Postgres only)
@@ -84,9 +88,10 @@ class Gateway:
         clock: Clock | None = None,
         rng: random.Random | None = None,
         role: ProcessRole = ProcessRole.ALL,
+        tracing: Tracing | None = None,
     ) -> Gateway:
         """Everything wired, nothing started; ``ConfigError`` if the API keys are unusable.
-        ``sender``, ``clock`` and ``rng`` replace the real ones (tests)."""
+        ``sender``, ``clock``, ``rng`` and ``tracing`` replace the real ones (tests)."""
         rng = rng or random.Random()
         keyring = build_keyring(settings)
         metrics = Metrics()
@@ -101,9 +106,11 @@ class Gateway:
         sender = sender or AiohttpSender(
             max_connections=settings.max_inflight, allow_private=settings.allow_private_targets
         )
+        tracing = tracing or tracing_for(settings.traces_exported)
         dispatcher = Dispatcher(
             store,
             sender,
+            tracing=tracing,
             clock=clock,
             rng=rng.random,
             metrics=metrics,
@@ -135,6 +142,7 @@ class Gateway:
             maintenance=maintenance,
             scheduler=scheduler,
             sender=sender,
+            tracing=tracing,
             metrics=metrics,
             clock=clock,
             database_clock=database_clock,
@@ -231,6 +239,7 @@ class Gateway:
             await self.maintenance.stop()
             await self.supervisor.stop()
             await self.sender.close()
+            await self.tracing.close()
             await self.store.close()
             if self.waker is not None:
                 self.waker.close()

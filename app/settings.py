@@ -3,19 +3,47 @@
 A ``Settings`` is built once by the entry point and handed to
 ``Gateway.build`` (``create_app(settings)``); nothing reads the environment
 anywhere else. The files it names (API keys, targets) are read by
-``app/config.py``.
+``app/config.py``. Whether traces are exported is the standard ``OTEL_*``
+variables' say, read from the process environment as the OpenTelemetry SDK
+reads the rest of them (``app/otel.py``); a ``.env`` file does not reach the
+SDK, so it does not count here either.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
 MIN_RETENTION_S = 86400
+#: the OTLP protocol csjd exports traces over
+OTLP_PROTOCOL = "http/protobuf"
+
+
+def otlp_traces_configured(environ: Mapping[str, str]) -> bool:
+    """Whether the standard ``OTEL_*`` variables in ``environ`` ask for traces over
+    OTLP: an ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_ENDPOINT``
+    is set, the SDK is not disabled (``OTEL_SDK_DISABLED``), and
+    ``OTEL_TRACES_EXPORTER``, when set, names ``otlp``."""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    exporters = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if exporters and "otlp" not in {name.strip() for name in exporters.split(",")}:
+        return False
+    endpoints = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+    return any(environ.get(name, "").strip() for name in endpoints)
+
+
+def _otlp_protocol(environ: Mapping[str, str]) -> str:
+    for name in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        if value := environ.get(name, "").strip():
+            return value
+    return OTLP_PROTOCOL
 
 
 class SqliteSynchronous(StrEnum):
@@ -75,6 +103,23 @@ class Settings(BaseSettings):
     sqlite_synchronous: SqliteSynchronous = SqliteSynchronous.FULL
     #: None: ``console`` when standard output is a terminal, else ``json``
     log_format: LogFormat | None = None
+    _traces_exported: bool = PrivateAttr(default_factory=lambda: otlp_traces_configured(os.environ))
+
+    @property
+    def traces_exported(self) -> bool:
+        """Spans go out over OTLP/HTTP (``otlp_traces_configured``, at start)."""
+        return self._traces_exported
+
+    @model_validator(mode="after")
+    def _exported_as_asked(self) -> Settings:
+        # another protocol would send protobuf over HTTP to a port that expects gRPC
+        protocol = _otlp_protocol(os.environ)
+        if otlp_traces_configured(os.environ) and protocol != OTLP_PROTOCOL:
+            raise ValueError(
+                f"csjd exports traces over OTLP/HTTP ({OTLP_PROTOCOL}) only, "
+                f"not {protocol} (OTEL_EXPORTER_OTLP_PROTOCOL)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _room_for_the_waiters(self) -> Settings:

@@ -200,6 +200,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "measurement; big_backlog_scheduled: the same, scheduled days ahead at an enabled "
         "one (default 1000000)",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="trace: times the four variants run in turn; medians are reported (default 1)",
+    )
     looked = parser.add_argument_group("the dashboard scenario")
     looked.add_argument(
         "--stored",
@@ -227,8 +233,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--ordering-keys must be 0 (no keys) or more")
     if args.backlog < 1 or args.big_backlog < 1:
         parser.error("--backlog and --big-backlog must be at least 1")
-    if args.requests < 1:
-        parser.error("--requests must be at least 1")
+    if args.requests < 1 or args.rounds < 1:
+        parser.error("--requests and --rounds must be at least 1")
     if max(args.batch_sizes) > MAX_BATCH_JOBS or args.batch_concurrency < 1:
         parser.error(
             f"--batch-sizes must be at most {MAX_BATCH_JOBS}; --batch-concurrency at least 1"

@@ -7,7 +7,9 @@ takes the body apart. What is wrong with the whole request (not JSON, no
 Each item is then judged alone, in the order a single ``POST /jobs`` judges
 its body: its size against ``CSJD_MAX_BODY_BYTES`` (413), its own
 ``idempotency_key`` (400), the ``JobIn`` model (422). The good ones become
-jobs by the same ``new_job`` and go to the store together
+jobs by the same ``traced`` and ``new_job``, each under the trace context of
+its own ``headers`` (the request's ``traceparent`` is not used, as its
+``Idempotency-Key`` is not), and go to the store together
 (``JobStore.enqueue_many``): one commit, and each refused there (unknown
 target, reused key, full backlog) refused alone. The answer holds one result
 per item, in order.
@@ -24,13 +26,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from app.api import problems
 from app.api.guard import BodyProblem, too_large
 from app.api.holds import hold_at_hand
-from app.api.intake import counted, new_job
+from app.api.intake import counted, new_job, traced
 from app.api.present import job_json
 from app.api.schemas import MAX_BATCH_JOBS, JobIn
 from app.core import idempotency
 from app.core.errors import CsjdError, InvalidIdempotencyKey
 from app.core.job import Enqueued, NewJob
 from app.gateway import Gateway
+from app.tracing import IntakeSpan
 
 PATH = "/jobs/batch"
 
@@ -54,15 +57,28 @@ async def accept_batch(gateway: Gateway, caller: str, items: list[Any]) -> list[
     max_bytes = gateway.settings.max_body_bytes
     results: list[dict[str, Any] | None] = []
     jobs: list[NewJob] = []
+    spans: list[IntakeSpan] = []
     for item in items:
         try:
             key, body = _item(item, max_bytes)
         except (CsjdError, BodyProblem, ValidationError) as exc:
             results.append(_refused(exc))
             continue
-        jobs.append(new_job(now, caller, key, body))
+        headers, span = traced(gateway, body, None, PATH)
+        jobs.append(new_job(now, caller, key, body, headers, span.context))
+        spans.append(span)
         results.append(None)
-    answers = await gateway.store.enqueue_many(jobs)
+    try:
+        answers = await gateway.store.enqueue_many(jobs)
+    except BaseException as exc:
+        for span in spans:
+            span.refused(exc)
+        raise
+    for span, answer in zip(spans, answers, strict=True):
+        if isinstance(answer, CsjdError):
+            span.refused(answer)
+        else:
+            span.accepted(answer.job, answer.replayed)
     if counted(answers, gateway):
         gateway.wake()
     stored = iter(answers)

@@ -16,9 +16,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from app.api.auth import ANONYMOUS, SCOPE_KEY
-from app.core import idempotency
+from app.core import idempotency, trace
 from app.core.access import KeyRole
 from app.core.errors import InvalidIdempotencyKey, Unavailable
+from app.core.trace import TraceContext
 from app.gateway import Gateway
 
 
@@ -85,13 +86,18 @@ class Intake:
     gateway: Gateway
     caller: str
     key: str
+    #: the request's trace context (``traceparent``, ``tracestate``), if valid
+    trace: TraceContext | None
 
 
 async def intake(request: Request) -> Intake:
     gateway: Gateway = request.app.state.gateway
     ensure_accepting(gateway)
     key = key_from(request.headers.getlist("idempotency-key"))
-    return Intake(gateway=gateway, caller=await get_caller(request), key=key)
+    context = trace.from_request(
+        request.headers.getlist(trace.TRACEPARENT), request.headers.getlist(trace.TRACESTATE)
+    )
+    return Intake(gateway=gateway, caller=await get_caller(request), key=key, trace=context)
 
 
 IntakeDep = Annotated[Intake, Depends(intake)]

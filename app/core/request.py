@@ -6,7 +6,9 @@ Webhooks ones first (``webhook-id``, ``webhook-timestamp``, and
 ``webhook-signature`` when the target has a secret, see ``signing.py``), then
 ``idempotency-key`` and ``csjd-attempt``, then the target's headers, then the
 job's, a later name replacing an earlier one whatever its case (``headers.py``
-keeps targets and jobs from naming the ones csjd owns). ``Request`` lives here,
+keeps targets and jobs from naming the ones csjd owns), then the attempt's own
+``traceparent`` in place of the one the job keeps (``trace.py``: the job's
+trace under a parent id new for each attempt). ``Request`` lives here,
 not beside the sender that takes it, so that building it stays pure.
 """
 
@@ -19,6 +21,7 @@ from app import __version__
 from app.core.job import JobRecord
 from app.core.signing import sign
 from app.core.target import TargetSpec
+from app.core.trace import TRACEPARENT
 
 USER_AGENT = f"csjd/{__version__}"
 
@@ -31,8 +34,11 @@ class Request:
     timeout_s: float
 
 
-def request_for(job: JobRecord, target: TargetSpec, now: float) -> Request:
-    """The request ``job``'s current delivery (``job.delivery``) sends to ``target`` at ``now``."""
+def request_for(
+    job: JobRecord, target: TargetSpec, now: float, *, traceparent: str | None = None
+) -> Request:
+    """The request ``job``'s current delivery (``job.delivery``) sends to ``target`` at
+    ``now``, carrying ``traceparent`` when the attempt has one."""
     timestamp = int(now)
     headers = {
         "content-type": "application/json",
@@ -48,6 +54,8 @@ def request_for(job: JobRecord, target: TargetSpec, now: float) -> Request:
         _merge(headers, target.headers)
     if job.headers:
         _merge(headers, job.headers)
+    if traceparent is not None:
+        _merge(headers, {TRACEPARENT: traceparent})
     return Request(url=target.url, body=job.payload, headers=headers, timeout_s=target.timeout_s)
 
 

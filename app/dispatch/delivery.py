@@ -1,10 +1,11 @@
 """One delivery of a claimed job: request, send, classify, decide, write.
 
-``Deliverer.attempt`` builds the request (``app.core.request.request_for``),
-sends it through the ``Sender`` seam under the target's hard deadline,
-classifies the answer, asks ``app.core.retry.decide`` what follows, and writes
-that through the store, guarded by the lease; a result the database cannot
-take yet is kept and written again until it lands. Nothing that happens
+``Deliverer.attempt`` begins the attempt's span (``app/tracing.py``), builds
+the request (``app.core.request.request_for``; it carries the span's
+``traceparent``), sends it through the ``Sender`` seam under the target's hard
+deadline, classifies the answer, asks ``app.core.retry.decide`` what follows,
+and writes that through the store, guarded by the lease; a result the database
+cannot take yet is kept and written again until it lands. Nothing that happens
 inside one delivery can stop the loop: any exception ends that attempt as
 retryable (the exception is logged; the producer reads only that csjd
 failed). What a failure was in full, the target's URL and addresses
@@ -45,6 +46,7 @@ from app.dispatch.timings import DEFAULT as DEFAULT_TIMINGS
 from app.dispatch.timings import Timings
 from app.metrics import Metrics
 from app.storage.base import JobStore
+from app.tracing import UNTRACED, AttemptSpan, Tracing
 
 log = logging.getLogger("csjd.dispatch")
 
@@ -68,9 +70,11 @@ class Deliverer:
         metrics: Metrics,
         on_effects: OnEffects,
         timings: Timings = DEFAULT_TIMINGS,
+        tracing: Tracing = UNTRACED,
     ) -> None:
         self._store = store
         self._sender = sender
+        self._tracing = tracing
         self._clock = clock
         self._rng = rng
         self._metrics = metrics
@@ -86,12 +90,14 @@ class Deliverer:
         if expired is not None:
             await self._record(job, expired, None, started, sent=False)
             return None
+        span = self._tracing.attempt(job, target.name)
         t0 = time.perf_counter()
         response: Response | None = None
         detail: str | None = None
         try:
+            request = request_for(job, target.spec, started, traceparent=span.traceparent)
             # the seam's contract: the sender answers within the request's deadline
-            outcome = await self._sender.send(request_for(job, target.spec, started))
+            outcome = await self._sender.send(request)
             if isinstance(outcome, Response):
                 response = outcome
                 result = classify_response(
@@ -107,14 +113,14 @@ class Deliverer:
                 counted=False,
                 error="csjd stopped during the attempt (drain)",
             )
-            await self._finish(job, target, policy, result, response, started, t0)
+            await self._finish(job, target, policy, result, response, started, t0, span)
             raise
         except Exception as exc:
             log.exception("delivery_error", extra={"job_id": job.id, "target": target.name})
             # the exception's text is csjd's business, not the producer's
             detail = f"{type(exc).__name__}: {exc}"
             result = classify_failure(FailureKind.INTERNAL, timeout_s=target.spec.timeout_s)
-        await self._finish(job, target, policy, result, response, started, t0, detail)
+        await self._finish(job, target, policy, result, response, started, t0, span, detail)
         return result
 
     async def put_back(self, job: JobRecord, decision: Decision, now: float) -> None:
@@ -130,11 +136,14 @@ class Deliverer:
         response: Response | None,
         started: float,
         t0: float,
+        span: AttemptSpan,
         detail: str | None = None,
     ) -> None:
         """Record the attempt and what follows; ``detail`` is the failure's full
-        text, URL and addresses included, which only the log gets."""
+        text, URL and addresses included, which only the log gets (the span
+        gets what the producer reads)."""
         duration = time.perf_counter() - t0
+        span.ended(result)
         now = self._clock.now()
         decision = decide(policy, job.attempts, result, now, self._rng)
         attempt = AttemptRecord(

@@ -52,6 +52,7 @@ from app.dispatch.timings import Timings
 from app.metrics import Metrics
 from app.storage.base import ClaimRequest, JobStore
 from app.supervisor import Supervisor
+from app.tracing import UNTRACED, Tracing
 
 log = logging.getLogger("csjd.dispatch")
 
@@ -85,6 +86,7 @@ class Dispatcher:
         rng: Random,
         metrics: Metrics,
         max_inflight: int,
+        tracing: Tracing = UNTRACED,
         supervisor: Supervisor,
         timings: Timings = DEFAULT_TIMINGS,
         containment: Containment = DEFAULT_CONTAINMENT,
@@ -121,6 +123,7 @@ class Dispatcher:
         self._deliverer = Deliverer(
             store,
             sender,
+            tracing=tracing,
             clock=clock,
             rng=rng,
             metrics=metrics,

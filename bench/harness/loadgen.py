@@ -86,13 +86,18 @@ class Intake:
         if len(self.error_samples) < 5:
             self.error_samples.append(what)
 
-    async def post(self, client: http1.Client, url: str, i: int, target: str, key: str) -> None:
-        """POST job ``i``; it counts as accepted only when answered ``202`` with an ``id``."""
+    async def post(
+        self, client: http1.Client, url: str, i: int, target: str, key: str, traced: bool = False
+    ) -> None:
+        """POST job ``i``; it counts as accepted only when answered ``202`` with an ``id``.
+        ``traced``: with a ``traceparent`` header of its own (trace ``i + 1``)."""
         job: dict[str, object] = {"target": target, "payload": {"i": i}}
         if self.ordering_keys:
             job["ordering_key"] = f"k{i % self.ordering_keys}"
         body = orjson.dumps(job)
         headers = {"content-type": "application/json", "idempotency-key": key}
+        if traced:
+            headers["traceparent"] = f"00-{i + 1:032x}-{i + 1:016x}-01"
         self.send_at[i] = time.time()
         try:
             async with asyncio.timeout(REQUEST_TIMEOUT_S):
@@ -163,13 +168,15 @@ async def post_jobs(
     target: str = "bench",
     key_prefix: str = "bench",
     ordering_keys: int = 0,
+    *,
+    traced: bool = False,
 ) -> Intake:
     """POST ``jobs`` jobs, round-robin over ``urls``, from ``concurrency`` workers on one session.
 
     Job ``i`` goes to ``urls[i % len(urls)]`` and carries ``Idempotency-Key:
-    <key_prefix>-<i>`` (and with ``ordering_keys`` the ordering key ``k<i % n>``);
-    a job counts as accepted only when answered ``202`` with an ``id``.
-    Anything else is an error.
+    <key_prefix>-<i>`` (with ``ordering_keys`` the ordering key ``k<i % n>``, with
+    ``traced`` a ``traceparent``); a job counts as accepted only when answered
+    ``202`` with an ``id``. Anything else is an error.
     """
     result = Intake.empty(jobs)
     result.ordering_keys = ordering_keys
@@ -179,7 +186,8 @@ async def post_jobs(
         client = http1.Client()  # one keep-alive connection per worker and host
         try:
             for i in indexes:
-                await result.post(client, urls[i % len(urls)], i, target, f"{key_prefix}-{i}")
+                url, key = urls[i % len(urls)], f"{key_prefix}-{i}"
+                await result.post(client, url, i, target, key, traced)
         finally:
             client.close()
 

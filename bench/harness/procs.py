@@ -119,8 +119,9 @@ STARTED: list[Service] = []
 
 
 def child_env(extra: dict[str, str]) -> dict[str, str]:
-    """The parent's environment without any ``CSJD_*`` variable, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CSJD_")}
+    """The parent's environment without any ``CSJD_*`` or ``OTEL_*`` variable (a
+    csjd exports traces only where a scenario says so), plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CSJD_", "OTEL_"))}
     env.update(extra)
     return env
 

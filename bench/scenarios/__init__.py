@@ -7,7 +7,16 @@ scenario is a module of its own here and builds its JSON line through
 
 from __future__ import annotations
 
-from bench.scenarios import big_backlog, dashboard, drain, end_to_end, intake, outage, soak
+from bench.scenarios import (
+    big_backlog,
+    dashboard,
+    drain,
+    end_to_end,
+    intake,
+    outage,
+    soak,
+    trace,
+)
 
 SCENARIOS = {
     "end_to_end": end_to_end.SCENARIO,
@@ -19,6 +28,7 @@ SCENARIOS = {
     "big_backlog_scheduled": big_backlog.SCHEDULED,
     "soak": soak.SCENARIO,
     "dashboard": dashboard.SCENARIO,
+    "trace": trace.SCENARIO,
 }
 #: what ``--scenario all`` runs, in this order (the soak takes its 10 minutes only on demand)
 IN_ALL = (
@@ -42,4 +52,5 @@ ONE_CSJD = (
     "big_backlog_scheduled",
     "soak",
     "dashboard",
+    "trace",
 )

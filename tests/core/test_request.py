@@ -84,3 +84,16 @@ def test_a_later_header_replaces_an_earlier_one_whatever_its_case() -> None:
         ("X-Keep", "1"),
         ("x-TRACE", "job"),
     ]
+
+
+def test_an_attempt_s_traceparent_replaces_the_job_s_and_its_tracestate_goes_along() -> None:
+    kept = {"traceparent": f"00-{'a' * 32}-{'b' * 16}-01", "tracestate": "v=1", "X-Job": "j"}
+    sent = f"00-{'a' * 32}-{'c' * 16}-01"
+    target = dataclasses.replace(TARGET, headers={"TraceParent": "from-the-target"})
+    headers = request_for(job(kept), target, NOW, traceparent=sent).headers
+    assert [(k, v) for k, v in headers.items() if k.lower().startswith("trace")] == [
+        ("tracestate", "v=1"),
+        ("traceparent", sent),
+    ]
+    # an attempt without one sends the job's headers as they are
+    assert request_for(job(kept), TARGET, NOW).headers["traceparent"] == kept["traceparent"]

@@ -22,7 +22,7 @@ from app.api.batch import accept_batch, envelope
 from app.api.cursors import decode_cursor, encode_cursor
 from app.api.deps import CallerDep, GatewayDep, IntakeDep, Viewer, ViewerDep, ensure_accepting
 from app.api.holds import hold_at_hand, holds
-from app.api.intake import accept, accepted_headers
+from app.api.intake import TRACE_PARAMETERS, accept, accepted_headers
 from app.api.present import attempt_json, job_detail_json, job_json, rfc3339
 from app.api.problems import documented
 from app.api.schemas import (
@@ -100,13 +100,13 @@ def _etag(job: JobRecord, hold: Hold) -> str:
     status_code=202,
     response_model=JobOut,
     summary="Accept a job for delivery",
-    openapi_extra={"parameters": [_KEY_PARAMETER]},
+    openapi_extra={"parameters": [_KEY_PARAMETER, *TRACE_PARAMETERS]},
     responses=documented(400, 409, 413, 415, 422, 429, 503),
 )
 async def create_job(body: JobIn, intake: IntakeDep) -> Response:
     # Served by the intake lane (app/api/intake.py) in a running gateway; this
     # route gives OpenAPI the operation and answers it the same way.
-    job, replayed = await accept(intake.gateway, intake.caller, intake.key, body)
+    job, replayed = await accept(intake.gateway, intake.caller, intake.key, body, intake.trace)
     hold = hold_at_hand(intake.gateway, job)
     return _json(job_json(job, hold), 202, accepted_headers(job, replayed))
 
@@ -123,7 +123,8 @@ DOCUMENTED_BODIES: tuple[type[BaseModel], ...] = (BatchIn,)
         "Each item is the body of POST /jobs with its own `idempotency_key` (the "
         "Idempotency-Key header is not used), and gets the status and the job or the "
         "problem POST /jobs would answer it. Every accepted job is committed, in one "
-        "transaction, before the answer."
+        "transaction, before the answer. An item's trace context is the traceparent "
+        "(and tracestate) in its own `headers`; the request's traceparent header is not used."
     ),
     openapi_extra={
         "requestBody": {
