@@ -1,20 +1,20 @@
 """Register a target, POST a job and a batch, and poll them to ``succeeded`` with the
 generated client.
 
-The client is the ``csjd_client`` package that openapi-python-client makes
-from csjd's ``openapi.yaml`` (``make clients`` puts it in ``clients/python/out``)::
+The client is the ``csjd_client`` package that openapi-python-client makes from csjd's
+``openapi.yaml`` (``make clients`` puts it in ``clients/python/out``)::
 
     PYTHONPATH=clients/python/out CSJD_URL=http://127.0.0.1:8080 CSJD_TOKEN=… \\
         CSJD_TARGET_URL=https://example.test/hook python clients/python/smoke.py
 
-The job is POSTed twice with one ``Idempotency-Key``: the replay must name the
-same job. It carries an ordering key, a ``traceparent`` (``TRACEPARENT``) and a
-callback to its own target, so its ending is delivered there too. Then one ``POST /jobs/batch`` holds a new job, the first job again
-(a replay) and a job for a target that does not exist (refused alone, ``422``).
-The schema gives each batch result as one model whose ``job``, ``replayed``
-and ``problem`` may each be absent, so ``accepted`` and ``refused`` below narrow
-it. Prints the batch's answer, then the finished job, one JSON line each;
-exits non-zero on anything unexpected.
+The job is POSTed twice with one ``Idempotency-Key``: the replay must name the same job.
+It carries an ordering key, a ``traceparent`` (``TRACEPARENT``) and a callback to its
+own target, so its ending is delivered there too. Then one ``POST /jobs/batch`` holds a
+new job, the first job again (a replay) and a job for a target that does not exist
+(refused alone, ``422``). The schema gives each batch result as one model whose ``job``,
+``replayed`` and ``problem`` may each be absent, so ``accepted`` and ``refused`` below
+narrow it. Prints the batch's answer, then the finished job, one JSON line each; exits
+non-zero on anything unexpected.
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """Clients generated from openapi.yaml drive a real gateway, API keys on.
 
 Each one registers a target pointing at a real local sink, POSTs a job with an
-``Idempotency-Key`` (and again: the replay names the same job), an ordering
-key, a ``traceparent`` and a callback to its own target, POSTs a batch of a
-new job, that job's key again (a replay) and a job for a target that does not
-exist (refused alone, ``422``), polls both new jobs and the callback to
-``succeeded``, puts, reads, lists and deletes a schedule, and so proves the committed schema is one a generator can turn
-into a working client. Each smoke program is also type-checked against the
-generated code, so a renamed field or path fails here, not in a user's build.
+``Idempotency-Key`` (and again: the replay names the same job), an ordering key, a
+``traceparent`` and a callback to its own target, POSTs a batch of a new job, that job's
+key again (a replay) and a job for a target that does not exist (refused alone,
+``422``), polls both new jobs and the callback to ``succeeded``, puts, reads, lists and
+deletes a schedule, and so proves the committed schema is one a generator can turn into
+a working client. Each smoke program is also type-checked against the generated code, so
+a renamed field or path fails here, not in a user's build.
 """
 
 from __future__ import annotations
