@@ -18,7 +18,6 @@ from __future__ import annotations
 import heapq
 import math
 import time
-from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -40,18 +39,19 @@ from app.core.job import (
 )
 from app.core.retry import Random
 from app.core.schedule import ScheduleRecord
-from app.core.target import TargetRecord, TargetSpec, effects, with_effects
+from app.core.target import TargetRecord, effects, with_effects
 from app.storage import memory_writes as writes
 from app.storage.base import (
     ATTEMPTS_PAGE,
-    Activity,
     ClaimRequest,
     JobFilter,
     JobStore,
     no_one_listens,
 )
 from app.storage.counts import Tally
+from app.storage.memory_lines import Lines
 from app.storage.memory_schedules import MemorySchedules
+from app.storage.memory_targets import MemoryTargets
 
 #: the states a job expires in: those where it waits for its next attempt
 _EXPIRABLE = ACTIVE - {JobState.RUNNING}
@@ -76,7 +76,7 @@ def _due(job: JobRecord) -> tuple[float, str]:
     return job.next_attempt_at or 0.0, job.id
 
 
-class MemoryJobStore(MemorySchedules):
+class MemoryJobStore(MemoryTargets, MemorySchedules):
     def __init__(self, *, max_backlog: int) -> None:
         #: told, after each change, which jobs changed state (None: some, unknown which)
         self.on_change: Callable[[Iterable[str] | None], None] = no_one_listens
@@ -92,10 +92,8 @@ class MemoryJobStore(MemorySchedules):
         self._active = 0
         #: the per-target counts, kept by ``_save`` as SqlJobStore's writes keep them
         self._counts = Tally()
-        #: (target, ordering key) -> the line's unfinished jobs in order, its head first
-        self._lines: dict[tuple[str, str], list[str]] = {}
-        #: a job behind its line's head -> the time it goes at the earliest once it leads
-        self._not_before: dict[str, float] = {}
+        #: the ordering lines, told of every job that joins or leaves one
+        self._lines = Lines()
         #: a job with a callback_target -> how many of its endings called back
         self._callbacks: dict[str, int] = {}
 
@@ -126,74 +124,6 @@ class MemoryJobStore(MemorySchedules):
     async def database_time(self) -> float:
         """This host's clock, as ``SqlJobStore`` answers on SQLite."""
         return time.time()
-
-    # -- targets -----------------------------------------------------------
-
-    async def put_target(self, spec: TargetSpec, now: float) -> tuple[TargetRecord, bool]:
-        before = self._targets.get(spec.name)
-        record = self._targets[spec.name] = writes.put(spec, before, now)
-        return record, before is None
-
-    async def replace_target(
-        self, spec: TargetSpec, *, disabled_reason: str | None, seen: float, now: float
-    ) -> TargetRecord | None:
-        before = self._targets.get(spec.name)
-        if before is None or before.updated_at != seen:
-            return None
-        record = replace(writes.put(spec, before, now), disabled_reason=disabled_reason)
-        self._targets[spec.name] = record
-        return record
-
-    async def get_target(self, name: str) -> TargetRecord | None:
-        return self._targets.get(name)
-
-    async def list_targets(self) -> list[TargetRecord]:
-        return [self._targets[name] for name in sorted(self._targets)]
-
-    async def delete_target(self, name: str) -> None:
-        if name not in self._targets:
-            raise errors.NotFound(f"no target named '{name}'")
-        busy = sum(job.target == name for job in self._unfinished())
-        calling = sum(job.callback_target == name for job in self._unfinished())
-        if calling and not busy:
-            raise errors.Conflict(
-                f"target '{name}' is the callback_target of {calling} unfinished jobs",
-                extensions={"unfinished_jobs": calling},
-            )
-        if busy:
-            raise errors.Conflict(
-                f"target '{name}' still has {busy} unfinished jobs",
-                extensions={"unfinished_jobs": busy},
-            )
-        del self._targets[name]
-        self._counts.forget(name)
-
-    async def backlog_by_target(self) -> dict[str, dict[str, int]]:
-        out: dict[str, dict[str, int]] = {}
-        for (target, state), n in self._counts.backlog.items():
-            if n:
-                out.setdefault(target, {})[state] = n
-        return out
-
-    async def activity(self, since: float, until: float) -> list[Activity]:
-        return [
-            Activity(target=target, minute=minute, accepted=a, succeeded=s, failed=f)
-            for (target, minute), (a, s, f) in sorted(self._counts.minutes.items())
-            if since <= minute < until
-        ]
-
-    async def repair_backlog(self) -> dict[tuple[str, str], int]:
-        counted = Counter((job.target, job.state.value) for job in self._unfinished())
-        kept = self._counts.backlog
-        off = {key: n for key in counted.keys() | kept.keys() if (n := counted[key] - kept[key])}
-        kept.update(off)
-        return off
-
-    async def forget_minutes(self, before: float) -> int:
-        old = [key for key in self._counts.minutes if key[1] < before]
-        for key in old:
-            del self._counts.minutes[key]
-        return len(old)
 
     # -- intake ------------------------------------------------------------
 
@@ -460,7 +390,7 @@ class MemoryJobStore(MemorySchedules):
         before = self._jobs.get(job.id)
         was_active = before is not None and before.state in ACTIVE
         if job.ordering_key is not None and not was_active and job.state in ACTIVE:
-            job = self._join(job)
+            job = self._lines.join(job)
         self._active += (job.state in ACTIVE) - was_active
         self._jobs[job.id] = job
         if before is None:
@@ -469,8 +399,9 @@ class MemoryJobStore(MemorySchedules):
             at = job.updated_at if job.completed_at is None else job.completed_at
             self._counts.moved(job.target, before.state, job.state, at)
         if was_active and job.state in TERMINAL:
-            if job.ordering_key is not None:
-                self._move_on(job)
+            if job.ordering_key is not None and (leads := self._lines.leave(job)):
+                nxt, not_before = leads
+                self._save(ordering.released(self._jobs[nxt], not_before, job.updated_at))
             if job.callback_target is not None:
                 job = self._call_back(job)
         return job
@@ -485,31 +416,6 @@ class MemoryJobStore(MemorySchedules):
         self._callbacks[job.id] = n
         job = self._jobs[job.id] = replace(job, callback_job_id=made.job.id)
         return job
-
-    def _join(self, job: JobRecord) -> JobRecord:
-        """``job`` (new, or retried) at the end of its line: behind, unless it leads."""
-        assert job.ordering_key is not None
-        line = self._lines.setdefault((job.target, job.ordering_key), [])
-        line.append(job.id)
-        if len(line) == 1:
-            return job
-        self._not_before[job.id] = job.next_attempt_at or job.updated_at
-        return ordering.behind(job)
-
-    def _move_on(self, job: JobRecord) -> None:
-        """``job`` finished: it leaves its line, and if it led, the next leads."""
-        assert job.ordering_key is not None
-        key = (job.target, job.ordering_key)
-        line = self._lines[key]
-        led = line[0] == job.id
-        line.remove(job.id)
-        self._not_before.pop(job.id, None)
-        if not line:
-            del self._lines[key]
-        elif led:
-            nxt = self._jobs[line[0]]
-            not_before = self._not_before.pop(nxt.id)
-            self._save(ordering.released(nxt, not_before, job.updated_at))
 
     def _complete(self, c: Completion) -> bool:
         """Write an attempt's result if its lease still holds; a stale one changes nothing."""

@@ -1,19 +1,20 @@
 """Register a target, POST a job and a batch, and poll them to ``succeeded`` with the
 generated client.
 
-The client is the ``csjd_client`` package that openapi-python-client makes
-from csjd's ``openapi.yaml`` (``make clients`` puts it in ``clients/python/out``)::
+The client is the ``csjd_client`` package that openapi-python-client makes from csjd's
+``openapi.yaml`` (``make clients`` puts it in ``clients/python/out``)::
 
     PYTHONPATH=clients/python/out CSJD_URL=http://127.0.0.1:8080 CSJD_TOKEN=… \\
         CSJD_TARGET_URL=https://example.test/hook python clients/python/smoke.py
 
-The job is POSTed twice with one ``Idempotency-Key``: the replay must name the
-same job. Then one ``POST /jobs/batch`` holds a new job, the first job again
-(a replay) and a job for a target that does not exist (refused alone, ``422``).
-The schema gives each batch result as one model whose ``job``, ``replayed``
-and ``problem`` may each be absent, so ``accepted`` and ``refused`` below narrow
-it. Prints the batch's answer, then the finished job, one JSON line each;
-exits non-zero on anything unexpected.
+The job is POSTed twice with one ``Idempotency-Key``: the replay must name the same job.
+It carries an ordering key, a ``traceparent`` (``TRACEPARENT``) and a callback to its
+own target, so its ending is delivered there too. Then one ``POST /jobs/batch`` holds a
+new job, the first job again (a replay) and a job for a target that does not exist
+(refused alone, ``422``). The schema gives each batch result as one model whose ``job``,
+``replayed`` and ``problem`` may each be absent, so ``accepted`` and ``refused`` below
+narrow it. Prints the batch's answer, then the finished job, one JSON line each; exits
+non-zero on anything unexpected.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ from csjd_client.models import (
 from csjd_client.types import Response
 
 T = TypeVar("T")
+#: the producer's trace context: its trace id reaches the target with each delivery
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 #: a target name no one registered: its batch item is refused alone
 NO_TARGET = "no-such-target"
 
@@ -96,7 +99,13 @@ def post_batch(
                 payload={"order": f"{key}-batch", "amount": 43},
                 idempotency_key=f"{key}-batch",
             ),
-            BatchJobIn(target=target, payload={"order": key, "amount": 42}, idempotency_key=key),
+            BatchJobIn(
+                target=target,
+                payload={"order": key, "amount": 42},
+                idempotency_key=key,
+                ordering_key=key,
+                callback_target=target,
+            ),
             BatchJobIn(target=NO_TARGET, payload={"order": key}, idempotency_key=f"{key}-none"),
         ]
     )
@@ -153,13 +162,24 @@ def main() -> tuple[BatchOut, JobDetailOut]:
         )
         parsed("PUT /targets", put, TargetOut)
 
-        job_in = JobIn(target=target, payload={"order": key, "amount": 42})
+        job_in = JobIn(
+            target=target,
+            payload={"order": key, "amount": 42},
+            ordering_key=key,
+            callback_target=target,
+        )
         first = parsed(
             "POST /jobs",
-            create_job_jobs_post.sync_detailed(client=client, body=job_in, idempotency_key=key),
+            create_job_jobs_post.sync_detailed(
+                client=client, body=job_in, idempotency_key=key, traceparent=TRACEPARENT
+            ),
             JobOut,
         )
-        replay = create_job_jobs_post.sync_detailed(client=client, body=job_in, idempotency_key=key)
+        if (first.ordering_key, first.callback_target) != (key, target):
+            raise SystemExit(f"the job lost its ordering key or callback: {first.to_dict()}")
+        replay = create_job_jobs_post.sync_detailed(
+            client=client, body=job_in, idempotency_key=key, traceparent=TRACEPARENT
+        )
         if parsed("POST /jobs (replay)", replay, JobOut).id != first.id:
             raise SystemExit(f"the replay made a second job: {first.id}, {replay.parsed}")
         if replay.headers.get("idempotent-replayed") != "true":
@@ -168,6 +188,9 @@ def main() -> tuple[BatchOut, JobDetailOut]:
         batch, new = post_batch(client, target, key, first)
         job = succeeded(client, first.id, deadline)
         succeeded(client, new.id, deadline)
+        if not isinstance(job.callback_job_id, str):
+            raise SystemExit(f"the job ended without a callback: {job.to_dict()}")
+        succeeded(client, job.callback_job_id, deadline)
         return batch, job
 
 

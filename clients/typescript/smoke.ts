@@ -8,8 +8,9 @@
 //   CSJD_URL=http://127.0.0.1:8080 CSJD_TOKEN=… CSJD_TARGET_URL=https://example.test/hook \
 //     node build/smoke.js
 //
-// Prints the batch's answer, then the finished job, one JSON line each; exits
-// non-zero on anything unexpected.
+// The job carries an ordering key, a traceparent and a callback to its own
+// target; a schedule is put, read and deleted. Prints the batch's answer, then
+// the finished job, one JSON line each; exits non-zero on anything unexpected.
 
 import { setTimeout as sleep } from "node:timers/promises";
 
@@ -24,6 +25,8 @@ type Problem = components["schemas"]["Problem"];
 
 // a target name no one registered: its batch item is refused alone
 const noTarget = "no-such-target";
+// the producer's trace context: its trace id reaches the target with each delivery
+const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 function setting(name: string, fallback?: string): string {
   const value = process.env[name] ?? fallback;
@@ -89,7 +92,13 @@ async function postBatch(first: Job): Promise<[BatchOut, Job]> {
           target,
           payload: { order: `${key}-batch`, amount: 43 },
         },
-        { idempotency_key: key, target, payload: { order: key, amount: 42 } },
+        {
+          idempotency_key: key,
+          target,
+          payload: { order: key, amount: 42 },
+          ordering_key: key,
+          callback_target: target,
+        },
         { idempotency_key: `${key}-none`, target: noTarget, payload: { order: key } },
       ],
     },
@@ -144,11 +153,19 @@ async function main(): Promise<[BatchOut, Job]> {
 
   const submit = () =>
     client.POST("/jobs", {
-      params: { header: { "Idempotency-Key": key } },
-      body: { target, payload: { order: key, amount: 42 } },
+      params: { header: { "Idempotency-Key": key, traceparent } },
+      body: {
+        target,
+        payload: { order: key, amount: 42 },
+        ordering_key: key,
+        callback_target: target,
+      },
     });
   const first = await submit();
   if (first.error !== undefined) fail("POST /jobs", first.response, first.error);
+  if (first.data.ordering_key !== key || first.data.callback_target !== target) {
+    throw new Error(`the job lost its ordering key or callback: ${JSON.stringify(first.data)}`);
+  }
   const replay = await submit();
   if (replay.error !== undefined) fail("POST /jobs (replay)", replay.response, replay.error);
   if (replay.data.id !== first.data.id) {
@@ -162,7 +179,38 @@ async function main(): Promise<[BatchOut, Job]> {
   const deadline = Date.now() + deadlineS * 1000;
   const job = await succeeded(first.data.id, deadline);
   await succeeded(created.id, deadline);
+  if (!job.callback_job_id) throw new Error(`no callback: ${JSON.stringify(job)}`);
+  await succeeded(job.callback_job_id, deadline);
+  await scheduleRoundTrip();
   return [batch, job];
+}
+
+// Put a schedule, read it back, list it and delete it.
+async function scheduleRoundTrip(): Promise<void> {
+  const name = `${target}-weekdays`;
+  const path = { params: { path: { name } } };
+  const put = await client.PUT("/schedules/{name}", {
+    ...path,
+    body: { cron: "0 9 * * MON-FRI", timezone: "Europe/Paris", target, payload: { report: 1 } },
+  });
+  if (put.error !== undefined) fail("PUT /schedules", put.response, put.error);
+  if (put.response.status !== 201 || !put.data.next_run_at) {
+    throw new Error(`PUT /schedules: ${put.response.status} ${JSON.stringify(put.data)}`);
+  }
+  const got = await client.GET("/schedules/{name}", path);
+  if (got.error !== undefined) fail("GET /schedules/{name}", got.response, got.error);
+  if (got.data.cron !== "0 9 * * MON-FRI" || got.data.timezone !== "Europe/Paris") {
+    throw new Error(`GET /schedules/{name}: ${JSON.stringify(got.data)}`);
+  }
+  const listed = await client.GET("/schedules");
+  if (listed.error !== undefined) fail("GET /schedules", listed.response, listed.error);
+  if (!JSON.stringify(listed.data).includes(name)) {
+    throw new Error(`GET /schedules does not list ${name}: ${JSON.stringify(listed.data)}`);
+  }
+  const gone = await client.DELETE("/schedules/{name}", path);
+  if (gone.response.status !== 204) {
+    throw new Error(`DELETE /schedules/{name}: HTTP ${gone.response.status}`);
+  }
 }
 
 const [batch, job] = await main();

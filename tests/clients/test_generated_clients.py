@@ -1,13 +1,13 @@
 """Clients generated from openapi.yaml drive a real gateway, API keys on.
 
 Each one registers a target pointing at a real local sink, POSTs a job with an
-``Idempotency-Key`` (and again: the replay names the same job), POSTs a batch
-of a new job, that job's key again (a replay) and a job for a target that
-does not exist (refused alone, ``422``), polls both new jobs to
-``succeeded`` (the Python one also puts, reads, lists and deletes a
-schedule), and so proves the committed schema is one a generator can turn
-into a working client. Each smoke program is also type-checked against the
-generated code, so a renamed field or path fails here, not in a user's build.
+``Idempotency-Key`` (and again: the replay names the same job), an ordering key, a
+``traceparent`` and a callback to its own target, POSTs a batch of a new job, that job's
+key again (a replay) and a job for a target that does not exist (refused alone,
+``422``), polls both new jobs and the callback to ``succeeded``, puts, reads, lists and
+deletes a schedule, and so proves the committed schema is one a generator can turn into
+a working client. Each smoke program is also type-checked against the generated code, so
+a renamed field or path fails here, not in a user's build.
 """
 
 from __future__ import annotations
@@ -68,13 +68,20 @@ def assert_round_trips(
     stored = gateway.client.get("/jobs", params={"target": "no-such-target"}).json()["items"]
     assert stored == []
 
+    # the job came with an ordering key, a traceparent and a callback to its own target
+    assert (job["ordering_key"], job["callback_target"]) == (key, target)
     received = sink.received(f"/{target}")
     deliveries = {d.headers["webhook-id"]: json.loads(d.body) for d in received}
-    assert len(received) == 2
+    assert len(received) == 3
+    callback = deliveries.pop(job["callback_job_id"])
+    assert (callback["type"], callback["job"]["id"]) == ("job.succeeded", job["id"])
     assert deliveries == {
         job["id"]: {"order": key, "amount": 42},
         new["job"]["id"]: {"order": f"{key}-batch", "amount": 43},
     }
+    [traced] = [d for d in received if d.headers["webhook-id"] == job["id"]]
+    trace_id = traced.headers["traceparent"].split("-")[1]
+    assert trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
 def test_the_generated_python_client_posts_a_job_and_a_batch_and_polls_them_to_succeeded(
