@@ -39,8 +39,16 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check app tests bench alembic
 	$(BIN)/mypy
 
+# Two workers: most of the suite's time is real processes waiting on real time.
+# Then, one at a time: the schema fuzz (its items, one per API operation, share
+# one test id, and the workers would keep only one of them) and the tests marked
+# `alone`, which measure a race or a footprint and want the machine to themselves.
+FUZZ_SCHEMA := tests/fuzz/test_api_schema.py
+
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile --ignore=$(FUZZ_SCHEMA) -m "not alone"
+	$(BIN)/pytest -q $(FUZZ_SCHEMA)
+	$(BIN)/pytest -q -m alone
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -m "not slow"

@@ -199,6 +199,7 @@ def _footprint(pid: int) -> tuple[int, int, float]:
     return proc.num_fds(), proc.num_threads(), proc.memory_info().rss / 2**20
 
 
+@pytest.mark.alone
 def test_soak_returns_to_its_baseline(gateway: GatewayProcess, sink: Sink) -> None:
     sink.answer("/ok", Reply())
     sink.answer("/err", Reply(status=500))

@@ -226,6 +226,7 @@ async def test_a_missing_sqlite_directory_is_not_a_driver_error(tmp_path: Path) 
 # -- Postgres: deleting a target while another replica takes jobs for it -------------------
 
 
+@pytest.mark.alone
 async def test_a_delete_racing_intake_on_another_replica_never_strands_a_job(
     pg_url: str,
 ) -> None:
