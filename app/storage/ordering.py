@@ -34,13 +34,19 @@ _NEXT = text(
     "SELECT id FROM jobs WHERE target = :target AND ordering_key = :key "
     f"AND {BEHIND_SQL} ORDER BY ordering_seq LIMIT 1"
 )
-# the next made head, at its own time if that has not come (guarded: a job
-# cancelled or expired meanwhile is not behind any more, and the next is taken)
-_LEAD = text(
+# the next of the line made its head, at its own time if that has not come: one
+# statement finds and moves it. Guarded: a job another writer cancelled or expired
+# meanwhile is not behind any more (then ``_NEXT`` says whether another is). The
+# guard says "behind" by the columns only such a job has set and unset, not by
+# ix_jobs_line's term, so that the row is found by its primary key, not by a walk
+# of that index.
+_LEAD_NEXT = text(
     "UPDATE jobs SET state = CASE WHEN not_before > :now THEN 'scheduled' ELSE 'queued' END, "
     "next_attempt_at = CASE WHEN not_before > :now THEN not_before ELSE :now END, "
     "not_before = NULL, updated_at = :now "
-    f"WHERE id = :id AND {BEHIND_SQL} RETURNING state"
+    "WHERE id = (SELECT id FROM jobs WHERE target = :target AND ordering_key = :key "
+    f"AND {BEHIND_SQL} ORDER BY ordering_seq LIMIT 1) "
+    "AND not_before IS NOT NULL AND completed_at IS NULL RETURNING id, state"
 )
 _SET_HEAD = text(
     "UPDATE ordering_heads SET head_id = :id WHERE target = :target AND ordering_key = :key"
@@ -74,6 +80,9 @@ class LineStatements:
 
     join: Executable
     lock_head: TextClause
+    #: whether writers lock rows (Postgres): then a line's head is read first without
+    #: a lock, so that a writer ending a job behind the head never waits for the line
+    locks_rows: bool
 
     @classmethod
     def build(cls, dialect: Dialect) -> LineStatements:
@@ -87,6 +96,7 @@ class LineStatements:
                 "SELECT head_id FROM ordering_heads WHERE target = :target "
                 f"AND ordering_key = :key{dialect.lock_row}"
             ),
+            locks_rows=bool(dialect.lock_row),
         )
 
 
@@ -150,21 +160,20 @@ async def move_on(
     led: list[str] = []
     for target, key, job_id in items:
         line = {"target": target, "key": key}
-        if (await conn.execute(_HEAD, line)).scalar() != job_id:
+        if s.locks_rows and (await conn.execute(_HEAD, line)).scalar() != job_id:
             continue  # a job behind its head left: the line goes on as it was
-        # read again under the row's lock: who leads is decided by one writer at a time
+        # (read again) under the row's lock: one writer at a time decides who leads
         if (await conn.execute(s.lock_head, line)).scalar() != job_id:
             continue
         while True:
-            nxt = (await conn.execute(_NEXT, line)).scalar()
-            if nxt is None:
-                await conn.execute(_DROP_LINE, line)
+            lead = (await conn.execute(_LEAD_NEXT, {**line, "now": now})).first()
+            if lead is not None:
+                await conn.execute(_SET_HEAD, {**line, "id": lead[0]})
+                tally.moved(target, JobState.SCHEDULED, JobState(lead[1]), now)
+                led.append(lead[0])
                 break
-            state = (await conn.execute(_LEAD, {"id": nxt, "now": now})).scalar()
-            if state is not None:
-                await conn.execute(_SET_HEAD, {**line, "id": nxt})
-                tally.moved(target, JobState.SCHEDULED, JobState(state), now)
-                led.append(nxt)
+            if (await conn.execute(_NEXT, line)).scalar() is None:
+                await conn.execute(_DROP_LINE, line)  # no one behind: the line ends
                 break
     return led
 

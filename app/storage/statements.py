@@ -363,7 +363,7 @@ _RETRIABLE_SQL = ", ".join(sorted(f"'{state.value}'" for state in RETRIABLE))
 # any finished job (its id names it; no index of states is wanted)
 _RETRY_SQL = (
     "UPDATE jobs SET state = 'queued', attempts = 0, failure_reason = NULL, "
-    "completed_at = NULL, next_attempt_at = :now, "
+    "completed_at = NULL, next_attempt_at = :now, not_before = NULL, "
     "expires_at = :now + (expires_at - created_at), lease_expires_at = NULL, "
     "updated_at = :now "
     f"WHERE id = :id{{caller}} AND state IN ({_RETRIABLE_SQL}) "

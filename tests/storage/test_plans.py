@@ -235,6 +235,11 @@ def _hot(store: SqlJobStore, conn: Conn) -> dict[str, tuple[ClauseElement | str,
             {"target": "billing", "key": "order-1"},
             {"ix_jobs_line"},
         ),
+        "lead_the_next_of_a_line": (
+            ordering._LEAD_NEXT,
+            {"target": "billing", "key": "order-1", "now": NOW},
+            {"ix_jobs_line", pk},
+        ),
         "expired_now_followed": (
             statements.EXPIRED_NOW_FOLLOWED,
             {"now": NOW},
