@@ -167,7 +167,9 @@ async def test_throughput_counts_jobs_accepted_succeeded_and_failed_in_the_last_
 ) -> None:
     sender = FakeSender()
     sender.script(STRICT, [Reply(status=400)])
-    api = await api_factory(sender=sender)
+    # halfway through a minute, and held there: every count lands in that minute
+    clock = FakeClock(start=minute_of(time.time()) + 30.0)
+    api = await api_factory(sender=sender, clock=clock)
     await api.put_target("billing", url=HOOK)
     await api.put_target("strict", url=STRICT)
     await api.put_target("idle", url=HOOK)
