@@ -49,6 +49,8 @@ TICK_S = 5.0
 DUTY = "maintenance"
 #: a leader that stops renewing (every tick) is replaced after this long
 LEADER_TTL_S = 15.0
+#: how long a stopping leader waits to hand its duty on (else its lease lapses)
+RESIGN_WAIT_S = 1.0
 PURGE_EVERY_TICKS = 12
 #: a lease is rescued this long after it lapsed, and a leader that lost the
 #: database rescues nothing for this long once it is back: a live holder that
@@ -93,6 +95,15 @@ class Maintenance:
 
     async def stop(self) -> None:
         await self._supervisor.stop("maintenance")
+        if self.leading:
+            # a clean stop hands the duty on at once, rather than after its lease:
+            # the next gateway rescues, expires and fires schedules without a pause
+            self.leading = False
+            try:
+                # bounded: a database out of reach must not hold the stop up
+                await asyncio.wait_for(self._store.resign(DUTY, self._holder), RESIGN_WAIT_S)
+            except Exception as exc:  # the lease lapses by itself
+                log.info("lead_kept_until_it_lapses", extra={"error": type(exc).__name__})
 
     async def tick(self, *, purge: bool) -> None:
         now = self._clock.now()

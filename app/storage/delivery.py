@@ -164,6 +164,14 @@ class Delivery(Endings):
 
         return await self._writer.run(op, alone=True)
 
+    async def resign(self, duty: str, holder: str) -> None:
+        """Give up ``duty`` if ``holder`` leads it, before its lease ends."""
+
+        async def op(tx: Tx) -> None:
+            await tx.conn.execute(statements.RESIGN, {"name": duty, "holder": holder})
+
+        await self._writer.run(op, alone=True)
+
     async def fail_expired(self, now: float) -> int:
         async def op(tx: Tx) -> int:
             count = 0

@@ -323,6 +323,11 @@ class MemoryJobStore(MemoryTargets, MemorySchedules):
         self._leaders[duty] = (holder, now + ttl_s)
         return True
 
+    async def resign(self, duty: str, holder: str) -> None:
+        """Give up ``duty`` if ``holder`` leads it, before its lease ends."""
+        if self._leaders.get(duty, ("", 0.0))[0] == holder:
+            del self._leaders[duty]
+
     async def fail_expired(self, now: float) -> int:
         expired = [
             job for job in self._jobs.values() if job.state in _EXPIRABLE and job.expires_at <= now

@@ -205,6 +205,8 @@ LEAD = text(
     "WHERE leaders.holder = excluded.holder OR leaders.expires_at < :now "
     "RETURNING holder"
 )
+# A holder stepping down (a clean stop): the next to ask takes the duty at once.
+RESIGN = text("DELETE FROM leaders WHERE name = :name AND holder = :holder")
 # A job cancelled while its attempt ran: record the attempt, keep it cancelled.
 COMPLETE_CANCELLED = text(
     "UPDATE jobs SET attempts = :attempts, "

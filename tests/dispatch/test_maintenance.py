@@ -165,6 +165,29 @@ async def test_a_leader_back_from_an_outage_waits_before_rescuing(store: JobStor
     assert flaky.rescues == 2
 
 
+async def test_a_leader_that_stops_hands_the_duty_on_at_once(store: JobStore) -> None:
+    clock = FakeClock()
+
+    def maintenance() -> Maintenance:
+        return Maintenance(
+            store,
+            clock=clock,
+            rng=random.Random(1).random,
+            metrics=Metrics(),
+            retention_s=86400,
+            supervisor=Supervisor(),
+        )
+
+    first, second = maintenance(), maintenance()
+    await first.tick(purge=False)
+    await second.tick(purge=False)
+    assert (first.leading, second.leading) == (True, False)
+    await first.stop()
+    assert not first.leading
+    await second.tick(purge=False)  # well within the first's lease
+    assert second.leading
+
+
 async def test_the_leader_repairs_the_backlog_counts_and_forgets_old_minutes_once_a_minute(
     db_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -799,6 +799,15 @@ class TestStoreContract:
         assert await store.try_lead("maintenance", "b", NOW + 26, 15)  # a stopped renewing
         assert not await store.try_lead("maintenance", "a", NOW + 27, 15)
 
+    async def test_a_holder_that_resigns_hands_its_duty_on_at_once(self, store: Store) -> None:
+        assert await store.try_lead("maintenance", "a", NOW, 15)
+        await store.resign("maintenance", "b")  # not b's to give up
+        assert not await store.try_lead("maintenance", "b", NOW + 1, 15)
+        await store.resign("maintenance", "a")
+        assert await store.try_lead("maintenance", "b", NOW + 2, 15)  # before a's lease ends
+        await store.resign("maintenance", "a")  # no longer a's: b keeps it
+        assert not await store.try_lead("maintenance", "a", NOW + 3, 15)
+
     async def test_every_change_of_state_is_announced_after_its_commit(self, store: Store) -> None:
         heard: list[list[str] | None] = []
         store.on_change = lambda ids: heard.append(None if ids is None else list(ids))
