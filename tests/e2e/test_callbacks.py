@@ -92,3 +92,15 @@ def test_a_kill_9_neither_loses_nor_doubles_a_callback(
         assert endings(sink.received("/hooks")) == dict.fromkeys(ids, "job.succeeded")
     finally:
         second.stop()
+
+
+def test_an_unknown_callback_target_is_refused_by_a_real_gateway_and_nothing_stored(
+    gateway: GatewayProcess, sink: Sink
+) -> None:
+    gateway.put_target("ok", url=sink.url("/ok"))
+    response = gateway.post_job("k", "ok", {"n": 1}, callback_target="nowhere")
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"].endswith("/unknown-target")
+    assert gateway.client.get("/jobs").json()["items"] == []
+    assert sink.received() == []

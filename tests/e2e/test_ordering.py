@@ -90,3 +90,15 @@ def test_cancelling_the_head_lets_the_next_go(gateway: GatewayProcess, sink: Sin
     assert gateway.client.post(f"/jobs/{head['id']}/cancel").status_code == 200
     assert gateway.wait_job(nxt["id"], ("succeeded",))["ordering_key"] == "k"
     assert sent_in_order(sink.received("/down")) == {"k": [0, 1]}
+
+
+def test_a_key_that_is_not_one_is_refused_by_a_real_gateway_and_nothing_stored(
+    gateway: GatewayProcess, sink: Sink
+) -> None:
+    gateway.put_target("ordered", url=sink.url("/hook"))
+    for bad in ("", "has space", "x" * 201):
+        response = gateway.post_job("bad", "ordered", {"n": 0}, ordering_key=bad)
+        assert response.status_code == 422, bad
+        assert response.headers["content-type"] == "application/problem+json"
+        assert "ordering_key" in response.text
+    assert gateway.client.get("/jobs").json()["items"] == []
