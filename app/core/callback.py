@@ -7,7 +7,8 @@ store enqueues, in the transaction that made it terminal (an outbox, never
 whose idempotency key is ``callback:<job id>:<n>``, ``n`` counting the job's
 endings (a retried job that ends again calls back again). A transaction run
 again finds the key taken and replays it, so a crash can neither lose nor
-double a callback. A callback job has no callback of its own.
+double a callback. A callback job has no callback of its own; it carries the
+job's trace context, so a producer's trace goes on into the callback's target.
 
 What the callback is is decided here; the stores make it in their terminal
 writes (``app/storage/endings.py``, ``memory.py``).
@@ -23,6 +24,9 @@ from app.core import idempotency
 from app.core.ids import uuid7
 from app.core.job import TERMINAL, JobRecord, NewJob
 from app.core.render import job_detail_json
+from app.core.trace import TRACEPARENT, TRACESTATE
+
+_TRACE = (TRACEPARENT, TRACESTATE)
 
 
 def callback_key(job_id: str, n: int) -> str:
@@ -46,7 +50,8 @@ def callback_for(job: JobRecord, n: int, now: float) -> NewJob:
         fingerprint=idempotency.fingerprint(job.callback_target, {"job": job.id, "n": n}),
         target=job.callback_target,
         payload=payload,
-        headers=None,
+        # the job's trace goes on into its callback (``trace.py``)
+        headers={k: v for k, v in (job.headers or {}).items() if k in _TRACE} or None,
         max_attempts=None,
         next_attempt_at=now,
         expires_at=None,

@@ -69,6 +69,13 @@ class TestCallbacksContract:
         ended = await calls.get_job("", job.id)
         assert ended is not None and ended.callback_job_id == callback.id
 
+    async def test_a_callback_goes_on_in_its_jobs_trace(self, calls: Store) -> None:
+        parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        job = await calling(calls, headers={"traceparent": parent, "x-other": "1"})
+        await run_once(calls, job, SUCCEEDED)
+        [callback] = await callbacks(calls)
+        assert callback.headers == {"traceparent": parent}
+
     async def test_a_failed_job_calls_back_job_failed(self, calls: Store) -> None:
         job = await calling(calls)
         await run_once(calls, job, FAILED)
