@@ -18,6 +18,7 @@ per item, in order.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -25,12 +26,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.api import problems
 from app.api.guard import BodyProblem, too_large
-from app.api.holds import hold_at_hand
+from app.api.holds import holds_at_hand
 from app.api.intake import counted, new_job, traced
 from app.api.present import job_json
 from app.api.schemas import MAX_BATCH_JOBS, JobIn
 from app.core import idempotency
 from app.core.errors import CsjdError, InvalidIdempotencyKey
+from app.core.hold import Hold
 from app.core.job import Enqueued, NewJob
 from app.gateway import Gateway
 from app.tracing import IntakeSpan
@@ -81,8 +83,10 @@ async def accept_batch(gateway: Gateway, caller: str, items: list[Any]) -> list[
             span.accepted(answer.job, answer.replayed)
     if counted(answers, gateway):
         gateway.wake()
+    made = [answer.job for answer in answers if isinstance(answer, Enqueued)]
+    held = iter(holds_at_hand(gateway, made))
     stored = iter(answers)
-    return [result or _answer(gateway, next(stored)) for result in results]
+    return [result or _answer(next(stored), held) for result in results]
 
 
 def _item(item: Any, max_bytes: int) -> tuple[str, JobIn]:
@@ -118,12 +122,8 @@ def _refused(exc: CsjdError | BodyProblem | ValidationError) -> dict[str, Any]:
     return {"status": problem["status"], "problem": problem}
 
 
-def _answer(gateway: Gateway, answer: Enqueued | CsjdError) -> dict[str, Any]:
+def _answer(answer: Enqueued | CsjdError, held: Iterator[Hold]) -> dict[str, Any]:
+    """An item's result; ``held`` gives the holds of the jobs made, in order."""
     if isinstance(answer, CsjdError):
         return _refused(answer)
-    job = answer.job
-    return {
-        "status": 202,
-        "job": job_json(job, hold_at_hand(gateway, job)),
-        "replayed": answer.replayed,
-    }
+    return {"status": 202, "job": job_json(answer.job, next(held)), "replayed": answer.replayed}

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from app.core.hold import NOT_HELD, UNSENT, Hold, hold_of
 from app.core.job import JobRecord
 from app.core.target import TargetRecord
+from app.dispatch.loop import LiveState
 from app.gateway import Gateway
 
 
@@ -28,6 +29,27 @@ def hold_at_hand(gateway: Gateway, job: JobRecord) -> Hold:
         dispatcher.live_state(job.target),
         gateway.clock.now(),
     )
+
+
+def holds_at_hand(gateway: Gateway, jobs: Sequence[JobRecord]) -> list[Hold]:
+    """``hold_at_hand`` of each job, in order, for a batch's answer: each target's copy
+    and live state are looked up once, and the clock read once."""
+    dispatcher = gateway.dispatcher
+    now = gateway.clock.now()
+    at_hand: dict[str, tuple[TargetRecord | None, LiveState | None]] = {}
+    out: list[Hold] = []
+    for job in jobs:
+        if job.state not in UNSENT:
+            out.append(NOT_HELD)
+            continue
+        target = at_hand.get(job.target)
+        if target is None:
+            target = at_hand[job.target] = (
+                dispatcher.known_target(job.target),
+                dispatcher.live_state(job.target),
+            )
+        out.append(hold_of(job, target[0], target[1], now))
+    return out
 
 
 async def holds(gateway: Gateway, jobs: Sequence[JobRecord]) -> list[Hold]:
