@@ -2,10 +2,12 @@
 
 ``Intake.enqueue`` hands each job to the ``GroupCommitter``, which runs many
 callers' jobs as one batch in one transaction. The batch holds the targets it
-names against a delete (the dialect's ``hold_targets``), checks that each job's
-target exists and that the backlog has room, and admits it by the core's rules
-(``admit``). The (caller, idempotency_key) unique constraint, not a read,
-decides which request made a job; whatever was not created is then looked up
+names against a delete (the dialect's ``hold_targets``; a ``callback_target``
+too), checks that each job's target exists and that the backlog has room (a
+callback, ``app/core/callback.py``, takes none), and admits it by the core's
+rules (``admit``). The (caller, idempotency_key) unique constraint, not a read,
+decides which request made a job; the jobs it made with an ordering key then
+join their lines (``ordering.py``); whatever was not created is then looked up
 as a replay (which counts nothing: only the jobs this batch inserted change the
 per-target counts, ``counts.py``). Refusals are returned as values, so one
 caller's refusal never rolls back another's job. ``enqueue_many`` (a
