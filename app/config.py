@@ -19,7 +19,8 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from app.api.schemas import NAME_PATTERN, TargetIn
+from app.api.schemas import NAME_PATTERN
+from app.api.target_schemas import TargetIn
 from app.core.access import Keyring, load_keys_file, parse_keys
 from app.core.errors import CsjdError
 from app.net import check_target_url

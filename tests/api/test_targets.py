@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.api.schemas import TargetIn
+from app.api.target_schemas import TargetIn
 from app.core.target import SPEC_FIELDS, TargetSpec
 from tests.conftest import Api, ApiFactory
 

@@ -22,7 +22,7 @@ from app.api.deps import GatewayDep
 from app.api.present import schedule_json
 from app.api.problems import documented
 from app.api.routes.targets import NamePath
-from app.api.schemas import NAME_PATTERN, _check_headers, _payload_problem
+from app.api.schemas import NAME_PATTERN, Delivered
 from app.core.errors import NotFound, UnknownTarget
 from app.core.schedule import (
     MAX_CRON_CHARS,
@@ -51,7 +51,7 @@ PUT_DESCRIPTION = (
 )
 
 
-class ScheduleIn(BaseModel):
+class ScheduleIn(Delivered):
     """A schedule (``PUT /schedules/{name}``)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -80,19 +80,6 @@ class ScheduleIn(BaseModel):
     def _timezone(cls, value: str) -> str:
         parse_zone(value)
         return value
-
-    @field_validator("payload")
-    @classmethod
-    def _payload(cls, value: JsonValue) -> JsonValue:
-        problem = _payload_problem(value)
-        if problem is not None:
-            raise ValueError(problem)
-        return value
-
-    @field_validator("headers")
-    @classmethod
-    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
-        return _check_headers(value)
 
     def to_spec(self, name: str) -> ScheduleSpec:
         return ScheduleSpec(

@@ -13,7 +13,8 @@ from starlette.responses import Response
 from app.api.deps import GatewayDep
 from app.api.present import target_json
 from app.api.problems import documented
-from app.api.schemas import NAME_PATTERN, TargetIn, TargetOut, TargetPatch
+from app.api.schemas import NAME_PATTERN
+from app.api.target_schemas import TargetIn, TargetOut, TargetPatch
 from app.core.errors import Conflict, NotFound
 from app.core.target import TargetRecord, TargetSpec, disabled_reason
 from app.gateway import Gateway

@@ -29,7 +29,7 @@ from app.api.present import attempt_json, job_detail_json, target_json
 from app.api.routes.jobs import MAX_ATTEMPT_NUMBER
 from app.api.routes.targets import apply_patch
 from app.api.routes.ui_jobs import JOBS_PATH
-from app.api.schemas import TargetPatch
+from app.api.target_schemas import TargetPatch
 from app.core.errors import CsjdError
 from app.core.job import ACTIVE, RETRIABLE, JobRecord, JobState
 from app.core.timeline import HELD, timeline
