@@ -5,7 +5,8 @@ files it is handed.
 needs: with ``--json`` one JSON document; on a terminal the view drawn as
 tables fitted to its width (``sheets.render``); through a pipe tab-separated
 lines (``sheets.plain``). Progress, notes and questions go to standard error,
-progress only on a terminal. ``read_fields`` reads one record (a target, a
+progress only on a terminal; ``report_problem`` writes the API's problem
+there. ``read_fields`` reads one record (a target, a
 schedule) from a JSON or YAML file, or from standard input.
 """
 
@@ -30,7 +31,10 @@ from rich.progress import (
 from rich.text import Text
 
 from app.console import sheets
-from app.console.client import JsonObject, UsageError
+from app.console.client import JsonObject, Problem, UsageError
+
+#: the shell's convention for a command stopped by Ctrl-C
+INTERRUPTED = 130
 
 
 class Output:
@@ -103,3 +107,32 @@ def read_fields(name: str, stdin: Callable[[], str], what: str) -> JsonObject:
     if not isinstance(body, dict):
         raise UsageError(f"{where} must hold one {what}, as a mapping of its fields")
     return body
+
+
+def report_problem(problem: Problem, *, token_sent: bool, prefix: str = "csjd: ") -> None:
+    """The API's problem on standard error, its field errors, and a hint for a 401 or 403."""
+    message = f"{problem.title}: {problem.detail}" if problem.detail else problem.title
+    print(f"{prefix}{message}", file=sys.stderr)
+    for error in problem.errors:
+        loc = ".".join(str(part) for part in error.get("loc", []) if part != "body")
+        line = f"{loc or '-'}: {error.get('msg', '')}"
+        if line not in problem.detail:
+            print(f"  {line}", file=sys.stderr)
+    hint = _hint(problem.status, token_sent=token_sent)
+    if hint:
+        print(f"hint: {hint}", file=sys.stderr)
+
+
+def _hint(status: int, *, token_sent: bool) -> str | None:
+    if status == 401:
+        if not token_sent:
+            return "the gateway wants an API token: set CSJD_TOKEN (or --token)"
+        return "the gateway does not know this token: check CSJD_TOKEN (or --token)"
+    if status == 403:
+        return (
+            "the key in CSJD_TOKEN may not do this; managing targets and schedules needs "
+            "an admin key, and so do other callers' jobs (csjd keys new NAME --role admin)"
+        )
+    if status == 405:
+        return "this gateway is older than this csjd and does not offer this command"
+    return None

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from app.console import actions
+from app.console import jobs as console_jobs
 from app.console.client import Api
 from app.console.output import Output
 from app.testing import Reply, Sink
@@ -256,13 +256,13 @@ def test_an_operator_finds_inspects_and_bulk_retries_real_failures(
     # retried jobs wait, queued, while their target is disabled; meanwhile another
     # operator retries one of them after csjd listed it, so csjd's own retry is a 409
     assert run("targets", "disable", "down").code == 0
-    every = actions._retry_each
+    every = console_jobs._retry_each
 
     def another_operator_first(api: Api, output: Output, ids: list[str], *, bulk: bool) -> Any:
         assert gateway.client.post(f"/jobs/{down_ids[0]}/retry").status_code == 202
         return every(api, output, ids, bulk=bulk)
 
-    monkeypatch.setattr(actions, "_retry_each", another_operator_first)
+    monkeypatch.setattr(console_jobs, "_retry_each", another_operator_first)
     retried = run("jobs", "retry", "--failed", "--yes")
     assert retried.code == 1  # the job whose target was deleted could not be retried
     assert retried.out == (
