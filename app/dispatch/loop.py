@@ -16,11 +16,8 @@ leases of running attempts; both loops run under the ``Supervisor``.
 ``stop`` stops claiming, lets in-flight deliveries finish for the drain
 timeout, then cancels the rest, which are put back ``queued``, not counted.
 It runs once: ``begin_stop`` starts it (and its clock) when the listener
-closes, and the lifespan's ``stop`` waits for that same one. The loop also
-logs each target's changes of standing as it sees them, once each: its
-breaker's moves (from the guards), and pauses, disables and enables, whether
-its own deliveries caused them or it read them from the database (an
-operator's ``PUT``/``PATCH``, another replica).
+closes, and the lifespan's ``stop`` waits for that same one. Each target's
+changes of standing are logged once as the loop sees them (``target_log.py``).
 """
 
 from __future__ import annotations
@@ -32,7 +29,6 @@ import time
 from collections import Counter
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from app.core import breaker as br
@@ -42,11 +38,12 @@ from app.core.errors import DatabaseUnavailable
 from app.core.job import JobRecord
 from app.core.outcome import Classified
 from app.core.retry import Decision, Random, deferred
-from app.core.target import DISABLED_BY_OPERATOR, Effects, TargetRecord, with_effects
+from app.core.target import Effects, TargetRecord, with_effects
 from app.dispatch.containment import DEFAULT as DEFAULT_CONTAINMENT
-from app.dispatch.containment import BreakerEvent, Containment, TargetGuard
+from app.dispatch.containment import Containment, TargetGuard
 from app.dispatch.delivery import Deliverer
 from app.dispatch.sender import Sender
+from app.dispatch.target_log import TargetLog, log_breaker
 from app.dispatch.timings import DEFAULT as DEFAULT_TIMINGS
 from app.dispatch.timings import Timings
 from app.metrics import Metrics
@@ -67,13 +64,6 @@ class LiveState:
     inflight: int
     #: when the rate limit frees its next token, while it has none now
     rate_free_at: float | None = None
-
-
-def _when(ts: float | None) -> str | None:
-    """A time as the log shows it: RFC 3339, UTC, milliseconds."""
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Dispatcher:
@@ -100,8 +90,7 @@ class Dispatcher:
         self._metrics = metrics
         self._max_inflight = max_inflight
         self._targets: dict[str, TargetRecord] = {}
-        #: each target as its standing (enabled, paused) was last logged
-        self._logged: dict[str, TargetRecord] = {}
+        self._target_log = TargetLog()
         #: targets an attempt's effects changed while the targets were being read
         self._affected: set[str] = set()
         self._guards: dict[str, TargetGuard] = {}
@@ -296,9 +285,8 @@ class Dispatcher:
                 self._targets_stale = True
                 continue
             self._targets[target.name] = target
-            self._track(target, now, via="reload")
-        for name in [n for n in self._logged if n not in self._targets]:
-            del self._logged[name]
+            self._target_log.track(target, now, via="reload")
+        self._target_log.keep_only(self._targets)
         for name, target in self._targets.items():
             guard = self._guards.get(name)
             if guard is None:
@@ -315,30 +303,11 @@ class Dispatcher:
         now = self._clock.now()
         guard.observe(now)
         for event in guard.take_events():
-            _log_breaker(name, event)
+            log_breaker(name, event)
         state = br.current(guard.breaker, now).state
         series = self._metrics.target(name)
         series.breaker_state.set(br.GAUGE[state])
         series.concurrency_limit.set(guard.concurrency.limit)
-
-    def _track(self, target: TargetRecord, now: float, *, via: str) -> None:
-        """Log how ``target``'s standing changed since it was last logged (a target
-        seen for the first time has not changed). ``via``: ``attempt`` when this
-        process's delivery caused it, ``reload`` when read from the database."""
-        before = self._logged.get(target.name)
-        self._logged[target.name] = target
-        if before is None:
-            return
-        fields = {"target": target.name, "via": via}
-        if before.spec.enabled and not target.spec.enabled:
-            reason = target.disabled_reason
-            level = logging.INFO if reason == DISABLED_BY_OPERATOR else logging.WARNING
-            log.log(level, "target_disabled", extra={**fields, "reason": reason})
-        elif target.spec.enabled and not before.spec.enabled:
-            log.info("target_enabled", extra=fields)
-        until = target.paused_until
-        if until is not None and until > now and not (before.paused_until or 0.0) > now:
-            log.warning("target_paused", extra={**fields, "until": _when(until)})
 
     async def _claim_round(self) -> bool:
         """Claim what can start now; True if the loop should claim again at once.
@@ -475,24 +444,6 @@ class Dispatcher:
         if target is not None:
             self._affected.add(name)
             self._targets[name] = changed = with_effects(target, change, now)
-            self._track(changed, now, via="attempt")
+            self._target_log.track(changed, now, via="attempt")
             if change.disabled_reason is not None:
                 self._targets_stale = True
-
-
-def _log_breaker(target: str, event: BreakerEvent) -> None:
-    b = event.breaker
-    if b.state is br.BreakerState.OPEN:
-        log.warning(
-            "target_breaker_opened",
-            extra={
-                "target": target,
-                "reason": b.reason,
-                "until": _when(b.reopens_at),
-                "open_s": b.open_s,
-            },
-        )
-    elif b.state is br.BreakerState.HALF_OPEN:
-        log.info("target_breaker_half_open", extra={"target": target})
-    else:
-        log.info("target_breaker_closed", extra={"target": target})
