@@ -12,9 +12,9 @@ import os
 import uuid
 
 import asyncpg
-import pytest
 
 from app.storage.migrate import upgrade
+from tests.needs import missing
 
 ADMIN_URL = os.environ.get("CSJD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -39,10 +39,10 @@ def require_postgres() -> None:
     try:
         _run("SELECT 1")
     except (OSError, asyncpg.PostgresError) as exc:
-        message = f"PostgreSQL is not reachable at {ADMIN_URL}: {exc}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message + " (CI=true: the Postgres tests must run)")
-        pytest.skip(message)
+        missing(
+            f"PostgreSQL is not reachable at {ADMIN_URL}: {exc}",
+            in_ci="the Postgres tests must run",
+        )
 
 
 class PostgresDatabases:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,6 +10,7 @@ import pytest
 import yaml
 
 from tests.deploy.kit import ALERT_TESTS, ALERTS, as_promql, dashboard_exprs
+from tests.needs import missing
 
 PROMTOOL = shutil.which("promtool")
 
@@ -19,10 +19,10 @@ PROMTOOL = shutil.which("promtool")
 def _require_promtool() -> None:
     """Skips without promtool; under ``CI=true`` (where ``.ci/run`` installs it) fails."""
     if PROMTOOL is None:
-        message = "promtool is not installed (Debian: apt-get install prometheus)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message + " (CI=true: the alert rules must be checked)")
-        pytest.skip(message)
+        missing(
+            "promtool is not installed (Debian: apt-get install prometheus)",
+            in_ci="the alert rules must be checked",
+        )
 
 
 def promtool(*args: str, cwd: Path | None = None) -> str:

@@ -14,12 +14,13 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
 from app.testing import Reply, Sink
 from tests.e2e.gateway import ROOT, GatewayProcess
+from tests.needs import missing
 
 pytestmark = pytest.mark.slow
 
@@ -34,10 +35,8 @@ def artifacts() -> Path:
     return folder
 
 
-def _missing(why: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{why}; CI must run the browser test")
-    pytest.skip(why)
+def _missing(why: str) -> NoReturn:
+    missing(why, in_ci="CI must run the browser test")
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from __future__ import annotations
 import glob
 import os
 
-import pytest
+from tests.needs import missing
 
 #: the multithreaded build: the gateway runs SQLite and DNS in threads
 _LIBRARY_PATTERNS = (
@@ -36,10 +36,10 @@ def require_faketime() -> str:
     """The library's path; skips the test without it (fails under ``CI=true``)."""
     path = libfaketime()
     if path is None:
-        message = "libfaketime is not installed (Debian: apt-get install faketime)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message + " (CI=true: the clock-skew tests must run)")
-        pytest.skip(message)
+        missing(
+            "libfaketime is not installed (Debian: apt-get install faketime)",
+            in_ci="the clock-skew tests must run",
+        )
     return path
 
 

@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
-import pytest
 
 from app.storage.migrate import upgrade
+from tests.needs import missing
 
 T = TypeVar("T")
 
@@ -78,10 +78,10 @@ def require_bindir() -> Path:
     """The Postgres binaries; skips without them (fails under ``CI=true``)."""
     path = bindir()
     if path is None:
-        message = "no PostgreSQL server binaries (initdb, pg_ctl) on this machine"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message + " (CI=true: the private-Postgres tests must run)")
-        pytest.skip(message)
+        missing(
+            "no PostgreSQL server binaries (initdb, pg_ctl) on this machine",
+            in_ci="the private-Postgres tests must run",
+        )
     return path
 
 
