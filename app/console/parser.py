@@ -55,6 +55,13 @@ def _header(text: str) -> tuple[str, str]:
     return name.strip(), value
 
 
+def _header_option(cmd: argparse.ArgumentParser, help: str) -> None:
+    """``--header NAME=VALUE``, repeatable, collected in ``headers``."""
+    cmd.add_argument(
+        "--header", dest="headers", metavar="NAME=VALUE", type=_header, action="append", help=help
+    )
+
+
 def _json_value(text: str) -> Any:
     try:
         return json.loads(text)
@@ -230,14 +237,7 @@ def _schedule_commands(commands: Subparsers, leaf: Leaf) -> None:
     put.add_argument(
         "--payload", type=_json_value, metavar="JSON", help="each job's payload (default null)"
     )
-    put.add_argument(
-        "--header",
-        dest="headers",
-        metavar="NAME=VALUE",
-        type=_header,
-        action="append",
-        help="a header of each job; repeat for more",
-    )
+    _header_option(put, "a header of each job; repeat for more")
     put.add_argument("--disabled", action="store_true", help="create it switched off")
     leaf(s, "delete", "schedules_delete", "remove a schedule (its jobs stay)").add_argument("name")
 
@@ -289,14 +289,7 @@ def add_commands(commands: Subparsers) -> None:
     put.add_argument("--backoff-max-s", type=float)
     put.add_argument("--max-retry-duration-s", type=float)
     put.add_argument("--secret", help="whsec_… signing secret (visible to other local users)")
-    put.add_argument(
-        "--header",
-        dest="headers",
-        metavar="NAME=VALUE",
-        type=_header,
-        action="append",
-        help="a static delivery header; repeat for more",
-    )
+    _header_option(put, "a static delivery header; repeat for more")
     put.add_argument("--disabled", action="store_true", help="register it disabled")
     leaf(t, "enable", "targets_enable", "send to a target again").add_argument("name")
     leaf(

@@ -14,7 +14,7 @@ is included first, so ``/ui/jobs/retry-all`` is not read as a job id.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import orjson
 from fastapi import APIRouter, Request
@@ -120,32 +120,48 @@ def _for(job: JobRecord) -> str:
     return f" for {job.caller}" if job.caller != ANONYMOUS else ""
 
 
-@router.post("/jobs/{job_id}/retry")
-async def retry(job_id: str, request: Request, gateway: GatewayDep) -> Response:
+#: an operator's command on one job, as the store takes it: (caller, id, now)
+Command = Callable[[str | None, str, float], Awaitable[JobRecord]]
+
+
+async def _command(
+    request: Request,
+    gateway: GatewayDep,
+    job_id: str,
+    command: Command,
+    verb: str,
+    done: Callable[[JobRecord], str],
+) -> Response:
+    """Run ``command`` on the job as its own caller, and go back to the page it came
+    from saying what happened (``done``: how the job, as it was, now stands)."""
     back = _back(await form(request), UI_PATH)
     job = await gateway.store.get_job(None, job_id)
     if job is None:
         return redirect(request, back, ("error", f"There is no job {job_id}."))
     try:
-        await gateway.store.retry(job.caller, job.id, gateway.clock.now())
+        await command(job.caller, job.id, gateway.clock.now())
     except CsjdError as exc:
-        return redirect(request, back, ("error", f"Job {job.id} was not retried: {exc.detail}"))
-    gateway.wake()
-    again = "will be sent again" if job.state is JobState.SUCCEEDED else "is queued again"
-    return redirect(request, back, ("ok", f"Job {job.id} {again}{_for(job)}."))
+        return redirect(request, back, ("error", f"Job {job.id} was not {verb}: {exc.detail}"))
+    return redirect(request, back, ("ok", f"Job {job.id} {done(job)}{_for(job)}."))
+
+
+@router.post("/jobs/{job_id}/retry")
+async def retry(job_id: str, request: Request, gateway: GatewayDep) -> Response:
+    async def retried(caller: str | None, job_id: str, now: float) -> JobRecord:
+        job = await gateway.store.retry(caller, job_id, now)
+        gateway.wake()
+        return job
+
+    def done(job: JobRecord) -> str:
+        return "will be sent again" if job.state is JobState.SUCCEEDED else "is queued again"
+
+    return await _command(request, gateway, job_id, retried, "retried", done)
 
 
 @router.post("/jobs/{job_id}/cancel")
 async def cancel(job_id: str, request: Request, gateway: GatewayDep) -> Response:
-    back = _back(await form(request), UI_PATH)
-    job = await gateway.store.get_job(None, job_id)
-    if job is None:
-        return redirect(request, back, ("error", f"There is no job {job_id}."))
-    try:
-        await gateway.store.cancel(job.caller, job.id, gateway.clock.now())
-    except CsjdError as exc:
-        return redirect(request, back, ("error", f"Job {job.id} was not cancelled: {exc.detail}"))
-    return redirect(request, back, ("ok", f"Job {job.id} is cancelled{_for(job)}."))
+    command = gateway.store.cancel
+    return await _command(request, gateway, job_id, command, "cancelled", lambda _: "is cancelled")
 
 
 # -- switching a target on and off ------------------------------------------------------------
