@@ -31,11 +31,12 @@ from app.core.access import Keyring
 from app.core.clock import Clock, SystemClock
 from app.dispatch.loop import Dispatcher
 from app.dispatch.maintenance import RESCUE_GRACE_S, Maintenance
+from app.dispatch.reqwest_sender import ReqwestSender
 from app.dispatch.schedules import Scheduler
 from app.dispatch.sender import AiohttpSender, Sender
 from app.dispatch.wakeup import WakeSender
 from app.metrics import Metrics
-from app.settings import ProcessRole, Settings
+from app.settings import DeliveryClient, ProcessRole, Settings
 from app.storage.backend import Backend, DatabaseClock, Locks
 from app.storage.base import JobStore
 from app.supervisor import Supervisor
@@ -43,6 +44,14 @@ from app.tracing import Tracing, tracing_for
 from app.watch import JobWatch
 
 log = logging.getLogger("csjd")
+
+
+def delivery_sender(settings: Settings) -> Sender:
+    """The real sender ``CSJD_DELIVERY_CLIENT`` names, bounded by ``CSJD_MAX_INFLIGHT``."""
+    sender = ReqwestSender if settings.delivery_client is DeliveryClient.REQWEST else AiohttpSender
+    return sender(
+        max_connections=settings.max_inflight, allow_private=settings.allow_private_targets
+    )
 
 
 @dataclass(slots=True, kw_only=True)
@@ -103,9 +112,7 @@ class Gateway:
         database_clock = backend.clock(store) if clock is None else None
         clock = clock or database_clock or SystemClock()
         store.on_change = watch.changed
-        sender = sender or AiohttpSender(
-            max_connections=settings.max_inflight, allow_private=settings.allow_private_targets
-        )
+        sender = sender or delivery_sender(settings)
         tracing = tracing or tracing_for(settings.traces_exported)
         dispatcher = Dispatcher(
             store,

@@ -103,9 +103,11 @@ async def check_target_url(
             )
 
 
-def literal_refusal(host: str) -> str | None:
+def literal_refusal(host: str, *, written: str | None = None) -> str | None:
     """Why connecting to ``host`` is refused, if aiohttp would take it for an IP
     literal (and so never ask a resolver); None for a public literal or a name.
+    ``written`` is the host as the URL spelled it, when a client has already
+    read it as an address (the message names it as the producer wrote it).
 
     aiohttp's test is loose (any digits and dots, or a colon), and legacy IPv4
     forms such as ``127.1`` or ``2130706433`` reach the socket layer, which reads
@@ -127,8 +129,9 @@ def literal_refusal(host: str) -> str | None:
         return None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped  # the address it is judged by
-    shown = "" if str(address) == host else f" ({address})"
-    return f"'{host}' is {why}{shown}; {_UNLESS_ALLOWED}"
+    named = written or host
+    shown = "" if str(address) == named else f" ({address})"
+    return f"'{named}' is {why}{shown}; {_UNLESS_ALLOWED}"
 
 
 class GuardedResolver(AbstractResolver):

@@ -70,6 +70,15 @@ class ProcessRole(StrEnum):
         ]
 
 
+class DeliveryClient(StrEnum):
+    """``CSJD_DELIVERY_CLIENT``: the HTTP client deliveries go out through.
+    aiohttp by default; reqwest (pyreqwest) drains a backlog with a little less
+    CPU but holds more memory (docs/performance.md has both)."""
+
+    AIOHTTP = "aiohttp"
+    REQWEST = "reqwest"
+
+
 class LogFormat(StrEnum):
     """``CSJD_LOG_FORMAT``; unset, ``app/logs.py`` picks one for where the output goes."""
 
@@ -101,6 +110,7 @@ class Settings(BaseSettings):
     api_keys: str | None = None
     api_keys_file: Path | None = None
     sqlite_synchronous: SqliteSynchronous = SqliteSynchronous.FULL
+    delivery_client: DeliveryClient = DeliveryClient.AIOHTTP
     #: None: ``console`` when standard output is a terminal, else ``json``
     log_format: LogFormat | None = None
     _traces_exported: bool = PrivateAttr(default_factory=lambda: otlp_traces_configured(os.environ))
@@ -137,7 +147,7 @@ class Settings(BaseSettings):
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("log_format", mode="before")
+    @field_validator("log_format", "delivery_client", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value

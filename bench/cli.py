@@ -24,7 +24,7 @@ import orjson
 
 from app.api.schemas import MAX_BATCH_JOBS
 from bench.harness import BenchError, say
-from bench.harness.gateway import PG_ADMIN_URL
+from bench.harness.gateway import EVERY_CSJD, PG_ADMIN_URL
 from bench.harness.loadgen import client_session
 from bench.harness.procs import BENCH_DIR, HOST, STARTED, Service, child_env, free_port
 from bench.scenarios import IN_ALL, ONE_CSJD, SCENARIOS, SQLITE_ONLY
@@ -131,6 +131,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=1,
         help="end_to_end: csjd processes sharing the database, POSTs spread round-robin "
         "(default 1; more than 1 needs --db postgres)",
+    )
+    parser.add_argument(
+        "--delivery-client",
+        choices=["reqwest", "aiohttp"],
+        default=None,
+        help="CSJD_DELIVERY_CLIENT for every csjd of the run (default: csjd's own default)",
     )
     parser.add_argument(
         "--ordering-keys",
@@ -270,6 +276,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.delivery_client is not None:
+        EVERY_CSJD["CSJD_DELIVERY_CLIENT"] = args.delivery_client
     tmp = Path(tempfile.mkdtemp(prefix="csjd-bench-"))
     try:
         run_loop(lambda loop_name: bench(args, tmp, loop_name))

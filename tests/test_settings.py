@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from app.settings import LogFormat, Settings, SqliteSynchronous
+from app.settings import DeliveryClient, LogFormat, Settings, SqliteSynchronous
 
 
 def test_defaults_are_the_contracts(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -21,6 +21,7 @@ def test_defaults_are_the_contracts(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.log_format is None  # chosen by where the output goes (app/logs.py)
     assert s.max_waiters == 10_000
     assert s.max_connections == 12_000
+    assert s.delivery_client is DeliveryClient.AIOHTTP
 
 
 def test_a_plain_postgres_url_gets_the_async_driver() -> None:
@@ -34,11 +35,13 @@ def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("CSJD_SQLITE_SYNCHRONOUS", "normal")
     monkeypatch.setenv("CSJD_ALLOW_PRIVATE_TARGETS", "true")
     monkeypatch.setenv("CSJD_LOG_FORMAT", "CONSOLE")
+    monkeypatch.setenv("CSJD_DELIVERY_CLIENT", "Reqwest")
     s = Settings(_env_file=None)  # type: ignore[call-arg]
     assert s.max_inflight == 32
     assert s.sqlite_synchronous is SqliteSynchronous.NORMAL
     assert s.allow_private_targets is True
     assert s.log_format is LogFormat.CONSOLE
+    assert s.delivery_client is DeliveryClient.REQWEST
 
 
 @pytest.mark.parametrize(
@@ -49,6 +52,7 @@ def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None
         {"max_inflight": 0},
         {"database_url": "mysql+aiomysql://localhost/test"},
         {"log_format": "xml"},
+        {"delivery_client": "curl"},
         {"max_waiters": 5000, "max_connections": 5000},
         {"max_connections": 1},
     ],

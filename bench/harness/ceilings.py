@@ -1,7 +1,8 @@
-"""The two ceilings csjd is put next to, each measured after csjd has stopped,
+"""The ceilings csjd is put next to, each measured after csjd has stopped,
 never alongside it: the same load generator against the bare FastAPI app
-(``bench/bare_app.py``), for intake, and an aiohttp client alone posting to
-the sink as csjd's sender does, for delivery. A scenario names the ceilings it
+(``bench/bare_app.py``), for intake, and, for delivery, an HTTP client alone
+posting to the sink as csjd's sender does: aiohttp, and reqwest (pyreqwest),
+csjd's default delivery client. A scenario names the ceilings it
 wants and the figure of its own that each one divides; with
 ``--skip-ceilings`` none is measured.
 """
@@ -12,11 +13,14 @@ import argparse
 import asyncio
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
+from pyreqwest.client import ClientBuilder
+from pyreqwest.exceptions import PyreqwestError
 
 from bench.harness import BenchError, say
 from bench.harness.loadgen import client_session, post_jobs
@@ -25,6 +29,7 @@ from bench.harness.sink_client import sink_reset, sink_stats
 
 BARE_FASTAPI = "bare_fastapi_post_per_s"
 OUTBOUND_CLIENT = "outbound_client_per_s"
+OUTBOUND_REQWEST = "outbound_reqwest_per_s"
 #: a ceiling's name -> (the ratio's name, the figure of the scenario divided by the
 #: ceiling: a key of its result, or a dotted path into it, ``accepted_per_s.single``)
 CeilingSpec = dict[str, tuple[str, str]]
@@ -43,15 +48,7 @@ async def post_outbound(url: str, jobs: int, concurrency: int) -> tuple[float, i
     async def worker(session: aiohttp.ClientSession) -> None:
         nonlocal errors
         for i in indexes:
-            now = time.time()
-            headers = {
-                "content-type": "application/json",
-                "user-agent": "csjd-bench",
-                "webhook-id": f"outbound-{i}",
-                "webhook-timestamp": str(int(now)),
-                "idempotency-key": f"outbound-{i}",
-                "csjd-attempt": "1",
-            }
+            headers = _delivery_headers(i)
             try:
                 async with asyncio.timeout(30.0):
                     async with session.post(
@@ -70,6 +67,63 @@ async def post_outbound(url: str, jobs: int, concurrency: int) -> tuple[float, i
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
         return time.perf_counter() - t0, errors
+
+
+def _delivery_headers(i: int) -> dict[str, str]:
+    """The headers of a csjd delivery (unsigned)."""
+    return {
+        "content-type": "application/json",
+        "user-agent": "csjd-bench",
+        "webhook-id": f"outbound-{i}",
+        "webhook-timestamp": str(int(time.time())),
+        "idempotency-key": f"outbound-{i}",
+        "csjd-attempt": "1",
+        "accept-encoding": "identity",
+        "accept": "*/*",
+    }
+
+
+async def post_outbound_reqwest(url: str, jobs: int, concurrency: int) -> tuple[float, int]:
+    """``post_outbound`` through pyreqwest, with ``ReqwestSender``'s client options."""
+    indexes = iter(range(jobs))
+    errors = 0
+    client = (
+        ClientBuilder()
+        .no_proxy()
+        .follow_redirects(False)
+        .gzip(False)
+        .brotli(False)
+        .zstd(False)
+        .deflate(False)
+        .http1_only()
+        .http1_lower_case_headers()
+        .max_connections(concurrency)
+        .build()
+    )
+
+    async def worker() -> None:
+        nonlocal errors
+        for i in indexes:
+            try:
+                async with (
+                    client.post(url)
+                    .headers(_delivery_headers(i))
+                    .body_bytes(orjson.dumps({"i": i}))
+                    .timeout(timedelta(seconds=30))
+                    .build_streamed() as response
+                ):
+                    await response.body_reader.read(64 * 1024)
+                    if response.status != 200:
+                        errors += 1
+            except PyreqwestError:
+                errors += 1
+
+    try:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return time.perf_counter() - t0, errors
+    finally:
+        await client.close()
 
 
 async def bare_fastapi_ceiling(args: argparse.Namespace, tmp: Path) -> float:
@@ -92,9 +146,13 @@ async def bare_fastapi_ceiling(args: argparse.Namespace, tmp: Path) -> float:
     return rate
 
 
-async def outbound_ceiling(args: argparse.Namespace, sink: Service) -> float:
-    say(f"ceiling: aiohttp client alone, {args.jobs} POSTs to the sink")
-    wall_s, errors = await post_outbound(sink.base_url + "/hook", args.jobs, args.concurrency)
+async def outbound_ceiling(
+    args: argparse.Namespace, sink: Service, *, reqwest: bool = False
+) -> float:
+    client = "reqwest" if reqwest else "aiohttp"
+    say(f"ceiling: {client} client alone, {args.jobs} POSTs to the sink")
+    post = post_outbound_reqwest if reqwest else post_outbound
+    wall_s, errors = await post(sink.base_url + "/hook", args.jobs, args.concurrency)
     async with client_session(2) as control:
         stats = await sink_stats(control, sink)
         await sink_reset(control, sink)
@@ -103,7 +161,7 @@ async def outbound_ceiling(args: argparse.Namespace, sink: Service) -> float:
             f"the outbound ceiling run had {errors} errors; the sink saw {stats['distinct']} ids"
         )
     rate = args.jobs / wall_s
-    say(f"  outbound client: {rate:.0f} POST/s")
+    say(f"  outbound {client} client: {rate:.0f} POST/s")
     return rate
 
 
@@ -116,10 +174,10 @@ async def measure_ceilings(
     ceilings: dict[str, float] = {}
     ratios: dict[str, float] = {}
     for name, (ratio, figure) in spec.items():
-        if name == OUTBOUND_CLIENT:
+        if name in (OUTBOUND_CLIENT, OUTBOUND_REQWEST):
             async with client_session(2) as control:
                 await sink_reset(control, sink)
-            value = await outbound_ceiling(args, sink)
+            value = await outbound_ceiling(args, sink, reqwest=name == OUTBOUND_REQWEST)
         else:
             value = await bare_fastapi_ceiling(args, tmp)
         ceilings[name] = round(value, 1)

@@ -35,6 +35,8 @@ PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 PG_CONNECT_TIMEOUT_S = 10.0
 #: warnings every csjd logs in this setup (no API keys), left out of the log counts
 EXPECTED_WARNINGS = frozenset({"auth_disabled"})
+#: ``CSJD_*`` settings every csjd of this run gets (``--delivery-client``)
+EVERY_CSJD: dict[str, str] = {}
 
 
 async def pg_admin(admin_url: str, statement: str) -> None:
@@ -140,6 +142,7 @@ def start_csjd(
             "CSJD_DATABASE_URL": database_url,
             "CSJD_ALLOW_PRIVATE_TARGETS": "true",
             "CSJD_LOG_FORMAT": "json",
+            **EVERY_CSJD,
             **(extra_env or {}),
         }
     )

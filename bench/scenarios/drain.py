@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 
 from bench.harness import BenchError, say
-from bench.harness.ceilings import OUTBOUND_CLIENT
+from bench.harness.ceilings import OUTBOUND_CLIENT, OUTBOUND_REQWEST
 from bench.harness.gateway import fresh_database, put_target, register_paused, start_csjd
 from bench.harness.lines import one_csjd, scenario
 from bench.harness.loadgen import Intake, client_session, post_jobs, report_intake
@@ -159,5 +159,8 @@ SCENARIO = scenario(
     "drain",
     drain,
     lambda args: {"concurrency": args.concurrency, **one_csjd(args)},
-    {OUTBOUND_CLIENT: ("drained_vs_outbound_client", "drained_per_s")},
+    {
+        OUTBOUND_CLIENT: ("drained_vs_outbound_client", "drained_per_s"),
+        OUTBOUND_REQWEST: ("drained_vs_outbound_reqwest", "drained_per_s"),
+    },
 )

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import say
-from bench.harness.ceilings import BARE_FASTAPI, OUTBOUND_CLIENT
+from bench.harness.ceilings import BARE_FASTAPI, OUTBOUND_CLIENT, OUTBOUND_REQWEST
 from bench.harness.gateway import fresh_database, put_target, report_log, start_csjd
 from bench.harness.lines import percentiles, scenario
 from bench.harness.loadgen import client_session, delivery_latencies, post_jobs, report_intake
@@ -133,5 +133,6 @@ SCENARIO = scenario(
     {
         BARE_FASTAPI: ("accepted_vs_bare_fastapi", "accepted_per_s"),
         OUTBOUND_CLIENT: ("delivered_vs_outbound_client", "delivered_per_s"),
+        OUTBOUND_REQWEST: ("delivered_vs_outbound_reqwest", "delivered_per_s"),
     },
 )

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from app.core.clock import Clock, SystemClock
-from app.dispatch.sender import Sender
+from app.dispatch.reqwest_sender import ReqwestSender
+from app.dispatch.sender import AiohttpSender, Sender
 from app.settings import Settings
 from app.storage.base import JobStore
 from app.storage.factory import build_store
@@ -18,6 +19,14 @@ from app.testing import FakeSender
 from tests.dispatch.harness import Harness
 
 Start = Callable[..., Awaitable[Harness]]
+RealSender = type[AiohttpSender] | type[ReqwestSender]
+
+
+@pytest.fixture(params=[AiohttpSender, ReqwestSender], ids=["aiohttp", "reqwest"])
+def real_sender(request: pytest.FixtureRequest) -> RealSender:
+    """Each real sender in turn: both keep the seam's promise the same way."""
+    cls: RealSender = request.param
+    return cls
 
 
 @pytest.fixture
