@@ -8,6 +8,7 @@ already taken fails at once, before migrations, dispatching or the
 cannot be reached, does not exist, refuses the login, or cannot be opened
 (SQLite in a directory that is not there or not writable) in the chain of
 whatever a start raised; anything else (a bug) keeps its traceback.
+``migrate_database`` applies the migrations under the database's locks.
 ``started_fields`` are the facts of the ``gateway_started`` line. No message
 here holds a password: the database is named by ``Settings.database_shown``.
 """
@@ -25,7 +26,8 @@ from sqlalchemy.engine import make_url
 
 from app import __version__
 from app.gateway import Gateway
-from app.settings import Settings
+from app.settings import ProcessRole, Settings
+from app.storage.backend import Backend, DatabaseInUse
 
 #: the exit status of a configuration csjd cannot use
 INVALID_CONFIGURATION = 2
@@ -33,6 +35,8 @@ INVALID_CONFIGURATION = 2
 DATABASE_UNUSABLE = 2
 #: the exit status of an address csjd cannot listen on
 CANNOT_LISTEN = 1
+#: the exit status of a database another gateway holds
+DATABASE_IN_USE = 1
 
 #: Postgres error classes that say the database cannot be used at all, as opposed
 #: to a statement that failed: connection exceptions (08), a refused login (28),
@@ -53,9 +57,10 @@ class StartFailed(Exception):
         self.status = status
 
 
-def listen(host: str, port: int) -> socket.socket:
+def listen(host: str, port: int, option: str = "--port") -> socket.socket:
     """A socket bound to ``host:port`` (not yet listening: uvicorn does that);
-    ``StartFailed`` when the address is taken or not this machine's."""
+    ``StartFailed`` when the address is taken or not this machine's (naming
+    ``option``, the flag that picks another port)."""
     where = f"{_bracketed(host)}:{port}"
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
@@ -75,9 +80,29 @@ def listen(host: str, port: int) -> socket.socket:
         sock.close()
         reason = _os_reason(exc)
         if exc.errno == errno.EADDRINUSE:
-            reason += " (another csjd or another program has it; choose one with --port)"
+            reason += f" (another csjd or another program has it; choose one with {option})"
         raise StartFailed(f"cannot listen on {where}: {reason}", CANNOT_LISTEN) from None
     return sock
+
+
+def migrate_database(settings: Settings) -> None:
+    """Apply the migrations while holding every duty's lock (``csjd migrate``, and
+    the parent of ``csjd serve --workers``); ``StartFailed`` when another gateway
+    holds the database or it cannot be used."""
+    backend = Backend(settings, ProcessRole.ALL)
+    locks = backend.locks()
+    try:
+        locks.acquire()
+        open_sqlite_file(settings)
+        backend.migrate_blocking()  # logs "migrated"
+    except DatabaseInUse as exc:
+        raise StartFailed(str(exc), DATABASE_IN_USE) from None
+    except Exception as exc:
+        if (failure := database_failure(exc, settings)) is None:
+            raise
+        raise failure from None
+    finally:
+        locks.release()
 
 
 def open_sqlite_file(settings: Settings) -> None:
@@ -154,11 +179,17 @@ def _bracketed(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def url_of(sock: socket.socket) -> str:
+    """The address ``sock`` is bound to, as a URL."""
+    host, port = sock.getsockname()[:2]
+    return f"http://{_bracketed(host)}:{port}"
+
+
 def started_fields(gateway: Gateway, sock: socket.socket) -> dict[str, Any]:
     """The facts of ``gateway_started``: where it listens, which database, whether
     auth is on, and where a person finds the dashboard and the API's docs."""
     host, port = sock.getsockname()[:2]
-    url = f"http://{_bracketed(host)}:{port}"
+    url = url_of(sock)
     browse = f"http://{_bracketed(_WILDCARDS.get(host, host))}:{port}"
     keys = len(gateway.keyring.names)
     return {
