@@ -35,10 +35,10 @@ def _settings() -> Settings:
 
 
 def serve(args: argparse.Namespace) -> int:
-    if args.worker_of is not None:
+    if (seat := _seat(args)) is not None:
         from app.seat import die_with_parent
 
-        die_with_parent(args.worker_of)  # first: a worker never outlives its parent
+        die_with_parent(seat.parent_pid)  # first: a worker never outlives its parent
     from app import logs
     from app.serve import run
     from app.startup import StartFailed, database_failure
@@ -49,7 +49,6 @@ def serve(args: argparse.Namespace) -> int:
     if (why := refusal(args, settings)) is not None:
         print(f"csjd: {why}", file=sys.stderr)
         return 2
-    seat = _seat(args)
     role = ProcessRole(args.role or ProcessRole.ALL)
     logs.configure(settings.log_format, fields=None if seat is None else {"worker": role.value})
     try:
@@ -84,8 +83,9 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def _seat(args: argparse.Namespace) -> Seat | None:
-    """A worker's seat under a ``csjd serve --workers`` parent (``app/seat.py``)."""
-    if args.worker_of is None:
+    """A worker's seat under a ``csjd serve --workers`` parent (``app/seat.py``);
+    None unless all three of its options are given (``refusal`` says the rest)."""
+    if args.worker_of is None or args.listen_fd is None or args.ready_fd is None:
         return None
     from app.seat import Seat
 
