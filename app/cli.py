@@ -40,10 +40,8 @@ def serve(args: argparse.Namespace) -> int:
 
         die_with_parent(seat.parent_pid)  # first: a worker never outlives its parent
     from app import logs
-    from app.serve import run
-    from app.startup import StartFailed, database_failure
-    from app.storage.backend import Backend, DatabaseInUse
-    from app.workers import refusal
+    from app.startup import StartFailed
+    from app.workers import refusal, run_workers
 
     settings = _settings()
     if (why := refusal(args, settings)) is not None:
@@ -51,6 +49,24 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     role = ProcessRole(args.role or ProcessRole.ALL)
     logs.configure(settings.log_format, fields=None if seat is None else {"worker": role.value})
+    try:
+        if (args.workers or 1) > 1:
+            # the parent stays small: its workers check the database and the keys
+            return run_workers(settings, args.host, args.port, args.dispatcher_port or 0)
+        return _serve_one(settings, args.host, args.port, role, seat)
+    except StartFailed as exc:
+        print(f"csjd: {exc}", file=sys.stderr)
+        return exc.status
+
+
+def _serve_one(
+    settings: Settings, host: str, port: int, role: ProcessRole, seat: Seat | None
+) -> int:
+    """One gateway process: alone, one half of a split, or a worker (``seat``)."""
+    from app.serve import run
+    from app.startup import database_failure
+    from app.storage.backend import Backend, DatabaseInUse
+
     try:
         Backend(settings, role).locks().probe()
     except DatabaseInUse as exc:
@@ -69,17 +85,9 @@ def serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"csjd: invalid configuration: {exc}", file=sys.stderr)
         return 2
-    if seat is None:  # a worker's parent said all this already
+    if seat is None or role is ProcessRole.API:  # said where people reach csjd, once
         _notices(settings, keyring)
-    try:
-        if (args.workers or 1) > 1:
-            from app.workers import run_workers
-
-            return run_workers(settings, args.host, args.port, args.dispatcher_port or 0)
-        return run(settings, args.host, args.port, role, seat)
-    except StartFailed as exc:
-        print(f"csjd: {exc}", file=sys.stderr)
-        return exc.status
+    return run(settings, host, port, role, seat)
 
 
 def _seat(args: argparse.Namespace) -> Seat | None:
@@ -121,15 +129,27 @@ def _notices(settings: Settings, keyring: Keyring) -> None:
 
 def migrate() -> int:
     from app import logs
-    from app.startup import StartFailed, migrate_database
+    from app.startup import database_failure, open_sqlite_file
+    from app.storage.backend import Backend, DatabaseInUse
 
     settings = _settings()
     logs.configure(settings.log_format)
+    backend = Backend(settings, ProcessRole.ALL)
+    locks = backend.locks()
     try:
-        migrate_database(settings)  # logs "migrated"
-    except StartFailed as exc:
+        locks.acquire()
+        open_sqlite_file(settings)
+        backend.migrate_blocking()  # logs "migrated"
+    except DatabaseInUse as exc:
         print(f"csjd: {exc}", file=sys.stderr)
-        return exc.status
+        return 1
+    except Exception as exc:
+        if (failure := database_failure(exc, settings)) is None:
+            raise
+        print(f"csjd: {failure}", file=sys.stderr)
+        return failure.status
+    finally:
+        locks.release()
     return 0
 
 

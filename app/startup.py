@@ -8,7 +8,6 @@ already taken fails at once, before migrations, dispatching or the
 cannot be reached, does not exist, refuses the login, or cannot be opened
 (SQLite in a directory that is not there or not writable) in the chain of
 whatever a start raised; anything else (a bug) keeps its traceback.
-``migrate_database`` applies the migrations under the database's locks.
 ``started_fields`` are the facts of the ``gateway_started`` line. No message
 here holds a password: the database is named by ``Settings.database_shown``.
 """
@@ -19,15 +18,15 @@ import errno
 import socket
 import sqlite3
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic.util import CommandError
 from sqlalchemy.engine import make_url
 
 from app import __version__
-from app.gateway import Gateway
-from app.settings import ProcessRole, Settings
-from app.storage.backend import Backend, DatabaseInUse
+from app.settings import Settings
+
+if TYPE_CHECKING:
+    from app.gateway import Gateway
 
 #: the exit status of a configuration csjd cannot use
 INVALID_CONFIGURATION = 2
@@ -35,8 +34,6 @@ INVALID_CONFIGURATION = 2
 DATABASE_UNUSABLE = 2
 #: the exit status of an address csjd cannot listen on
 CANNOT_LISTEN = 1
-#: the exit status of a database another gateway holds
-DATABASE_IN_USE = 1
 
 #: Postgres error classes that say the database cannot be used at all, as opposed
 #: to a statement that failed: connection exceptions (08), a refused login (28),
@@ -85,26 +82,6 @@ def listen(host: str, port: int, option: str = "--port") -> socket.socket:
     return sock
 
 
-def migrate_database(settings: Settings) -> None:
-    """Apply the migrations while holding every duty's lock (``csjd migrate``, and
-    the parent of ``csjd serve --workers``); ``StartFailed`` when another gateway
-    holds the database or it cannot be used."""
-    backend = Backend(settings, ProcessRole.ALL)
-    locks = backend.locks()
-    try:
-        locks.acquire()
-        open_sqlite_file(settings)
-        backend.migrate_blocking()  # logs "migrated"
-    except DatabaseInUse as exc:
-        raise StartFailed(str(exc), DATABASE_IN_USE) from None
-    except Exception as exc:
-        if (failure := database_failure(exc, settings)) is None:
-            raise
-        raise failure from None
-    finally:
-        locks.release()
-
-
 def open_sqlite_file(settings: Settings) -> None:
     """Open the SQLite file once (creating it, as the migration would), so that a
     file csjd cannot open fails here, as a plain ``sqlite3`` error: aiosqlite,
@@ -141,6 +118,10 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 
 
 def _database_reason(exc: BaseException) -> str | None:
+    # alembic is imported here, when a start failed: the parent of ``csjd serve
+    # --workers`` binds its addresses through this module and never migrates itself
+    from alembic.util import CommandError
+
     if isinstance(exc, CommandError):  # alembic: e.g. a revision this csjd does not know
         return f"{_first_line(exc)} (was it migrated by a newer csjd?)"
     sqlstate = getattr(exc, "sqlstate", None)

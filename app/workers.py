@@ -4,8 +4,9 @@ watched and stopped by one command.
 ``run_workers`` is the parent, and all it does is that. It binds the API's
 address (``--host``/``--port``) and the dispatcher's (``--dispatcher-port``,
 by default a free port on the same host), so a taken port is one
-``StartFailed`` line before anything starts; migrates the database once,
-under both duty locks, as ``csjd migrate`` does; then starts two workers,
+``StartFailed`` line before anything starts; migrates the database once, by
+running ``csjd migrate`` (which holds both duty locks meanwhile, so a
+database another gateway holds stops it here); then starts two workers,
 each a ``csjd serve`` of its own (``--role api`` and ``--role dispatcher``),
 handing each its socket and a pipe to say it is up on (``app/seat.py``). Once
 both are, it logs ``workers_started``. A ``SIGTERM`` or ``SIGINT`` is passed
@@ -45,10 +46,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.seat import Seat
-from app.serve import SIGNALS, shutdown_budget_s
 from app.settings import ProcessRole, Settings
-from app.startup import listen, migrate_database, url_of
-from app.storage.sqlite import sqlite_path
+from app.startup import listen, url_of
 
 log = logging.getLogger("csjd")
 
@@ -60,6 +59,8 @@ KILL_MARGIN_S = 2.0
 WORKER_DIED = 1
 #: the roles of the workers, in the order they start
 ROLES = (ProcessRole.API, ProcessRole.DISPATCHER)
+#: the signals passed on to the workers (as ``app/serve.py`` handles them)
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def refusal(args: argparse.Namespace, settings: Settings) -> str | None:
@@ -83,6 +84,8 @@ def refusal(args: argparse.Namespace, settings: Settings) -> str | None:
         )
     if args.dispatcher_port is not None and workers != MAX_WORKERS:
         return "--dispatcher-port is the dispatcher process's port: only with --workers 2"
+    from app.storage.sqlite import sqlite_path
+
     in_memory = not settings.is_postgres and sqlite_path(settings.database_url) is None
     if workers == MAX_WORKERS and in_memory:
         return (
@@ -98,7 +101,11 @@ def run_workers(settings: Settings, host: str, port: int, dispatcher_port: int) 
     sockets = [listen(host, port)]
     try:
         sockets.append(listen(host, dispatcher_port, option="--dispatcher-port"))
-        migrate_database(settings)
+        # ``csjd migrate`` says why it cannot (a database in use or out of reach) on
+        # one line of its own; run apart, it leaves the parent none of its imports
+        migrated = subprocess.run([sys.executable, "-m", "app", "migrate"], check=False)
+        if migrated.returncode != 0:
+            return migrated.returncode if migrated.returncode > 0 else WORKER_DIED
         return asyncio.run(_run(settings, sockets))
     finally:
         for sock in sockets:
@@ -244,12 +251,15 @@ class _Watch:
         self._stop(sig)
 
     def _stop(self, sig: signal.Signals) -> None:
-        if not self._stopping:
-            self._stopping = True
-            budget_s = shutdown_budget_s(self._settings) + KILL_MARGIN_S
-            self._killer = asyncio.get_running_loop().call_later(budget_s, self._kill, budget_s)
         for worker in self._workers:
             worker.send(sig)
+        if not self._stopping:
+            self._stopping = True
+            # imported only now (uvicorn, the gateway): the parent stays small meanwhile
+            from app.serve import shutdown_budget_s
+
+            budget_s = shutdown_budget_s(self._settings) + KILL_MARGIN_S
+            self._killer = asyncio.get_running_loop().call_later(budget_s, self._kill, budget_s)
 
     def _kill(self, budget_s: float) -> None:
         for worker in self._workers:
