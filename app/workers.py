@@ -84,15 +84,20 @@ def refusal(args: argparse.Namespace, settings: Settings) -> str | None:
         )
     if args.dispatcher_port is not None and workers != MAX_WORKERS:
         return "--dispatcher-port is the dispatcher process's port: only with --workers 2"
-    from app.storage.sqlite import sqlite_path
-
-    in_memory = not settings.is_postgres and sqlite_path(settings.database_url) is None
-    if workers == MAX_WORKERS and in_memory:
+    if workers == MAX_WORKERS and _in_memory(settings):
         return (
             "--workers 2 needs a SQLite file or Postgres: two processes cannot "
             "share a database in memory"
         )
     return None
+
+
+def _in_memory(settings: Settings) -> bool:
+    if settings.is_postgres:
+        return False
+    from app.storage.sqlite import sqlite_path
+
+    return sqlite_path(settings.database_url) is None
 
 
 def run_workers(settings: Settings, host: str, port: int, dispatcher_port: int) -> int:
