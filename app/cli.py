@@ -1,4 +1,5 @@
-"""The ``csjd`` command: ``serve`` (API and dispatcher), ``migrate``, ``keys``
+"""The ``csjd`` command: ``serve`` (API and dispatcher, in one process or, with
+``--workers 2``, two: ``app/workers.py``), ``migrate``, ``keys``
 (making a token and the line that configures it), and the operator's console
 (``targets``, ``jobs``, ``status``), which speaks to a running gateway over HTTP
 and is imported only when one of its commands runs."""
@@ -10,12 +11,17 @@ import logging
 import os
 import sys
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from app import __version__
 from app.console import parser as console
 from app.settings import ProcessRole, Settings
+
+if TYPE_CHECKING:
+    from app.core.access import Keyring
+    from app.seat import Seat
 
 log = logging.getLogger("csjd")
 
@@ -28,17 +34,41 @@ def _settings() -> Settings:
         raise SystemExit(2) from None
 
 
-def serve(host: str, port: int, role: str) -> int:
+def serve(args: argparse.Namespace) -> int:
+    if (seat := _seat(args)) is not None:
+        from app.seat import die_with_parent
+
+        die_with_parent(seat.parent_pid)  # first: a worker never outlives its parent
     from app import logs
-    from app.serve import run
-    from app.startup import StartFailed, database_failure
-    from app.storage.backend import Backend, DatabaseInUse
+    from app.startup import StartFailed
+    from app.workers import refusal, run_workers
 
     settings = _settings()
-    logs.configure(settings.log_format)
-    the_role = ProcessRole(role)
+    if (why := refusal(args, settings)) is not None:
+        print(f"csjd: {why}", file=sys.stderr)
+        return 2
+    role = ProcessRole(args.role or ProcessRole.ALL)
+    logs.configure(settings.log_format, fields=None if seat is None else {"worker": role.value})
     try:
-        Backend(settings, the_role).locks().probe()
+        if (args.workers or 1) > 1:
+            # the parent stays small: its workers check the database and the keys
+            return run_workers(settings, args.host, args.port, args.dispatcher_port or 0)
+        return _serve_one(settings, args.host, args.port, role, seat)
+    except StartFailed as exc:
+        print(f"csjd: {exc}", file=sys.stderr)
+        return exc.status
+
+
+def _serve_one(
+    settings: Settings, host: str, port: int, role: ProcessRole, seat: Seat | None
+) -> int:
+    """One gateway process: alone, one half of a split, or a worker (``seat``)."""
+    from app.serve import run
+    from app.startup import database_failure
+    from app.storage.backend import Backend, DatabaseInUse
+
+    try:
+        Backend(settings, role).locks().probe()
     except DatabaseInUse as exc:
         log.error("database_in_use", extra={"detail": str(exc)})
         print(f"csjd: {exc}", file=sys.stderr)
@@ -55,6 +85,23 @@ def serve(host: str, port: int, role: str) -> int:
     except ConfigError as exc:
         print(f"csjd: invalid configuration: {exc}", file=sys.stderr)
         return 2
+    if seat is None or role is ProcessRole.API:  # said where people reach csjd, once
+        _notices(settings, keyring)
+    return run(settings, host, port, role, seat)
+
+
+def _seat(args: argparse.Namespace) -> Seat | None:
+    """A worker's seat under a ``csjd serve --workers`` parent (``app/seat.py``);
+    None unless all three of its options are given (``refusal`` says the rest)."""
+    if args.worker_of is None or args.listen_fd is None or args.ready_fd is None:
+        return None
+    from app.seat import Seat
+
+    return Seat(parent_pid=args.worker_of, listen_fd=args.listen_fd, ready_fd=args.ready_fd)
+
+
+def _notices(settings: Settings, keyring: Keyring) -> None:
+    """What a person should know at start: whether auth is on, traces exported."""
     if keyring.enabled:
         log.info("auth_enabled", extra={"keys": keyring.names})
         if keyring.weak:
@@ -78,11 +125,6 @@ def serve(host: str, port: int, role: str) -> int:
             "traces_exported",
             extra={"detail": "a span per intake and per attempt, over OTLP/HTTP (OTEL_*)"},
         )
-    try:
-        return run(settings, host, port, the_role)
-    except StartFailed as exc:
-        print(f"csjd: {exc}", file=sys.stderr)
-        return exc.status
 
 
 def migrate() -> int:
@@ -151,9 +193,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument(
         "--role",
         choices=[r.value for r in ProcessRole],
-        default=ProcessRole.ALL.value,
         help="all (default); or split one database over an api and a dispatcher process",
     )
+    serve_cmd.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="1 (default): one process; 2: an api and a dispatcher process on one "
+        "database, started and stopped together",
+    )
+    serve_cmd.add_argument(
+        "--dispatcher-port",
+        type=int,
+        metavar="PORT",
+        help="with --workers 2: the dispatcher process's port (default: a free one, logged)",
+    )
+    # a worker's seat under a --workers parent (app/seat.py); not for people
+    for internal in ("--worker-of", "--listen-fd", "--ready-fd"):
+        serve_cmd.add_argument(internal, type=int, help=argparse.SUPPRESS)
     commands.add_parser("migrate", help="apply the database migrations and exit")
     keys_cmd = commands.add_parser("keys", help="make API keys").add_subparsers(
         dest="keys_command", required=True
@@ -177,7 +234,7 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
 
         return run(args, os.environ if environ is None else environ)
     if args.command == "serve":
-        return serve(args.host, args.port, args.role)
+        return serve(args)
     if args.command == "keys":
         return new_key(args.name, args.role) if args.keys_command == "new" else hash_token()
     return migrate()

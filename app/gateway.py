@@ -5,11 +5,11 @@ and ``stop`` are the only places a gateway comes up or goes down.
 storage), the clocks, the sender, the tracing, the dispatcher, maintenance, the
 scheduler of schedules, the job watch, the metrics, the supervisor of background
 loops, the keyring, the database locks and the waker; it does no I/O. ``start``
-takes the locks, migrates, opens the store, syncs the database clock, upserts
-the targets file, rescues attempts a dead process left running, and only then
-starts maintenance,
-the scheduler (which fires at once what came due while no gateway ran),
-dispatching and the listeners. ``begin_drain`` makes it a lame duck
+takes the locks, migrates (unless a ``csjd serve --workers`` parent did), opens
+the store, syncs the database clock, upserts the targets file, rescues attempts
+a dead process left running, and only then starts maintenance, the scheduler
+(which fires at once what came due while no gateway ran), dispatching and the
+listeners. ``begin_drain`` makes it a lame duck
 (``/readyz`` and ``POST /jobs`` answer 503, nothing new is claimed), and
 ``drain_deliveries`` starts the deliveries' drain once the listener closes.
 ``stop`` drains and closes everything in order and releases the locks. The
@@ -85,6 +85,8 @@ class Gateway:
     rng: random.Random
     backend: Backend
     locks: Locks
+    #: whether ``start`` migrates (not in a worker: its parent migrated before starting it)
+    migrates: bool = True
     draining: bool = False
     started: bool = False
 
@@ -98,6 +100,7 @@ class Gateway:
         rng: random.Random | None = None,
         role: ProcessRole = ProcessRole.ALL,
         tracing: Tracing | None = None,
+        migrates: bool = True,
     ) -> Gateway:
         """Everything wired, nothing started; ``ConfigError`` if the API keys are unusable.
         ``sender``, ``clock``, ``rng`` and ``tracing`` replace the real ones (tests)."""
@@ -161,6 +164,7 @@ class Gateway:
             rng=rng,
             backend=backend,
             locks=backend.locks(),
+            migrates=migrates,
         )
 
     async def start(self) -> None:
@@ -168,7 +172,8 @@ class Gateway:
         raises (nobody calls ``stop`` after a failed start)."""
         self.locks.acquire()
         try:
-            await self.backend.migrate()
+            if self.migrates:
+                await self.backend.migrate()
             await self.store.open()
         except BaseException:
             self.locks.release()

@@ -1,12 +1,14 @@
 """Structured logging: one event a line on stderr, as JSON or as console text.
 
 Callers log an event name as the message and the facts as ``extra``; the
-formatters write them as fields. ``CSJD_LOG_FORMAT`` picks the format; unset,
-a person at a terminal gets console lines (local time, level, event,
-``key=value``) and anything else (a container, a pipe, a file) gets JSON
-lines with RFC 3339 timestamps. Nothing here ever sees a token or a secret,
-because no caller passes one; uvicorn's colour copies of its messages and any
-terminal escapes are left out, so a JSON line is plain data.
+formatters write them as fields (a process may add the same fields to every
+event: each worker of ``csjd serve --workers`` says which it is).
+``CSJD_LOG_FORMAT`` picks the format; unset, a person at a terminal gets
+console lines (local time, level, event, ``key=value``) and anything else (a
+container, a pipe, a file) gets JSON lines with RFC 3339 timestamps. Nothing
+here ever sees a token or a secret, because no caller passes one; uvicorn's
+colour copies of its messages and any terminal escapes are left out, so a JSON
+line is plain data.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -84,15 +87,33 @@ class ConsoleFormatter(logging.Formatter):
         return line
 
 
+class _Stamp(logging.Filter):
+    """Adds the same fields to every event (a worker's ``worker=api``, say)."""
+
+    def __init__(self, fields: Mapping[str, str]) -> None:
+        super().__init__()
+        self._fields = dict(fields)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in self._fields.items():
+            record.__dict__.setdefault(key, value)
+        return True
+
+
 def configure(
-    fmt: LogFormat | None, level: int = logging.INFO, stdout: TextIO | None = None
+    fmt: LogFormat | None,
+    level: int = logging.INFO,
+    stdout: TextIO | None = None,
+    fields: Mapping[str, str] | None = None,
 ) -> LogFormat:
     """Send every logger's events to stderr in ``fmt`` (or the default for
-    ``stdout``); the format chosen."""
+    ``stdout``), each with ``fields`` added; the format chosen."""
     if fmt is None:
         fmt = default_format((stdout or sys.stdout).isatty())
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt is LogFormat.JSON else ConsoleFormatter())
+    if fields:
+        handler.addFilter(_Stamp(fields))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -28,6 +28,10 @@ So a stop takes at most ``shutdown_budget_s``: the delay, the drain, and
 writes, closing the database). That bound is enforced: a process still running
 when it is spent (a database that no longer answers, say) logs
 ``shutdown_overran`` and exits with status 1, and leases bring its jobs back.
+
+Each worker of ``csjd serve --workers 2`` (``app/workers.py``) runs this same
+sequence, on the socket its parent bound (``app/seat.py``); the parent passes
+its signals on, so each worker drains its own requests and deliveries.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from app.api.http_limits import LimitedHttpToolsProtocol
 from app.config import ConfigError
 from app.gateway import Gateway
 from app.main import CsjdApp, app_for
+from app.seat import Seat
 from app.settings import ProcessRole, Settings
 from app.startup import (
     INVALID_CONFIGURATION,
@@ -162,18 +167,26 @@ def raise_fd_limit(wanted: int) -> int:
 
 
 async def serve(
-    settings: Settings, host: str, port: int, role: ProcessRole = ProcessRole.ALL
+    settings: Settings,
+    host: str,
+    port: int,
+    role: ProcessRole = ProcessRole.ALL,
+    seat: Seat | None = None,
 ) -> int:
-    """Run the gateway until a signal stops it; ``StartFailed`` when it cannot start."""
-    listener = listen(host, port)
+    """Run the gateway until a signal stops it; ``StartFailed`` when it cannot start.
+    A worker of ``csjd serve --workers`` (``seat``) serves on the socket its parent
+    bound, does not migrate, and tells the parent once it accepts connections."""
+    listener = listen(host, port) if seat is None else seat.listener()
     try:
-        return await _serve(settings, listener, role)
+        return await _serve(settings, listener, role, seat)
     finally:
         listener.close()
 
 
-async def _serve(settings: Settings, listener: socket.socket, role: ProcessRole) -> int:
-    gateway = Gateway.build(settings, role=role)
+async def _serve(
+    settings: Settings, listener: socket.socket, role: ProcessRole, seat: Seat | None
+) -> int:
+    gateway = Gateway.build(settings, role=role, migrates=seat is None)
     app = app_for(gateway)
     tune_gc()
     wanted = settings.max_connections + settings.max_inflight + FD_RESERVE
@@ -184,7 +197,13 @@ async def _serve(settings: Settings, listener: socket.socket, role: ProcessRole)
         )
     host, port = listener.getsockname()[:2]
     server = GatewayServer(server_config(app, settings, host, port, lifespan=False))
-    server.on_started = lambda: log.info("gateway_started", extra=started_fields(gateway, listener))
+
+    def started() -> None:
+        log.info("gateway_started", extra=started_fields(gateway, listener))
+        if seat is not None:
+            seat.ready()
+
+    server.on_started = started
     loop = asyncio.get_running_loop()
     lame_duck: asyncio.Task[None] | None = None
 
@@ -270,9 +289,15 @@ async def _start(gateway: Gateway) -> None:
         raise failure from None
 
 
-def run(settings: Settings, host: str, port: int, role: ProcessRole = ProcessRole.ALL) -> int:
+def run(
+    settings: Settings,
+    host: str,
+    port: int,
+    role: ProcessRole = ProcessRole.ALL,
+    seat: Seat | None = None,
+) -> int:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvicorn[standard] brings it
-        return asyncio.run(serve(settings, host, port, role))
-    return uvloop.run(serve(settings, host, port, role))
+        return asyncio.run(serve(settings, host, port, role, seat))
+    return uvloop.run(serve(settings, host, port, role, seat))

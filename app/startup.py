@@ -18,14 +18,15 @@ import errno
 import socket
 import sqlite3
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic.util import CommandError
 from sqlalchemy.engine import make_url
 
 from app import __version__
-from app.gateway import Gateway
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    from app.gateway import Gateway
 
 #: the exit status of a configuration csjd cannot use
 INVALID_CONFIGURATION = 2
@@ -53,9 +54,10 @@ class StartFailed(Exception):
         self.status = status
 
 
-def listen(host: str, port: int) -> socket.socket:
+def listen(host: str, port: int, option: str = "--port") -> socket.socket:
     """A socket bound to ``host:port`` (not yet listening: uvicorn does that);
-    ``StartFailed`` when the address is taken or not this machine's."""
+    ``StartFailed`` when the address is taken or not this machine's (naming
+    ``option``, the flag that picks another port)."""
     where = f"{_bracketed(host)}:{port}"
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
@@ -75,7 +77,7 @@ def listen(host: str, port: int) -> socket.socket:
         sock.close()
         reason = _os_reason(exc)
         if exc.errno == errno.EADDRINUSE:
-            reason += " (another csjd or another program has it; choose one with --port)"
+            reason += f" (another csjd or another program has it; choose one with {option})"
         raise StartFailed(f"cannot listen on {where}: {reason}", CANNOT_LISTEN) from None
     return sock
 
@@ -116,6 +118,10 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 
 
 def _database_reason(exc: BaseException) -> str | None:
+    # alembic is imported here, when a start failed: the parent of ``csjd serve
+    # --workers`` binds its addresses through this module and never migrates itself
+    from alembic.util import CommandError
+
     if isinstance(exc, CommandError):  # alembic: e.g. a revision this csjd does not know
         return f"{_first_line(exc)} (was it migrated by a newer csjd?)"
     sqlstate = getattr(exc, "sqlstate", None)
@@ -154,11 +160,17 @@ def _bracketed(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def url_of(sock: socket.socket) -> str:
+    """The address ``sock`` is bound to, as a URL."""
+    host, port = sock.getsockname()[:2]
+    return f"http://{_bracketed(host)}:{port}"
+
+
 def started_fields(gateway: Gateway, sock: socket.socket) -> dict[str, Any]:
     """The facts of ``gateway_started``: where it listens, which database, whether
     auth is on, and where a person finds the dashboard and the API's docs."""
     host, port = sock.getsockname()[:2]
-    url = f"http://{_bracketed(host)}:{port}"
+    url = url_of(sock)
     browse = f"http://{_bracketed(_WILDCARDS.get(host, host))}:{port}"
     keys = len(gateway.keyring.names)
     return {

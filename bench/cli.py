@@ -126,6 +126,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="run csjd as two processes on one database: --role api and --role dispatcher",
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="end_to_end: run csjd as 'csjd serve --workers N' (default 1: one process)",
+    )
+    parser.add_argument(
         "--replicas",
         type=int,
         default=1,
@@ -265,6 +272,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--split runs one api and one dispatcher process for end_to_end")
     if args.replicas < 1:
         parser.error("--replicas must be at least 1")
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    if args.workers > 1 and (args.split or args.replicas > 1 or args.scenario != "end_to_end"):
+        parser.error("--workers applies to end_to_end, alone (not with --split or --replicas)")
     if args.replicas > 1 and args.db != "postgres":
         parser.error("--replicas above 1 needs --db postgres (replicas share one database)")
     if args.replicas > 1 and args.scenario == "outage":

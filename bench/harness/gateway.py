@@ -1,8 +1,9 @@
 """csjd as the benchmark runs it: a fresh database per scenario (a SQLite file
 in the temporary directory, or a Postgres database created through
-``--pg-admin-url`` and dropped when the scenario ends), ``csjd serve`` on a
-free port with no ``CSJD_*`` setting but the benchmark's own, targets
-registered through its API, and its JSON log summed up once it has stopped.
+``--pg-admin-url`` and dropped when the scenario ends), ``csjd serve`` (or
+``csjd serve --workers N``) on a free port with no ``CSJD_*`` setting but the
+benchmark's own, targets registered through its API, and its JSON log summed
+up once it has stopped.
 API calls only one scenario makes (failed jobs, a target's backlog) stay in
 that scenario's module. Scenarios that insert jobs straight into a SQLite file
 add to the per-target counts what csjd's writes would have (``seed_counts``).
@@ -11,9 +12,11 @@ add to the per-target counts what csjd's writes would have (``seed_counts``).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import secrets
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +31,14 @@ from sqlalchemy.dialects.sqlite import insert
 
 from app.storage.models import target_backlog, target_minutes
 from bench.harness import BenchError, say
-from bench.harness.procs import HOST, Service, child_env, free_port
+from bench.harness.procs import (
+    HOST,
+    POLL_S,
+    READY_DEADLINE_S,
+    Service,
+    child_env,
+    free_port,
+)
 
 #: where ``--db postgres`` creates (and drops) its database, unless ``--pg-admin-url``
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -131,10 +141,12 @@ def start_csjd(
     database_url: str,
     role: str = "all",
     extra_env: dict[str, str] | None = None,
+    workers: int = 1,
 ) -> Service:
     """``csjd serve`` on a free port and ``database_url``; log to ``<tmp>/<name>.log``.
 
     ``extra_env`` adds (or overrides) ``CSJD_*`` settings, ``CSJD_MAX_BACKLOG`` say.
+    ``workers`` above 1 runs ``csjd serve --workers N`` instead of ``--role``.
     """
     port = free_port()
     env = child_env(
@@ -147,9 +159,22 @@ def start_csjd(
         }
     )
     argv = [sys.executable, "-m", "app", "serve", "--host", HOST, "--port", str(port)]
-    argv += ["--role", role]
+    argv += ["--role", role] if workers == 1 else ["--workers", str(workers)]
     say(f"starting {name} on port {port} (database {database_url})")
     return Service.start(name, argv, port=port, tmp=tmp, env=env)
+
+
+async def wait_workers(gateway: Service) -> None:
+    """Wait until a ``csjd serve --workers`` logged that every worker is up."""
+    deadline = time.monotonic() + READY_DEADLINE_S
+    while b'"workers_started"' not in gateway.log_path.read_bytes():
+        gateway.check_alive()
+        if time.monotonic() > deadline:
+            raise BenchError(
+                f"{gateway.name} did not log workers_started within {READY_DEADLINE_S:g}s; "
+                f"its log ends:\n{gateway.log_tail()}"
+            )
+        await asyncio.sleep(POLL_S)
 
 
 @dataclass

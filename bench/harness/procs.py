@@ -1,7 +1,8 @@
 """Child processes: starting one with its output in a log file in the run's
 temporary directory, waiting until it answers, stopping it (SIGTERM, then a
 kill past a deadline), remembering every one started so that a failed run
-leaves none behind, and sampling its RSS and CPU from ``/proc``. It knows
+leaves none behind, and sampling its RSS and CPU (with its children's) from
+``/proc``. It knows
 nothing of csjd (``gateway`` starts csjd through it) nor of what a scenario
 measures.
 """
@@ -147,6 +148,27 @@ def sample_proc(pid: int) -> ProcSample:
         peak_rss_mb=fields["VmHWM"],
         rss_mb=fields["VmRSS"],
         cpu_s=ticks / os.sysconf("SC_CLK_TCK"),
+    )
+
+
+def children(pid: int) -> list[int]:
+    """The processes ``pid``'s main thread started and that still run (``csjd serve
+    --workers``: its workers), from /proc."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(child) for child in text.split()]
+
+
+def sample_tree(pid: int) -> ProcSample:
+    """``sample_proc`` summed over ``pid`` and its children: a process's own and
+    its workers' memory and CPU, if it has any."""
+    samples = [sample_proc(p) for p in (pid, *children(pid))]
+    return ProcSample(
+        peak_rss_mb=sum(s.peak_rss_mb for s in samples),
+        rss_mb=sum(s.rss_mb for s in samples),
+        cpu_s=sum(s.cpu_s for s in samples),
     )
 
 

@@ -4,7 +4,9 @@ the scenario waits until the sink has seen every accepted job, for
 throughput, enqueue-to-delivery latency, and csjd's CPU and RSS. With
 ``--replicas N`` (Postgres only) N ``csjd serve`` share the database and the
 POSTs go to them round-robin; with ``--split`` one ``--role api`` process
-takes the intake and one ``--role dispatcher`` process delivers. Then both
+takes the intake and one ``--role dispatcher`` process delivers; with
+``--workers 2`` one ``csjd serve --workers 2`` does the same from one command
+(its CPU and RSS are its own and its workers'). Then both
 ceilings (bare FastAPI, the outbound client) are measured, one after the
 other.
 """
@@ -16,12 +18,27 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from bench.harness import say
 from bench.harness.ceilings import BARE_FASTAPI, OUTBOUND_CLIENT, OUTBOUND_REQWEST
-from bench.harness.gateway import fresh_database, put_target, report_log, start_csjd
+from bench.harness.gateway import (
+    fresh_database,
+    put_target,
+    report_log,
+    start_csjd,
+    wait_workers,
+)
 from bench.harness.lines import percentiles, scenario
 from bench.harness.loadgen import client_session, delivery_latencies, post_jobs, report_intake
-from bench.harness.procs import CLEAN_EXITS, Service, report_exit, sample_proc
+from bench.harness.procs import (
+    CLEAN_EXITS,
+    Service,
+    children,
+    report_exit,
+    sample_proc,
+    sample_tree,
+)
 from bench.harness.sink_client import sink_stats, wait_delivered
 
 
@@ -39,17 +56,34 @@ async def end_to_end(args: argparse.Namespace, tmp: Path, sink: Service) -> dict
                 # The first one migrates the database alone and takes the target; the
                 # others start after that, so each dispatcher knows the target from its
                 # start (a target put elsewhere reaches it only at its next refresh).
-                gateways.append(start_csjd(tmp, names[0], database_url, roles[0]))
-                await gateways[0].wait_ready(control, "/readyz")
+                # --workers starts its dispatcher at once: it reads the target from
+                # a targets file instead.
                 target = {"url": f"{sink.base_url}/hook", "max_concurrency": 256}
-                await put_target(control, gateways[0], "bench", target)
+                targets_file = tmp / "targets.json"
+                targets_file.write_bytes(orjson.dumps([{"name": "bench", **target}]))
+                gateways.append(
+                    start_csjd(
+                        tmp,
+                        names[0],
+                        database_url,
+                        roles[0],
+                        {"CSJD_TARGETS_FILE": str(targets_file)} if args.workers > 1 else None,
+                        workers=args.workers,
+                    )
+                )
+                await gateways[0].wait_ready(control, "/readyz")
+                if args.workers > 1:
+                    await wait_workers(gateways[0])  # the dispatcher too
+                else:
+                    await put_target(control, gateways[0], "bench", target)
                 gateways.extend(
                     start_csjd(tmp, name, database_url, role)
                     for name, role in zip(names[1:], roles[1:], strict=True)
                 )
                 for gateway in gateways[1:]:
                     await gateway.wait_ready(control, "/readyz")
-                at_ready = [sample_proc(gateway.proc.pid) for gateway in gateways]
+                at_ready = [sample_tree(gateway.proc.pid) for gateway in gateways]
+                workers_at_ready = worker_cpu_s(gateways[0].proc.pid, args.workers)
 
                 spread = f", round-robin over {replicas} replicas" if replicas > 1 else ""
                 say(f"pushing {args.jobs} jobs over {args.concurrency} connections{spread}")
@@ -61,7 +95,8 @@ async def end_to_end(args: argparse.Namespace, tmp: Path, sink: Service) -> dict
                 report_intake(intake)
 
                 await wait_delivered(control, sink, gateways, intake.accepted, args.deadline)
-                after = [sample_proc(gateway.proc.pid) for gateway in gateways]
+                after = [sample_tree(gateway.proc.pid) for gateway in gateways]
+                workers_after = worker_cpu_s(gateways[0].proc.pid, args.workers)
                 stats = await sink_stats(control, sink, times=True)
             say("every accepted job was delivered; stopping csjd")
         finally:
@@ -115,8 +150,26 @@ async def end_to_end(args: argparse.Namespace, tmp: Path, sink: Service) -> dict
             # the first replica's, unless another one did not exit cleanly
             "csjd_exit_status": next((c for c in codes if c not in CLEAN_EXITS), codes[0]),
             "per_replica": per_replica,
+            # --workers: each process's CPU over the run, by its --role, and the parent's
+            "worker_cpu_s": {
+                role: round(cpu_s - workers_at_ready.get(role, 0.0), 2)
+                for role, cpu_s in workers_after.items()
+            },
         },
     }
+
+
+def worker_cpu_s(pid: int, workers: int) -> dict[str, float]:
+    """CPU seconds so far of a ``csjd serve --workers`` (``parent``) and of each of
+    its workers, by ``--role``; nothing for one process."""
+    if workers == 1:
+        return {}
+    by_role = {"parent": sample_proc(pid).cpu_s}
+    for child in children(pid):
+        argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        if b"--role" in argv:
+            by_role[argv[argv.index(b"--role") + 1].decode()] = sample_proc(child).cpu_s
+    return by_role
 
 
 SCENARIO = scenario(
@@ -128,6 +181,7 @@ SCENARIO = scenario(
         "db": args.db,
         "replicas": args.replicas,
         "split": args.split,
+        "workers": args.workers,
         "ordering_keys": args.ordering_keys,
     },
     {

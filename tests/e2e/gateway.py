@@ -35,12 +35,15 @@ class GatewayProcess:
         workdir: Path,
         *,
         role: str = "all",
+        workers: int | None = None,
         database_url: str | None = None,
         clock_skew_s: int = 0,
         **env: str,
     ) -> None:
         self.workdir = workdir
         self.role = role
+        #: ``csjd serve --workers N`` instead of ``--role``
+        self.workers = workers
         self.db = workdir / "csjd.db"
         self.port = free_port()
         self.clock_skew_s = clock_skew_s
@@ -58,8 +61,9 @@ class GatewayProcess:
 
     def start(self, *, wait: bool = True) -> GatewayProcess:
         self.log = self.log_path.open("ab")
+        how = ["--role", self.role] if self.workers is None else ["--workers", str(self.workers)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve", "--port", str(self.port), "--role", self.role],
+            [sys.executable, "-m", "app", "serve", "--port", str(self.port), *how],
             cwd=self.workdir,
             env=self.env,
             stdout=self.log,
