@@ -13,12 +13,16 @@ SQLAlchemy's ``AsyncConnection`` the store uses: ``execute``,
   worker thread on a plain ``sqlite3`` connection: one hop. The unit is the
   same ``async`` function; on a ``SyncConn`` its awaits never suspend, so the
   worker drives it to completion without an event loop. A unit that awaits
-  anything else is a programming error and fails loudly.
+  anything else is a programming error and fails loudly. Each thread keeps
+  its connection from one unit to the next instead of checking it out of the
+  pool and back (with the pool's reset) for every unit; a read ends its
+  transaction when the unit ends, so no reader holds an old snapshot.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
@@ -120,6 +124,10 @@ class ThreadedSqlite:
         self._reader = reader
         self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="csjd-sqlite-writer")
         self._read_threads = ThreadPoolExecutor(readers, thread_name_prefix="csjd-sqlite-reader")
+        #: each worker thread's own connection, kept from one unit to the next
+        self._held = threading.local()
+        self._opened: list[Connection] = []
+        self._opened_lock = threading.Lock()
 
     @property
     def dialect(self) -> Dialect:
@@ -133,18 +141,41 @@ class ThreadedSqlite:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._read_threads, self._read, unit)
 
+    def _connection(self, engine: Engine) -> Connection:
+        """This thread's connection to ``engine``; a new one if the last was lost."""
+        conn: Connection | None = getattr(self._held, "conn", None)
+        if conn is not None and not (conn.closed or conn.invalidated):
+            return conn
+        if conn is not None:
+            conn.close()
+            with self._opened_lock:
+                self._opened.remove(conn)
+        conn = engine.connect()
+        with self._opened_lock:
+            self._opened.append(conn)
+        self._held.conn = conn
+        return conn
+
     def _write(self, unit: Unit[T]) -> T:
-        with self._writer.begin() as conn:
+        conn = self._connection(self._writer)
+        with conn.begin():
             return run_to_completion(_coroutine(unit, SyncConn(conn)))
 
     def _read(self, unit: Unit[T]) -> T:
-        with self._reader.connect() as conn:
+        conn = self._connection(self._reader)
+        try:
             return run_to_completion(_coroutine(unit, SyncConn(conn)))
+        finally:
+            conn.rollback()  # the read transaction ends with the unit
 
     async def close(self) -> None:
         # a unit still running (its caller was cancelled) finishes before the engines go
         await asyncio.to_thread(self._write_thread.shutdown, wait=True)
         await asyncio.to_thread(self._read_threads.shutdown, wait=True)
+        with self._opened_lock:
+            opened, self._opened = self._opened, []
+        for conn in opened:
+            conn.close()
         self._writer.dispose()
         self._reader.dispose()
 
