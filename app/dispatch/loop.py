@@ -12,7 +12,7 @@ the loop keeps the books around it (slots, leases, guards, the targets it
 holds). It sleeps until woken (a job was accepted, a slot freed, targets
 changed) or until the next scheduled job, pause, breaker re-open, rate token
 or retry budget comes due, at most ``idle_poll_s``; a heartbeat extends the
-leases of running attempts; both loops run under the ``Supervisor``.
+leases of running attempts (``leases.py``); both loops run under the ``Supervisor``.
 ``stop`` stops claiming, lets in-flight deliveries finish for the drain
 timeout, then cancels the rest, which are put back ``queued``, not counted.
 It runs once: ``begin_stop`` starts it (and its clock) when the listener
@@ -42,6 +42,7 @@ from app.core.target import Effects, TargetRecord, with_effects
 from app.dispatch.containment import DEFAULT as DEFAULT_CONTAINMENT
 from app.dispatch.containment import Containment, TargetGuard
 from app.dispatch.delivery import Deliverer
+from app.dispatch.leases import Leases
 from app.dispatch.sender import Sender
 from app.dispatch.target_log import TargetLog, log_breaker
 from app.dispatch.timings import DEFAULT as DEFAULT_TIMINGS
@@ -98,8 +99,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._targets_stale = True
         self._claiming = True
-        #: job id -> delivery number (the lease token) of each delivery this process runs
-        self._leases: dict[str, int] = {}
+        self._leases = Leases(store, self._clock, self._timings)
         self._rotation = 0
         self._slot_bound = False
         self._refreshed_at = 0.0
@@ -108,6 +108,9 @@ class Dispatcher:
         self._drained: dict[str, float] = {}
         #: when the next scheduled job or retry comes due, as last read
         self._next_due: float | None = None
+        #: the same, as the last claim round read it, and whether it is that round's
+        self._due_seen: float | None = None
+        self._due_fresh = False
         self._stopping: asyncio.Task[None] | None = None
         self._deliverer = Deliverer(
             store,
@@ -125,7 +128,7 @@ class Dispatcher:
     async def start(self) -> None:
         await self._refresh_targets()
         self._supervisor.start("dispatcher", self._run)
-        self._supervisor.start("heartbeat", self._heartbeat)
+        self._supervisor.start("heartbeat", self._leases.heartbeat)
 
     def live_state(self, name: str) -> LiveState | None:
         """What containment says of a target right now (for the API)."""
@@ -221,27 +224,13 @@ class Dispatcher:
                             await self._wake.wait()
                             self._wake.clear()
 
-    async def _heartbeat(self) -> None:
-        """Extend the leases of running attempts, so only a dead process's lapse.
-        After the database failed a renewal, the next comes in a second, not ten."""
-        timings = self._timings
-        pause = timings.heartbeat_s
-        while True:
-            await asyncio.sleep(pause)
-            pause = timings.heartbeat_s
-            if self._leases:
-                try:
-                    await self._store.extend_leases(
-                        dict(self._leases), self._clock.now() + timings.lease_s
-                    )
-                except DatabaseUnavailable:
-                    log.warning("lease_renewal_deferred", extra={"leases": len(self._leases)})
-                    pause = timings.unavailable_pause_s
-
     async def _sleep(self) -> None:
         timeout = self._timings.idle_poll_s
         now = self._clock.now()
-        due = self._next_due = await self._store.next_due()
+        # the claim round just before read it in its own transaction; a round
+        # that claimed nothing (no free slot) did not
+        due = self._due_seen if self._due_fresh else await self._store.next_due()
+        self._next_due, self._due_fresh = due, False
         if due is not None:
             timeout = min(timeout, max(0.0, due - now))
         for target in self._targets.values():
@@ -343,7 +332,8 @@ class Dispatcher:
                 rooms[target.name] = min(room, free)
         if not rooms:
             # scheduled jobs still come due while every target is busy
-            await self._store.claim([], now, {})
+            self._due_seen = (await self._store.claim_round([], now, {})).next_due
+            self._due_fresh = True
             return False
         self._rotation = (self._rotation + 1) % len(rooms)
         if self._next_due is not None and now >= self._next_due:
@@ -359,7 +349,8 @@ class Dispatcher:
             for name, n in shares.grants.items()
         ]
         lease = dict.fromkeys((r.target for r in requests), self._timings.lease_s)
-        jobs = await self._store.claim(requests, now, lease)
+        claim = await self._store.claim_round(requests, now, lease)
+        jobs, self._due_seen, self._due_fresh = claim.jobs, claim.next_due, True
         for job in jobs:
             self._admit(job, self._targets[job.target], now)
         claimed = Counter(job.target for job in jobs)
@@ -386,7 +377,7 @@ class Dispatcher:
     def _admit(self, job: JobRecord, target: TargetRecord, now: float) -> None:
         """Start a claimed job's delivery, or put it back if its retry is over budget."""
         guard = self._guards[target.name]
-        self._leases[job.id] = job.delivery
+        self._leases.hold(job.id, job.delivery)
         self._metrics.target(target.name).inflight.inc()
         # (the claim set deliveries to this request's number: above 1, a retry)
         if guard.start(job.id, retry=job.delivery > 1, now=now):
@@ -410,7 +401,7 @@ class Dispatcher:
         try:
             await self._deliverer.put_back(job, decision, now)
         finally:
-            self._leases.pop(job.id, None)
+            self._leases.release(job.id)
             self._guards[target.name].release()
             self._metrics.target(target.name).inflight.dec()
             if self._slot_bound:
@@ -426,7 +417,7 @@ class Dispatcher:
         try:
             result = await self._deliverer.attempt(job, target, started)
         finally:
-            self._leases.pop(job.id, None)
+            self._leases.release(job.id)
             now = self._clock.now()
             if result is None:  # nothing sent, or cut off before an answer
                 guard.unclaimed(job.id, now)

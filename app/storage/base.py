@@ -48,6 +48,15 @@ class ClaimRequest:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimRound:
+    """What one claim took, and when the next waiting job comes due after it
+    (``next_due`` read in the same transaction: the claim loop sleeps on it)."""
+
+    jobs: list[JobRecord]
+    next_due: float | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Activity:
     """How many of a target's jobs were accepted, and finished succeeded or failed,
     in one minute (a job finished again after a retry counts again)."""
@@ -170,6 +179,12 @@ class JobStore(Protocol):
     async def claim(
         self, requests: Sequence[ClaimRequest], now: float, lease_s: Mapping[str, float]
     ) -> list[JobRecord]: ...
+    async def claim_round(
+        self, requests: Sequence[ClaimRequest], now: float, lease_s: Mapping[str, float]
+    ) -> ClaimRound:
+        """``claim``, and ``next_due`` as of its commit, in one transaction."""
+        ...
+
     async def complete(self, completion: Completion) -> bool: ...
     # ``leases``: job id -> the delivery number of each running delivery
     async def extend_leases(self, leases: Mapping[str, int], until: float) -> int: ...

@@ -23,7 +23,7 @@ from app.core.job import ACTIVE, JobRecord, JobState
 from app.core.retry import Random
 from app.core.target import Effects, effects
 from app.storage import ordering, statements
-from app.storage.base import ClaimRequest
+from app.storage.base import ClaimRequest, ClaimRound
 from app.storage.endings import Ended, Endings
 from app.storage.engine import Conn
 from app.storage.group import Tx
@@ -38,9 +38,14 @@ class Delivery(Endings):
     async def claim(
         self, requests: Sequence[ClaimRequest], now: float, lease_s: Mapping[str, float]
     ) -> list[JobRecord]:
+        return (await self.claim_round(requests, now, lease_s)).jobs
+
+    async def claim_round(
+        self, requests: Sequence[ClaimRequest], now: float, lease_s: Mapping[str, float]
+    ) -> ClaimRound:
         runs = 0
 
-        async def op(tx: Tx) -> tuple[list[JobRecord], list[str]]:
+        async def op(tx: Tx) -> tuple[list[JobRecord], list[str], float | None]:
             nonlocal runs
             runs += 1
             if runs > 1:
@@ -51,7 +56,7 @@ class Delivery(Endings):
                     (await tx.conn.execute(statements.CLAIMED_AT, {"now": now})).mappings().all()
                 )
                 if earlier:
-                    return [job_record(row) for row in earlier], []
+                    return [job_record(row) for row in earlier], [], await next_due_in(tx.conn)
             tally = self._tally(tx)
             promoted: list[str] = []
             promote = self._statements.promote
@@ -79,12 +84,12 @@ class Delivery(Endings):
                 tally.moved(request.target, JobState.QUEUED, JobState.RUNNING, now, len(taken))
                 claimed.extend(taken)
             claimed.sort(key=lambda job: (job.next_attempt_at or 0.0, job.id))
-            return claimed, promoted
+            return claimed, promoted, await next_due_in(tx.conn)
 
-        claimed, promoted = await self._writer.run(op)
+        claimed, promoted, next_due = await self._writer.run(op)
         if promoted or claimed:
             self.on_change(chain(promoted, (job.id for job in claimed)))
-        return claimed
+        return ClaimRound(jobs=claimed, next_due=next_due)
 
     async def complete(self, completion: Completion) -> bool:
         written: bool = await self._writer.run_batched(self._complete_batch, completion)
@@ -269,3 +274,9 @@ async def _write_target_effects(target: str, change: Effects, now: float, conn: 
             .where(targets.c.name == target)
             .values(enabled=False, disabled_reason=change.disabled_reason, updated_at=now)
         )
+
+
+async def next_due_in(conn: Conn) -> float | None:
+    """When the first waiting job (scheduled, or a retry) comes due, if any does."""
+    value = (await conn.execute(statements.NEXT_DUE)).scalar_one_or_none()
+    return None if value is None else float(value)

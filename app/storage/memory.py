@@ -44,6 +44,7 @@ from app.storage import memory_writes as writes
 from app.storage.base import (
     ATTEMPTS_PAGE,
     ClaimRequest,
+    ClaimRound,
     JobFilter,
     JobStore,
     no_one_listens,
@@ -258,6 +259,12 @@ class MemoryJobStore(MemoryTargets, MemorySchedules):
         return job
 
     # -- dispatch ----------------------------------------------------------
+
+    async def claim_round(
+        self, requests: Sequence[ClaimRequest], now: float, lease_s: Mapping[str, float]
+    ) -> ClaimRound:
+        jobs = await self.claim(requests, now, lease_s)
+        return ClaimRound(jobs=jobs, next_due=await self.next_due())
 
     async def claim(
         self, requests: Sequence[ClaimRequest], now: float, lease_s: Mapping[str, float]

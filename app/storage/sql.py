@@ -26,7 +26,7 @@ from app.core.job import ACTIVE, TERMINAL, IllegalTransition, JobRecord, JobStat
 from app.core.target import TargetRecord, TargetSpec
 from app.storage import ordering, statements
 from app.storage.base import ATTEMPTS_PAGE, Activity, JobFilter
-from app.storage.delivery import Delivery
+from app.storage.delivery import Delivery, next_due_in
 from app.storage.endings import Ended
 from app.storage.engine import Conn
 from app.storage.group import Tx
@@ -301,11 +301,7 @@ class SqlJobStore(Schedules, Delivery):
         return await self._read(unit)
 
     async def next_due(self) -> float | None:
-        async def unit(conn: Conn) -> float | None:
-            value = (await conn.execute(statements.NEXT_DUE)).scalar_one_or_none()
-            return None if value is None else float(value)
-
-        return await self._read(unit)
+        return await self._read(next_due_in)
 
     # -- operator commands ------------------------------------------------------
 

@@ -11,12 +11,12 @@ from app.core import breaker as br
 from app.core import budget as bg
 from app.core import limits
 from app.core.attempt import Completion
-from app.core.job import JobRecord, JobState
+from app.core.job import JobState
 from app.core.request import Request
 from app.core.target import TargetSpec
 from app.dispatch.containment import Containment, TargetGuard
 from app.dispatch.sender import Failure, Response
-from app.storage.base import ClaimRequest, JobStore
+from app.storage.base import ClaimRequest, ClaimRound, JobStore
 from app.testing import FakeClock, FakeSender, Reply
 from tests.dispatch.conftest import Start
 from tests.dispatch.harness import URL, Harness, eventually
@@ -298,14 +298,14 @@ class Recording:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
-    async def claim(
+    async def claim_round(
         self, requests: Sequence[ClaimRequest], now: float, lease_s: Mapping[str, float]
-    ) -> list[JobRecord]:
-        jobs: list[JobRecord] = await self._store.claim(requests, now, lease_s)
+    ) -> ClaimRound:
+        claimed: ClaimRound = await self._store.claim_round(requests, now, lease_s)
         # noted once it returns: the loop admits what it claimed before it
         # yields again, so a test that sees the note sees those attempts started
         self.claimed_at.append(now)
-        return jobs
+        return claimed
 
     async def complete(self, completion: Completion) -> bool:
         if not completion.sent:

@@ -484,6 +484,29 @@ class TestStoreContract:
         )
         assert len(claimed) == 1
 
+    async def test_a_claim_round_says_when_the_next_waiting_job_comes_due(
+        self, store: Store
+    ) -> None:
+        # what the claim loop sleeps on, read in the claim's own transaction
+        await store.enqueue(new_job("later", next_attempt_at=NOW + 60))
+        await store.enqueue(new_job("sooner", next_attempt_at=NOW + 30))
+        await store.enqueue(new_job("now", next_attempt_at=NOW))
+        first = await store.claim_round(
+            [ClaimRequest(target="billing", limit=5)], NOW, {"billing": 1}
+        )
+        assert [j.idempotency_key for j in first.jobs] == ["now"]
+        assert first.next_due == NOW + 30 == await store.next_due()
+        # the sooner one is promoted and claimed by this round: the later one is next
+        second = await store.claim_round(
+            [ClaimRequest(target="billing", limit=5)], NOW + 30, {"billing": 1}
+        )
+        assert [j.idempotency_key for j in second.jobs] == ["sooner"]
+        assert second.next_due == NOW + 60
+        # a round with nothing to claim still promotes, and still looks ahead
+        empty = await store.claim_round([], NOW + 60, {})
+        assert (empty.jobs, empty.next_due) == ([], None)
+        assert await store.next_due() is None
+
     async def test_a_claim_takes_no_more_retries_than_it_asks_for(self, store: Store) -> None:
         retries = [await sent_once(store, f"r{i}", NOW - 10 + i) for i in range(3)]
         firsts = [
