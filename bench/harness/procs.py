@@ -132,6 +132,9 @@ class ProcSample:
     peak_rss_mb: float
     rss_mb: float
     cpu_s: float
+    #: of which the main thread's: csjd's event loop (the rest is its SQLite
+    #: threads, and a delivery client's own thread if it has one)
+    loop_cpu_s: float = 0.0
 
 
 def sample_proc(pid: int) -> ProcSample:
@@ -141,14 +144,20 @@ def sample_proc(pid: int) -> ProcSample:
         key, _, value = line.partition(":")
         if key in ("VmHWM", "VmRSS"):
             fields[key] = int(value.split()[0]) / 1024  # kB -> MiB
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    rest = stat[stat.rindex(")") + 2 :].split()  # fields from the 3rd (state) on
-    ticks = int(rest[11]) + int(rest[12])  # utime, stime (fields 14 and 15)
+    tick = os.sysconf("SC_CLK_TCK")
     return ProcSample(
         peak_rss_mb=fields["VmHWM"],
         rss_mb=fields["VmRSS"],
-        cpu_s=ticks / os.sysconf("SC_CLK_TCK"),
+        cpu_s=_ticks(Path(f"/proc/{pid}/stat")) / tick,
+        loop_cpu_s=_ticks(Path(f"/proc/{pid}/task/{pid}/stat")) / tick,
     )
+
+
+def _ticks(stat_file: Path) -> int:
+    """utime + stime (fields 14 and 15) of a process's or a thread's stat file."""
+    stat = stat_file.read_text()
+    rest = stat[stat.rindex(")") + 2 :].split()  # fields from the 3rd (state) on
+    return int(rest[11]) + int(rest[12])
 
 
 def children(pid: int) -> list[int]:
@@ -169,6 +178,7 @@ def sample_tree(pid: int) -> ProcSample:
         peak_rss_mb=sum(s.peak_rss_mb for s in samples),
         rss_mb=sum(s.rss_mb for s in samples),
         cpu_s=sum(s.cpu_s for s in samples),
+        loop_cpu_s=sum(s.loop_cpu_s for s in samples),
     )
 
 

@@ -117,6 +117,7 @@ async def end_to_end(args: argparse.Namespace, tmp: Path, sink: Service) -> dict
             "name": gateway.name,
             "peak_rss_mb": round(end.peak_rss_mb, 1),
             "cpu_s": round(end.cpu_s - start.cpu_s, 2),
+            "loop_cpu_s": round(end.loop_cpu_s - start.loop_cpu_s, 2),
             "rss_at_ready_mb": round(start.rss_mb, 1),
             "cpu_s_total": round(end.cpu_s, 2),
             "delivery_attempts_logged": summary.delivery_attempts,
@@ -144,6 +145,14 @@ async def end_to_end(args: argparse.Namespace, tmp: Path, sink: Service) -> dict
             "first_post_to_last_delivery_s": round(span_s, 3),
             "rss_at_ready_mb": round(sum(start.rss_mb for start in at_ready), 1),
             "csjd_cpu_s_total": round(sum(end.cpu_s for end in after), 2),
+            # of cpu_ms_per_job, the event loops' (main threads') share; the rest is
+            # the SQLite threads' and a delivery client's own thread's
+            "loop_cpu_ms_per_job": round(
+                sum(e.loop_cpu_s - s.loop_cpu_s for s, e in zip(at_ready, after, strict=True))
+                * 1000
+                / intake.accepted,
+                3,
+            ),
             "loadgen_cpu_s_intake": round(intake.cpu_s, 2),
             "sink_requests": stats["total"],
             "duplicate_deliveries": stats["total"] - stats["distinct"],
