@@ -29,13 +29,13 @@ from fastapi.openapi.docs import (
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_fastapi_instrumentator import Instrumentator
-from prometheus_fastapi_instrumentator import metrics as http_metrics
 from pydantic import BaseModel
 
 from app import __version__
 from app.api import auth, problems
 from app.api.batch import PATH as BATCH_PATH
 from app.api.guard import Receive, RequestGuard, Scope, Send
+from app.api.http_metrics import HttpMetrics
 from app.api.intake import PATH as INTAKE_PATH
 from app.api.intake import IntakeLane
 from app.api.routes import health, jobs, schedules, targets, ui, ui_job, ui_jobs
@@ -137,12 +137,11 @@ def app_for(gateway: Gateway) -> CsjdApp:
     app.add_middleware(auth.AuthGuard, keyring=gateway.keyring)
     # one recorder of the HTTP metrics, shared by the instrumented routes and the lane
     registry = gateway.metrics.registry
-    record_http = http_metrics.default(registry=registry)
+    http_metrics = HttpMetrics(registry)
     instrumentator = Instrumentator(registry=registry, excluded_handlers=["/metrics"])
-    if record_http is not None:
-        instrumentator.add(record_http)
+    instrumentator.add(http_metrics.record)
     instrumentator.instrument(app).expose(app, include_in_schema=False)
-    app.intake = IntakeLane(gateway, settings.max_body_bytes, record_http)
+    app.intake = IntakeLane(gateway, settings.max_body_bytes, http_metrics)
     return app
 
 

@@ -9,6 +9,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,9 +31,28 @@ def _record(message: str, level: int = logging.INFO, **extra: object) -> logging
     )
 
 
+@pytest.fixture
+def root_logging() -> Iterator[None]:
+    """``logs.configure`` sets up the whole process's logging: put it back after."""
+    root = logging.getLogger()
+    noisy = ("uvicorn.access", "uvicorn.error", "aiosqlite", "alembic.runtime.migration")
+    touched = [root, *map(logging.getLogger, noisy)]
+    handlers, levels = root.handlers[:], [logger.level for logger in touched]
+    switches = {name: getattr(logging, name) for name in logs.RECORD_EXTRAS}
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        for logger, level in zip(touched, levels, strict=True):
+            logger.setLevel(level)
+        for name, value in switches.items():
+            setattr(logging, name, value)
+
+
 @pytest.mark.parametrize(
     ("terminal", "expected"), [(True, LogFormat.CONSOLE), (False, LogFormat.JSON)]
 )
+@pytest.mark.usefixtures("root_logging")
 def test_the_log_format_follows_whether_standard_output_is_a_terminal(
     terminal: bool, expected: LogFormat
 ) -> None:
@@ -40,18 +60,61 @@ def test_the_log_format_follows_whether_standard_output_is_a_terminal(
         def isatty(self) -> bool:
             return terminal
 
-    root = logging.getLogger()
-    noisy = ("uvicorn.access", "uvicorn.error", "aiosqlite", "alembic.runtime.migration")
-    touched = [root, *map(logging.getLogger, noisy)]
-    handlers, levels = root.handlers[:], [logger.level for logger in touched]
+    assert logs.configure(None, stdout=Stdout()) is expected
+    # CSJD_LOG_FORMAT, when set, wins
+    assert logs.configure(LogFormat.JSON, stdout=Stdout()) is LogFormat.JSON
+
+
+@pytest.mark.usefixtures("root_logging")
+def test_a_json_line_has_its_fields_in_order_and_the_exception_last(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    logs.configure(LogFormat.JSON, fields={"worker": "dispatcher"})
+    before = time.time()
     try:
-        assert logs.configure(None, stdout=Stdout()) is expected
-        # CSJD_LOG_FORMAT, when set, wins
-        assert logs.configure(LogFormat.JSON, stdout=Stdout()) is LogFormat.JSON
-    finally:
-        root.handlers[:] = handlers
-        for logger, level in zip(touched, levels, strict=True):
-            logger.setLevel(level)
+        raise ValueError("boom")
+    except ValueError:
+        logging.getLogger("csjd.dispatch").exception(
+            "delivery_error", extra={"job_id": "j-1", "target": "billing", "attempt": 2}
+        )
+    [line] = capsys.readouterr().err.splitlines()
+    event = json.loads(line)
+    assert list(event) == [
+        *("ts", "level", "logger", "event"),
+        *("job_id", "target", "attempt", "worker", "exc"),
+    ]
+    assert (event["level"], event["logger"], event["event"]) == (
+        "error",
+        "csjd.dispatch",
+        "delivery_error",
+    )
+    assert (event["job_id"], event["target"], event["attempt"]) == ("j-1", "billing", 2)
+    assert event["worker"] == "dispatcher"
+    assert event["exc"].startswith("Traceback") and event["exc"].endswith("ValueError: boom")
+    written = datetime.fromisoformat(event["ts"].replace("Z", "+00:00")).timestamp()
+    assert before - 1e-3 <= written <= time.time() + 1e-3
+
+
+def test_json_times_are_written_to_the_microsecond_across_seconds() -> None:
+    """One formatter writes many lines: each is its own instant, seconds shared or not
+    (a line of another thread may come in a little out of order)."""
+    formatter = logs.JsonFormatter()
+    second = 1_767_225_599  # 2025-12-31T23:59:59Z
+    instants = [
+        *(second + 0.25, second + 0.9999994, second + 0.9999995, second + 1.0),
+        *(second + 0.5, second + 1.0000005, second + 1.123456789, 0.0, second + 61.0),
+    ]
+    for created in instants:
+        record = _record("tick")
+        record.created = created
+        expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="microseconds")
+        assert json.loads(formatter.format(record))["ts"] == expected.replace("+00:00", "Z")
+
+
+def test_an_event_that_is_not_text_is_written_as_its_text() -> None:
+    record = _record("ignored")
+    record.msg = KeyError("target")
+    assert json.loads(logs.JsonFormatter().format(record))["event"] == "'target'"
 
 
 def test_json_lines_have_rfc3339_times_and_no_terminal_colours() -> None:

@@ -18,13 +18,10 @@ same ``accept``. Every other request goes on to FastAPI.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
-from typing import cast
+from collections.abc import Iterable, Mapping
 
 import orjson
-from prometheus_fastapi_instrumentator.metrics import Info
 from pydantic import ValidationError
-from starlette.requests import Request
 from starlette.responses import Response
 
 from app.api import problems
@@ -32,6 +29,7 @@ from app.api.auth import caller_for
 from app.api.deps import ensure_accepting, key_from
 from app.api.guard import BodyProblem, Receive, Scope, Send, check_body, declared_length, read_body
 from app.api.holds import hold_at_hand
+from app.api.http_metrics import HttpMetrics
 from app.api.present import job_json
 from app.api.schemas import JobIn
 from app.core import idempotency, trace
@@ -156,24 +154,13 @@ def accepted_headers(job: JobRecord, replayed: bool) -> dict[str, str]:
     return headers
 
 
-class _Sized:
-    """What the HTTP metrics read of a request or a response: its length."""
-
-    __slots__ = ("headers",)
-
-    def __init__(self, length: int) -> None:
-        self.headers = {"Content-Length": length}
-
-
 class IntakeLane:
-    """``POST /jobs`` as a plain ASGI app; ``record_http`` is the HTTP metrics' recorder."""
+    """``POST /jobs`` as a plain ASGI app, counted in ``http_metrics`` as every route is."""
 
-    def __init__(
-        self, gateway: Gateway, max_bytes: int, record_http: Callable[[Info], None] | None
-    ) -> None:
+    def __init__(self, gateway: Gateway, max_bytes: int, http_metrics: HttpMetrics) -> None:
         self.gateway = gateway
         self.max_bytes = max_bytes
-        self._record_http = record_http
+        self._http_metrics = http_metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -191,17 +178,14 @@ class IntakeLane:
             status, headers, body = _parts(problems.unexpected(exc, PATH))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-        if self._record_http is not None:
-            self._record_http(
-                Info(
-                    request=cast(Request, _Sized(declared)),
-                    response=cast(Response, _Sized(len(body))),
-                    method="POST",
-                    modified_handler=PATH,
-                    modified_status=f"{status // 100}xx",
-                    modified_duration=time.perf_counter() - started,
-                )
-            )
+        self._http_metrics.observe(
+            "POST",
+            PATH,
+            f"{status // 100}xx",
+            declared,
+            len(body),
+            time.perf_counter() - started,
+        )
 
     async def _accept(
         self, scope: Scope, receive: Receive
