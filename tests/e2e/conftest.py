@@ -16,7 +16,9 @@ def sink() -> Iterator[Sink]:
 
 
 @pytest.fixture
-def gateway_factory(tmp_path: Path) -> Iterator[Callable[..., GatewayProcess]]:
+def gateway_factory(tmp_path: Path, sink: Sink) -> Iterator[Callable[..., GatewayProcess]]:
+    """Gateways that stop before the test's sink does: a sink stopped under a
+    gateway still delivering would cut connections it has not answered."""
     started: list[GatewayProcess] = []
 
     def make(**env: str) -> GatewayProcess:
