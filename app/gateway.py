@@ -31,7 +31,6 @@ from app.core.access import Keyring
 from app.core.clock import Clock, SystemClock
 from app.dispatch.loop import Dispatcher
 from app.dispatch.maintenance import RESCUE_GRACE_S, Maintenance
-from app.dispatch.reqwest_sender import ReqwestSender
 from app.dispatch.schedules import Scheduler
 from app.dispatch.sender import AiohttpSender, Sender
 from app.dispatch.wakeup import WakeSender
@@ -47,11 +46,14 @@ log = logging.getLogger("csjd")
 
 
 def delivery_sender(settings: Settings) -> Sender:
-    """The real sender ``CSJD_DELIVERY_CLIENT`` names, bounded by ``CSJD_MAX_INFLIGHT``."""
-    sender = ReqwestSender if settings.delivery_client is DeliveryClient.REQWEST else AiohttpSender
-    return sender(
-        max_connections=settings.max_inflight, allow_private=settings.allow_private_targets
-    )
+    """The real sender ``CSJD_DELIVERY_CLIENT`` names, bounded by ``CSJD_MAX_INFLIGHT``.
+    pyreqwest is imported only when asked for: it holds about 7 MB once loaded."""
+    most, private = settings.max_inflight, settings.allow_private_targets
+    if settings.delivery_client is DeliveryClient.REQWEST:
+        from app.dispatch.reqwest_sender import ReqwestSender
+
+        return ReqwestSender(max_connections=most, allow_private=private)
+    return AiohttpSender(max_connections=most, allow_private=private)
 
 
 @dataclass(slots=True, kw_only=True)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -121,3 +124,25 @@ async def test_a_request_that_timed_out_gives_its_slot_back(sink: Sink) -> None:
         await sender.close()
     assert isinstance(hung, Failure) and hung.kind is FailureKind.TIMEOUT
     assert isinstance(after, Response) and after.status == 200
+
+
+_PICK = (
+    "import sys; from app.gateway import delivery_sender; from app.settings import Settings; "
+    "s = delivery_sender(Settings(_env_file=None, delivery_client=sys.argv[1])); "
+    "print(type(s).__name__, 'pyreqwest' in sys.modules)"
+)
+
+
+@pytest.mark.parametrize(
+    ("client", "picked"),
+    [("aiohttp", "AiohttpSender False"), ("reqwest", "ReqwestSender True")],
+)
+def test_the_setting_picks_the_sender_and_pyreqwest_loads_only_for_its_own(
+    client: str, picked: str
+) -> None:
+    # pyreqwest holds about 7 MB once imported: a gateway on aiohttp never loads it
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CSJD_")}
+    out = subprocess.run(
+        [sys.executable, "-c", _PICK, client], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == picked
