@@ -95,19 +95,7 @@ class ReqwestSender:
         self._parsed: dict[str, _Parsed | Failure] = {}
 
     def _client(self, pin: tuple[str, str] | None = None) -> Client:
-        builder = (
-            ClientBuilder()
-            .no_proxy()  # a proxy from the environment would bypass the pinned address
-            .follow_redirects(False)
-            .gzip(False)
-            .brotli(False)
-            .zstd(False)
-            .deflate(False)
-            .http1_only()
-            .http1_lower_case_headers()
-            .max_connections(self._max_connections)
-            .pool_idle_timeout(timedelta(seconds=KEEPALIVE_S))
-        )
+        builder = client_builder(self._max_connections)
         if pin is not None:
             name, address = pin
             builder = builder.resolve(name, address, 0)  # port 0: the URL's own
@@ -238,6 +226,25 @@ class ReqwestSender:
         if len(self._pins) > MAX_PINNED:
             del self._pins[next(iter(self._pins))]
         return pin
+
+
+def client_builder(max_connections: int) -> ClientBuilder:
+    """A client as every delivery's: no proxy (one from the environment would
+    bypass the pinned address), no redirects, no decompression (the excerpt kept
+    is text), HTTP/1.1, at most ``max_connections`` requests in flight."""
+    return (
+        ClientBuilder()
+        .no_proxy()
+        .follow_redirects(False)
+        .gzip(False)
+        .brotli(False)
+        .zstd(False)
+        .deflate(False)
+        .http1_only()
+        .http1_lower_case_headers()
+        .max_connections(max_connections)
+        .pool_idle_timeout(timedelta(seconds=KEEPALIVE_S))
+    )
 
 
 def failure_from_reqwest(exc: PyreqwestError, url: str, *, answered: bool) -> Failure:

@@ -19,9 +19,9 @@ from typing import Any
 
 import aiohttp
 import orjson
-from pyreqwest.client import ClientBuilder
 from pyreqwest.exceptions import PyreqwestError
 
+from app.dispatch.reqwest_sender import client_builder
 from bench.harness import BenchError, say
 from bench.harness.loadgen import client_session, post_jobs
 from bench.harness.procs import BENCH_DIR, HOST, Service, child_env, free_port
@@ -87,19 +87,7 @@ async def post_outbound_reqwest(url: str, jobs: int, concurrency: int) -> tuple[
     """``post_outbound`` through pyreqwest, with ``ReqwestSender``'s client options."""
     indexes = iter(range(jobs))
     errors = 0
-    client = (
-        ClientBuilder()
-        .no_proxy()
-        .follow_redirects(False)
-        .gzip(False)
-        .brotli(False)
-        .zstd(False)
-        .deflate(False)
-        .http1_only()
-        .http1_lower_case_headers()
-        .max_connections(concurrency)
-        .build()
-    )
+    client = client_builder(concurrency).build()
 
     async def worker() -> None:
         nonlocal errors
