@@ -148,6 +148,10 @@ async def drain(args: argparse.Namespace, tmp: Path, sink: Service) -> dict[str,
             "rss_at_ready_mb": round(at_ready.rss_mb, 1),
             "csjd_cpu_s_intake": round(before.cpu_s - at_ready.cpu_s, 2),
             "csjd_cpu_s_total": round(after.cpu_s, 2),
+            # of cpu_ms_per_job, the event loop's (the main thread's)
+            "loop_cpu_ms_per_job": round(
+                (after.loop_cpu_s - before.loop_cpu_s) * 1000 / intake.accepted, 3
+            ),
             "sink_requests": stats["total"],
             "duplicate_deliveries": stats["total"] - stats["distinct"],
             "csjd_exit_status": code,

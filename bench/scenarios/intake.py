@@ -70,6 +70,11 @@ class PausedIntake:
             "intake_s": round(self.intake.wall_s, 3),
             "rss_at_ready_mb": round(self.at_ready.rss_mb, 1),
             "csjd_cpu_s_total": round(self.after.cpu_s, 2),
+            # of cpu_ms_per_job, the event loop's (the main thread's)
+            "loop_cpu_ms_per_job": round(
+                (self.after.loop_cpu_s - self.at_ready.loop_cpu_s) * 1000 / self.intake.accepted,
+                3,
+            ),
             "loadgen_cpu_s_intake": round(self.intake.cpu_s, 2),
             "sink_requests": self.sink_requests,
             "csjd_exit_status": self.code,
