@@ -152,6 +152,13 @@ def _lean_records() -> None:
         setattr(logging, switch, off)
 
 
+#: loggers whose information lines say nothing an operator needs: uvicorn's start
+#: and stop lines repeat csjd's (gateway_started, draining) and name keys csjd does
+#: not use, and alembic announces each plugin and migration step (csjd logs
+#: ``migrated``); their warnings and errors still show
+QUIETED = ("uvicorn.access", "uvicorn.error", "aiosqlite", "alembic")
+
+
 def configure(
     fmt: LogFormat | None,
     level: int = logging.INFO,
@@ -170,8 +177,6 @@ def configure(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # uvicorn's own start and stop lines repeat csjd's (gateway_started, draining)
-    # and name keys csjd does not use; its warnings and errors still show
-    for noisy in ("uvicorn.access", "uvicorn.error", "aiosqlite", "alembic.runtime.migration"):
+    for noisy in QUIETED:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return fmt

@@ -35,8 +35,7 @@ def _record(message: str, level: int = logging.INFO, **extra: object) -> logging
 def root_logging() -> Iterator[None]:
     """``logs.configure`` sets up the whole process's logging: put it back after."""
     root = logging.getLogger()
-    noisy = ("uvicorn.access", "uvicorn.error", "aiosqlite", "alembic.runtime.migration")
-    touched = [root, *map(logging.getLogger, noisy)]
+    touched = [root, *map(logging.getLogger, logs.QUIETED)]
     handlers, levels = root.handlers[:], [logger.level for logger in touched]
     switches = {name: getattr(logging, name) for name in logs.RECORD_EXTRAS}
     try:

@@ -157,6 +157,10 @@ def test_json_lines_name_the_postgres_database_and_never_its_password(
     text = csjd.text()
     assert PASSWORD not in text
     events = [json.loads(line) for line in text.splitlines()]  # every line is JSON
+    # a clean start and stop says only csjd's own events (no library's chatter)
+    assert all(e["logger"].split(".")[0] == "csjd" for e in events), [
+        (e["logger"], e["event"]) for e in events
+    ]
     for event in events:
         assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$", event["ts"]), event
         assert "color_message" not in event and "\x1b" not in json.dumps(event)
