@@ -91,7 +91,7 @@ class ReqwestSender:
         self._literal_client: Client | None = None
         self._pins: dict[str, _Pin] = {}
         #: a name being resolved -> the resolution every sender to it awaits
-        self._resolving: dict[str, asyncio.Future[_Pin]] = {}
+        self._resolving: dict[str, asyncio.Task[_Pin]] = {}
         self._parsed: dict[str, _Parsed | Failure] = {}
 
     def _client(self, pin: tuple[str, str] | None = None) -> Client:
@@ -102,6 +102,9 @@ class ReqwestSender:
         return builder.build()
 
     async def close(self) -> None:
+        for resolving in list(self._resolving.values()):
+            resolving.cancel()
+        await asyncio.gather(*self._resolving.values(), return_exceptions=True)
         clients = [pin.client for pin in self._pins.values()]
         if self._literal_client is not None:
             clients.append(self._literal_client)
@@ -190,19 +193,20 @@ class ReqwestSender:
         pin = self._pins.get(name)
         if pin is not None and pin.until > self._monotonic():
             return pin.client
-        pending = self._resolving.get(name)
-        if pending is None:
-            pending = asyncio.get_running_loop().create_future()
-            self._resolving[name] = pending
-            try:
-                pending.set_result(await self._pin(name, pin))
-            except BaseException as exc:
-                pending.set_exception(exc)
-                pending.exception()  # retrieved: every waiter has it raised
-                raise
-            finally:
-                del self._resolving[name]
-        return (await asyncio.shield(pending)).client
+        resolving = self._resolving.get(name)
+        if resolving is None:
+            # a task of its own: a sender whose time runs out stops waiting for it,
+            # and the others still get its answer
+            resolving = asyncio.ensure_future(self._pin(name, pin))
+            self._resolving[name] = resolving
+            resolving.add_done_callback(lambda done: self._resolved(name, done))
+        return (await asyncio.shield(resolving)).client
+
+    def _resolved(self, name: str, done: asyncio.Task[_Pin]) -> None:
+        if self._resolving.get(name) is done:
+            del self._resolving[name]
+        if not done.cancelled():
+            done.exception()  # retrieved, whether or not a sender still waits for it
 
     async def _pin(self, name: str, old: _Pin | None) -> _Pin:
         """Resolve ``name`` (through the guard unless private targets are

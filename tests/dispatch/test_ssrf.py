@@ -7,6 +7,7 @@ whatever a name resolves to by then (DNS rebinding).
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Iterator
 
@@ -229,3 +230,38 @@ async def test_reqwest_judges_a_pinned_name_again_when_its_pin_expires(sink: Sin
 async def _unreachable(sender: ReqwestSender, url: str) -> Response | Failure:
     # PUBLIC is not reachable from here: a short attempt is enough to pin it
     return await sender.send(Request(url=url, body=b"{}", headers={}, timeout_s=0.2))
+
+
+class SlowResolver(ScriptedResolver):
+    """Answers as ``ScriptedResolver`` does, after ``delay_s``; counts the lookups."""
+
+    def __init__(self, answers: dict[str, list[str]], delay_s: float) -> None:
+        super().__init__(answers)
+        self.delay_s = delay_s
+        self.lookups = 0
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        self.lookups += 1
+        await asyncio.sleep(self.delay_s)
+        return await super().resolve(host, port, family)
+
+
+async def test_reqwest_answers_everyone_waiting_on_a_name_when_one_gives_up(sink: Sink) -> None:
+    # one lookup serves every sender to the name; the first sender's deadline
+    # ends only its own wait, never the others' (nor does it raise into them)
+    url = f"http://slow.example:{sink.port}/hook"
+    dns = SlowResolver({"slow.example": ["127.0.0.1"]}, delay_s=0.3)
+    sender = ReqwestSender(max_connections=4, allow_private=True, resolver=dns)
+    try:
+        short, patient = await asyncio.gather(
+            sender.send(Request(url=url, body=b"{}", headers={}, timeout_s=0.1)),
+            sender.send(Request(url=url, body=b"{}", headers={}, timeout_s=3.0)),
+        )
+    finally:
+        await sender.close()
+    assert isinstance(short, Failure) and short.kind is FailureKind.TIMEOUT, short
+    assert isinstance(patient, Response) and patient.status == 200, patient
+    assert dns.lookups == 1
+    assert len(sink.received("/hook")) == 1
