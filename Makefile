@@ -42,7 +42,8 @@ lint: $(STAMP)
 # Two workers: most of the suite's time is real processes waiting on real time.
 # Then, one at a time: the schema fuzz (its items, one per API operation, share
 # one test id, and the workers would keep only one of them) and the tests marked
-# `alone`, which measure a race or a footprint and want the machine to themselves.
+# `alone`, which measure a race or a footprint, or stop the Postgres server the
+# others share, and want the machine to themselves.
 FUZZ_SCHEMA := tests/fuzz/test_api_schema.py
 
 test: lint

@@ -96,6 +96,9 @@ def _pg_cluster(action: str) -> None:
     )
 
 
+# the machine's own cluster goes down for a while: every other test that uses it
+# would fail meanwhile, so this one runs after the parallel part, by itself
+@pytest.mark.alone
 @pytest.mark.skipif(not os.path.isdir("/etc/postgresql"), reason="needs the local cluster")
 def test_a_postgres_restart_is_survived(tmp_path: Path, pg_url: str, sink: Sink) -> None:
     gateway = replica(tmp_path, pg_url, "a").start()
