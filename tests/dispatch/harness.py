@@ -20,6 +20,7 @@ from app.core.job import JobRecord, JobState, NewJob
 from app.core.request import Request
 from app.core.target import TargetRecord, TargetSpec
 from app.dispatch.loop import Dispatcher, LiveState
+from app.dispatch.maintenance import Maintenance
 from app.dispatch.sender import Failure, Response, Sender
 from app.metrics import Metrics
 from app.storage.base import JobStore
@@ -59,6 +60,26 @@ class HangingSender(FakeSender):
         finally:
             self.inflight -= 1
             self.by_url[request.url] -= 1
+
+
+def maintenance_on(
+    store: Any,
+    clock: Clock,
+    *,
+    metrics: Metrics | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> Maintenance:
+    """Maintenance on ``store`` (a real one, or a wrapper standing in for it) with a
+    seeded rng, the shortest retention and a supervisor of its own."""
+    return Maintenance(
+        store,
+        clock=clock,
+        rng=random.Random(1).random,
+        metrics=metrics or Metrics(),
+        retention_s=86400,
+        supervisor=Supervisor(),
+        monotonic=monotonic,
+    )
 
 
 class Harness:

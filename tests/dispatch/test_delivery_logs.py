@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Iterator
 
 import pytest
@@ -11,14 +10,11 @@ import pytest
 from app.core.job import JobState
 from app.core.outcome import FailureKind
 from app.core.target import TargetSpec
-from app.dispatch.maintenance import Maintenance
 from app.dispatch.sender import Failure
-from app.metrics import Metrics
 from app.storage.base import JobStore
-from app.supervisor import Supervisor
 from app.testing import FakeClock, FakeSender, Reply
 from tests.dispatch.conftest import Start
-from tests.dispatch.harness import URL, Harness, eventually
+from tests.dispatch.harness import URL, Harness, eventually, maintenance_on
 
 
 @pytest.fixture
@@ -118,14 +114,7 @@ async def test_jobs_that_expire_waiting_are_logged_as_a_warning(
     h = Harness(store, FakeSender(), clock, max_inflight=1)  # never started: only enqueues
     job = await h.enqueue()
     clock.advance(86400 + 1)
-    maintenance = Maintenance(
-        store,
-        clock=clock,
-        rng=random.Random(1).random,
-        metrics=Metrics(),
-        retention_s=86400,
-        supervisor=Supervisor(),
-    )
+    maintenance = maintenance_on(store, clock)
     await maintenance.tick(purge=False)
     assert (await h.job(job.id)).state is JobState.FAILED
     [line] = lines(caplog, "jobs_expired")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Collection
 from typing import Any
 
@@ -17,7 +16,6 @@ from app.dispatch.maintenance import (
     FINISHED_COUNT_SHARE,
     MINUTES_KEPT_S,
     RESCUE_GRACE_S,
-    Maintenance,
 )
 from app.metrics import Metrics
 from app.settings import Settings
@@ -25,8 +23,8 @@ from app.storage.base import JobStore
 from app.storage.counts import minute_of
 from app.storage.engine import Conn
 from app.storage.factory import build_store
-from app.supervisor import Supervisor
 from app.testing import FakeClock
+from tests.dispatch.harness import maintenance_on
 
 #: how long the fake count of the finished jobs takes
 FINISHED_COUNT_S = 0.1
@@ -85,15 +83,7 @@ async def test_finished_jobs_are_counted_again_once_their_last_count_is_paid_for
     clock = FakeClock()
     counting = SlowFinishedCounts(store, clock)
     metrics = Metrics()
-    maintenance = Maintenance(
-        counting,  # type: ignore[arg-type]
-        clock=clock,
-        rng=random.Random(1).random,
-        metrics=metrics,
-        retention_s=86400,
-        supervisor=Supervisor(),
-        monotonic=clock.now,
-    )
+    maintenance = maintenance_on(counting, clock, metrics=metrics, monotonic=clock.now)
     now = clock.now()
     await store.cancel("", await enqueue(store, "a", now), now)
     await enqueue(store, "b", now)
@@ -144,15 +134,7 @@ async def test_a_leader_back_from_an_outage_waits_before_rescuing(store: JobStor
     flaky = OutageThenBack(store)
     clock = FakeClock()
     mono = [1000.0]
-    maintenance = Maintenance(
-        flaky,  # type: ignore[arg-type]
-        clock=clock,
-        rng=random.Random(1).random,
-        metrics=Metrics(),
-        retention_s=86400,
-        supervisor=Supervisor(),
-        monotonic=lambda: mono[0],
-    )
+    maintenance = maintenance_on(flaky, clock, monotonic=lambda: mono[0])
     await maintenance.tick_guarded(purge=False)
     assert flaky.rescues == 1
     flaky.down = True
@@ -168,17 +150,7 @@ async def test_a_leader_back_from_an_outage_waits_before_rescuing(store: JobStor
 async def test_a_leader_that_stops_hands_the_duty_on_at_once(store: JobStore) -> None:
     clock = FakeClock()
 
-    def maintenance() -> Maintenance:
-        return Maintenance(
-            store,
-            clock=clock,
-            rng=random.Random(1).random,
-            metrics=Metrics(),
-            retention_s=86400,
-            supervisor=Supervisor(),
-        )
-
-    first, second = maintenance(), maintenance()
+    first, second = maintenance_on(store, clock), maintenance_on(store, clock)
     await first.tick(purge=False)
     await second.tick(purge=False)
     assert (first.leading, second.leading) == (True, False)
@@ -207,15 +179,7 @@ async def test_the_leader_repairs_the_backlog_counts_and_forgets_old_minutes_onc
             await conn.execute(text("UPDATE target_backlog SET count = 7"))
 
         await store.database.write(astray)
-        maintenance = Maintenance(
-            store,
-            clock=clock,
-            rng=random.Random(1).random,
-            metrics=Metrics(),
-            retention_s=86400,
-            supervisor=Supervisor(),
-            monotonic=clock.now,
-        )
+        maintenance = maintenance_on(store, clock, monotonic=clock.now)
         await maintenance.tick(purge=False)
         assert await store.backlog_by_target() == {"billing": {"queued": 7}}
         await maintenance.tick(purge=True)
