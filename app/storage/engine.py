@@ -49,6 +49,12 @@ class Database(Protocol):
     @property
     def dialect(self) -> Dialect: ...
 
+    @property
+    def writes_in_thread(self) -> bool:
+        """Whether a write runs in a thread of its own, beside the event loop
+        (the group committer gathers its batches longer then: ``group.py``)."""
+        ...
+
     async def write(self, unit: Unit[T]) -> T:
         """Run ``unit`` in one transaction: committed if it returns, rolled back if it raises."""
         ...
@@ -68,6 +74,10 @@ class AsyncDatabase:
     @property
     def dialect(self) -> Dialect:
         return self._writer.dialect
+
+    @property
+    def writes_in_thread(self) -> bool:
+        return False
 
     async def write(self, unit: Unit[T]) -> T:
         async with self._writer.begin() as conn:
@@ -132,6 +142,10 @@ class ThreadedSqlite:
     @property
     def dialect(self) -> Dialect:
         return self._writer.dialect
+
+    @property
+    def writes_in_thread(self) -> bool:
+        return True
 
     async def write(self, unit: Unit[T]) -> T:
         loop = asyncio.get_running_loop()

@@ -333,6 +333,10 @@ class AnswerLostOnce:
     def dialect(self) -> Any:
         return self.inner.dialect
 
+    @property
+    def writes_in_thread(self) -> bool:
+        return self.inner.writes_in_thread
+
     async def write(self, unit: Any) -> Any:
         result = await self.inner.write(unit)
         if self.armed:
