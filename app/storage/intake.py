@@ -23,7 +23,7 @@ from sqlalchemy import RowMapping, select
 
 from app.core import errors
 from app.core.job import Enqueued, JobRecord, NewJob, admit
-from app.storage import ordering
+from app.storage import ordering, statements
 from app.storage.engine import Conn
 from app.storage.group import Tx
 from app.storage.models import jobs
@@ -101,8 +101,11 @@ class Intake(SqlStoreBase):
             # Replicas insert keys in one order: two batches sharing keys wait on
             # each other's unique-index entries, never in a cycle.
             ordered = sorted(rows, key=lambda r: (r["caller"], r["idempotency_key"]))
-            insert = self._statements.insert_jobs
-            inserted = {row[0] for row in await tx.conn.execute(insert, ordered)}
+            for start in range(0, len(ordered), statements.INSERT_CHUNK):
+                chunk = ordered[start : start + statements.INSERT_CHUNK]
+                sql = statements.insert_jobs(self._dialect, len(chunk))
+                args = tuple(row[f] for row in chunk for f in statements.JOB_FIELDS)
+                inserted.update(row[0] for row in (await tx.conn.exec_driver_sql(sql, args)).all())
             self._adjust_active(tx, len(inserted))
             if inserted:
                 await self._dialect.notify_jobs(tx.conn)

@@ -306,10 +306,10 @@ class ScheduleRow(SQLModel, table=True):
 schedules = ScheduleRow.__table__  # type: ignore[attr-defined]
 
 
-def _json_text(value: Any) -> str:
+def json_text(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
 #: JSON columns through orjson: the standard library's encoder was a visible
 #: share of intake's CPU.
-ENGINE_JSON: dict[str, Any] = {"json_serializer": _json_text, "json_deserializer": orjson.loads}
+ENGINE_JSON: dict[str, Any] = {"json_serializer": json_text, "json_deserializer": orjson.loads}

@@ -19,6 +19,7 @@ from app.core.job import ACTIVE, FailureReason, JobRecord, JobState
 from app.core.outcome import Outcome
 from app.core.schedule import ScheduleRecord, ScheduleSpec
 from app.core.target import SPEC_FIELDS, TargetRecord, TargetSpec, disabled_reason
+from app.storage.models import json_text
 
 
 def job_record(row: RowMapping) -> JobRecord:
@@ -79,7 +80,8 @@ def attempt_record(row: RowMapping) -> AttemptRecord:
 
 
 def job_row(job: JobRecord, fingerprint: str) -> dict[str, Any]:
-    """The ``jobs`` row of a job just admitted (``app.core.job.admit``)."""
+    """The ``jobs`` row of a job just admitted (``app.core.job.admit``), as the
+    driver takes it (``statements.insert_jobs``): its headers as JSON text."""
     return {
         "id": job.id,
         "caller": job.caller,
@@ -87,7 +89,7 @@ def job_row(job: JobRecord, fingerprint: str) -> dict[str, Any]:
         "fingerprint": fingerprint,
         "target": job.target,
         "payload": job.payload,
-        "headers": job.headers,
+        "headers": None if job.headers is None else json_text(job.headers),
         "state": job.state.value,
         "attempts": job.attempts,
         "deliveries": job.delivery,
