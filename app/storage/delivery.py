@@ -131,7 +131,7 @@ class Delivery(Endings):
             await self._ended(tx, ended, batch[0].now)
         rows = [attempt_row(c) for c, ok in zip(batch, written, strict=True) if ok and c.attempt]
         if rows:
-            await tx.conn.execute(statements.INSERT_ATTEMPTS, rows)
+            await tx.conn.exec_driver_sql(statements.insert_attempts(self._dialect), rows)
         for c, ok in zip(batch, written, strict=True):
             change = effects(c.decision, c.attempt.status_code if c.attempt else None)
             if ok and change is not None:

@@ -115,23 +115,24 @@ def target_row(spec: TargetSpec, now: float) -> dict[str, Any]:
     }
 
 
-def attempt_row(c: Completion) -> dict[str, Any]:
-    """The ``attempts`` row of a completion that recorded an attempt."""
+def attempt_row(c: Completion) -> tuple[Any, ...]:
+    """The ``attempts`` row of a completion that recorded an attempt, in the
+    order of ``statements.ATTEMPT_FIELDS``."""
     a = c.attempt
     assert a is not None
-    return {
-        "job_id": c.job_id,
-        "n": a.delivery,
-        "started_at": a.started_at,
-        "finished_at": a.finished_at,
-        "duration_ms": a.duration_ms,
-        "status_code": a.status_code,
-        "outcome": a.outcome.value,
-        "error": storable(a.error, 1024),
-        "response_excerpt": storable(a.response_excerpt, EXCERPT_BYTES),
-        "content_type": storable(a.content_type, 255),
-        "response_bytes": a.response_bytes,
-    }
+    return (
+        c.job_id,
+        a.delivery,
+        a.started_at,
+        a.finished_at,
+        a.duration_ms,
+        a.status_code,
+        a.outcome.value,
+        storable(a.error, 1024),
+        storable(a.response_excerpt, EXCERPT_BYTES),
+        storable(a.content_type, 255),
+        a.response_bytes,
+    )
 
 
 def completion_params(c: Completion) -> dict[str, Any]:
