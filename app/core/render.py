@@ -19,14 +19,24 @@ from app.core.access import ANONYMOUS
 from app.core.hold import NOT_HELD, Hold
 from app.core.job import JobRecord
 
+#: the last time written and its text: a new job's answer writes one time three
+#: times (created, updated, due); one tuple, so that threads never see half of it
+_last: tuple[float, str] = (math.nan, "")
+
 
 def rfc3339(ts: float | None) -> str | None:
     """``2026-01-01T00:00:00.000Z``; the second's text is cached (a page of jobs shares a few)."""
+    global _last
     if ts is None:
         return None
+    last = _last
+    if last[0] == ts:
+        return last[1]
     fraction, whole = math.modf(ts)  # rounded as datetime.fromtimestamp rounds
     second, micros = divmod(int(whole) * 1_000_000 + round(fraction * 1_000_000), 1_000_000)
-    return f"{_second_text(second)}.{micros // 1000:03d}Z"
+    text = f"{_second_text(second)}.{micros // 1000:03d}Z"
+    _last = (ts, text)
+    return text
 
 
 @functools.lru_cache(maxsize=1024)

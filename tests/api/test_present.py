@@ -36,3 +36,8 @@ def test_agrees_with_datetime_on_many_times() -> None:
 
 def test_none_stays_none() -> None:
     assert rfc3339(None) is None
+
+
+def test_a_time_written_again_reads_the_same_and_the_next_is_its_own() -> None:
+    times = [1764288000.5, 1764288000.5, 1764288000.501, 0.0, 0.0, 1764288000.5]
+    assert [rfc3339(ts) for ts in times] == [reference(ts) for ts in times]
