@@ -45,7 +45,6 @@ import os
 import resource
 import signal
 import socket
-import sys
 from collections.abc import Callable, Generator
 
 import uvicorn
@@ -93,23 +92,11 @@ class GatewayServer(uvicorn.Server):
 GC_THRESHOLDS = (10_000, 20, 20)
 
 
-#: How long a thread waiting for the GIL waits before it asks the holder to
-#: let go (Python's default: 5 ms). The SQLite writer thread lets go of the GIL
-#: in every statement and waits to take it back; while the event loop is busy,
-#: each wait ran the whole interval, and a batch of writes took twice its own
-#: time (8.8 ms for 4.3 ms of the thread's CPU, end to end), with every
-#: producer waiting for its commit. At 0.2 ms: end to end and intake about 6 %
-#: more jobs/s, a drain about 2 %, CPU per job unchanged (docs/performance.md).
-SWITCH_INTERVAL_S = 0.0002
-
-
-def tune_runtime() -> None:
-    """Leave what start-up built out of every later collection, collect less
-    often, and hand the GIL to a waiting thread sooner."""
+def tune_gc() -> None:
+    """Leave what start-up built out of every later collection, and collect less often."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
 
 
 #: after the lame duck and the drain, what the stop may still take: the claim
@@ -201,7 +188,7 @@ async def _serve(
 ) -> int:
     gateway = Gateway.build(settings, role=role, migrates=seat is None)
     app = app_for(gateway)
-    tune_runtime()
+    tune_gc()
     wanted = settings.max_connections + settings.max_inflight + FD_RESERVE
     if (files := raise_fd_limit(wanted)) < wanted:
         log.warning(
