@@ -68,17 +68,23 @@ async def later(passes: int) -> None:
         await asyncio.sleep(0)
 
 
+async def submit_after(
+    group: GroupCommitter, database: RecordingDatabase, passes: int, name: str
+) -> str:
+    """``name``'s operation, handed to ``group`` after ``passes`` passes of the loop."""
+    await later(passes)
+    return await group.run(op(database, name))
+
+
 async def test_operations_arriving_over_the_next_passes_share_the_transaction(
     committer: tuple[GroupCommitter, RecordingDatabase],
 ) -> None:
     group, database = committer
 
-    async def submit_after(passes: int, name: str) -> str:
-        await later(passes)
-        return await group.run(op(database, name))
-
     names = [f"op{i}" for i in range(4)]
-    results = await asyncio.gather(*(submit_after(i, n) for i, n in enumerate(names)))
+    results = await asyncio.gather(
+        *(submit_after(group, database, i, n) for i, n in enumerate(names))
+    )
 
     assert results == names
     assert database.transactions == [names]
@@ -89,30 +95,26 @@ async def test_a_pass_that_brings_nothing_starts_the_transaction(
 ) -> None:
     group, database = committer
 
-    async def submit_after(passes: int, name: str) -> str:
-        await later(passes)
-        return await group.run(op(database, name))
-
-    # "late" arrives after two passes in which nothing came: it is the next batch's
-    await asyncio.gather(submit_after(0, "first"), submit_after(4, "late"))
+    # "late" arrives after passes that brought nothing: it is the next batch's
+    await asyncio.gather(
+        submit_after(group, database, 0, "first"), submit_after(group, database, 4, "late")
+    )
 
     assert database.transactions == [["first"], ["late"]]
 
 
-async def test_a_batch_gathers_for_a_bounded_number_of_passes(
-    committer: tuple[GroupCommitter, RecordingDatabase],
-) -> None:
-    group, database = committer
-    group._max_batch = 10 * GATHER_PASSES
-
-    async def one_per_pass() -> list[str]:
-        pending = []
-        for i in range(3 * GATHER_PASSES):
+async def test_a_batch_gathers_for_a_bounded_number_of_passes() -> None:
+    database = RecordingDatabase()
+    group = GroupCommitter(database, max_batch=10 * GATHER_PASSES)  # type: ignore[arg-type]
+    await group.start()
+    pending = []
+    try:
+        for i in range(3 * GATHER_PASSES):  # one more operation every pass
             pending.append(asyncio.ensure_future(group.run(op(database, f"op{i}"))))
             await asyncio.sleep(0)
-        return list(await asyncio.gather(*pending))
-
-    results = await one_per_pass()
+        results = list(await asyncio.gather(*pending))
+    finally:
+        await group.stop()
 
     assert len(results) == 3 * GATHER_PASSES
     assert len(database.transactions) > 1, "one stream of operations never ends a batch"
@@ -152,12 +154,9 @@ async def test_a_database_written_on_the_loop_starts_each_batch_at_once() -> Non
     group = GroupCommitter(database)  # type: ignore[arg-type]
     await group.start()
     try:
-
-        async def submit_after(passes: int, name: str) -> str:
-            await later(passes)
-            return await group.run(op(database, name))
-
-        await asyncio.gather(submit_after(0, "first"), submit_after(1, "next"))
+        await asyncio.gather(
+            submit_after(group, database, 0, "first"), submit_after(group, database, 1, "next")
+        )
     finally:
         await group.stop()
 
