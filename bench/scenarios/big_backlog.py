@@ -1,13 +1,15 @@
-"""The ``big_backlog`` and ``big_backlog_scheduled`` scenarios (SQLite only):
-does a deep backlog cost anything? Phase A, on a fresh file: ``bench`` and
+"""The ``big_backlog`` and ``big_backlog_scheduled`` scenarios (SQLite, or
+Postgres with ``--db postgres``): does a deep backlog cost anything? Phase A,
+on a fresh database: ``bench`` and
 ``parked`` are registered, ``--jobs`` jobs are queued at the disabled
 ``bench`` (the intake rate), then ``bench`` is enabled and drained (the claim
 rate), as in ``drain``. With csjd stopped, ``--big-backlog`` jobs for
-``parked`` are inserted straight into the file through the app's own table:
+``parked`` are inserted straight into the database (the app's own table on
+SQLite, ``COPY`` on Postgres):
 queued at a disabled ``parked`` (``big_backlog``), or scheduled 1 to 20 days
 ahead at an enabled one (``big_backlog_scheduled``, where the dispatcher and
 maintenance run their statements over jobs that are not due). Phase B: csjd
-starts again on that file and the same measurement runs with new idempotency
+starts again on that database and the same measurement runs with new idempotency
 keys, ``parked`` keeping all of its jobs waiting. Goals: RSS under 150 MB,
 both rates within 20 % of phase A's. No ceiling.
 """
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import orjson
 from sqlalchemy import create_engine, insert
 
@@ -31,6 +34,7 @@ from app.storage.models import jobs as jobs_table
 from bench.harness import BenchError, say
 from bench.harness.gateway import (
     LogSummary,
+    fresh_database,
     put_target,
     register_paused,
     report_log,
@@ -79,50 +83,58 @@ PARKED_QUEUED = Parked(state="queued", enabled=False)
 PARKED_SCHEDULED = Parked(state="scheduled", enabled=True)
 
 
-def seed_parked(path: Path, n: int, parked: Parked) -> None:
-    """Insert ``n`` jobs for ``PARKED_TARGET`` straight into the SQLite file ``path``.
+def parked_rows(n: int, parked: Parked, low: int, high: int, now: float) -> list[dict[str, Any]]:
+    """Rows ``low`` to ``high`` of the ``n`` jobs ``seed_parked`` inserts at ``now``.
 
-    csjd must be stopped, and the target registered. The rows are what
-    ``SqlJobStore`` stores for a job it accepts as queued or scheduled
-    (``_row_values`` in ``app/storage/sql.py``), through the app's own table:
-    caller ``""`` (no API keys), ``Idempotency-Key: parked-<i>``, payload
-    ``{"i":<i>}``, one job per millisecond ending an hour ago (uuid7 ids of
-    those milliseconds, so they sort before anything csjd accepts later),
-    expiring in ``PARKED_TTL_S``; due when created (queued) or as
-    ``Parked.next_attempt_at`` says (scheduled). ``SEED_CHUNK`` rows per
+    They are what ``SqlJobStore`` stores for a job it accepts as queued or
+    scheduled (``records.job_row``): caller ``""`` (no API keys),
+    ``Idempotency-Key: parked-<i>``, payload ``{"i":<i>}``, one job per
+    millisecond ending an hour ago (uuid7 ids of those milliseconds, so they
+    sort before anything csjd accepts later), expiring in ``PARKED_TTL_S``;
+    due when created (queued) or as ``Parked.next_attempt_at`` says
+    (scheduled).
+    """
+    first_ms = int(now * 1000) - n - 3_600_000
+    rows = []
+    for i in range(low, high):
+        ms = first_ms + i
+        payload = b'{"i":%d}' % i
+        rows.append(
+            {
+                "id": uuid7(ms),
+                "caller": "",
+                "idempotency_key": f"parked-{i}",
+                "fingerprint": hashlib.sha256(payload).hexdigest(),
+                "target": PARKED_TARGET,
+                "payload": payload,
+                "headers": None,
+                "state": parked.state,
+                "attempts": 0,
+                "deliveries": 0,
+                "max_attempts": 10,
+                "created_at": ms / 1000,
+                "updated_at": ms / 1000,
+                "next_attempt_at": parked.next_attempt_at(ms / 1000, i, n, now),
+                "expires_at": now + PARKED_TTL_S,
+            }
+        )
+    return rows
+
+
+def seed_parked(path: Path, n: int, parked: Parked) -> float:
+    """Insert ``n`` jobs for ``PARKED_TARGET`` (``parked_rows``) straight into the
+    SQLite file ``path``, through the app's own table.
+
+    csjd must be stopped, and the target registered. ``SEED_CHUNK`` rows per
     transaction; then the target's backlog count, as csjd's writes keep it,
     and the WAL is checkpointed, so that the next csjd starts on a settled
-    file.
+    file. Answers the file's size in MB.
     """
     now = time.time()
-    first_ms = int(now * 1000) - n - 3_600_000
-    expires_at = now + PARKED_TTL_S
     engine = create_engine(f"sqlite:///{path}")
     try:
         for low in range(0, n, SEED_CHUNK):
-            rows = []
-            for i in range(low, min(n, low + SEED_CHUNK)):
-                ms = first_ms + i
-                payload = b'{"i":%d}' % i
-                rows.append(
-                    {
-                        "id": uuid7(ms),
-                        "caller": "",
-                        "idempotency_key": f"parked-{i}",
-                        "fingerprint": hashlib.sha256(payload).hexdigest(),
-                        "target": PARKED_TARGET,
-                        "payload": payload,
-                        "headers": None,
-                        "state": parked.state,
-                        "attempts": 0,
-                        "deliveries": 0,
-                        "max_attempts": 10,
-                        "created_at": ms / 1000,
-                        "updated_at": ms / 1000,
-                        "next_attempt_at": parked.next_attempt_at(ms / 1000, i, n, now),
-                        "expires_at": expires_at,
-                    }
-                )
+            rows = parked_rows(n, parked, low, min(n, low + SEED_CHUNK), now)
             with engine.begin() as conn:
                 conn.execute(insert(jobs_table), rows)
             if (low // SEED_CHUNK) % 5 == 4:
@@ -133,6 +145,38 @@ def seed_parked(path: Path, n: int, parked: Parked) -> None:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         engine.dispose()
+    return path.stat().st_size / 2**20
+
+
+async def seed_parked_postgres(database_url: str, n: int, parked: Parked) -> float:
+    """``seed_parked`` on Postgres: ``COPY`` of ``SEED_CHUNK`` rows per
+    transaction, the target's backlog count, then ``VACUUM ANALYZE`` of the jobs
+    (what autovacuum would have done by the time a million jobs had come in).
+    Answers the database's size in MB."""
+    now = time.time()
+    columns = list(parked_rows(1, parked, 0, 1, now)[0])
+    conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        for low in range(0, n, SEED_CHUNK):
+            rows = parked_rows(n, parked, low, min(n, low + SEED_CHUNK), now)
+            async with conn.transaction():
+                await conn.copy_records_to_table(
+                    jobs_table.name, records=[tuple(r.values()) for r in rows], columns=columns
+                )
+            if (low // SEED_CHUNK) % 5 == 4:
+                say(f"  ... {low + len(rows)}/{n} rows")
+        await conn.execute(
+            "INSERT INTO target_backlog (target, state, count) VALUES ($1, $2, $3) "
+            "ON CONFLICT (target, state) DO UPDATE SET count = target_backlog.count + $3",
+            PARKED_TARGET,
+            parked.state,
+            n,
+        )
+        await conn.execute(f"VACUUM ANALYZE {jobs_table.name}")
+        size: int = await conn.fetchval("SELECT pg_database_size(current_database())")
+        return size / 2**20
+    finally:
+        await conn.close()
 
 
 async def target_backlog(
@@ -291,8 +335,14 @@ async def backlog_scenario(
     args: argparse.Namespace, tmp: Path, sink: Service, kind: Parked
 ) -> dict[str, Any]:
     """Phase A on an empty file, ``--big-backlog`` jobs seeded as ``kind`` says, phase B."""
-    path = tmp / f"big_backlog_{kind.state}.db"
-    database_url = f"sqlite+aiosqlite:///{path}"
+    name = f"big_backlog_{kind.state}.db"
+    async with fresh_database(args, tmp, name) as database_url:
+        return await backlog_phases(args, tmp, sink, kind, database_url)
+
+
+async def backlog_phases(
+    args: argparse.Namespace, tmp: Path, sink: Service, kind: Parked, database_url: str
+) -> dict[str, Any]:
     say("phase A: an empty database")
     empty = await backlog_phase(
         args,
@@ -307,10 +357,13 @@ async def backlog_scenario(
     enabled = "enabled" if kind.enabled else "disabled"
     say(f"seeding {args.big_backlog} {kind.state} jobs for the {enabled} target {PARKED_TARGET}")
     t0 = time.perf_counter()
-    await asyncio.to_thread(seed_parked, path, args.big_backlog, kind)
+    if args.db == "postgres":
+        db_mb = await seed_parked_postgres(database_url, args.big_backlog, kind)
+    else:
+        path = Path(database_url.removeprefix("sqlite+aiosqlite:///"))
+        db_mb = await asyncio.to_thread(seed_parked, path, args.big_backlog, kind)
     seed_s = time.perf_counter() - t0
-    db_mb = path.stat().st_size / 2**20
-    say(f"  seeded in {seed_s:.1f}s; the database file is {db_mb:.0f} MB")
+    say(f"  seeded in {seed_s:.1f}s; the database is {db_mb:.0f} MB")
     say(f"phase B: {args.big_backlog} jobs {kind.state}")
     full = await backlog_phase(
         args,
@@ -344,7 +397,7 @@ async def backlog_scenario(
             "claim": ratios["claim_full_to_empty"] >= BIG_BACKLOG_RATIO_MIN,
         },
         "detail": {
-            "db_file_mb": round(db_mb, 1),
+            "db_mb": round(db_mb, 1),
             "seed_rows_per_s": round(args.big_backlog / seed_s),
             "empty": empty.detail(),
             "full": full.detail(),
