@@ -253,7 +253,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             f"--batch-sizes must be at most {MAX_BATCH_JOBS}; --batch-concurrency at least 1"
         )
     if args.scenario in SQLITE_ONLY and args.db != "sqlite":
-        parser.error(f"the {args.scenario} scenario measures SQLite files: it needs --db sqlite")
+        parser.error(f"the {args.scenario} scenario seeds a SQLite file: it needs --db sqlite")
     if soak and args.duration < SOAK_SAMPLE_S:
         parser.error(f"the soak scenario needs --duration of at least {SOAK_SAMPLE_S:g}s")
     if args.scenario in ONE_CSJD and (args.split or args.replicas > 1):

@@ -41,7 +41,7 @@ IN_ALL = (
     "big_backlog_scheduled",
     "dashboard",
 )
-#: scenarios that measure SQLite files only, skipped by ``all`` with ``--db postgres``
+#: scenarios that seed a SQLite file directly, skipped by ``all`` with ``--db postgres``
 SQLITE_ONLY = ("dashboard",)
 #: scenarios that run one csjd, whatever --split and --replicas say
 ONE_CSJD = (
