@@ -22,14 +22,14 @@ from app.core.attempt import Completion, rescued
 from app.core.job import ACTIVE, JobRecord, JobState
 from app.core.retry import Random
 from app.core.target import Effects, effects
-from app.storage import ordering, statements
+from app.storage import ordering, statements, values
 from app.storage.base import ClaimRequest, ClaimRound
 from app.storage.endings import Ended, Endings
 from app.storage.engine import Conn
 from app.storage.group import Tx
 from app.storage.models import targets
 from app.storage.records import attempt_row, completion_params, job_record
-from app.storage.statements import COMPLETE_CHUNK, PURGE_BATCH
+from app.storage.statements import PURGE_BATCH
 
 
 class Delivery(Endings):
@@ -102,10 +102,10 @@ class Delivery(Endings):
         params = [completion_params(c) for c in batch]
         #: the jobs written -> (their ordering key, their callback target)
         matched: dict[str, tuple[str | None, str | None]] = {}
-        for start in range(0, len(batch), COMPLETE_CHUNK):
-            chunk = params[start : start + COMPLETE_CHUNK]
-            sql = statements.complete_running(self._dialect, len(chunk))
-            args = tuple(p[f] for p in chunk for f in statements.COMPLETE_FIELDS)
+        for start in range(0, len(batch), values.CHUNK):
+            chunk = params[start : start + values.CHUNK]
+            sql = values.complete_running(self._dialect, len(chunk))
+            args = tuple(p[f] for p in chunk for f in values.COMPLETE_FIELDS)
             for row in (await tx.conn.exec_driver_sql(sql, args)).all():
                 matched[row[0]] = (row[1], row[2])
         written: list[bool] = []
@@ -131,7 +131,7 @@ class Delivery(Endings):
             await self._ended(tx, ended, batch[0].now)
         rows = [attempt_row(c) for c, ok in zip(batch, written, strict=True) if ok and c.attempt]
         if rows:
-            await tx.conn.exec_driver_sql(statements.insert_attempts(self._dialect), rows)
+            await tx.conn.exec_driver_sql(values.insert_attempts(self._dialect), rows)
         for c, ok in zip(batch, written, strict=True):
             change = effects(c.decision, c.attempt.status_code if c.attempt else None)
             if ok and change is not None:
@@ -145,9 +145,9 @@ class Delivery(Endings):
         async def op(tx: Tx) -> int:
             items = list(leases.items())
             extended = 0
-            for start in range(0, len(items), COMPLETE_CHUNK):
-                chunk = items[start : start + COMPLETE_CHUNK]
-                sql = statements.extend_leases(self._dialect, len(chunk))
+            for start in range(0, len(items), values.CHUNK):
+                chunk = items[start : start + values.CHUNK]
+                sql = values.extend_leases(self._dialect, len(chunk))
                 # (rowcount is -1 for a statement that starts with WITH)
                 args = (*(x for pair in chunk for x in pair), until)
                 extended += len((await tx.conn.exec_driver_sql(sql, args)).all())

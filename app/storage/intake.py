@@ -23,7 +23,7 @@ from sqlalchemy import RowMapping, select
 
 from app.core import errors
 from app.core.job import Enqueued, JobRecord, NewJob, admit
-from app.storage import ordering, statements
+from app.storage import ordering, values
 from app.storage.engine import Conn
 from app.storage.group import Tx
 from app.storage.models import jobs
@@ -101,10 +101,10 @@ class Intake(SqlStoreBase):
             # Replicas insert keys in one order: two batches sharing keys wait on
             # each other's unique-index entries, never in a cycle.
             ordered = sorted(rows, key=lambda r: (r["caller"], r["idempotency_key"]))
-            for start in range(0, len(ordered), statements.INSERT_CHUNK):
-                chunk = ordered[start : start + statements.INSERT_CHUNK]
-                sql = statements.insert_jobs(self._dialect, len(chunk))
-                args = tuple(row[f] for row in chunk for f in statements.JOB_FIELDS)
+            for start in range(0, len(ordered), values.CHUNK):
+                chunk = ordered[start : start + values.CHUNK]
+                sql = values.insert_jobs(self._dialect, len(chunk))
+                args = tuple(row[f] for row in chunk for f in values.JOB_FIELDS)
                 inserted.update(row[0] for row in (await tx.conn.exec_driver_sql(sql, args)).all())
             self._adjust_active(tx, len(inserted))
             if inserted:

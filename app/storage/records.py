@@ -81,7 +81,7 @@ def attempt_record(row: RowMapping) -> AttemptRecord:
 
 def job_row(job: JobRecord, fingerprint: str) -> dict[str, Any]:
     """The ``jobs`` row of a job just admitted (``app.core.job.admit``), as the
-    driver takes it (``statements.insert_jobs``): its headers as JSON text."""
+    driver takes it (``values.insert_jobs``): its headers as JSON text."""
     return {
         "id": job.id,
         "caller": job.caller,
@@ -117,7 +117,7 @@ def target_row(spec: TargetSpec, now: float) -> dict[str, Any]:
 
 def attempt_row(c: Completion) -> tuple[Any, ...]:
     """The ``attempts`` row of a completion that recorded an attempt, in the
-    order of ``statements.ATTEMPT_FIELDS``."""
+    order of ``values.ATTEMPT_FIELDS``."""
     a = c.attempt
     assert a is not None
     return (
@@ -136,7 +136,7 @@ def attempt_row(c: Completion) -> tuple[Any, ...]:
 
 
 def completion_params(c: Completion) -> dict[str, Any]:
-    """One row of the completing statement's VALUES list (``_COMPLETE_FIELDS``, ``sql.py``)."""
+    """One row of the completing statement's VALUES list (``values.COMPLETE_FIELDS``)."""
     d = c.decision
     a = c.attempt
     return {

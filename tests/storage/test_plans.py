@@ -32,7 +32,7 @@ from sqlalchemy import ClauseElement, TextClause, TextualSelect, insert, select,
 from app.core.job import FailureReason, JobState
 from app.core.target import TargetSpec
 from app.settings import Settings
-from app.storage import ordering, postgres, statements
+from app.storage import ordering, postgres, statements, values
 from app.storage.base import JobFilter
 from app.storage.engine import Conn
 from app.storage.factory import build_store
@@ -161,7 +161,7 @@ def _hot(store: SqlJobStore, conn: Conn) -> dict[str, tuple[ClauseElement | str,
         "lease_expires_at": NOW + 30,
     }
     completions = 2
-    complete = statements.complete_running(store.dialect, completions)
+    complete = values.complete_running(store.dialect, completions)
     completion = ("some-id", 1, "succeeded", 1, None, NOW, None, 1, 200, None, NOW, 0, None)
 
     def listing(**where: Any) -> ClauseElement:
