@@ -14,6 +14,7 @@ import pytest
 
 from app.testing import Reply, Sink
 from tests.e2e.gateway import GatewayProcess
+from tests.needs import missing
 from tests.pg import PostgresDatabases
 
 pytestmark = pytest.mark.slow
@@ -99,8 +100,12 @@ def _pg_cluster(action: str) -> None:
 # the machine's own cluster goes down for a while: every other test that uses it
 # would fail meanwhile, so this one runs after the parallel part, by itself
 @pytest.mark.alone
-@pytest.mark.skipif(not os.path.isdir("/etc/postgresql"), reason="needs the local cluster")
 def test_a_postgres_restart_is_survived(tmp_path: Path, pg_url: str, sink: Sink) -> None:
+    if not os.path.isdir("/etc/postgresql"):
+        missing(
+            "no local Postgres cluster to restart (/etc/postgresql, pg_ctlcluster)",
+            in_ci="the Postgres restart test must run",
+        )
     gateway = replica(tmp_path, pg_url, "a").start()
     accepted: list[str] = []
     statuses: list[int] = []
